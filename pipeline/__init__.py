@@ -1,0 +1,1 @@
+"""A DVC pipeline benchmarking the classic CNNs on the Kaggle Dogs-vs-Cats photos."""
