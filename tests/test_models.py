@@ -1,0 +1,279 @@
+"""The zoo: every architecture builds, has the parameter count worked out by hand, and transfer
+learning cannot repeat the course's three mistakes (no eval mode, nothing frozen, an abrupt head)."""
+
+import urllib.error
+
+import pytest
+import torch
+from torch import nn
+from torchvision import models as tv
+
+from pipeline import models, train
+from pipeline.data import Split
+from pipeline.io import StageError
+from pipeline.models.transfer import TransferModel
+from pipeline.params import ParamError
+from pipeline.runtime import predict
+
+
+def conv(k, c_in, c_out, bias=True):
+    return k * k * c_in * c_out + (c_out if bias else 0)
+
+
+def dense(f_in, f_out, bias=True):
+    return f_in * f_out + (f_out if bias else 0)
+
+
+def inception(c_in, c1, c2, c3, c4):
+    return conv(1, c_in, c1) + conv(1, c_in, c2[0]) + conv(3, *c2) + conv(1, c_in, c3[0]) + conv(5, *c3) + conv(1, c_in, c4)
+
+
+# Parameter counts for 3 input channels and 2 classes, from the layer shapes alone.
+ALEXNET = (
+    conv(11, 3, 96) + conv(5, 96, 256) + conv(3, 256, 384) + conv(3, 384, 384) + conv(3, 384, 256)
+    + dense(6400, 4096) + dense(4096, 4096) + dense(4096, 2)
+)  # fmt: skip
+# BatchNorm variants: convs and hidden dense layers lose their bias, each gains a scale and a shift.
+ALEXNET_BN = ALEXNET - (96 + 256 + 384 + 384 + 256 + 4096 + 4096) + 2 * (96 + 256 + 384 + 384 + 256 + 4096 + 4096)
+VGG11_CONVS = [(3, 64), (64, 128), (128, 256), (256, 256), (256, 512), (512, 512), (512, 512), (512, 512)]
+VGG11 = sum(conv(3, a, b) for a, b in VGG11_CONVS) + dense(25088, 4096) + dense(4096, 4096) + dense(4096, 2)
+VGG11_BN = VGG11 + sum(b for _, b in VGG11_CONVS) + 4096 + 4096
+NIN = (
+    conv(11, 3, 96) + 2 * conv(1, 96, 96) + conv(5, 96, 256) + 2 * conv(1, 256, 256)
+    + conv(3, 256, 384) + 2 * conv(1, 384, 384) + conv(3, 384, 2) + 2 * conv(1, 2, 2)
+)  # fmt: skip
+GOOGLENET = (
+    conv(7, 3, 64) + conv(1, 64, 64) + conv(3, 64, 192)
+    + inception(192, 64, (96, 128), (16, 32), 32) + inception(256, 128, (128, 192), (32, 96), 64)
+    + inception(480, 192, (96, 208), (16, 48), 64) + inception(512, 160, (112, 224), (24, 64), 64)
+    + inception(512, 128, (128, 256), (24, 64), 64) + inception(512, 112, (144, 288), (32, 64), 64)
+    + inception(528, 256, (160, 320), (32, 128), 128) + inception(832, 256, (160, 320), (32, 128), 128)
+    + inception(832, 384, (192, 384), (48, 128), 128) + dense(1024, 2)
+)  # fmt: skip
+EXPECTED = {
+    "alexnet": ALEXNET,
+    "alexnet_bn": ALEXNET_BN,
+    "vgg11": VGG11,
+    "vgg11_bn": VGG11_BN,
+    "nin": NIN,
+    "googlenet": GOOGLENET,
+    "resnet18": 11_177_538,  # torchvision's ResNet-18 (11,689,512) with a 512 → 2 classifier
+    "resnet50": 23_508_032 + dense(2048, 512) + dense(512, 2),  # torchvision's backbone + 2048 → 512 → 2
+}
+OFFLINE = {"resnet50": {"pretrained": False}}
+
+
+def build(name, **options):
+    return models.build(name, **{**OFFLINE.get(name, {}), **options})
+
+
+def test_the_zoo_is_the_course_plus_batchnorm_and_transfer():
+    assert models.names() == ["alexnet", "alexnet_bn", "vgg11", "vgg11_bn", "nin", "googlenet", "resnet18", "resnet50"]
+    assert EXPECTED["alexnet"] == 46_755_202  # the figure quoted in the issue
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_architecture_gives_two_logits_at_96_and_224_px_with_its_known_size(name):
+    model = build(name).eval()
+    assert sum(p.numel() for p in model.parameters()) == EXPECTED[name]
+    with torch.inference_mode():
+        for size in (96, 224):
+            assert model(torch.randn(2, 3, size, size)).shape == (2, 2)
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_minimum_image_size_is_exact(name):
+    model, size = build(name).eval(), models.min_image_size(name)
+    with torch.inference_mode():
+        assert model(torch.randn(1, 3, size, size)).shape == (1, 2)
+        if name in ("alexnet", "alexnet_bn", "nin"):  # the strided stem and three pools leave 0×0
+            with pytest.raises(RuntimeError):
+                model(torch.randn(1, 3, size - 1, size - 1))
+
+
+def flat_features(model, size):
+    """Width of the first dense layer's input at `size` px."""
+    seen = []
+    first = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    first.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[1]))
+    with torch.inference_mode():
+        model.eval()(torch.randn(1, 3, size, size))
+    return seen[0]
+
+
+def test_feature_sizes_at_224_px_are_the_course_material_s():
+    assert flat_features(build("alexnet"), 224) == 256 * 5 * 5 == 6400
+    assert flat_features(build("vgg11"), 224) == 512 * 7 * 7
+    assert flat_features(build("alexnet"), 96) == 6400  # adaptive pooling keeps the classifier's shape
+
+
+def test_from_scratch_resnet18_and_vgg11_match_torchvision_layer_for_layer():
+    for ours, theirs in ((build("resnet18"), tv.resnet18(num_classes=2)), (build("vgg11"), tv.vgg11(num_classes=2))):
+        assert sorted(p.shape for p in ours.parameters()) == sorted(p.shape for p in theirs.parameters())
+
+
+def test_alexnet_lrn_is_optional_and_parameter_free():
+    plain, lrn = build("alexnet"), build("alexnet", lrn=True)
+    assert sum(isinstance(m, nn.LocalResponseNorm) for m in lrn.modules()) == 2
+    assert not any(isinstance(m, nn.LocalResponseNorm) for m in plain.modules())
+    assert sum(p.numel() for p in lrn.parameters()) == ALEXNET
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(ParamError) as e:
+        models.build("lenet")
+    assert "lenet" in str(e.value) and all(name in str(e.value) for name in models.names())
+
+
+# ---------------------------------------------------------------- transfer learning
+
+
+def snapshot(module: nn.Module) -> dict:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def steps(model, freeze_steps=3, size=64):
+    """A few real optimiser steps through the project's own optimiser construction."""
+    from pipeline import params
+
+    tp = params.load(overrides={"train": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0}}).train
+    optimizer = train.make_optimizer(model, tp)
+    model.train()
+    for _ in range(freeze_steps):
+        loss = nn.functional.cross_entropy(model(torch.randn(4, 3, size, size)), torch.tensor([0, 1, 0, 1]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return optimizer
+
+
+def changed(before: dict, after: dict, prefix: str) -> set[str]:
+    return {k for k in before if k.startswith(prefix) and not torch.equal(before[k], after[k])}
+
+
+def test_freeze_backbone_really_freezes_weights_and_batchnorm_statistics():
+    model = build("resnet50", freeze="backbone")
+    assert isinstance(model, TransferModel)
+    before = snapshot(model)
+    optimizer = steps(model)
+    after = snapshot(model)
+    backbone = [k for k in before if k.startswith("backbone.")]
+    assert any("running_mean" in k for k in backbone)
+    assert changed(before, after, "backbone.") == set()  # weights and BN buffers bit-identical
+    assert changed(before, after, "head.") == {k for k in before if k.startswith("head.")}
+    given = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert given == {id(p) for p in model.head.parameters()}  # the optimiser never sees the backbone
+    assert all(not p.requires_grad for p in model.backbone.parameters())
+    assert not any(m.training for m in model.backbone.modules())  # frozen BN stays in eval mode
+
+
+def test_freeze_none_trains_the_backbone_at_a_lower_learning_rate():
+    model = build("resnet50", freeze="none", backbone_lr_scale=0.1)
+    before = snapshot(model)
+    optimizer = steps(model, freeze_steps=1)
+    after = snapshot(model)
+    assert "backbone.conv1.weight" in changed(before, after, "backbone.")
+    assert "backbone.bn1.running_mean" in changed(before, after, "backbone.")
+    lrs = {round(g["base_lr"], 6) for g in optimizer.param_groups}
+    assert lrs == {0.1, 0.01}
+
+
+def test_freeze_layer4_trains_layer4_and_the_head_only():
+    model = build("resnet50", freeze="layer4")
+    before = snapshot(model)
+    steps(model, freeze_steps=1)
+    after = snapshot(model)
+    moved = changed(before, after, "backbone.")
+    assert moved and all(k.startswith("backbone.layer4.") for k in moved)
+    assert "backbone.layer4.0.bn1.running_mean" in moved
+    assert not model.backbone.layer3.training and model.backbone.layer4.training
+
+
+def test_the_head_is_gentle_by_default_and_configurable():
+    head = build("resnet50").head
+    assert [m.__class__ for m in head] == [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
+    assert (head[0].in_features, head[0].out_features, head[3].out_features) == (2048, 512, 2)
+    single = build("resnet50", head=[]).head
+    assert [(m.in_features, m.out_features) for m in single] == [(2048, 2)]
+
+
+def test_any_torchvision_classifier_gets_the_same_head_and_freezing():
+    model = models.build("torchvision:mobilenet_v3_small", pretrained=False)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("head.") for n in trainable)
+    assert model.head[0].in_features == 1024
+    with torch.inference_mode():
+        assert model.eval()(torch.randn(2, 3, 64, 64)).shape == (2, 2)
+
+
+def test_predict_is_always_in_eval_mode():
+    torch.manual_seed(0)
+    model = build("alexnet_bn")  # Dropout and BatchNorm: train mode changes every output
+    images = torch.randint(0, 256, (6, 3, 72, 72), dtype=torch.uint8)
+    split = Split(images=images, labels=torch.zeros(6, dtype=torch.long), device=torch.device("cpu"))
+    model.train()
+    got = predict(model, split, batch_size=4)
+    assert model.training  # restored afterwards
+    from pipeline.data import normalize
+
+    with torch.no_grad():
+        expected = torch.softmax(model.eval()(normalize(images)), 1)
+        training = torch.softmax(model.train()(normalize(images)), 1)
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, training, atol=1e-3)
+
+
+# ---------------------------------------------------------------- weights without network
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty torch hub cache, and no network: any download attempt fails as it would offline."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def offline(url, dst, progress=True):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return tmp_path / "hub" / "checkpoints"
+
+
+def reference_weights():
+    torch.manual_seed(1)
+    return tv.resnet50(weights=None).state_dict()
+
+
+def test_pretrained_weights_load_from_the_hub_cache_offline(hub):
+    state = reference_weights()
+    hub.mkdir(parents=True)
+    torch.save(state, hub / "resnet50-11ad3fa6.pth")  # torchvision's file name for these weights
+    model = models.build("resnet50", pretrained=True)
+    torch.testing.assert_close(model.backbone.conv1.weight, state["conv1.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(model.backbone.layer4[2].bn3.running_var, state["layer4.2.bn3.running_var"])
+
+
+def test_pretrained_weights_load_from_a_file_named_in_params(hub, tmp_path):
+    state = reference_weights()
+    torch.save(state, tmp_path / "my-resnet50.pth")
+    model = models.build("resnet50", weights=str(tmp_path / "my-resnet50.pth"))
+    assert isinstance(model.backbone.fc, nn.Identity)
+    torch.testing.assert_close(model.backbone.conv1.weight, state["conv1.weight"], rtol=0, atol=0)
+
+
+def test_missing_weights_fail_at_once_saying_where_to_put_them(hub):
+    with pytest.raises(StageError) as e:
+        models.build("resnet50", pretrained=True)
+    message = str(e.value)
+    assert str(hub / "resnet50-11ad3fa6.pth") in message
+    assert "https://download.pytorch.org/models/resnet50-11ad3fa6.pth" in message
+    assert "weights:" in message and "pretrained: false" in message
+    assert not hub.exists() or not any(hub.iterdir())  # no half-written weights left behind
+
+
+def test_a_missing_weights_file_named_in_params_is_reported(hub, tmp_path):
+    with pytest.raises(StageError, match="does not exist"):
+        models.build("resnet50", weights=str(tmp_path / "nowhere.pth"))
+
+
+def test_pretrained_false_works_offline(hub):
+    assert isinstance(models.build("resnet50", pretrained=False), TransferModel)
