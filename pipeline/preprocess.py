@@ -1,0 +1,72 @@
+"""Stage `preprocess`: decode and resize every image once into one uint8 (N, 3, S, S) array per split.
+
+The arrays are .npy files that training memory-maps; labels sit beside them. The bytes depend only
+on the archive, the split and the params, never on the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import io, params
+from pipeline.files import SPLITS, images_file, index_file, labels_file, read_index
+from pipeline.images import Archive, load
+from pipeline.workers import map_archive
+
+CHUNK = 64  # images per task: large enough to amortise the memmap open, small enough to balance cores
+
+
+def fill(archive: Archive, task: tuple[str, int, list[str]], *, size: int, policy: str) -> int:
+    """Decode one chunk of members straight into rows [start, start + len) of the memory-mapped array."""
+    path, start, names = task
+    array = np.load(path, mmap_mode="r+")
+    for i, name in enumerate(names):
+        array[start + i] = load(archive.read(name), size, policy)  # (3, S, S) uint8
+    array.flush()
+    return len(names)
+
+
+def preprocess(archive: Path, split_dir: Path, out: Path, *, image_size: int, resize: str, workers: int) -> dict:
+    indexes = {name: read_index(index_file(split_dir, name)) for name in SPLITS}
+    counts = {name: len(indexes[name][0]) for name in SPLITS}
+    need = sum(counts.values()) * 3 * image_size**2
+    out.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out).free
+    if need > free:
+        raise io.StageError(
+            f"preprocess needs {need / 2**30:.2f} GiB in {out} for {sum(counts.values())} images at "
+            f"{image_size} px, and only {free / 2**30:.2f} GiB are free; free some space or lower data.image_size"
+        )
+    for name in SPLITS:
+        members, labels = indexes[name]
+        with io.atomic_path(images_file(out, name)) as tmp:
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(members), 3, image_size, image_size)).flush()
+            tasks = [(str(tmp), i, members[i : i + CHUNK]) for i in range(0, len(members), CHUNK)]
+            map_archive(archive, partial(fill, size=image_size, policy=resize), tasks, workers=workers, desc=name)
+        with io.atomic_path(labels_file(out, name)) as tmp, open(tmp, "wb") as f:
+            np.save(f, labels)
+    meta = {"image_size": image_size, "resize": resize, "images": counts, "bytes": need}
+    io.write_json(out / "meta.json", meta)
+    return meta
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--archive", type=Path, required=True)
+    parser.add_argument("--split", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    data = params.load_data()
+    meta = preprocess(
+        args.archive, args.split, args.out, image_size=data.image_size, resize=data.resize, workers=io.cpu_count()
+    )
+    print(f"preprocess: {meta['images']} at {meta['image_size']} px ({meta['bytes'] / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    io.run(main)
