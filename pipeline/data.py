@@ -1,0 +1,141 @@
+"""The training data path: preprocessed uint8 tensors moved to the device once, batches as index
+slices, augmentation and normalisation on whole batches on the device. No DataLoader, no workers,
+no per-image Python: the network, not the data path, sets the pace.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.files import images_file, labels_file
+
+# ImageNet statistics, for every model: the pretrained weights expect them, and the from-scratch
+# models do not care which fixed affine map brings their inputs to about zero mean, unit variance.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+GPU_MEMORY_SHARE = 0.5  # at most this share of free GPU memory holds a split; the rest is the model's
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # (N, 3, S, S) uint8: on the device, or in pinned host memory if it did not fit
+    labels: torch.Tensor  # (N,) int64, on the device
+    device: torch.device
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def on_device(self) -> bool:
+        return self.images.device == self.device
+
+
+def load_split(folder: Path, split: str, device: torch.device) -> Split:
+    """Memory-map one preprocessed split and place it where training reads it fastest.
+
+    The .npy file is mapped, never read whole into RAM first, so a 3.8 GB split needs 3.8 GB once:
+    on the GPU when it fits, else pinned host memory (copied a batch at a time, asynchronously).
+    """
+    array = np.load(images_file(folder, split), mmap_mode="c")  # copy-on-write: torch may wrap it
+    labels = torch.from_numpy(np.load(labels_file(folder, split)).astype(np.int64)).to(device)
+    images = torch.from_numpy(array)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if images.nbytes <= GPU_MEMORY_SHARE * free:
+            on_device = torch.empty(images.shape, dtype=torch.uint8, device=device)
+            for start in range(0, len(images), 1024):  # chunks: no second host copy of the whole split
+                on_device[start : start + 1024].copy_(images[start : start + 1024])
+            images = on_device
+        else:
+            images = images.pin_memory()
+    return Split(images=images, labels=labels, device=device)
+
+
+def batches(
+    split: Split, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(x, y) batches on the device: x (B, 3, S, S) uint8, y (B,) int64.
+
+    Shuffled batches drop the last incomplete one (a batch of 1 breaks BatchNorm, and equal batches
+    keep the step count and the learning-rate schedule exact); evaluation batches keep every image.
+    """
+    n = len(split)
+    if shuffle:
+        order = torch.randperm(n, generator=generator, device=generator.device if generator else "cpu")
+        order = order.to(split.device)
+        stop = n - n % batch_size if n >= batch_size else n
+    else:
+        order, stop = torch.arange(n, device=split.device), n
+    if split.on_device:
+        for start in range(0, stop, batch_size):
+            idx = order[start : start + batch_size]
+            yield split.images[idx], split.labels[idx]
+    else:
+        yield from _pinned_batches(split, order[:stop], batch_size)
+
+
+def _pinned_batches(split: Split, order: torch.Tensor, batch_size: int):
+    """Gather each batch into one of two pinned buffers and copy it asynchronously: the copy of
+    batch k+1 overlaps the compute on batch k."""
+    host_order = order.cpu()
+    shape = (batch_size, *split.images.shape[1:])
+    buffers = [torch.empty(shape, dtype=torch.uint8).pin_memory() for _ in range(2)]
+    done = [None, None]
+    for k, start in enumerate(range(0, len(host_order), batch_size)):
+        idx = host_order[start : start + batch_size]
+        slot = k % 2
+        if done[slot] is not None:
+            done[slot].synchronize()  # the copy out of this buffer must finish before we refill it
+        buf = buffers[slot][: len(idx)]
+        torch.index_select(split.images, 0, idx, out=buf)
+        x = buf.to(split.device, non_blocking=True)
+        done[slot] = torch.cuda.Event()
+        done[slot].record()
+        yield x, split.labels[idx.to(split.device)]
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, S, S) → float32, channels-last, ImageNet-normalised: one fused multiply-add."""
+    scale = torch.tensor([1 / (255 * s) for s in STD], device=x.device).view(1, 3, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(MEAN, STD)], device=x.device).view(1, 3, 1, 1)
+    x = x.float() if x.dtype == torch.uint8 else x
+    return torch.addcmul(shift, x, scale).contiguous(memory_format=torch.channels_last)
+
+
+def augment(
+    x: torch.Tensor, *, crop_scale: tuple[float, float], flip: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Random resized crop and horizontal flip of a whole uint8 batch at once, then normalisation.
+
+    Each image gets its own crop (area fraction in `crop_scale`, aspect ratio in [3/4, 4/3]) and
+    flip, expressed as one affine map per image: a single `grid_sample` applies all of them, so the
+    cost is one pass over the batch on the device however many images it holds.
+    """
+    b, device = x.shape[0], x.device
+    if crop_scale == (1.0, 1.0) and not flip:
+        return normalize(x)
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(b, generator=generator, device=generator.device if generator else "cpu")
+
+    area = uniform(*crop_scale)
+    # log aspect ratio, narrowed to [log area, -log area] so that neither side exceeds the image
+    log_ratio = torch.maximum(torch.minimum(uniform(math.log(3 / 4), math.log(4 / 3)), -area.log()), area.log())
+    w = torch.sqrt(area * log_ratio.exp())  # crop width and height as fractions of the side
+    h = torch.sqrt(area / log_ratio.exp())
+    cx = (1 - w) * uniform(-1.0, 1.0)  # crop centre in grid_sample's [-1, 1] coordinates
+    cy = (1 - h) * uniform(-1.0, 1.0)
+    sign = torch.where(uniform(0.0, 1.0) < 0.5, -1.0, 1.0) if flip else torch.ones(b)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = w * sign, cx
+    theta[:, 1, 1], theta[:, 1, 2] = h, cy
+    grid = F.affine_grid(theta.to(device), list(x.shape), align_corners=False)
+    out = F.grid_sample(normalize(x), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return out.contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,104 @@
+"""The device data path: index-slice batches, whole-batch augmentation, exact normalisation."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.data import MEAN, STD, Split, augment, batches, load_split, normalize
+from pipeline.files import images_file, labels_file
+
+
+def split_of(n=10, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    return Split(images=images, labels=torch.arange(n), device=torch.device("cpu"))
+
+
+def test_shuffled_batches_visit_each_image_once_and_drop_only_the_incomplete_tail():
+    split = split_of(10)
+    seen = [y.tolist() for _, y in batches(split, 4, shuffle=True, generator=torch.Generator().manual_seed(0))]
+    assert [len(b) for b in seen] == [4, 4]
+    flat = sum(seen, [])
+    assert len(set(flat)) == 8 and flat != sorted(flat)
+    for x, y in batches(split, 4, shuffle=True, generator=torch.Generator().manual_seed(0)):
+        assert torch.equal(x, split.images[y])  # images travel with their labels
+
+
+def test_the_same_seed_gives_the_same_order():
+    def order(seed):
+        return [y.tolist() for _, y in batches(split_of(), 3, shuffle=True, generator=torch.Generator().manual_seed(seed))]
+
+    assert order(1) == order(1) and order(1) != order(2)
+
+
+def test_evaluation_batches_keep_every_image_in_order():
+    assert torch.cat([y for _, y in batches(split_of(10), 4, shuffle=False)]).tolist() == list(range(10))
+
+
+def test_a_split_smaller_than_a_batch_is_one_batch():
+    assert [len(y) for _, y in batches(split_of(3), 8, shuffle=True, generator=torch.Generator())] == [3]
+
+
+def test_normalize_is_imagenet_standardisation_in_channels_last():
+    x = torch.tensor([0, 128, 255], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 2, 2)
+    out = normalize(x)
+    expected = [(v / 255 - m) / s for v, m, s in zip((0, 128, 255), MEAN, STD)]
+    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor(expected), rtol=0, atol=1e-6)
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.dtype == torch.float32
+
+
+def test_flip_alone_mirrors_some_images_and_leaves_the_others():
+    split = split_of(64, size=6)
+    out = augment(split.images, crop_scale=(1.0, 1.0), flip=True, generator=torch.Generator().manual_seed(0))
+    plain = normalize(split.images)
+    same = [torch.allclose(out[i], plain[i], atol=1e-5) for i in range(64)]
+    mirrored = [torch.allclose(out[i], plain[i].flip(-1), atol=1e-5) for i in range(64)]
+    assert all(s or m for s, m in zip(same, mirrored))
+    assert 16 < sum(mirrored) < 48
+
+
+def test_no_augmentation_is_plain_normalisation():
+    split = split_of(4)
+    torch.testing.assert_close(augment(split.images, crop_scale=(1.0, 1.0), flip=False), normalize(split.images))
+
+
+def test_random_crops_are_per_image_and_stay_inside_the_image():
+    # left half black, right half white: a crop shows a mix that differs from image to image
+    x = torch.zeros(32, 3, 16, 16, dtype=torch.uint8)
+    x[..., 8:] = 255
+    out = augment(x, crop_scale=(0.1, 0.3), flip=False, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (32, 3, 16, 16)
+    low, high = normalize(torch.zeros(1, 3, 1, 1, dtype=torch.uint8)), normalize(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8))
+    assert (out >= low - 1e-5).all() and (out <= high + 1e-5).all()  # interpolation, never extrapolation
+    means = out.mean(dim=(1, 2, 3))
+    assert means.std() > 0.1  # crops differ per image
+    constant = augment(torch.full((4, 3, 16, 16), 77, dtype=torch.uint8), crop_scale=(0.2, 1.0), flip=True)
+    torch.testing.assert_close(constant, normalize(torch.full((4, 3, 16, 16), 77, dtype=torch.uint8)))
+
+
+def test_load_split_maps_the_arrays_without_copying_on_the_cpu(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (5, 3, 4, 4), dtype=np.uint8)
+    np.save(images_file(tmp_path, "val"), images)
+    np.save(labels_file(tmp_path, "val"), np.array([0, 1, 1, 0, 1]))
+    split = load_split(tmp_path, "val", torch.device("cpu"))
+    assert split.images.dtype == torch.uint8 and split.labels.dtype == torch.int64
+    np.testing.assert_array_equal(split.images.numpy(), images)
+    assert split.on_device and len(split) == 5
+    assert not split.images.numpy().flags["OWNDATA"]  # a memory map, not a second copy in RAM
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_pinned_host_batches_equal_device_batches(tmp_path, monkeypatch):
+    import pipeline.data as data
+
+    np.save(images_file(tmp_path, "train"), np.random.default_rng(0).integers(0, 256, (50, 3, 8, 8), dtype=np.uint8))
+    np.save(labels_file(tmp_path, "train"), np.arange(50) % 2)
+    device = torch.device("cuda")
+    on_gpu = load_split(tmp_path, "train", device)
+    monkeypatch.setattr(data, "GPU_MEMORY_SHARE", 0.0)  # nothing fits: the pinned-host path
+    pinned = load_split(tmp_path, "train", device)
+    assert not pinned.on_device and pinned.images.is_pinned()
+    a = list(batches(on_gpu, 8, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    b = list(batches(pinned, 8, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and xb.device.type == "cuda"
