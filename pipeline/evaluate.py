@@ -1,0 +1,111 @@
+"""Stage `evaluate`: each trained model on the test split, every figure through scikit-learn.
+
+Writes metrics/<model>.json (DVC metrics: `dvc metrics show|diff`), and per model the plot data
+plots/confusion/<model>.csv (one `actual,predicted` row per test image) and plots/roc/<model>.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn import metrics as skm
+
+from pipeline import checkpoint, io, params, runtime
+from pipeline.data import load_split
+from pipeline.files import CLASSES, csv_text
+
+Z95 = 1.959964  # two-sided 95% normal quantile
+
+
+def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% confidence interval of an accuracy measured on n images (Wilson score: sound near 0 and 1)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def test_metrics(labels: np.ndarray, proba: np.ndarray) -> dict:
+    """The binary-classification figures for labels (N,) and class probabilities (N, 2)."""
+    predicted = proba.argmax(1)
+    classes = list(range(len(CLASSES)))
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)
+    confusion = skm.confusion_matrix(labels, predicted, labels=classes)  # rows: actual, columns: predicted
+    accuracy = skm.accuracy_score(labels, predicted)
+    low, high = wilson_interval(int(np.trace(confusion)), len(labels))
+    both = len(np.unique(labels)) == len(classes)
+    return {
+        "images": int(len(labels)),
+        "accuracy": float(accuracy),
+        "accuracy_ci95": [low, high],
+        "balanced_accuracy": float(skm.balanced_accuracy_score(labels, predicted)) if both else None,
+        "precision": {c: float(precision[i]) for i, c in enumerate(CLASSES)},
+        "recall": {c: float(recall[i]) for i, c in enumerate(CLASSES)},
+        "f1": {c: float(f1[i]) for i, c in enumerate(CLASSES)},
+        "f1_macro": float(f1.mean()),
+        "roc_auc": float(skm.roc_auc_score(labels, proba[:, 1])) if both else None,
+        "log_loss": float(skm.log_loss(labels, proba, labels=classes)),
+        "confusion": {a: {p: int(confusion[i, j]) for j, p in enumerate(CLASSES)} for i, a in enumerate(CLASSES)},
+    }
+
+
+def evaluate_model(model_path: Path, test, batch_size: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(metrics, labels, probabilities) of one checkpoint on the test split."""
+    model, meta = checkpoint.load(model_path, test.device)
+    runtime.synchronize(test.device)
+    start = time.perf_counter()
+    proba = runtime.predict(model, test, batch_size).numpy()
+    seconds = time.perf_counter() - start
+    labels = test.labels.cpu().numpy()
+    result = {
+        "model": meta["name"],
+        "test": test_metrics(labels, proba),
+        "val": meta["val"],
+        "train": {k: meta[k] for k in ("epochs", "best_epoch", "seconds", "images_per_second")},
+        "inference_images_per_second": len(labels) / seconds,
+        "parameters": meta["parameters"],
+        "trainable_parameters": meta["trainable_parameters"],
+        "image_size": meta["image_size"],
+        "device": meta["device"],
+    }
+    return result, labels, proba
+
+
+def write_plots(plots: Path, name: str, labels: np.ndarray, proba: np.ndarray) -> None:
+    predicted = proba.argmax(1)
+    rows = [(CLASSES[a], CLASSES[p]) for a, p in zip(labels, predicted)]
+    io.write_text(plots / "confusion" / f"{name}.csv", csv_text(["actual", "predicted"], rows))
+    fpr, tpr, _ = skm.roc_curve(labels, proba[:, 1], pos_label=1)
+    io.write_text(plots / "roc" / f"{name}.csv", csv_text(["fpr", "tpr"], zip(fpr.round(6), tpr.round(6))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="preprocessed tensors")
+    parser.add_argument("--models", type=Path, required=True, help="trained models")
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--plots", type=Path, required=True)
+    args = parser.parse_args()
+    p = params.load()
+    device = runtime.choose_device(p.train.device)
+    test = load_split(args.data, "test", device)
+    for name in p.model_names:
+        path = args.models / f"{name}.pt"
+        if not path.exists():
+            raise io.StageError(f"{path} is missing: run the train stage first (dvc repro)")
+        result, labels, proba = evaluate_model(path, test, p.train.batch_size)
+        io.write_json(args.metrics / f"{name}.json", result)
+        write_plots(args.plots, name, labels, proba)
+        t = result["test"]
+        print(f"evaluate: {name:>12s} test accuracy {t['accuracy']:.3f} "
+              f"[{t['accuracy_ci95'][0]:.3f}, {t['accuracy_ci95'][1]:.3f}] AUC {t['roc_auc'] or float('nan'):.3f}")
+
+
+if __name__ == "__main__":
+    io.run(main)
