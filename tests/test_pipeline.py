@@ -1,0 +1,144 @@
+"""End to end with the real `dvc` CLI, in a temporary git + DVC copy of the project, on an archive
+the test builds: `dvc repro` of the whole zoo, then `dvc exp run -S model=...`, `dvc metrics diff`,
+`dvc exp show` and `dvc plots show`, as a user would type them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import models, params, synthetic
+from tests.archives import THUMBS_DB
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", "data/.gitignore", ".dvc/config", ".dvc/.gitignore", "pipeline"]
+PER_CLASS = 16  # 32 images: 16 train, 8 val, 8 test with the fractions below
+
+
+def run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        # the venv's python and dvc first: stage commands say `python -m pipeline.<stage>`
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+    }  # fmt: skip
+    result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(repo, str(Path(sys.executable).parent / "dvc"), *args, check=check)
+
+
+def set_params(repo: Path, overrides: dict) -> None:
+    path = repo / "params.yaml"
+    path.write_text(yaml.safe_dump(params.merge(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
+
+
+def csv_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A fresh clone-alike: the project's tracked files, git and DVC initialised, small params."""
+    root = tmp_path_factory.mktemp("project")
+    for name in PROJECT_FILES:
+        src, dst = REPO / name, root / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    # The archive a user would point data.source at: Kaggle layout, plus the junk real ones hold.
+    archive = tmp_path_factory.mktemp("downloads") / "train.zip"
+    synthetic.make_archive(archive, per_class=PER_CLASS, size=80)
+    import zipfile
+
+    with zipfile.ZipFile(archive, "a") as z:
+        z.writestr("train/cat.9999.jpg", b"")  # zero bytes
+        z.writestr("train/Thumbs.db", THUMBS_DB)
+    set_params(
+        root,
+        {
+            "data": {"source": str(archive), "image_size": 72, "val_fraction": 0.25, "test_fraction": 0.25},
+            "train": {"epochs": 1, "batch_size": 8},
+            "models": {"resnet50": {"pretrained": False}},
+        },
+    )
+    run(root, "git", "init", "-q", "-b", "main")
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "project")
+    return root
+
+
+@pytest.fixture(scope="module")
+def reproduced(repo: Path) -> Path:
+    dvc(repo, "repro")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "baseline: the whole zoo, 1 epoch")
+    return repo
+
+
+def test_repro_trains_and_evaluates_every_architecture(reproduced: Path):
+    summary = json.loads((reproduced / "data/split/summary.json").read_text())
+    assert summary["rejects"] == {"empty file": 1, "no class in its path": 1}
+    test_images = sum(summary["images"]["test"].values())
+    assert summary["images"]["test"] == {"cat": 4, "dog": 4}
+    for name in models.names():
+        m = json.loads((reproduced / "metrics" / f"{name}.json").read_text())
+        t = m["test"]
+        assert t["images"] == test_images and 0 <= t["accuracy"] <= 1
+        assert sum(sum(row.values()) for row in t["confusion"].values()) == test_images
+        assert set(t["precision"]) == set(t["recall"]) == set(t["f1"]) == {"cat", "dog"}
+        assert m["train"]["epochs"] == 1 and m["train"]["images_per_second"] > 0 and m["device"].startswith("cpu")
+        rows = csv_rows(reproduced / "plots" / "confusion" / f"{name}.csv")
+        assert len(rows) == test_images and set(rows[0]) == {"actual", "predicted"}
+        assert (reproduced / "dvclive" / "plots" / "metrics" / name / "val" / "accuracy.tsv").exists()
+    board = json.loads((reproduced / "reports" / "leaderboard.json").read_text())
+    assert sorted(r["model"] for r in board["models"]) == sorted(models.names())
+    assert dvc(reproduced, "status").stdout.strip() == "Data and pipelines are up to date."
+    assert run(reproduced, "git", "status", "--porcelain").stdout == ""  # DVC ignored every output
+
+
+def test_an_experiment_on_one_model_trains_only_it_and_metrics_diff_shows_the_change(reproduced: Path):
+    dvc(reproduced, "exp", "run", "-S", "model=resnet18", "-S", "train.epochs=2")
+    assert sorted(p.name for p in (reproduced / "models").iterdir()) == ["resnet18.pt"]
+    assert sorted(p.name for p in (reproduced / "metrics").iterdir()) == ["resnet18.json"]
+    board = json.loads((reproduced / "reports" / "leaderboard.json").read_text())
+    assert [r["model"] for r in board["models"]] == ["resnet18"] and board["best"] == "resnet18"
+
+    diff = json.loads(dvc(reproduced, "metrics", "diff", "--json").stdout)
+    assert diff["metrics/resnet18.json"]["train.epochs"] == {"old": 1, "new": 2, "diff": 1}
+    every = json.loads(dvc(reproduced, "metrics", "diff", "--all", "--json").stdout)["metrics/resnet18.json"]
+    assert {"test.accuracy", "test.roc_auc", "test.confusion.cat.dog", "train.seconds"} <= set(every)
+
+    shown = dvc(reproduced, "exp", "show", "--json").stdout
+    assert '"model": "resnet18"' in shown.replace("'", '"') or "resnet18" in shown
+    dvc(reproduced, "plots", "show", "-o", "dvc_plots")
+    page = (reproduced / "dvc_plots" / "index.html").read_text()
+    assert "resnet18" in page
+
+
+def test_an_unknown_model_fails_at_once_naming_the_valid_ones(reproduced: Path):
+    start = time.perf_counter()
+    result = dvc(reproduced, "exp", "run", "-S", "model=resnet5O", check=False)
+    assert result.returncode != 0
+    assert "model = 'resnet5O'" in result.stderr + result.stdout
+    assert all(name in result.stderr + result.stdout for name in models.names())
+    assert time.perf_counter() - start < 60
+    assert "Running stage 'download'" not in result.stdout  # the check stage stopped it first
