@@ -1,0 +1,148 @@
+"""params.yaml is checked before any work: every bad value names its key, its value and what is allowed."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import models, params
+from pipeline.params import ParamError
+
+REPO = Path(__file__).resolve().parents[1]
+RAW = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def load(**overrides):
+    return params.load(REPO / "params.yaml", overrides)
+
+
+def error(**overrides) -> ParamError:
+    with pytest.raises(ParamError) as e:
+        load(**overrides)
+    return e.value
+
+
+def test_the_shipped_params_are_valid_and_train_the_whole_zoo():
+    p = load()
+    assert p.model_names == models.names()
+    assert p.data.source == "microsoft"
+    resnet50 = next(s for s in p.models if s.name == "resnet50")
+    assert resnet50.options["pretrained"] is True and resnet50.options["freeze"] == "backbone"
+    assert resnet50.options["head"] == [512]
+    assert resnet50.train.optimizer == "adamw" and resnet50.train.lr == 0.001
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("all", None),
+        ("resnet50", ["resnet50"]),
+        (["vgg11", "alexnet"], ["alexnet", "vgg11"]),  # the zoo's order, whatever the order asked
+        (["torchvision:mobilenet_v3_small", "nin"], ["nin", "torchvision:mobilenet_v3_small"]),
+    ],
+)
+def test_model_selects_all_one_or_a_list(value, expected):
+    assert load(model=value).model_names == (expected or models.names())
+
+
+def test_an_unknown_model_lists_the_valid_names():
+    e = error(model="resnet5O")
+    assert e.key == "model" and e.value == "resnet5O"
+    for name in models.names():
+        assert name in str(e)
+    assert "torchvision:" in str(e)
+    assert error(model=["alexnet", "lenet"]).value == "lenet"
+    assert error(model="torchvision:not_a_model").key == "model"
+
+
+def test_train_epochs_reaches_every_architecture_and_max_epochs_only_caps():
+    p = load(train={"epochs": 2})
+    assert {s.name: s.train.run_epochs for s in p.models} == {name: 2 for name in models.names()}
+    p = load(train={"epochs": 10})
+    epochs = {s.name: s.train.run_epochs for s in p.models}
+    assert epochs["resnet50"] == 3 and epochs["alexnet"] == 10
+
+
+def test_per_architecture_overrides_reach_only_their_architecture():
+    p = load(models={"alexnet": {"lr": 0.003, "batch_size": 16}})
+    by_name = {s.name: s for s in p.models}
+    assert by_name["alexnet"].train.lr == 0.003 and by_name["alexnet"].train.batch_size == 16
+    assert by_name["resnet18"].train.lr == RAW["train"]["lr"]
+    assert by_name["resnet18"].train.batch_size == RAW["train"]["batch_size"]
+
+
+def test_numbers_yaml_reads_as_strings_are_accepted():
+    # PyYAML reads 1e-3 (no dot) as the string "1e-3"; users write it that way all the time
+    assert load(train={"lr": "1e-3"}).train.lr == 0.001
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"data": {"image_sise": 96}}, "data.image_sise"),
+        ({"train": {"epoch": 3}}, "train.epoch"),
+        ({"modle": "alexnet"}, "modle"),
+        ({"models": {"resnet50": {"frezee": "none"}}}, "models.resnet50.frezee"),
+        ({"models": {"alexnet": {"head": [10]}}}, "models.alexnet.head"),
+    ],
+)
+def test_unknown_keys_are_named(overrides, key):
+    e = error(**overrides)
+    assert e.key == key
+    assert "unknown key" in str(e)
+
+
+@pytest.mark.parametrize(
+    "overrides, key, value",
+    [
+        ({"data": {"val_fraction": 0}}, "data.val_fraction", 0),
+        ({"data": {"test_fraction": 1.5}}, "data.test_fraction", 1.5),
+        ({"data": {"val_fraction": 0.5, "test_fraction": 0.5}}, "data.val_fraction + data.test_fraction", 1.0),
+        ({"data": {"image_size": 0}}, "data.image_size", 0),
+        ({"data": {"image_size": 96.5}}, "data.image_size", 96.5),
+        ({"data": {"max_per_class": -1}}, "data.max_per_class", -1),
+        ({"data": {"resize": "stretch"}}, "data.resize", "stretch"),
+        ({"train": {"epochs": 0}}, "train.epochs", 0),
+        ({"train": {"batch_size": -8}}, "train.batch_size", -8),
+        ({"train": {"lr": 0}}, "train.lr", 0.0),
+        ({"train": {"lr": "fast"}}, "train.lr", "fast"),
+        ({"train": {"optimizer": "adam"}}, "train.optimizer", "adam"),
+        ({"train": {"flip": "yes"}}, "train.flip", "yes"),
+        ({"train": {"crop_scale": [0.9, 0.5]}}, "train.crop_scale", [0.9, 0.5]),
+        ({"train": {"device": "gpu"}}, "train.device", "gpu"),
+        ({"models": {"alexnet": {"lr": -1}}}, "models.alexnet.lr", -1.0),
+        ({"models": {"resnet50": {"freeze": "layer9"}}}, "models.resnet50.freeze", "layer9"),
+        ({"models": {"resnet50": {"head": [512, 0]}}}, "models.resnet50.head", [512, 0]),
+        ({"models": {"resnet50": {"pretrained": "no"}}}, "models.resnet50.pretrained", "no"),
+        ({"models": {"vgg13": {"lr": 0.1}}}, "models.vgg13", "vgg13"),
+    ],
+)
+def test_bad_values_name_the_param_and_the_value(overrides, key, value):
+    e = error(**overrides)
+    assert (e.key, e.value) == (key, value)
+    assert str(e).startswith(f"{key} = {e.value!r}: ") and e.allowed
+
+
+def test_image_size_too_small_for_alexnet_and_nin_is_refused_for_them_only():
+    e = error(data={"image_size": 64})
+    assert e.key == "data.image_size" and "alexnet" in str(e) and "65" in str(e)
+    assert error(data={"image_size": 66}, model="nin").allowed.startswith("nin needs at least 67 px")
+    assert load(data={"image_size": 64}, model=["vgg11", "resnet18", "googlenet"]).data.image_size == 64
+
+
+def test_a_missing_key_is_named():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    del raw["train"]["lr"]
+    with pytest.raises(ParamError, match=r"^train\.lr = None: is missing"):
+        params.parse(raw)
+
+
+def test_the_data_stages_read_the_data_section_alone(tmp_path):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["model"] = "not-a-model"  # the data stages do not need the model registry...
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert params.load_data(tmp_path / "params.yaml").image_size == raw["data"]["image_size"]
+    raw["data"]["seed"] = "zero"  # ...but their own section is checked as strictly
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamError, match="data.seed"):
+        params.load_data(tmp_path / "params.yaml")
