@@ -1,7 +1,8 @@
-"""Stage `check`: validate all of params.yaml, and fetch any pretrained weights, before any work: a
-typo or a missing file fails in seconds, not after the download and preprocessing.
+"""Stage `check`: validate all of params.yaml and the resources a run needs before any work, so a
+typo, an unreachable data source or missing pretrained weights fail in seconds, all reported at once,
+not one by one after the download and preprocessing.
 
-Every later stage validates its own sections again; this stage only moves the failure to the front.
+Every later stage validates its own sections again; this stage only moves the failures to the front.
 Its marker file never changes, so rerunning it (any param changed) reruns nothing downstream.
 """
 
@@ -10,17 +11,34 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline import io, models, params
+from pipeline import download, io, models, params
 
-MARKER = "params.yaml is valid\n"
+MARKER = "params.yaml is valid and its resources are at hand\n"
+
+
+def problems(p: params.Params, downloads: Path) -> list[str]:
+    """Everything that would stop the run later: the data source, then the pretrained weights
+    (fetched now into torch's cache if missing) and every model's shape at the image size."""
+    found = []
+    if problem := download.source_problem(p.data.source, downloads):
+        found.append(problem)
+    try:
+        models.preflight(p.models, p.data.image_size)
+    except io.StageError as e:
+        found.append(str(e))
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, required=True, help="marker file written when params are valid")
+    parser.add_argument("--out", type=Path, required=True, help="marker file written when all is well")
+    parser.add_argument("--downloads", type=Path, required=True, help="the download stage's verified cache")
     args = parser.parse_args()
     p = params.load()
-    models.preflight(p.models, p.data.image_size)  # pretrained weights present (or fetched), shapes fit
+    if found := problems(p, args.downloads):
+        if len(found) == 1:
+            raise io.StageError(found[0])
+        raise io.StageError(f"{len(found)} problems stop this run:\n" + "\n".join(f"- {problem}" for problem in found))
     io.write_text(args.out, MARKER)
     print(f"check: params.yaml is valid; training {', '.join(p.model_names)} at {p.data.image_size} px")
 

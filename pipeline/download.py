@@ -16,12 +16,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.client
+import importlib.util
 import os
 import shutil
+import socket
 import ssl
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -74,6 +77,30 @@ def fetch_archive(source: str, out: Path, downloads: Path, *, base_dir: Path | N
     info = {"source": source, "archive": ARCHIVE, "origin": origin, "bytes": archive.stat().st_size}
     io.write_json(out / "source.json", {**info, "sha256": sha256_file(archive)})
     return archive
+
+
+def source_problem(source: str, downloads: Path, *, base_dir: Path | None = None) -> str | None:
+    """Why `source` cannot be fetched, found in milliseconds without downloading; None if it looks fine.
+
+    The `check` stage asks this first, so an offline machine hears about it before any other work.
+    """
+    if source == "microsoft":
+        cached = downloads / MICROSOFT.filename
+        if cached.is_file() and cached.stat().st_size == MICROSOFT.size:
+            return None
+        host = urllib.parse.urlsplit(MICROSOFT.url).hostname
+        try:
+            socket.getaddrinfo(host, 443)
+        except OSError as e:
+            return f"data.source = 'microsoft': cannot reach {host} ({e}) to download {MICROSOFT.url}. {_local_hint(MICROSOFT)}"
+    elif source == "kaggle":
+        if importlib.util.find_spec("kaggle") is None:
+            return "data.source = 'kaggle' needs the kaggle package: pip install kaggle (or pip install -e '.[kaggle]')"
+    elif source != "synthetic":
+        path = Path(os.path.abspath((base_dir or Path.cwd()) / Path(source).expanduser()))
+        if not path.exists():
+            return f"data.source = {source!r} was taken as a path, but {path} was not found. Use {ACCEPTED}"
+    return None
 
 
 # ---------------------------------------------------------------- microsoft: plain HTTPS

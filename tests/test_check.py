@@ -1,0 +1,71 @@
+"""The check stage: every problem that would stop a run later is found first, and all at once."""
+
+import socket
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pipeline import check, params
+from pipeline.download import MICROSOFT, source_problem
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No DNS and an empty torch hub cache, as on a machine without network."""
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    def no_download(url, dst, progress=True):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+
+
+def test_offline_microsoft_source_says_what_it_tried_and_how_to_use_a_local_copy(offline, tmp_path):
+    problem = source_problem("microsoft", tmp_path / "downloads")
+    assert "download.microsoft.com" in problem and MICROSOFT.url in problem
+    assert "data.source=/path/to/kagglecatsanddogs_5340.zip" in problem and "synthetic" in problem
+
+
+def test_a_verified_download_in_the_cache_needs_no_network(offline, tmp_path):
+    cached = tmp_path / MICROSOFT.filename
+    with open(cached, "wb") as f:
+        f.truncate(MICROSOFT.size)  # sparse: the size is what the cheap check looks at
+    assert source_problem("microsoft", tmp_path) is None
+
+
+def test_local_sources_must_exist(tmp_path):
+    assert source_problem("synthetic", tmp_path) is None
+    assert "was not found" in source_problem("no/such.zip", tmp_path, base_dir=tmp_path)
+    (tmp_path / "photos").mkdir()
+    assert source_problem("photos", tmp_path, base_dir=tmp_path) is None
+
+
+def test_check_reports_the_data_source_and_the_missing_weights_together(offline, tmp_path):
+    found = check.problems(params.load(REPO / "params.yaml"), tmp_path / "downloads")
+    assert len(found) == 2
+    assert "download.microsoft.com" in found[0]
+    assert "resnet50-11ad3fa6.pth" in found[1] and "pretrained: false" in found[1]
+
+
+def test_check_stage_exits_2_with_one_clear_message_and_writes_nothing(tmp_path):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["batch_size"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.check", "--out", "data/params.ok", "--downloads", "data/.downloads"],
+        cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: params.yaml: train.batch_size = 0: must be a positive whole number"
+    assert not (tmp_path / "data").exists()
