@@ -40,7 +40,8 @@ VGG11 = sum(conv(3, a, b) for a, b in VGG11_CONVS) + dense(25088, 4096) + dense(
 VGG11_BN = VGG11 + sum(b for _, b in VGG11_CONVS) + 4096 + 4096
 NIN = (
     conv(11, 3, 96) + 2 * conv(1, 96, 96) + conv(5, 96, 256) + 2 * conv(1, 256, 256)
-    + conv(3, 256, 384) + 2 * conv(1, 384, 384) + conv(3, 384, 2) + 2 * conv(1, 2, 2)
+    + conv(3, 256, 384) + 2 * conv(1, 384, 384)
+    + conv(3, 384, 384) + conv(1, 384, 384) + conv(1, 384, 2)  # the last block stays 384 wide until the scores
 )  # fmt: skip
 GOOGLENET = (
     conv(7, 3, 64) + conv(1, 64, 64) + conv(3, 64, 192)

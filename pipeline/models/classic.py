@@ -58,9 +58,18 @@ def vgg_block(num_convs: int, c_in: int, c_out: int, *, bn: bool = False) -> nn.
     return nn.Sequential(*layers, nn.MaxPool2d(2, 2))
 
 
-def nin_block(c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> nn.Sequential:
-    """k×k conv then two 1×1 convs: a small MLP applied at every pixel."""
-    return nn.Sequential(conv(c_in, c_out, kernel, stride, padding), conv(c_out, c_out, 1), conv(c_out, c_out, 1))
+def nin_block(c_in: int, c_out: int, kernel: int, stride: int, padding: int, *, scores: bool = False) -> nn.Sequential:
+    """k×k conv then two 1×1 convs, each with ReLU: a small MLP applied at every pixel.
+
+    `scores`: the network's last block. Its hidden width stays at `c_in` and its last 1×1 conv gives
+    the class scores, without ReLU. The course's version, 2 channels wide throughout with a ReLU after
+    each conv, is a 2-unit bottleneck: once both units read 0 for every image, no gradient flows and
+    training stalls at loss ln 2, as it did on the real photos. The NiN paper's last block is wide too.
+    """
+    hidden = c_in if scores else c_out
+    layers = [conv(c_in, hidden, kernel, stride, padding), conv(hidden, hidden, 1)]
+    layers.append(nn.Conv2d(hidden, c_out, 1) if scores else conv(hidden, c_out, 1))
+    return nn.Sequential(*layers)
 
 
 class Inception(nn.Module):
@@ -160,7 +169,7 @@ def nin(*, num_classes: int = 2, dropout: float = 0.5) -> nn.Module:
             nin_block(96, 256, 5, 1, 2), nn.MaxPool2d(3, 2),  # → 26 → 12
             nin_block(256, 384, 3, 1, 1), nn.MaxPool2d(3, 2),  # → 12 → 5
             nn.Dropout(dropout),
-            nin_block(384, num_classes, 3, 1, 1),
+            nin_block(384, num_classes, 3, 1, 1, scores=True),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
     )  # fmt: skip
