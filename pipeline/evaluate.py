@@ -1,7 +1,9 @@
 """Stage `evaluate`: each trained model on the test split, every figure through scikit-learn.
 
 Writes metrics/<model>.json (DVC metrics: `dvc metrics show|diff`), and per model the plot data
-plots/confusion/<model>.csv (one `actual,predicted` row per test image) and plots/roc/<model>.csv.
+plots/confusion/<model>.csv (one `actual,predicted` row per test image), plots/roc/<model>.csv, and
+two pictures: plots/images/confusion/<model>.png (counts and row-normalised) and
+plots/images/most_wrong/<model>.png (the test images it gets most confidently wrong).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
-from pipeline import checkpoint, io, params, runtime
+from pipeline import checkpoint, figures, io, params, runtime
 from pipeline.data import load_split
-from pipeline.files import CLASSES, csv_text
+from pipeline.files import CLASSES, csv_text, images_file
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 
@@ -85,6 +87,17 @@ def write_plots(plots: Path, name: str, labels: np.ndarray, proba: np.ndarray) -
     io.write_text(plots / "roc" / f"{name}.csv", csv_text(["fpr", "tpr"], zip(fpr.round(6), tpr.round(6))))
 
 
+def write_images(folder: Path, name: str, images: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> None:
+    """The confusion matrix and the most-confidently-wrong grid of one model, as PNG files.
+    `images` is the (N, 3, S, S) uint8 test split (memory-mapped: only the wrong ones are read)."""
+    accuracy = float((proba.argmax(1) == labels).mean())
+    title = f"{name}: test accuracy {accuracy:.3f} on {len(labels)} images"
+    figures.save_png(figures.confusion_figure(labels, proba.argmax(1), title=title), folder / "confusion" / f"{name}.png")
+    wrong = figures.most_wrong(labels, proba)
+    grid = figures.most_wrong_figure(images, labels, proba, wrong, title=f"{name}: the most confidently wrong")
+    figures.save_png(grid, folder / "most_wrong" / f"{name}.png")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, required=True, help="preprocessed tensors")
@@ -95,6 +108,7 @@ def main() -> None:
     p = params.load()
     device = runtime.choose_device(p.train.device)
     test = load_split(args.data, "test", device)
+    pictures = np.load(images_file(args.data, "test"), mmap_mode="r")  # on the host, wherever `test` is
     for name in p.model_names:
         path = args.models / f"{name}.pt"
         if not path.exists():
@@ -102,6 +116,7 @@ def main() -> None:
         result, labels, proba = evaluate_model(path, test, p.train.batch_size)
         io.write_json(args.metrics / f"{name}.json", result)
         write_plots(args.plots, name, labels, proba)
+        write_images(args.plots / "images", name, pictures, labels, proba)
         t = result["test"]
         print(f"evaluate: {name:>12s} test accuracy {t['accuracy']:.3f} "
               f"[{t['accuracy_ci95'][0]:.3f}, {t['accuracy_ci95'][1]:.3f}] AUC {t['roc_auc'] or float('nan'):.3f}")

@@ -1,4 +1,6 @@
-"""Stage `report`: one leaderboard of every evaluated model, as Markdown and as JSON.
+"""Stage `report`: one leaderboard of every evaluated model, as Markdown and JSON, a chart of test
+accuracy against training time, and reports/index.html: all of it and each model's pictures on one
+page that works offline.
 
 Sorted by test accuracy; each accuracy carries its 95% interval, so two models whose intervals
 overlap are seen to be within noise of each other.
@@ -7,9 +9,22 @@ overlap are seen to be within noise of each other.
 from __future__ import annotations
 
 import argparse
+import base64
+import csv
+from html import escape
 from pathlib import Path
 
-from pipeline import io, params
+from pipeline import figures, io, params
+
+TITLE = "Classic CNNs on Dogs vs. Cats"
+CURVES = ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "lr")  # DVCLive names under <model>/
+CSS = (
+    "body{font:15px/1.45 system-ui,sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}th,td{padding:.3em .7em;border-bottom:1px solid #ddd}"
+    "td{text-align:right}td:nth-child(2){text-align:left}th{background:#f3f3f3}"
+    "section{border-top:2px solid #888;margin-top:2.5em}img{display:block;max-width:100%;margin:1em 0}"
+    "dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1.2em}dt{color:#666}dd{margin:0}"
+)
 
 
 def leaderboard(results: list[dict]) -> list[dict]:
@@ -41,22 +56,27 @@ def leaderboard(results: list[dict]) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], *, test_images: int, image_size: int) -> str:
-    head = (
-        "| # | model | test accuracy (95% CI) | F1 | ROC AUC | log loss | parameters | train time | train img/s | infer img/s |\n"
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
-    )
-    lines = [
-        f"| {r['rank']} | {r['model']} | {r['accuracy']:.3f} ({r['accuracy_ci95'][0]:.3f}–{r['accuracy_ci95'][1]:.3f}) "
-        f"| {r['f1_macro']:.3f} | {_num(r['roc_auc'])} | {r['log_loss']:.3f} | {_params(r)} "
-        f"| {_duration(r['train_seconds'])} | {r['train_images_per_second']:,.0f} | {r['inference_images_per_second']:,.0f} |"
-        for r in rows
-    ]
-    devices = sorted({r["device"] for r in rows})
-    return (
-        f"# Leaderboard\n\n{test_images} test images at {image_size} px, trained on {', '.join(devices)}.\n\n"
-        + head + "\n".join(lines) + "\n"
-    )
+COLUMNS = ("#", "model", "test accuracy (95% CI)", "F1", "ROC AUC", "log loss", "parameters", "train time", "train img/s", "infer img/s")
+
+
+def cells(r: dict) -> list[str]:
+    """One leaderboard row as text, the same in the Markdown and the HTML table."""
+    low, high = r["accuracy_ci95"]
+    return [
+        str(r["rank"]), r["model"], f"{r['accuracy']:.3f} ({low:.3f}–{high:.3f})", f"{r['f1_macro']:.3f}",
+        _num(r["roc_auc"]), f"{r['log_loss']:.3f}", _params(r), _duration(r["train_seconds"]),
+        f"{r['train_images_per_second']:,.0f}", f"{r['inference_images_per_second']:,.0f}",
+    ]  # fmt: skip
+
+
+def summary(results: list[dict]) -> str:
+    devices = ", ".join(sorted({r["device"] for r in results}))
+    return f"{results[0]['test']['images']} test images at {results[0]['image_size']} px, trained on {devices}."
+
+
+def markdown(rows: list[dict], intro: str) -> str:
+    head = "| " + " | ".join(COLUMNS) + " |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    return f"# Leaderboard\n\n{intro}\n\n" + head + "\n".join("| " + " | ".join(cells(r)) + " |" for r in rows) + "\n"
 
 
 def _num(value: float | None) -> str:
@@ -74,22 +94,92 @@ def _duration(seconds: float) -> str:
     return f"{seconds} s" if not minutes else f"{minutes} min {seconds:02d} s"
 
 
-def report(results: list[dict], out: Path) -> list[dict]:
+def read_curves(live: Path, name: str) -> dict[str, tuple[list[int], list[float]]]:
+    """One model's per-epoch curves from the train stage's DVCLive TSVs (columns `step` and the
+    metric's last name): metric name → (epochs counted from 1, values)."""
+    curves = {}
+    for metric in CURVES:
+        with open(live / "plots" / "metrics" / name / f"{metric}.tsv", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        column = metric.split("/")[-1]
+        curves[metric] = [int(r["step"]) + 1 for r in rows], [float(r[column]) for r in rows]
+    return curves
+
+
+def _img(png: bytes, alt: str) -> str:
+    """An <img> that carries its picture: the page works offline, as a single file."""
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _facts(r: dict) -> list[tuple[str, str]]:
+    t, tr = r["test"], r["train"]
+    per_class = ", ".join(f"{c} {t['precision'][c]:.3f} / {t['recall'][c]:.3f} / {t['f1'][c]:.3f}" for c in t["precision"])
+    return [
+        ("test accuracy (95% CI)", f"{t['accuracy']:.3f} ({t['accuracy_ci95'][0]:.3f}–{t['accuracy_ci95'][1]:.3f})"),
+        ("balanced accuracy", _num(t["balanced_accuracy"])),
+        ("precision / recall / F1", per_class),
+        ("ROC AUC, log loss", f"{_num(t['roc_auc'])}, {t['log_loss']:.3f}"),
+        ("validation accuracy", f"{r['val']['accuracy']:.3f} at epoch {tr['best_epoch']} of {tr['epochs']} (the weights kept)"),
+        ("training", f"{_duration(tr['seconds'])}, {tr['images_per_second']:,.0f} img/s on {r['device']}"),
+        ("inference", f"{r['inference_images_per_second']:,.0f} img/s"),
+        ("parameters", _params(r)),
+    ]
+
+
+def _html_row(r: dict) -> str:
+    tds = [f"<td>{escape(v)}</td>" for v in cells(r)]
+    tds[1] = f'<td><a href="#{escape(r["model"])}">{escape(r["model"])}</a></td>'  # to its section below
+    return "<tr>" + "".join(tds) + "</tr>"
+
+
+def html_page(rows: list[dict], results: list[dict], *, chart: bytes, live: Path, images: Path) -> str:
+    """reports/index.html: the leaderboard, then each model's figures, curves and pictures; one
+    self-contained file (inline CSS, images as data URIs, no script), so it opens offline."""
+    by_name = {r["model"]: r for r in results}
+    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
+    body = "\n".join(_html_row(r) for r in rows)
+    parts = [
+        f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{TITLE}</title><style>{CSS}</style></head><body>",
+        f"<h1>{TITLE}</h1><p>{escape(summary(results))} "
+        "Intervals are 95% (Wilson): models whose intervals overlap are within noise of each other.</p>",
+        f'<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>',
+        _img(chart, "test accuracy against training time"),
+    ]
+    for r in rows:
+        name = r["model"]
+        facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in _facts(by_name[name]))
+        curves = figures.png_bytes(figures.curves_figure(read_curves(live, name), title=f"{name}: training curves"))
+        parts += [
+            f'<section id="{escape(name)}"><h2>{r["rank"]}. {escape(name)}</h2><dl>{facts}</dl>',
+            _img(curves, f"{name}: training curves"),
+            _img((images / "confusion" / f"{name}.png").read_bytes(), f"{name}: confusion matrix"),
+            _img((images / "most_wrong" / f"{name}.png").read_bytes(), f"{name}: most confidently wrong test images"),
+            "</section>",
+        ]
+    return "\n".join(parts) + "\n</body></html>\n"
+
+
+def report(results: list[dict], out: Path, *, live: Path, images: Path) -> list[dict]:
+    """Leaderboard (Markdown, JSON), the accuracy-against-time chart and the HTML page, into `out`.
+    `live` is the train stage's DVCLive folder, `images` evaluate's folder of pictures."""
     rows = leaderboard(results)
-    test_images = results[0]["test"]["images"]
-    io.write_text(out / "leaderboard.md", markdown(rows, test_images=test_images, image_size=results[0]["image_size"]))
+    io.write_text(out / "leaderboard.md", markdown(rows, summary(results)))
     io.write_json(out / "leaderboard.json", {"best": rows[0]["model"], "models": rows})
+    chart = figures.save_png(figures.accuracy_vs_time_figure(rows), out / "accuracy_vs_time.png")
+    io.write_text(out / "index.html", html_page(rows, results, chart=chart, live=live, images=images))
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--live", type=Path, required=True, help="the train stage's DVCLive folder")
+    parser.add_argument("--images", type=Path, required=True, help="the evaluate stage's pictures")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     p = params.load()
     results = [io.read_json(args.metrics / f"{name}.json") for name in p.model_names]
-    rows = report(results, args.out)
+    rows = report(results, args.out, live=args.live, images=args.images)
     print(f"report: {len(rows)} models, best {rows[0]['model']} at {rows[0]['accuracy']:.3f}")
 
 

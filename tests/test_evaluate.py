@@ -5,9 +5,11 @@ import math
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from pipeline import figures
 from pipeline.evaluate import test_metrics as metrics_of
-from pipeline.evaluate import wilson_interval, write_plots
+from pipeline.evaluate import wilson_interval, write_images, write_plots
 
 # Ten test images: 4 cats (label 0), 6 dogs (label 1), and each one's predicted P(dog).
 LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
@@ -57,3 +59,38 @@ def test_confusion_plot_data_has_one_actual_predicted_row_per_image(tmp_path):
     with open(tmp_path / "roc" / "alexnet.csv", newline="") as f:
         roc = [(float(r["fpr"]), float(r["tpr"])) for r in csv.DictReader(f)]
     assert roc[0] == (0.0, 0.0) and roc[-1] == (1.0, 1.0)
+
+
+def test_normalised_confusion_rows_are_each_actual_class_shares():
+    counts, shares = figures.confusion_matrices(LABELS, PROBA.argmax(1))
+    assert counts.tolist() == [[3, 1], [1, 5]]
+    assert shares == pytest.approx(np.array([[3 / 4, 1 / 4], [1 / 6, 5 / 6]]))
+    _, no_cats = figures.confusion_matrices(np.array([1, 1]), np.array([0, 1]))
+    assert no_cats.tolist() == [[0, 0], [0.5, 0.5]]  # a class with no images: zeros, not NaN
+    fig = figures.confusion_figure(LABELS, PROBA.argmax(1), title="alexnet")
+    drawn = [[t.get_text() for t in ax.texts] for ax in fig.axes]
+    assert drawn == [["3", "1", "1", "5"], ["0.75", "0.25", "0.17", "0.83"]]  # row by row, as in the matrix
+
+
+def test_most_wrong_is_the_mistakes_by_the_wrong_class_probability_ties_in_split_order():
+    labels = np.array([0, 1, 0, 1, 0, 1, 0, 1])
+    p_dog = np.array([0.9, 0.2, 0.55, 0.05, 0.3, 0.7, 0.9, 0.4])
+    proba = np.stack([1 - p_dog, p_dog], axis=1)
+    # wrong: #0 P(dog) .9, #1 P(cat) .8, #2 P(dog) .55, #3 P(cat) .95, #6 P(dog) .9, #7 P(cat) .6; #4, #5 right
+    assert figures.most_wrong(labels, proba).tolist() == [3, 0, 6, 1, 7, 2]
+    assert figures.most_wrong(labels, proba, limit=3).tolist() == [3, 0, 6]
+    assert figures.most_wrong(labels[4:6], proba[4:6]).tolist() == []
+    many = np.zeros(40, dtype=int), np.tile([0.2, 0.8], (40, 1))  # 40 cats, all called dog
+    assert len(figures.most_wrong(*many)) == figures.MAX_WRONG == 16
+
+
+def test_images_are_pngs_of_the_documented_size_and_the_same_bytes_every_time(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (10, 3, 24, 24), dtype=np.uint8)
+    write_images(tmp_path / "a", "alexnet", images, LABELS, PROBA)
+    write_images(tmp_path / "b", "alexnet", images, LABELS, PROBA)
+    for kind, size in (("confusion", (800, 400)), ("most_wrong", (800, 50 + 225 * 1))):  # 2 mistakes: 1 row
+        path = tmp_path / "a" / kind / "alexnet.png"
+        with Image.open(path) as image:
+            assert (image.format, image.size) == ("PNG", size)
+        assert path.read_bytes() == (tmp_path / "b" / kind / "alexnet.png").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "a").rglob("*")) == ["alexnet.png", "alexnet.png", "confusion", "most_wrong"]

@@ -111,8 +111,27 @@ def test_repro_trains_and_evaluates_every_architecture(reproduced: Path):
         assert (reproduced / "dvclive" / "plots" / "metrics" / name / "val" / "accuracy.tsv").exists()
     board = json.loads((reproduced / "reports" / "leaderboard.json").read_text())
     assert sorted(r["model"] for r in board["models"]) == sorted(models.names())
+    page = (reproduced / "reports" / "index.html").read_text()
+    assert all(f'<section id="{name}">' in page for name in models.names())
     assert dvc(reproduced, "status").stdout.strip() == "Data and pipelines are up to date."
     assert run(reproduced, "git", "status", "--porcelain").stdout == ""  # DVC ignored every output
+
+
+def test_plots_show_draws_every_model_confusion_twice_its_pictures_and_curves(reproduced: Path, tmp_path: Path):
+    shown = dvc(reproduced, "plots", "show", "-o", str(tmp_path / "dvc_plots"))
+    assert "WARNING" not in shown.stderr and "ERROR" not in shown.stderr and "failed" not in shown.stderr
+    page = (tmp_path / "dvc_plots" / "index.html").read_text()
+    for name in models.names():
+        assert f'"dvc.yaml::plots/confusion/{name}.csv"' in page  # counts (top-level `plots:`)
+        assert f'"plots/confusion/{name}.csv"' in page  # normalised (evaluate's `plots:`)
+        assert f"<p>plots/images/confusion/{name}.png</p>" in page and f"<p>plots/images/most_wrong/{name}.png</p>" in page
+        assert f'"dvclive/plots/metrics/{name}/val/accuracy.tsv"' in page
+    assert "percent_of_y" in page  # the confusion_normalized template's share per actual class
+    assert "<p>reports/accuracy_vs_time.png</p>" in page
+    static = {p.name for p in (tmp_path / "dvc_plots" / "static").iterdir()}
+    assert {f"workspace_plots_images_most_wrong_{name}.png" for name in models.names()} <= static
+    best = json.loads(dvc(reproduced, "metrics", "show", "--json").stdout)[""]["data"]["reports/leaderboard.json"]
+    assert best["data"]["best"] == json.loads((reproduced / "reports" / "leaderboard.json").read_text())["best"]
 
 
 def test_an_experiment_on_one_model_trains_only_it_and_metrics_diff_shows_the_change(reproduced: Path):
@@ -121,6 +140,8 @@ def test_an_experiment_on_one_model_trains_only_it_and_metrics_diff_shows_the_ch
     assert sorted(p.name for p in (reproduced / "metrics").iterdir()) == ["resnet18.json"]
     board = json.loads((reproduced / "reports" / "leaderboard.json").read_text())
     assert [r["model"] for r in board["models"]] == ["resnet18"] and board["best"] == "resnet18"
+    page = (reproduced / "reports" / "index.html").read_text()
+    assert '<section id="resnet18">' in page and '<section id="alexnet">' not in page
 
     diff = json.loads(dvc(reproduced, "metrics", "diff", "--json").stdout)
     assert diff["metrics/resnet18.json"]["train.epochs"] == {"old": 1, "new": 2, "diff": 1}

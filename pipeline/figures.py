@@ -1,0 +1,129 @@
+"""The pictures of evaluate and report: matplotlib figures written as PNG files.
+
+Agg and `Figure` objects, never pyplot's global figure registry: nothing needs a display, nothing
+leaks between figures, and the same inputs give the same bytes (no timestamp or version in the file).
+Sizes are in inches at DPI dots per inch, and no tight bounding box, so a PNG's pixel size is fixed.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before anything imports pyplot (scikit-learn's display does)
+
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
+from sklearn import metrics as skm  # noqa: E402
+
+from pipeline import io  # noqa: E402
+from pipeline.files import CLASSES  # noqa: E402
+
+DPI = 100
+MAX_WRONG = 16  # the most-confidently-wrong grid: 4 × 4 images
+GRID_COLUMNS = 4
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buffer = _io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def save_png(fig: Figure, path: Path) -> bytes:
+    """Write the figure to `path` atomically; returns the PNG, for pages that embed it."""
+    png = png_bytes(fig)
+    with io.atomic_path(path) as tmp:
+        tmp.write_bytes(png)
+    return png
+
+
+def confusion_matrices(labels: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, normalised) 2×2 matrices, rows actual, columns predicted; a normalised row is the
+    share of that class's images given each label (its diagonal entry is the class's recall)."""
+    classes = list(range(len(CLASSES)))
+    counts = skm.confusion_matrix(labels, predicted, labels=classes)
+    return counts, skm.confusion_matrix(labels, predicted, labels=classes, normalize="true")
+
+
+def confusion_figure(labels: np.ndarray, predicted: np.ndarray, *, title: str) -> Figure:
+    """Counts beside the row-normalised matrix, drawn by scikit-learn's ConfusionMatrixDisplay."""
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    panels = zip(confusion_matrices(labels, predicted), ("counts", "share of each actual class"), ("d", ".2f"))
+    for ax, (matrix, name, fmt) in zip(fig.subplots(1, 2), panels):
+        display = skm.ConfusionMatrixDisplay(matrix, display_labels=list(CLASSES))
+        display.plot(ax=ax, colorbar=False, cmap="Blues", values_format=fmt)
+        ax.set(title=name, xlabel="predicted", ylabel="actual")
+    fig.suptitle(title)
+    return fig
+
+
+def most_wrong(labels: np.ndarray, proba: np.ndarray, limit: int = MAX_WRONG) -> np.ndarray:
+    """Indices of the misclassified images, most confident first: by the probability the model gave
+    the (wrong) class it predicted, ties in test-split order. At most `limit` of them."""
+    predicted = proba.argmax(1)
+    wrong = np.flatnonzero(predicted != labels)
+    confidence = proba[wrong, predicted[wrong]]
+    return wrong[np.argsort(-confidence, kind="stable")][:limit]
+
+
+def most_wrong_figure(images: np.ndarray, labels: np.ndarray, proba: np.ndarray, indices: np.ndarray, *, title: str) -> Figure:
+    """`images[indices]` ((N, 3, S, S) uint8) in rows of 4, each captioned with its index in the test
+    split, its true class and the probability the model gave the wrong one. 800 × (50 + 225 · rows) px."""
+    rows = max(1, math.ceil(len(indices) / GRID_COLUMNS))
+    fig = Figure(figsize=(8, 0.5 + 2.25 * rows), layout="constrained")
+    axes = fig.subplots(rows, GRID_COLUMNS, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, i in zip(axes, indices):
+        wrong = int(proba[i].argmax())
+        ax.imshow(np.asarray(images[i]).transpose(1, 2, 0), interpolation="bilinear")
+        ax.set_title(f"#{i}: a {CLASSES[labels[i]]}\nP({CLASSES[wrong]}) = {proba[i, wrong]:.2f}", fontsize=9)
+    if len(indices) == 0:
+        axes[0].text(0, 0.5, "no misclassified test images", fontsize=12)
+    fig.suptitle(title)
+    return fig
+
+
+def accuracy_vs_time_figure(rows: list[dict]) -> Figure:
+    """Test accuracy with its 95% interval against training time, one labelled point per model.
+    Time on a log axis: the zoo spans seconds (a frozen backbone) to hours."""
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    for r in rows:
+        x, y, (low, high) = r["train_seconds"], r["accuracy"], r["accuracy_ci95"]
+        ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", capsize=4)
+        ax.annotate(r["model"], (x, y), xytext=(6, 4), textcoords="offset points", fontsize=9)
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(LogLocator(subs=(2, 5)))
+    seconds = FuncFormatter(lambda x, _: f"{x:g}")  # 20, 50, 100, not 2×10¹
+    ax.xaxis.set_major_formatter(seconds)
+    ax.xaxis.set_minor_formatter(seconds)
+    ax.margins(x=0.15)  # room for the labels of the first and last model
+    ax.set(xlabel="training time (s, log scale)", ylabel="test accuracy (95% CI)", title="Test accuracy against training time")
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+CURVE_PANELS = (("loss", ("train/loss", "val/loss")), ("accuracy", ("train/accuracy", "val/accuracy")), ("learning rate", ("lr",)))
+
+
+def curves_figure(curves: dict[str, tuple[list[int], list[float]]], *, title: str) -> Figure:
+    """Per-epoch training curves: loss, accuracy (train and val) and the learning rate at the end of
+    each epoch. `curves` maps a DVCLive metric name (`train/loss`, ..., `lr`) to (epochs, values)."""
+    fig = Figure(figsize=(12, 3.5), layout="constrained")
+    for ax, (panel, names) in zip(fig.subplots(1, 3), CURVE_PANELS):
+        for name in names:
+            epochs, values = curves[name]
+            ax.plot(epochs, values, marker="o", label=name.split("/")[0])  # a marker: 1 epoch is 1 point
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set(xlabel="epoch", title=panel)
+        ax.grid(True, alpha=0.3)
+        if len(names) > 1:
+            ax.legend()
+    fig.suptitle(title)
+    return fig

@@ -1,0 +1,102 @@
+"""reports/index.html as a browser sees it: a real headless Chromium loads the page built from small
+fabricated inputs, with no network, and the DOM it dumps is checked, with its console log."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from pipeline.report import report
+from tests.test_report import fake_run, result
+
+MODELS = ["alexnet", "torchvision:resnet34"]  # a colon, as torchvision names have, in ids and file names
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install chromium)")
+
+
+def chromium_dom(page: Path, profile: Path) -> tuple[str, str]:
+    """(the DOM after loading `page`, Chromium's log). The background-networking flags matter: without
+    them a machine with no network waits on Google's services."""
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=3000",
+    ]  # fmt: skip
+    done = subprocess.run([CHROMIUM, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout, done.stderr
+
+
+def console_errors(log: str) -> list[str]:
+    """Lines where the page itself complained: console messages and uncaught script errors (the
+    rest of Chromium's log is its own noise, D-Bus and GPU probing, on a headless machine)."""
+    return [line for line in log.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+
+
+class Dom(HTMLParser):
+    """Every start tag with its attributes, and the text of the page."""
+
+    def __init__(self, markup: str):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+        self.feed(markup)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def all(self, tag: str) -> list[dict]:
+        return [attrs for t, attrs in self.tags if t == tag]
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory) -> tuple[Dom, str]:
+    root = tmp_path_factory.mktemp("report")
+    live, images = fake_run(root, MODELS)
+    results = [result("alexnet", 0.61, 0.66, (0.51, 0.70)), result("torchvision:resnet34", 0.93, 0.2, (0.9, 0.95))]
+    report(results, root / "reports", live=live, images=images)
+    markup, log = chromium_dom(root / "reports" / "index.html", root / "profile")
+    return Dom(markup), log
+
+
+def test_the_page_shows_the_leaderboard_and_a_section_per_model(loaded):
+    dom, _ = loaded
+    text = " ".join(dom.text)
+    assert all(name in text for name in MODELS)
+    assert [a.get("id") for a in dom.all("table")] == ["leaderboard"]
+    assert len(dom.all("tr")) == 1 + len(MODELS)  # header, then one row per model
+    assert [a["id"] for a in dom.all("section")] == ["torchvision:resnet34", "alexnet"]  # leaderboard order
+    assert [a["href"] for a in dom.all("a")] == ["#torchvision:resnet34", "#alexnet"]
+
+
+def test_every_image_is_embedded_so_the_page_works_offline(loaded):
+    dom, _ = loaded
+    imgs = dom.all("img")
+    assert len(imgs) == 1 + 3 * len(MODELS)  # the chart; per model curves, confusion, most wrong
+    for img in imgs:
+        assert img["src"].startswith("data:image/png;base64,")
+        assert base64.b64decode(img["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+        assert img.get("alt")
+    external = [(t, a) for t, a in dom.tags for k, v in a.items() if k in ("src", "href", "srcset") and not v.startswith(("data:", "#"))]
+    assert external == []
+    assert dom.all("script") == [] and dom.all("link") == []
+
+
+def test_the_page_logs_no_console_or_script_error(loaded):
+    _, log = loaded
+    assert console_errors(log) == []
+
+
+def test_the_console_check_catches_a_script_error(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><html><body><p>x</p><script>notDefined();</script></body></html>")
+    _, log = chromium_dom(page, tmp_path / "profile")
+    assert any("Uncaught ReferenceError" in line for line in console_errors(log))
