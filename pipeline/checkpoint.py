@@ -38,3 +38,60 @@ def _unwrap(model: nn.Module) -> nn.Module:
     """The plain module under torch.compile's or DistributedDataParallel's wrapper."""
     model = getattr(model, "_orig_mod", model)
     return getattr(model, "module", model)
+
+
+# ---------------------------------------------------------------- progress: resume after any epoch
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def save_progress(path: Path, key: str, run: dict, model: nn.Module, optimizer, generator, *, final: bool) -> None:
+    """Everything needed to continue after this epoch as if never stopped. Once the last epoch is
+    done the optimiser state is dropped (it is as large as the weights, twice for AdamW)."""
+    best = run["best"]
+    current = best["epoch"] == len(run["history"]) - 1  # the best weights are the current ones: stored once
+    state = {
+        "key": key,
+        "history": run["history"],
+        "seconds": run["seconds"],
+        "images": run["images"],
+        "best": {"epoch": best["epoch"], "val": best["val"], "state": None if current else _cpu(best["state"])},
+        "model": _cpu(_unwrap(model).state_dict()),
+        "optimizer": None if final else optimizer.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "generator": generator.get_state(),
+        },
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_progress(path: Path, key: str) -> dict | None:
+    """The saved progress if it was made with the same key (same model, recipe and data), else None."""
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state if state.get("key") == key else None
+
+
+def restore_progress(state: dict, model: nn.Module, optimizer, generator, device: torch.device) -> dict:
+    """Put saved progress back into a freshly built model, optimiser and generators; return the run."""
+    model.load_state_dict(state["model"])
+    if state["optimizer"] is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if device.type == "cuda" and state["rng"]["cuda"]:
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    generator.set_state(state["rng"]["generator"])
+    best = state["best"]
+    best_state = best["state"] if best["state"] is not None else state["model"]
+    return {
+        "history": state["history"],
+        "seconds": state["seconds"],
+        "images": state["images"],
+        "best": {"epoch": best["epoch"], "val": best["val"], "state": {k: v.to(device) for k, v in best_state.items()}},
+    }

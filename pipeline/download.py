@@ -14,7 +14,6 @@ Downloads are kept, verified, in data/.downloads: DVC deletes data/raw before a 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import importlib.util
 import os
@@ -33,7 +32,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline import io, params, synthetic
-from pipeline.io import StageError
+from pipeline.io import StageError, sha256_file
 
 ARCHIVE = "images.zip"
 CHUNK = 1 << 20  # bytes per read: 1 MiB
@@ -297,14 +296,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
             os.link(src, tmp)  # no second 825 MB on disk
         except OSError:
             shutil.copyfile(src, tmp)  # another file system, or one without hard links
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def main() -> None:

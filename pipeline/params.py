@@ -77,6 +77,7 @@ class TrainParams:
     seed: int  # weight init, batch order and augmentation
     device: str  # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N
     compile: bool  # torch.compile the model (CUDA only; the first epoch pays the compile time)
+    resume: bool  # continue from per-epoch checkpoints made with the same model, recipe and data
     max_epochs: int | None = None  # per-architecture cap, min(epochs, max_epochs): train.epochs still reaches every model
 
     def __post_init__(self):

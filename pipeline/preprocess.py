@@ -7,6 +7,7 @@ on the archive, the split and the params, never on the number of worker processe
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 from functools import partial
 from pathlib import Path
@@ -31,6 +32,14 @@ def fill(archive: Archive, task: tuple[str, int, list[str]], *, size: int, polic
     return len(names)
 
 
+def digest(archive: Path, split_dir: Path, image_size: int, resize: str) -> str:
+    """What the arrays are a function of, in one hash: training resumes a checkpoint only against it."""
+    h = hashlib.sha256(f"{image_size} {resize} {io.sha256_file(archive)}".encode())
+    for name in SPLITS:
+        h.update(index_file(split_dir, name).read_bytes())
+    return h.hexdigest()
+
+
 def preprocess(archive: Path, split_dir: Path, out: Path, *, image_size: int, resize: str, workers: int) -> dict:
     indexes = {name: read_index(index_file(split_dir, name)) for name in SPLITS}
     counts = {name: len(indexes[name][0]) for name in SPLITS}
@@ -50,7 +59,7 @@ def preprocess(archive: Path, split_dir: Path, out: Path, *, image_size: int, re
             map_archive(archive, partial(fill, size=image_size, policy=resize), tasks, workers=workers, desc=name)
         with io.atomic_path(labels_file(out, name)) as tmp, open(tmp, "wb") as f:
             np.save(f, labels)
-    meta = {"image_size": image_size, "resize": resize, "images": counts, "bytes": need}
+    meta = {"image_size": image_size, "resize": resize, "images": counts, "bytes": need, "digest": digest(archive, split_dir, image_size, resize)}
     io.write_json(out / "meta.json", meta)
     return meta
 
