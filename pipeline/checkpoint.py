@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -47,27 +48,76 @@ def _cpu(state: dict) -> dict:
     return {k: v.detach().cpu() for k, v in state.items()}
 
 
-def save_progress(path: Path, key: str, run: dict, model: nn.Module, optimizer, generator, *, final: bool) -> None:
+def _snapshot(value):
+    """A CPU copy of every tensor in a nested state (training goes on changing the originals)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _snapshot(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_snapshot(v) for v in value)
+    return value
+
+
+class ProgressWriter:
+    """Writes resume checkpoints in a background thread: the next epoch trains while the last one's
+    state (over 500 MB for AlexNet with AdamW's two moments) goes to disk, so the cores never wait
+    on a single-threaded save between epochs. `wait()` before relying on the file."""
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def write(self, path: Path, state: dict) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(path, state), name="progress-writer")
+        self._thread.start()
+
+    def _write(self, path: Path, state: dict) -> None:
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(state, tmp)
+        except BaseException as e:  # re-raised in the training thread by wait()
+            self._error = e
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+def save_progress(
+    path: Path, key: str, run: dict, model: nn.Module, optimizer, generator, *, final: bool, writer: ProgressWriter | None = None
+) -> None:
     """Everything needed to continue after this epoch as if never stopped. Once the last epoch is
     done the optimiser state is dropped (it is as large as the weights, twice for AdamW)."""
     best = run["best"]
     current = best["epoch"] == len(run["history"]) - 1  # the best weights are the current ones: stored once
-    state = {
-        "key": key,
-        "history": run["history"],
-        "seconds": run["seconds"],
-        "images": run["images"],
-        "best": {"epoch": best["epoch"], "val": best["val"], "state": None if current else _cpu(best["state"])},
-        "model": _cpu(_unwrap(model).state_dict()),
-        "optimizer": None if final else optimizer.state_dict(),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "generator": generator.get_state(),
-        },
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    state = _snapshot(
+        {
+            "key": key,
+            "history": run["history"],
+            "seconds": run["seconds"],
+            "images": run["images"],
+            "best": {"epoch": best["epoch"], "val": best["val"], "state": None if current else best["state"]},
+            "model": _unwrap(model).state_dict(),
+            "optimizer": None if final else optimizer.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "generator": generator.get_state(),
+            },
+        }
+    )
+    if writer is None:  # a one-off save: write it now
+        writer = ProgressWriter()
+        writer.write(path, state)
+        writer.wait()
+    else:
+        writer.write(path, state)
 
 
 def load_progress(path: Path, key: str) -> dict | None:

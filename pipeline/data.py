@@ -21,6 +21,7 @@ from pipeline.files import images_file, labels_file
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 GPU_MEMORY_SHARE = 0.5  # at most this share of free GPU memory holds a split; the rest is the model's
+SHARD_SEED = 0  # the partition of the training split between processes: a function of the data and their number only
 
 
 @dataclass
@@ -37,14 +38,19 @@ class Split:
         return self.images.device == self.device
 
 
-def load_split(folder: Path, split: str, device: torch.device) -> Split:
+def load_split(folder: Path, split: str, device: torch.device, *, rank: int = 0, processes: int = 1) -> Split:
     """Memory-map one preprocessed split and place it where training reads it fastest.
 
     The .npy file is mapped, never read whole into RAM first, so a 3.8 GB split needs 3.8 GB once:
     on the GPU when it fits, else pinned host memory (copied a batch at a time, asynchronously).
+    In a run of several `processes`, process `rank` loads only its shard (see `shard_rows`).
     """
     array = np.load(images_file(folder, split), mmap_mode="c")  # copy-on-write: torch may wrap it
-    labels = torch.from_numpy(np.load(labels_file(folder, split)).astype(np.int64)).to(device)
+    labels = np.load(labels_file(folder, split)).astype(np.int64)
+    if processes > 1:
+        rows = shard_rows(labels, rank, processes, equal=split == "train")
+        array, labels = array[rows], labels[rows]  # reads only this shard's rows
+    labels = torch.from_numpy(labels).to(device)
     images = torch.from_numpy(array)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -56,6 +62,22 @@ def load_split(folder: Path, split: str, device: torch.device) -> Split:
         else:
             images = images.pin_memory()
     return Split(images=images, labels=labels, device=device)
+
+
+def shard_rows(labels: np.ndarray, rank: int, processes: int, *, equal: bool) -> np.ndarray:
+    """Rows of process `rank`'s shard of a split, sorted (the memory map is read in file order).
+
+    `equal` (training): a seeded random partition into equal shards, each class dealt out evenly;
+    the last len % processes rows of the deal are left out, because every process must take the
+    same number of steps. Otherwise (validation): every processes-th row from `rank`, so the shards
+    cover every image exactly once and summed metrics are those of the whole split.
+    """
+    if not equal:
+        return np.arange(rank, len(labels), processes)
+    order = np.random.default_rng(SHARD_SEED).permutation(len(labels))
+    order = order[np.argsort(labels[order], kind="stable")]  # grouped by class, random within each
+    order = order[: len(order) - len(order) % processes]
+    return np.sort(order[rank::processes])
 
 
 def batches(

@@ -79,10 +79,18 @@ class TrainParams:
     compile: bool  # torch.compile the model (CUDA only; the first epoch pays the compile time)
     resume: bool  # continue from per-epoch checkpoints made with the same model, recipe and data
     max_epochs: int | None = None  # per-architecture cap, min(epochs, max_epochs): train.epochs still reaches every model
+    processes: int = 1  # training processes on this machine (torchrun --nproc_per_node), one per GPU; not per architecture
 
     def __post_init__(self):
-        for key in ("epochs", "batch_size"):
+        for key in ("epochs", "batch_size", "processes"):
             _positive(f"train.{key}", getattr(self, key))
+        if self.batch_size % self.processes:
+            raise ParamError(
+                "train.batch_size",
+                self.batch_size,
+                f"must be divisible by train.processes = {self.processes}: each process takes "
+                f"batch_size / {self.processes} images per step, so that the global batch stays as set",
+            )
         if self.max_epochs is not None:
             _positive("train.max_epochs", self.max_epochs)
         if not self.lr > 0:
@@ -207,6 +215,13 @@ def model_spec(name: str, overrides: Mapping | None, train: TrainParams) -> Mode
     if overrides is not None and not isinstance(overrides, Mapping):
         raise ParamError(key, overrides, "must be a mapping of option or train key to value")
     overrides = dict(overrides or {})
+    if "processes" in overrides:
+        raise ParamError(
+            f"{key}.processes",
+            overrides["processes"],
+            "one launch trains every architecture (torchrun starts train.processes processes for the "
+            "whole stage); set train.processes instead",
+        )
     recipe = {k: overrides.pop(k) for k in list(overrides) if k in TRAIN_KEYS}
     spec_train = build_section(TrainParams, {**_asdict(train), **recipe}, key)
     options = models.check_options(name, overrides, key=key)

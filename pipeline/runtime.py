@@ -16,8 +16,9 @@ from pipeline.data import Split, batches, normalize
 from pipeline.io import StageError, cpu_count
 
 
-def choose_device(name: str = "auto") -> torch.device:
-    """`auto` is CUDA when a GPU is visible, else the CPU: the same params run on both."""
+def choose_device(name: str = "auto", *, processes: int = 1) -> torch.device:
+    """`auto` is CUDA when a GPU is visible, else the CPU: the same params run on both.
+    On the CPU, `processes` on this machine share its cores."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
@@ -30,14 +31,14 @@ def choose_device(name: str = "auto") -> torch.device:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     else:
-        torch.set_num_threads(cpu_count())  # all cores, not torch's default of the physical ones
+        torch.set_num_threads(max(1, cpu_count() // processes))  # all cores, not torch's default of the physical ones
     return device
 
 
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({cpu_count()} threads)"
+    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def autocast(device: torch.device):

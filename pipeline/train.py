@@ -2,15 +2,19 @@
 
 Per epoch: one pass over the shuffled training tensors (augmented on the device), then the
 validation split in eval mode. Curves go to DVCLive, one folder of plots per model.
+
+Under `torchrun --nproc_per_node=N` (dvc.yaml launches train.processes of them) each process holds
+its shard of both splits and DistributedDataParallel averages the gradients, so one step still sees
+train.batch_size images at train.lr; process 0 alone prints and writes models, curves and checkpoints.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -19,40 +23,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline import checkpoint, io, models, params, runtime
+from pipeline import checkpoint, distributed, io, models, params, runtime
 from pipeline.data import Split, augment, batches, load_split
-from pipeline.params import ModelSpec, TrainParams
+from pipeline.optim import lr_at, make_optimizer
+from pipeline.params import ModelSpec, ParamError, TrainParams
 
-WARMUP_START = 0.01  # warm-up starts at 1% of the peak learning rate
 CHECK_EVERY = 50  # steps between looks for a non-finite loss: one host-device sync each
-
-
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Learning rate before optimiser step `step` (0-based) of `total`: linear warm-up, cosine to 0."""
-    if step < warmup:
-        return peak * (WARMUP_START + (1 - WARMUP_START) * step / warmup)
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
-    """Trainable parameters only (a frozen backbone never reaches the optimiser), and no weight decay
-    on biases and normalisation scales (1-d tensors): decaying them only fights the normalisation."""
-    base = model.param_groups(lr) if hasattr(model, "param_groups") else [{"params": list(model.parameters()), "lr": lr}]
-    groups = []
-    for group in base:
-        trainable = [p for p in group["params"] if p.requires_grad]
-        for decay, chosen in ((weight_decay, [p for p in trainable if p.ndim > 1]), (0.0, [p for p in trainable if p.ndim <= 1])):
-            if chosen:
-                groups.append({"params": chosen, "lr": group["lr"], "base_lr": group["lr"], "weight_decay": decay})
-    return groups
-
-
-def make_optimizer(model: nn.Module, tp: TrainParams) -> torch.optim.Optimizer:
-    groups = param_groups(model, tp.lr, tp.weight_decay)
-    if tp.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=tp.lr, momentum=tp.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=tp.lr, betas=(tp.momentum, 0.999))
 
 
 class NonFiniteLoss(Exception):
@@ -60,8 +36,11 @@ class NonFiniteLoss(Exception):
         self.step = step  # the first optimiser step, counted over the whole run, whose loss was NaN or ±inf
 
 
-def train_one_epoch(model, optimizer, split: Split, tp: TrainParams, *, step: int, total: int, warmup: int, generator):
-    """One pass over `split`; returns (mean loss, accuracy, images seen, next step).
+def train_one_epoch(
+    model, optimizer, split: Split, tp: TrainParams, *, batch_size: int, step: int, total: int, warmup: int, generator
+):
+    """One pass over `split` in batches of `batch_size`; returns (mean loss, accuracy, images seen,
+    next step), the first three over every process.
 
     Sums stay on the device: the host waits for the GPU only every CHECK_EVERY steps, to look
     for a non-finite loss (raising NonFiniteLoss with the first bad step), and at the end.
@@ -72,7 +51,7 @@ def train_one_epoch(model, optimizer, split: Split, tp: TrainParams, *, step: in
     correct = torch.zeros((), device=split.device, dtype=torch.long)
     first_bad = torch.full((), -1, device=split.device, dtype=torch.long)
     seen = 0
-    for i, (x, y) in enumerate(batches(split, tp.batch_size, shuffle=True, generator=generator)):
+    for i, (x, y) in enumerate(batches(split, batch_size, shuffle=True, generator=generator)):
         scale = lr_at(step, total, warmup, 1.0)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * scale
@@ -88,26 +67,61 @@ def train_one_epoch(model, optimizer, split: Split, tp: TrainParams, *, step: in
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         step += 1
-        if (i + 1) % CHECK_EVERY == 0 and first_bad.item() >= 0:
-            raise NonFiniteLoss(first_bad.item())
-    if first_bad.item() >= 0:
-        raise NonFiniteLoss(first_bad.item())
-    return loss_sum.item() / seen, correct.item() / seen, seen, step
+        if (i + 1) % CHECK_EVERY == 0 and (bad := first_nonfinite(first_bad)) >= 0:
+            raise NonFiniteLoss(bad)
+    if (bad := first_nonfinite(first_bad)) >= 0:
+        raise NonFiniteLoss(bad)
+    loss_sum, correct, seen = distributed.sum_over_processes([loss_sum.item(), correct.item(), seen], split.device)
+    return loss_sum / seen, correct / seen, int(seen), step
+
+
+def first_nonfinite(first_bad: torch.Tensor) -> int:
+    """The first step whose loss was NaN or ±inf in any process, or -1: all stop together, or none."""
+    never = torch.iinfo(torch.long).max
+    step = distributed.min_over_processes(torch.where(first_bad < 0, never, first_bad))
+    return -1 if step == never else step
 
 
 def validate(model: nn.Module, split: Split, batch_size: int) -> dict:
+    """Loss and accuracy over the whole split: with several processes, each predicts its shard
+    and the sums are added up, so every image counts once, as in a single process."""
     proba = runtime.predict(model, split, batch_size)
     labels = split.labels.cpu()
-    loss = nn.functional.nll_loss(torch.log(proba.clamp_min(1e-12)), labels).item()
-    return {"loss": loss, "accuracy": (proba.argmax(1) == labels).float().mean().item()}
+    loss = nn.functional.nll_loss(torch.log(proba.clamp_min(1e-12)), labels, reduction="sum").item()
+    loss, correct, n = distributed.sum_over_processes([loss, (proba.argmax(1) == labels).sum().item(), len(labels)], split.device)
+    return {"loss": loss / n, "accuracy": correct / n}
 
 
-def fingerprint(spec: ModelSpec, data_digest: str) -> str:
-    """Everything a trained model is a function of: its architecture, its recipe and the data.
-    Where and how fast it runs (device, compile) and whether to resume are not part of it."""
-    recipe = {k: v for k, v in asdict(spec.train).items() if k not in ("device", "compile", "resume")}
-    blob = json.dumps({"name": spec.name, "options": spec.options, "train": recipe, "data": data_digest}, sort_keys=True, default=list)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def fingerprint(spec: ModelSpec, data_digest: str, processes: int = 1) -> str:
+    """Everything a trained model is a function of: its architecture, its recipe, the data and the
+    number of processes that trained it (their shards and random streams differ from one process's).
+    Where and how fast it runs (device, compile) and whether to resume are not part of it; nor is
+    train.processes itself: the processes actually launched count (torchrun across machines starts more)."""
+    recipe = {k: v for k, v in asdict(spec.train).items() if k not in ("device", "compile", "resume", "processes")}
+    blob = {"name": spec.name, "options": spec.options, "train": recipe, "data": data_digest}
+    if processes > 1:  # one process keeps the keys it always had: its checkpoints stay valid
+        blob["processes"] = processes
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()
+
+
+def per_process_batch(spec: ModelSpec, processes: int) -> int:
+    """Each process's share of the batch: the global batch (and so the learning rate) stays as set."""
+    if spec.train.batch_size % processes:
+        raise ParamError(
+            "train.batch_size",
+            spec.train.batch_size,
+            f"must be divisible by the {processes} processes that train {spec.name}: each takes an equal "
+            f"share of every step (models.{spec.name}.batch_size sets it for {spec.name} alone)",
+        )
+    return spec.train.batch_size // processes
+
+
+def seed_process(generator: torch.Generator, seed: int, rank: int, epoch: int) -> None:
+    """Process `rank`'s random streams for one epoch (its batch order, augmentation and dropout),
+    derived from (seed, rank, epoch) alone: a resumed run needs only process 0's checkpoint."""
+    derived = int.from_bytes(hashlib.sha256(f"{seed} {rank} {epoch}".encode()).digest()[:8], "little")
+    generator.manual_seed(derived)
+    torch.manual_seed(derived)
 
 
 def train_model(
@@ -118,6 +132,7 @@ def train_model(
     log: Callable[[int, dict], None] | None = None,
     resume_file: Path | None = None,
     key: str = "",
+    world: distributed.World = distributed.World(),
 ):
     """Train one architecture; returns the model holding its best-validation weights, and a summary.
 
@@ -125,70 +140,102 @@ def train_model(
     is saved there, and a run whose `key` (see `fingerprint`) matches the file's continues from it
     instead of starting over: an interrupted run ends with the same weights as an uninterrupted
     one (on the CPU), and a model already trained with the same key is not trained again.
+
+    In a `world` of several processes `train` and `val` are this process's shards; every process
+    calls this, and only process 0 logs, prints and saves progress.
     """
     tp, device = spec.train, train.device
+    batch_size = per_process_batch(spec, world.size)
     torch.manual_seed(tp.seed)  # same seed, same init and dropout masks: runs are comparable
     generator = torch.Generator().manual_seed(tp.seed)  # batch order and augmentation, on the CPU for every device
     model = models.build(spec.name, **spec.options).to(device, memory_format=torch.channels_last)
+    runner, synced = model, 0
+    if world.size > 1:
+        runner, synced = distributed.parallel(model, device)
+        model = runner.module  # BatchNorm layers now synchronised: validate and save this one
     optimizer = make_optimizer(model, tp)
-    runner = torch.compile(model) if tp.compile and device.type == "cuda" else model
+    runner = torch.compile(runner) if tp.compile and device.type == "cuda" else runner
+    # DDP's forward may broadcast buffers, a collective that unequal validation shards must not meet
+    evaluator = runner if world.size == 1 else model
 
-    steps_per_epoch = max(1, len(train) // tp.batch_size) if len(train) >= tp.batch_size else 1
+    steps_per_epoch = max(1, len(train) // batch_size) if len(train) >= batch_size else 1
     total = steps_per_epoch * tp.run_epochs
     warmup = min(total, round(tp.warmup_epochs * steps_per_epoch))
     run = {"history": [], "best": None, "seconds": 0.0, "images": 0}
-    saved = checkpoint.load_progress(resume_file, key) if resume_file and tp.resume else None
+    # Process 0 decides whether to resume, so that all of them do or none; each then reads the file.
+    saved = checkpoint.load_progress(resume_file, key) if resume_file and tp.resume and world.main else None
+    if distributed.from_main(saved is not None) and not world.main:
+        saved = checkpoint.load_progress(resume_file, key)
+        if saved is None:
+            raise io.StageError(
+                f"{spec.name}: process {world.rank} cannot read {resume_file}, which process 0 resumes from: "
+                f"on several machines, --progress must be a folder they all see (or set train.resume: false)"
+            )
     if saved:
         run = checkpoint.restore_progress(saved, model, optimizer, generator, device)
-        print(f"{spec.name:>12s} resumes after epoch {len(run['history'])}/{tp.run_epochs} ({resume_file})", flush=True)
+        if world.main:
+            done = len(run["history"])
+            state = "already trained with this recipe and data" if done == tp.run_epochs else f"resumes after epoch {done}/{tp.run_epochs}"
+            print(f"{spec.name:>12s} {state} ({resume_file})", flush=True)
         for epoch, row in enumerate(run["history"]):
             if log:
                 log(epoch, row)
     step = len(run["history"]) * steps_per_epoch
-    for epoch in range(len(run["history"]), tp.run_epochs):
-        runtime.synchronize(device)
-        start = time.perf_counter()
-        try:
-            loss, accuracy, seen, step = train_one_epoch(
-                runner, optimizer, train, tp, step=step, total=total, warmup=warmup, generator=generator
-            )
-        except NonFiniteLoss as e:
-            kept = f"; the last good epoch's state is kept in {resume_file}" if resume_file and epoch else ""
-            raise io.StageError(
-                f"{spec.name}: the training loss became NaN or infinite at epoch {epoch + 1}, step "
-                f"{e.step - epoch * steps_per_epoch + 1} of {steps_per_epoch} (learning rate "
-                f"{tp.lr * lr_at(e.step, total, warmup, 1.0):.3g}){kept}. Lower models.{spec.name}.lr "
-                f"(now {tp.lr:g}) or lengthen train.warmup_epochs (now {tp.warmup_epochs:g})."
-            ) from None
-        except torch.cuda.OutOfMemoryError:
-            raise io.StageError(
-                f"{spec.name}: CUDA ran out of memory at batch size {tp.batch_size} ({runtime.describe(device)}). "
-                f"Set models.{spec.name}.batch_size: {max(1, tp.batch_size // 2)} (or train.batch_size) "
-                f"and rerun; models already trained are not trained again."
-            ) from None
-        elapsed = time.perf_counter() - start  # .item() in train_one_epoch has synchronised
-        run["seconds"] += elapsed
-        run["images"] += seen
-        val_metrics = validate(runner, val, tp.batch_size)
-        row = {
-            "train/loss": loss,
-            "train/accuracy": accuracy,
-            "val/loss": val_metrics["loss"],
-            "val/accuracy": val_metrics["accuracy"],
-            "lr": optimizer.param_groups[0]["lr"],
-        }
-        run["history"].append(row)
-        if log:
-            log(epoch, row)
-        if run["best"] is None or val_metrics["accuracy"] > run["best"]["val"]["accuracy"]:
-            run["best"] = {"epoch": epoch, "val": val_metrics, "state": copy.deepcopy(model.state_dict())}
-        if resume_file:
-            checkpoint.save_progress(resume_file, key, run, model, optimizer, generator, final=epoch + 1 == tp.run_epochs)
-        print(
-            f"{spec.name:>12s} epoch {epoch + 1}/{tp.run_epochs}: loss {loss:.4f} acc {accuracy:.3f}"
-            f" | val loss {val_metrics['loss']:.4f} acc {val_metrics['accuracy']:.3f} | {seen / elapsed:.0f} img/s",
-            flush=True,
-        )
+    writer = checkpoint.ProgressWriter()  # saves each epoch's state while the next one trains
+    try:
+        for epoch in range(len(run["history"]), tp.run_epochs):
+            if world.size > 1:
+                seed_process(generator, tp.seed, world.rank, epoch)
+            runtime.synchronize(device)
+            start = time.perf_counter()
+            try:
+                loss, accuracy, seen, step = train_one_epoch(
+                    runner, optimizer, train, tp, batch_size=batch_size, step=step, total=total, warmup=warmup, generator=generator
+                )
+            except NonFiniteLoss as e:
+                kept = f"; the last good epoch's state is kept in {resume_file}" if resume_file and epoch else ""
+                raise io.StageError(
+                    f"{spec.name}: the training loss became NaN or infinite at epoch {epoch + 1}, step "
+                    f"{e.step - epoch * steps_per_epoch + 1} of {steps_per_epoch} (learning rate "
+                    f"{tp.lr * lr_at(e.step, total, warmup, 1.0):.3g}){kept}. Lower models.{spec.name}.lr "
+                    f"(now {tp.lr:g}) or lengthen train.warmup_epochs (now {tp.warmup_epochs:g})."
+                ) from None
+            except torch.cuda.OutOfMemoryError:
+                share = f", {batch_size} per process" if world.size > 1 else ""
+                half = max(world.size, tp.batch_size // (2 * world.size) * world.size)  # still divisible between processes
+                raise io.StageError(
+                    f"{spec.name}: CUDA ran out of memory at batch size {tp.batch_size}{share} ({runtime.describe(device)}). "
+                    f"Set models.{spec.name}.batch_size: {half} (or train.batch_size) "
+                    f"and rerun; models already trained are not trained again."
+                ) from None
+            elapsed = time.perf_counter() - start  # .item() in train_one_epoch has synchronised
+            run["seconds"] += elapsed
+            run["images"] += seen
+            val_metrics = validate(evaluator, val, batch_size)
+            row = {
+                "train/loss": loss,
+                "train/accuracy": accuracy,
+                "val/loss": val_metrics["loss"],
+                "val/accuracy": val_metrics["accuracy"],
+                "lr": optimizer.param_groups[0]["lr"],
+            }
+            run["history"].append(row)
+            if log:
+                log(epoch, row)
+            if run["best"] is None or val_metrics["accuracy"] > run["best"]["val"]["accuracy"]:
+                run["best"] = {"epoch": epoch, "val": val_metrics, "state": copy.deepcopy(model.state_dict())}
+            if resume_file and world.main:
+                checkpoint.save_progress(
+                    resume_file, key, run, model, optimizer, generator, final=epoch + 1 == tp.run_epochs, writer=writer
+                )
+            if world.main:
+                print(
+                    f"{spec.name:>12s} epoch {epoch + 1}/{tp.run_epochs}: loss {loss:.4f} acc {accuracy:.3f}"
+                    f" | val loss {val_metrics['loss']:.4f} acc {val_metrics['accuracy']:.3f} | {seen / elapsed:.0f} img/s",
+                    flush=True,
+                )
+    finally:
+        writer.wait()  # the last epoch's checkpoint is complete before anyone reads it
     best = run["best"]
     model.load_state_dict(best["state"])
     summary = {
@@ -199,6 +246,8 @@ def train_model(
         "images_per_second": run["images"] / run["seconds"] if run["seconds"] else 0.0,
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "processes": world.size,
+        "synchronised_batchnorm_layers": synced,
     }
     return model, summary
 
@@ -206,29 +255,39 @@ def train_model(
 def train_all(p: params.Params, data: Path, out: Path, live_dir: Path, progress: Path) -> dict[str, dict]:
     from dvclive import Live
 
-    device = runtime.choose_device(p.train.device)
-    models.preflight(p.models, p.data.image_size)
-    data_digest = io.read_json(data / "meta.json")["digest"]
-    train, val = load_split(data, "train", device), load_split(data, "val", device)
-    print(f"train: {len(train)} train / {len(val)} val images at {p.data.image_size} px on {runtime.describe(device)}")
-    summaries = {}
-    with Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        for spec in p.models:
+    with distributed.launch(p.train.device) as (world, device):
+        models.preflight(p.models, p.data.image_size)
+        data_digest = io.read_json(data / "meta.json")["digest"]
+        train, val = (load_split(data, name, device, rank=world.rank, processes=world.size) for name in ("train", "val"))
+        where = runtime.describe(device) + (f" × {world.size} processes" if world.size > 1 else "")
+        images = distributed.sum_over_processes([len(train), len(val)], device)
+        if world.main:
+            print(f"train: {images[0]:.0f} train / {images[1]:.0f} val images at {p.data.image_size} px on {where}")
+        if world.main and world.size < p.train.processes:
+            print(f"train: train.processes = {p.train.processes}, but torchrun did not start them: training in {world.size}")
+        summaries = {}
+        live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) if world.main else None  # process 0's
+        with live or contextlib.nullcontext():
+            for spec in p.models:
 
-            def log(epoch: int, row: dict, name: str = spec.name) -> None:
-                live.step = epoch
-                for key, value in row.items():
-                    live.log_metric(f"{name}/{key}", value)
-                live.next_step()
+                def log(epoch: int, row: dict, name: str = spec.name) -> None:
+                    live.step = epoch
+                    for key, value in row.items():
+                        live.log_metric(f"{name}/{key}", value)
+                    live.next_step()
 
-            resume_file = progress / f"{spec.name.replace(':', '-')}.pt"
-            model, summary = train_model(spec, train, val, log=log, resume_file=resume_file, key=fingerprint(spec, data_digest))
-            summary["device"] = runtime.describe(device)
-            summary["image_size"] = p.data.image_size
-            summary["train"] = asdict(spec.train)
-            checkpoint.save(out / f"{spec.name}.pt", model, name=spec.name, options=spec.options, meta=summary)
-            summaries[spec.name] = summary
-            del model
+                resume_file = progress / f"{spec.name.replace(':', '-')}.pt"
+                key = fingerprint(spec, data_digest, world.size)
+                model, summary = train_model(
+                    spec, train, val, log=log if live else None, resume_file=resume_file, key=key, world=world
+                )
+                summary["device"] = where
+                summary["image_size"] = p.data.image_size
+                summary["train"] = asdict(spec.train)
+                if world.main:
+                    checkpoint.save(out / f"{spec.name}.pt", model, name=spec.name, options=spec.options, meta=summary)
+                summaries[spec.name] = summary
+                del model
     return summaries
 
 

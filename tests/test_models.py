@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torchvision import models as tv
 
-from pipeline import models, train
+from pipeline import models, optim
 from pipeline.data import Split
 from pipeline.io import StageError
 from pipeline.models.transfer import TransferModel
@@ -138,7 +138,7 @@ def steps(model, freeze_steps=3, size=64):
     from pipeline import params
 
     tp = params.load(overrides={"train": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0}}).train
-    optimizer = train.make_optimizer(model, tp)
+    optimizer = optim.make_optimizer(model, tp)
     model.train()
     for _ in range(freeze_steps):
         loss = nn.functional.cross_entropy(model(torch.randn(4, 3, size, size)), torch.tensor([0, 1, 0, 1]))

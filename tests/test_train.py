@@ -10,7 +10,8 @@ from torch import nn
 from pipeline import checkpoint, params
 from pipeline.data import Split
 from pipeline.runtime import predict
-from pipeline.train import lr_at, param_groups, train_model
+from pipeline.optim import lr_at, param_groups
+from pipeline.train import train_model
 
 
 def test_learning_rate_warms_up_linearly_then_decays_as_a_cosine_to_zero():
