@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import io as _io
-import json
 import platform
 import time
 from functools import partial
@@ -71,6 +70,13 @@ def timed(batches_iter, step, device: torch.device, *, warmup: int, steps: int) 
 def endless(make_iter):
     while True:
         yield from make_iter()
+
+
+def on_device(loader, device: torch.device):
+    """The course's batches, epoch after epoch, moved to the device as its loop did."""
+    while True:
+        for x, y in loader:
+            yield x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last), y.to(device, non_blocking=True)
 
 
 def members(archive: Path, count: int) -> list[tuple[str, int]]:
@@ -133,9 +139,8 @@ def bench_training(model_name: str, archive: Path, *, image_size: int, batch_siz
         CourseDataset(archive, chosen, image_size), batch_size=batch_size, shuffle=True, drop_last=True,
         num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=True,
     )  # fmt: skip
-    to_device = ((x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last), y.to(device, non_blocking=True)) for x, y in endless(lambda: iter(loader)))
-    results["seed_loop"] = timed(to_device, fresh_step(), device, warmup=warmup, steps=steps)
-    del loader
+    results["seed_loop"] = timed(on_device(loader, device), fresh_step(), device, warmup=warmup, steps=steps)
+    del loader  # its persistent workers stop before the next phase
 
     ours = (
         (augment(x, crop_scale=(0.35, 1.0), flip=True, generator=generator), y)

@@ -124,6 +124,27 @@ def seed_process(generator: torch.Generator, seed: int, rank: int, epoch: int) -
     torch.manual_seed(derived)
 
 
+def diverged(spec: ModelSpec, epoch: int, step: int, steps: int, lr: float, kept: Path | None) -> io.StageError:
+    tp = spec.train
+    where = f"; the last good epoch's state is kept in {kept}" if kept else ""
+    return io.StageError(
+        f"{spec.name}: the training loss became NaN or infinite at epoch {epoch + 1}, step {step} of {steps} "
+        f"(learning rate {lr:.3g}){where}. Lower models.{spec.name}.lr (now {tp.lr:g}) or lengthen "
+        f"train.warmup_epochs (now {tp.warmup_epochs:g})."
+    )
+
+
+def out_of_memory(spec: ModelSpec, world: distributed.World, device: torch.device) -> io.StageError:
+    batch = spec.train.batch_size
+    share = f", {batch // world.size} per process" if world.size > 1 else ""
+    half = max(world.size, batch // (2 * world.size) * world.size)  # still divisible between the processes
+    return io.StageError(
+        f"{spec.name}: CUDA ran out of memory at batch size {batch}{share} ({runtime.describe(device)}). "
+        f"Set models.{spec.name}.batch_size: {half} (or train.batch_size) and rerun; models already "
+        f"trained are not trained again."
+    )
+
+
 def train_model(
     spec: ModelSpec,
     train: Split,
@@ -193,21 +214,11 @@ def train_model(
                     runner, optimizer, train, tp, batch_size=batch_size, step=step, total=total, warmup=warmup, generator=generator
                 )
             except NonFiniteLoss as e:
-                kept = f"; the last good epoch's state is kept in {resume_file}" if resume_file and epoch else ""
-                raise io.StageError(
-                    f"{spec.name}: the training loss became NaN or infinite at epoch {epoch + 1}, step "
-                    f"{e.step - epoch * steps_per_epoch + 1} of {steps_per_epoch} (learning rate "
-                    f"{tp.lr * lr_at(e.step, total, warmup, 1.0):.3g}){kept}. Lower models.{spec.name}.lr "
-                    f"(now {tp.lr:g}) or lengthen train.warmup_epochs (now {tp.warmup_epochs:g})."
-                ) from None
+                in_epoch = e.step - epoch * steps_per_epoch + 1
+                lr = tp.lr * lr_at(e.step, total, warmup, 1.0)
+                raise diverged(spec, epoch, in_epoch, steps_per_epoch, lr, resume_file if epoch else None) from None
             except torch.cuda.OutOfMemoryError:
-                share = f", {batch_size} per process" if world.size > 1 else ""
-                half = max(world.size, tp.batch_size // (2 * world.size) * world.size)  # still divisible between processes
-                raise io.StageError(
-                    f"{spec.name}: CUDA ran out of memory at batch size {tp.batch_size}{share} ({runtime.describe(device)}). "
-                    f"Set models.{spec.name}.batch_size: {half} (or train.batch_size) "
-                    f"and rerun; models already trained are not trained again."
-                ) from None
+                raise out_of_memory(spec, world, device) from None
             elapsed = time.perf_counter() - start  # .item() in train_one_epoch has synchronised
             run["seconds"] += elapsed
             run["images"] += seen

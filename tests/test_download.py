@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import download, synthetic
-from pipeline.download import Remote, fetch, fetch_archive
+from pipeline import download, fetch as fetching, synthetic
+from pipeline.download import fetch_archive
+from pipeline.fetch import Remote, fetch
 from pipeline.io import StageError
 
 PAYLOAD = random.Random(0).randbytes(300_000)  # bytes the server serves as /file.zip
@@ -162,7 +163,7 @@ def test_complete_part_answered_416_is_verified(server, tmp_path):
 
 def test_server_errors_are_retried_within_the_budget(server, tmp_path, monkeypatch):
     waits = []
-    monkeypatch.setattr(download.time, "sleep", waits.append)
+    monkeypatch.setattr(fetching.time, "sleep", waits.append)
     server.fail_first = 2
     assert fetch(remote(server.url), tmp_path, retries=4, backoff=0.5).read_bytes() == PAYLOAD
     assert len(server.ranges) == 3 and waits == [0.5, 1.0]  # exponential back-off, in seconds

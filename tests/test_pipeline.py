@@ -48,6 +48,18 @@ def set_params(repo: Path, overrides: dict) -> None:
     path.write_text(yaml.safe_dump(params.merge(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
 
 
+def copy_project(root: Path) -> Path:
+    """The project's tracked files (code, dvc.yaml, params.yaml, DVC and git config) under `root`."""
+    for name in PROJECT_FILES:
+        src, dst = REPO / name, root / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    return root
+
+
 def csv_rows(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -56,14 +68,7 @@ def csv_rows(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A fresh clone-alike: the project's tracked files, git and DVC initialised, small params."""
-    root = tmp_path_factory.mktemp("project")
-    for name in PROJECT_FILES:
-        src, dst = REPO / name, root / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, dst)
+    root = copy_project(tmp_path_factory.mktemp("project"))
     # The archive a user would point data.source at: Kaggle layout, plus the junk real ones hold.
     archive = tmp_path_factory.mktemp("downloads") / "train.zip"
     synthetic.make_archive(archive, per_class=PER_CLASS, size=80)

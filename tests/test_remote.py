@@ -6,11 +6,10 @@ rerunning and every metric is the same; then an experiment shared with `dvc exp 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from pipeline import synthetic
-from tests.test_pipeline import PROJECT_FILES, REPO, dvc, run, set_params
+from tests.test_pipeline import copy_project, dvc, run, set_params
 
 UP_TO_DATE = "Data and pipelines are up to date."
 
@@ -18,13 +17,7 @@ UP_TO_DATE = "Data and pipelines are up to date."
 def new_project(root: Path, archive: Path) -> Path:
     """The project's tracked files in a fresh git repository, set for a run of seconds: one small
     model, one epoch, a 24-image archive."""
-    for name in PROJECT_FILES:
-        src, dst = REPO / name, root / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, dst)
+    copy_project(root)
     data = {"source": str(archive), "image_size": 72, "val_fraction": 0.25, "test_fraction": 0.25}
     set_params(root, {"model": "nin", "data": data, "train": {"epochs": 1, "batch_size": 4}})
     run(root, "git", "init", "-q", "-b", "main")
