@@ -1,0 +1,88 @@
+"""dvc.yaml is a contract: every stage lists each project module it runs (its own, and every one it
+imports), so that DVC reruns exactly the stages a code change can affect."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
+PATHS = DVC["vars"][0]["paths"]
+
+
+def expand(text: str) -> str:
+    return re.sub(r"\$\{paths\.(\w+)\}", lambda m: PATHS[m.group(1)], text)
+
+
+def module_file(name: str) -> Path:
+    path = REPO / Path(*name.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def imported(name: str, seen: set[str] | None = None) -> set[str]:
+    """`pipeline.*` modules loaded when `name` is imported (module-level imports, transitively).
+    Imports inside functions load only when called: `params.load()` loading the model registry is
+    checked separately below."""
+    seen = set() if seen is None else seen
+    if name in seen:
+        return seen
+    seen.add(name)
+    tree = ast.parse(module_file(name).read_text())
+    for node in tree.body:
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for target in targets:
+            if target.startswith("pipeline") and module_file(target).exists():
+                imported(target, seen)
+                if module_file(target).name == "__init__.py":  # a package runs its __init__ imports
+                    imported(target, seen)
+    return seen
+
+
+def covered(path: Path, deps: list[str]) -> bool:
+    rel = path.relative_to(REPO).as_posix()
+    return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+STAGES = {name: stage for name, stage in DVC["stages"].items()}
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_every_module_a_stage_runs_is_a_dependency(name):
+    stage = STAGES[name]
+    module = re.search(r"-m (pipeline\.\w+)", stage["cmd"]).group(1)
+    assert module == f"pipeline.{name}"  # a stage, its module and its name are one word
+    deps = [expand(d) for d in stage["deps"]]
+    needed = imported(module)
+    source = module_file(module).read_text()
+    if "params.load()" in source:  # validating `model` and `models` loads the model registry
+        needed |= imported("pipeline.models")
+    needed.discard("pipeline")  # the package's __init__: a docstring only (checked below)
+    missing = sorted(m for m in needed if not covered(module_file(m), deps))
+    assert not missing, f"{name} imports {missing} but dvc.yaml does not list them"
+
+
+def test_the_data_stages_do_not_depend_on_the_models():
+    # editing an architecture must not rerun the download, the split or the preprocessing
+    for name in ("download", "split", "preprocess"):
+        assert not any("pipeline/models" in d for d in STAGES[name]["deps"])
+        assert "params.load()" not in module_file(f"pipeline.{name}").read_text()
+
+
+def test_stage_params_are_the_keys_each_stage_reads():
+    assert STAGES["download"]["params"] == ["data.source"]
+    assert set(STAGES["split"]["params"]) == {"data.max_per_class", "data.val_fraction", "data.test_fraction", "data.seed"}
+    assert set(STAGES["preprocess"]["params"]) == {"data.image_size", "data.resize"}
+    assert {"model", "train", "models"} <= set(STAGES["train"]["params"])
+
+
+def test_the_package_init_runs_no_code():
+    # every stage imports it, and none lists it: that is only sound while it holds nothing but a docstring
+    body = ast.parse((REPO / "pipeline" / "__init__.py").read_text()).body
+    assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
