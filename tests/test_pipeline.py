@@ -153,8 +153,11 @@ def test_an_experiment_on_one_model_trains_only_it_and_metrics_diff_shows_the_ch
     every = json.loads(dvc(reproduced, "metrics", "diff", "--all", "--json").stdout)["metrics/resnet18.json"]
     assert {"test.accuracy", "test.roc_auc", "test.confusion.cat.dog", "train.seconds"} <= set(every)
 
-    shown = dvc(reproduced, "exp", "show", "--json").stdout
-    assert '"model": "resnet18"' in shown.replace("'", '"') or "resnet18" in shown
+    rows = json.loads(dvc(reproduced, "exp", "show", "--json").stdout)
+    experiments = [x["revs"][0]["data"] for row in rows for x in row.get("experiments") or []]
+    assert [e["params"]["params.yaml"]["data"]["model"] for e in experiments] == ["resnet18"]
+    assert experiments[0]["params"]["params.yaml"]["data"]["train"]["epochs"] == 2
+    assert experiments[0]["metrics"]["metrics/resnet18.json"]["data"]["train"]["epochs"] == 2
     dvc(reproduced, "plots", "show", "-o", "dvc_plots")
     page = (reproduced / "dvc_plots" / "index.html").read_text()
     assert "resnet18" in page
