@@ -15,7 +15,7 @@ from pipeline.io import atomic_path
 
 def save(path: Path, model: nn.Module, *, name: str, options: dict, meta: dict[str, Any]) -> None:
     """Weights (on the CPU, so any machine can load them) plus the builder name and options."""
-    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    state = _cpu(_unwrap(model).state_dict())
     with atomic_path(path) as tmp:
         torch.save({"name": name, "options": options, "state_dict": state, "meta": meta}, tmp)
 

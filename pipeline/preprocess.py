@@ -32,9 +32,17 @@ def fill(archive: Archive, task: tuple[str, int, list[str]], *, size: int, polic
     return len(names)
 
 
+def archive_sha256(archive: Path) -> str:
+    """The download stage records it in source.json beside the archive: 825 MB need not be read again."""
+    recorded = archive.parent / "source.json"
+    if recorded.exists() and (sha := io.read_json(recorded).get("sha256")):
+        return sha
+    return io.sha256_file(archive)
+
+
 def digest(archive: Path, split_dir: Path, image_size: int, resize: str) -> str:
     """What the arrays are a function of, in one hash: training resumes a checkpoint only against it."""
-    h = hashlib.sha256(f"{image_size} {resize} {io.sha256_file(archive)}".encode())
+    h = hashlib.sha256(f"{image_size} {resize} {archive_sha256(archive)}".encode())
     for name in SPLITS:
         h.update(index_file(split_dir, name).read_bytes())
     return h.hexdigest()
