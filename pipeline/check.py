@@ -29,6 +29,20 @@ def problems(p: params.Params, downloads: Path) -> list[str]:
     return found
 
 
+def copied_feature_maps(p: params.Params) -> list[str]:
+    """One note per model whose classifier reads a feature map larger than the network makes at this
+    image size (AlexNet and VGG below 224 px): honest about what the adaptive pool does."""
+    notes = []
+    for name in p.model_names:
+        side, read = models.feature_map(name, p.data.image_size)
+        if read > side:
+            notes.append(
+                f"note: at {p.data.image_size} px {name}'s last feature map is {side}×{side}; its adaptive pool "
+                f"copies it up to the {read}×{read} its dense layers expect (more weights, no more information)"
+            )
+    return notes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="marker file written when all is well")
@@ -41,6 +55,9 @@ def main() -> None:
         raise io.StageError(f"{len(found)} problems stop this run:\n" + "\n".join(f"- {problem}" for problem in found))
     io.write_text(args.out, MARKER)
     print(f"check: params.yaml is valid; training {', '.join(p.model_names)} at {p.data.image_size} px")
+    print(p.recipe_table())
+    for note in copied_feature_maps(p):
+        print(note)
 
 
 if __name__ == "__main__":

@@ -132,16 +132,25 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def augment(
-    x: torch.Tensor, *, crop_scale: tuple[float, float], flip: bool, generator: torch.Generator | None = None
+    x: torch.Tensor,
+    *,
+    crop_scale: tuple[float, float],
+    flip: bool,
+    translate: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Random resized crop and horizontal flip of a whole uint8 batch at once, then normalisation.
+    """Random resized crop, translation and horizontal flip of a whole uint8 batch at once, then
+    normalisation.
 
-    Each image gets its own crop (area fraction in `crop_scale`, aspect ratio in [3/4, 4/3]) and
-    flip, expressed as one affine map per image: a single `grid_sample` applies all of them, so the
-    cost is one pass over the batch on the device however many images it holds.
+    Each image gets its own crop (area fraction in `crop_scale`, aspect ratio in [3/4, 4/3]), its own
+    shift (a whole number of pixels up to `translate` × the side, in each direction, the borders
+    filled by reflection: the pad-and-crop of CIFAR-style training) and its own flip, expressed as one
+    affine map per image: a single `grid_sample` applies all of them, so the cost is one pass over
+    the batch on the device however many images it holds. A pure shift samples pixel centres
+    exactly, so it moves pixels without blurring them.
     """
-    b, device = x.shape[0], x.device
-    if crop_scale == (1.0, 1.0) and not flip:
+    b, side, device = x.shape[0], x.shape[-1], x.device
+    if crop_scale == (1.0, 1.0) and not flip and not translate:
         return normalize(x)
 
     def uniform(low: float, high: float) -> torch.Tensor:
@@ -154,6 +163,11 @@ def augment(
     h = torch.sqrt(area / log_ratio.exp())
     cx = (1 - w) * uniform(-1.0, 1.0)  # crop centre in grid_sample's [-1, 1] coordinates
     cy = (1 - h) * uniform(-1.0, 1.0)
+    if translate:
+        shift = round(translate * side)  # px, at most, each way
+        # whole pixels, in [-shift, shift]; one pixel is 2 / side in grid_sample's coordinates
+        cx = cx + (uniform(-shift - 0.5, shift + 0.5).round().clamp(-shift, shift)) * 2 / side
+        cy = cy + (uniform(-shift - 0.5, shift + 0.5).round().clamp(-shift, shift)) * 2 / side
     sign = torch.where(uniform(0.0, 1.0) < 0.5, -1.0, 1.0) if flip else torch.ones(b)
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = w * sign, cx

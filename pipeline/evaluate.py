@@ -69,7 +69,7 @@ def evaluate_model(model_path: Path, test, batch_size: int) -> tuple[dict, np.nd
         "model": meta["name"],
         "test": test_metrics(labels, proba),
         "val": meta["val"],
-        "train": {k: meta[k] for k in ("epochs", "best_epoch", "seconds", "images_per_second")},
+        "train": {k: meta[k] for k in ("epochs", "kept_epoch", "seconds", "images_per_second")},
         "inference_images_per_second": len(labels) / seconds,
         "parameters": meta["parameters"],
         "trainable_parameters": meta["trainable_parameters"],

@@ -34,7 +34,7 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]
 
 
 def make_optimizer(model: nn.Module, tp: TrainParams) -> torch.optim.Optimizer:
-    groups = param_groups(model, tp.lr, tp.weight_decay)
+    groups = param_groups(model, tp.peak_lr, tp.weight_decay)
     if tp.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=tp.lr, momentum=tp.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=tp.lr, betas=(tp.momentum, 0.999))
+        return torch.optim.SGD(groups, lr=tp.peak_lr, momentum=tp.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=tp.peak_lr, betas=(tp.momentum, 0.999))

@@ -66,7 +66,7 @@ class TrainParams:
 
     epochs: int
     batch_size: int
-    lr: float  # peak learning rate, reached after warm-up, then cosine decay to 0
+    lr: float  # peak learning rate, reached after warm-up, then cosine decay to 0 (× lr_scale per model)
     optimizer: Literal["sgd", "adamw"]
     momentum: float  # SGD momentum (Nesterov); AdamW's beta1
     weight_decay: float  # decoupled; never applied to biases or normalisation weights
@@ -74,11 +74,14 @@ class TrainParams:
     label_smoothing: float
     crop_scale: tuple[float, float]  # random-resized-crop area range; (1, 1) turns cropping off
     flip: bool  # random horizontal flips
+    translate: float  # random shifts up to this fraction of the side (reflected borders); 0 turns them off
+    keep: Literal["last", "best"]  # the weights a model file keeps: the last epoch's, or the best on validation
     seed: int  # weight init, batch order and augmentation
     device: str  # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N
     compile: bool  # torch.compile the model (CUDA only; the first epoch pays the compile time)
     resume: bool  # continue from per-epoch checkpoints made with the same model, recipe and data
     max_epochs: int | None = None  # per-architecture cap, min(epochs, max_epochs): train.epochs still reaches every model
+    lr_scale: float = 1.0  # per-architecture factor on lr: train.lr still reaches every model
     processes: int = 1  # training processes on this machine (torchrun --nproc_per_node), one per GPU; not per architecture
 
     def __post_init__(self):
@@ -93,8 +96,11 @@ class TrainParams:
             )
         if self.max_epochs is not None:
             _positive("train.max_epochs", self.max_epochs)
-        if not self.lr > 0:
-            raise ParamError("train.lr", self.lr, "must be a positive number")
+        for key in ("lr", "lr_scale"):
+            if not getattr(self, key) > 0:
+                raise ParamError(f"train.{key}", getattr(self, key), "must be a positive number")
+        if not 0 <= self.translate < 0.5:
+            raise ParamError("train.translate", self.translate, "must be a fraction of the side in [0, 0.5)")
         for key, low, high in (("momentum", 0, 1), ("label_smoothing", 0, 1)):
             value = getattr(self, key)
             if not low <= value < high:
@@ -114,6 +120,10 @@ class TrainParams:
     def run_epochs(self) -> int:
         return min(self.epochs, self.max_epochs or self.epochs)
 
+    @property
+    def peak_lr(self) -> float:
+        return self.lr * self.lr_scale
+
 
 TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainParams))
 
@@ -125,6 +135,27 @@ class ModelSpec:
     name: str
     options: dict = field(hash=False)  # keyword options for pipeline.models.build
     train: TrainParams
+    own: tuple[str, ...] = ()  # train keys that models.<name> sets for this architecture
+
+    def kept_values(self, train: TrainParams) -> list[str]:
+        """Where this architecture does not follow the `train` section, one line each: a train key set
+        under models.<name> to another value, or max_epochs capping train.epochs. lr_scale is not
+        one of them: it scales train.lr, so a change to train.lr still reaches this model."""
+        notes = []
+        for key in self.own:
+            mine, shared = getattr(self.train, key), getattr(train, key)
+            if key == "max_epochs":
+                if self.train.run_epochs < train.epochs:
+                    notes.append(
+                        f"{self.name} trains {self.train.run_epochs} epochs, not train.epochs = {train.epochs} "
+                        f"(models.{self.name}.max_epochs = {mine})"
+                    )
+            elif key != "lr_scale" and mine != shared:
+                notes.append(
+                    f"{self.name} keeps its own {key} = {_show(mine)} (models.{self.name}.{key}), "
+                    f"not train.{key} = {_show(shared)}"
+                )
+        return notes
 
 
 @dataclass(frozen=True)
@@ -136,6 +167,20 @@ class Params:
     @property
     def model_names(self) -> list[str]:
         return [spec.name for spec in self.models]
+
+    def recipe_table(self) -> str:
+        """The effective recipe of every selected model, one row each, and below it every place where a
+        model does not follow the `train` section (so that `-S train.<key>=...` never silently misses one)."""
+        header = ("model", "optimizer", "lr", "weight_decay", "epochs", "batch_size", "keep")
+        rows = [header]
+        for spec in self.models:
+            tp = spec.train
+            lr = f"{tp.peak_lr:.3g}" + (f" ({tp.lr_scale:g} × lr)" if tp.lr_scale != 1 else "")
+            rows.append((spec.name, tp.optimizer, lr, f"{tp.weight_decay:g}", str(tp.run_epochs), str(tp.batch_size), tp.keep))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        lines += [f"warning: {note}" for spec in self.models for note in spec.kept_values(self.train)]
+        return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- loading
@@ -225,7 +270,7 @@ def model_spec(name: str, overrides: Mapping | None, train: TrainParams) -> Mode
     recipe = {k: overrides.pop(k) for k in list(overrides) if k in TRAIN_KEYS}
     spec_train = build_section(TrainParams, {**_asdict(train), **recipe}, key)
     options = models.check_options(name, overrides, key=key)
-    return ModelSpec(name=name, options=options, train=spec_train)
+    return ModelSpec(name=name, options=options, train=spec_train, own=tuple(sorted(recipe)))
 
 
 def build_section(cls, raw: Any, section: str):
@@ -317,6 +362,10 @@ def _no_unknown_keys(section: str, raw: Mapping, known) -> None:
 def _positive(key: str, value: int) -> None:
     if value <= 0:
         raise ParamError(key, value, "must be a positive whole number")
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(list(value) if isinstance(value, tuple) else value)
 
 
 def _asdict(section) -> dict:

@@ -46,7 +46,7 @@ def leaderboard(results: list[dict]) -> list[dict]:
                 "train_images_per_second": r["train"]["images_per_second"],
                 "inference_images_per_second": r["inference_images_per_second"],
                 "epochs": r["train"]["epochs"],
-                "best_epoch": r["train"]["best_epoch"],
+                "kept_epoch": r["train"]["kept_epoch"],
                 "device": r["device"],
             }
         )
@@ -119,7 +119,7 @@ def _facts(r: dict) -> list[tuple[str, str]]:
         ("balanced accuracy", _num(t["balanced_accuracy"])),
         ("precision / recall / F1", per_class),
         ("ROC AUC, log loss", f"{_num(t['roc_auc'])}, {t['log_loss']:.3f}"),
-        ("validation accuracy", f"{r['val']['accuracy']:.3f} at epoch {tr['best_epoch']} of {tr['epochs']} (the weights kept)"),
+        ("validation accuracy", f"{r['val']['accuracy']:.3f} at epoch {tr['kept_epoch']} of {tr['epochs']} (the weights kept)"),
         ("training", f"{_duration(tr['seconds'])}, {tr['images_per_second']:,.0f} img/s on {r['device']}"),
         ("inference", f"{r['inference_images_per_second']:,.0f} img/s"),
         ("parameters", _params(r)),

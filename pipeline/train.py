@@ -1,4 +1,5 @@
-"""Stage `train`: train every architecture that `model` selects; keep each one's best-validation weights.
+"""Stage `train`: train every architecture that `model` selects; keep each one's last (or, with
+`train.keep: best`, best-validation) weights.
 
 Per epoch: one pass over the shuffled training tensors (augmented on the device), then the
 validation split in eval mode. Curves go to DVCLive, one folder of plots per model.
@@ -56,7 +57,7 @@ def train_one_epoch(
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * scale
         with runtime.autocast(split.device):
-            logits = model(augment(x, crop_scale=tp.crop_scale, flip=tp.flip, generator=generator))
+            logits = model(augment(x, crop_scale=tp.crop_scale, flip=tp.flip, translate=tp.translate, generator=generator))
             loss = criterion(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -129,8 +130,8 @@ def diverged(spec: ModelSpec, epoch: int, step: int, steps: int, lr: float, kept
     where = f"; the last good epoch's state is kept in {kept}" if kept else ""
     return io.StageError(
         f"{spec.name}: the training loss became NaN or infinite at epoch {epoch + 1}, step {step} of {steps} "
-        f"(learning rate {lr:.3g}){where}. Lower models.{spec.name}.lr (now {tp.lr:g}) or lengthen "
-        f"train.warmup_epochs (now {tp.warmup_epochs:g})."
+        f"(learning rate {lr:.3g}){where}. Lower models.{spec.name}.lr_scale (now {tp.lr_scale:g}, "
+        f"a peak of {tp.peak_lr:g}) or lengthen train.warmup_epochs (now {tp.warmup_epochs:g})."
     )
 
 
@@ -155,7 +156,8 @@ def train_model(
     key: str = "",
     world: distributed.World = distributed.World(),
 ):
-    """Train one architecture; returns the model holding its best-validation weights, and a summary.
+    """Train one architecture; returns the model holding the weights `train.keep` chooses (the last
+epoch's, or the best on validation), and a summary.
 
     With `resume_file`, the state after every epoch (weights, optimiser, random generators, curves)
     is saved there, and a run whose `key` (see `fingerprint`) matches the file's continues from it
@@ -215,7 +217,7 @@ def train_model(
                 )
             except NonFiniteLoss as e:
                 in_epoch = e.step - epoch * steps_per_epoch + 1
-                lr = tp.lr * lr_at(e.step, total, warmup, 1.0)
+                lr = tp.peak_lr * lr_at(e.step, total, warmup, 1.0)
                 raise diverged(spec, epoch, in_epoch, steps_per_epoch, lr, resume_file if epoch else None) from None
             except torch.cuda.OutOfMemoryError:
                 raise out_of_memory(spec, world, device) from None
@@ -233,8 +235,11 @@ def train_model(
             run["history"].append(row)
             if log:
                 log(epoch, row)
-            if run["best"] is None or val_metrics["accuracy"] > run["best"]["val"]["accuracy"]:
-                run["best"] = {"epoch": epoch, "val": val_metrics, "state": copy.deepcopy(model.state_dict())}
+            # run["best"] holds the epoch whose weights the model file keeps (with keep: last, always
+            # the current one, whose weights need no copy)
+            if tp.keep == "last" or run["best"] is None or val_metrics["accuracy"] > run["best"]["val"]["accuracy"]:
+                state = copy.deepcopy(model.state_dict()) if tp.keep == "best" else None
+                run["best"] = {"epoch": epoch, "val": val_metrics, "state": state}
             if resume_file and world.main:
                 checkpoint.save_progress(
                     resume_file, key, run, model, optimizer, generator, final=epoch + 1 == tp.run_epochs, writer=writer
@@ -248,10 +253,11 @@ def train_model(
     finally:
         writer.wait()  # the last epoch's checkpoint is complete before anyone reads it
     best = run["best"]
-    model.load_state_dict(best["state"])
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
     summary = {
         "epochs": tp.run_epochs,
-        "best_epoch": best["epoch"] + 1,
+        "kept_epoch": best["epoch"] + 1,
         "val": best["val"],
         "seconds": run["seconds"],
         "images_per_second": run["images"] / run["seconds"] if run["seconds"] else 0.0,
@@ -274,6 +280,7 @@ def train_all(p: params.Params, data: Path, out: Path, live_dir: Path, progress:
         images = distributed.sum_over_processes([len(train), len(val)], device)
         if world.main:
             print(f"train: {images[0]:.0f} train / {images[1]:.0f} val images at {p.data.image_size} px on {where}")
+            print(p.recipe_table(), flush=True)
         if world.main and world.size < p.train.processes:
             print(f"train: train.processes = {p.train.processes}, but torchrun did not start them: training in {world.size}")
         summaries = {}

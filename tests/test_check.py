@@ -69,3 +69,27 @@ def test_check_stage_exits_2_with_one_clear_message_and_writes_nothing(tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: params.yaml: train.batch_size = 0: must be a positive whole number"
     assert not (tmp_path / "data").exists()
+
+
+def test_check_stage_prints_each_models_recipe_and_what_does_not_follow_train(tmp_path):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"].update(source="synthetic", image_size=96)
+    raw["model"] = ["alexnet", "resnet18"]
+    raw["train"]["lr"] = 0.01
+    raw["models"]["resnet18"] = {"lr": 0.003}  # an absolute rate: train.lr no longer reaches resnet18
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.check", "--out", "data/params.ok", "--downloads", "data/.downloads"],
+        cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    optimizer, scale = raw["train"]["optimizer"], raw["models"]["alexnet"].get("lr_scale", 1)
+    assert lines[1].split()[:3] == ["model", "optimizer", "lr"]
+    assert lines[2].split()[:3] == ["alexnet", optimizer, f"{0.01 * scale:.3g}"]
+    assert lines[3].split()[:3] == ["resnet18", optimizer, "0.003"]
+    assert "warning: resnet18 keeps its own lr = 0.003 (models.resnet18.lr), not train.lr = 0.01" in lines
+    assert not any(line.startswith("warning: alexnet") for line in lines)
+    # at 96 px AlexNet's last map is 1×1, and its pool copies it to the 5×5 of the course's 224 px
+    assert any(line.startswith("note: at 96 px alexnet's last feature map is 1×1") and "5×5" in line for line in lines)
+    assert not any("resnet18's last feature map" in line for line in lines)

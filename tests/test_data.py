@@ -76,6 +76,27 @@ def test_random_crops_are_per_image_and_stay_inside_the_image():
     torch.testing.assert_close(constant, normalize(torch.full((4, 3, 16, 16), 77, dtype=torch.uint8)))
 
 
+def test_translation_moves_each_image_by_whole_pixels_within_the_limit_without_blurring():
+    side, limit = 32, 4  # translate 0.125 of 32 px: shifts of -4 … 4 px each way
+    x = torch.randint(0, 256, (48, 3, side, side), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    out = augment(x, crop_scale=(1.0, 1.0), flip=False, translate=0.125, generator=torch.Generator().manual_seed(0))
+    plain = normalize(x)
+    inner = slice(limit, side - limit)  # the pixels every allowed shift fills from inside the image
+    shifts = []
+    for i in range(len(x)):
+        found = [
+            (dx, dy)
+            for dy in range(-limit, limit + 1)
+            for dx in range(-limit, limit + 1)
+            if torch.allclose(out[i, :, inner, inner], plain[i, :, limit + dy : side - limit + dy, limit + dx : side - limit + dx], atol=1e-4)
+        ]
+        assert len(found) == 1, i  # exactly one whole-pixel shift explains the image: no interpolation
+        shifts.append(found[0])
+    dxs, dys = zip(*shifts)
+    assert min(dxs) == min(dys) == -limit and max(dxs) == max(dys) == limit  # the whole range is drawn
+    assert len(set(shifts)) > 20  # each image its own shift
+
+
 def test_load_split_maps_the_arrays_without_copying_on_the_cpu(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (5, 3, 4, 4), dtype=np.uint8)
     np.save(images_file(tmp_path, "val"), images)

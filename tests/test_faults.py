@@ -40,7 +40,7 @@ def test_an_interrupted_run_resumes_and_ends_with_the_same_weights(tmp_path):
     resumed, summary = train.train_model(spec(), *data, log=lambda e, r: logged.append(e), resume_file=tmp_path / "cut.pt", key="k")
     assert logged == [0, 1, 2]  # epoch 1's curves replayed from the checkpoint, then epochs 2 and 3 trained
     assert states_equal(resumed.state_dict(), whole.state_dict())
-    assert summary["val"] == whole_summary["val"] and summary["best_epoch"] == whole_summary["best_epoch"]
+    assert summary["val"] == whole_summary["val"] and summary["kept_epoch"] == whole_summary["kept_epoch"]
 
 
 def test_a_model_trained_with_the_same_key_is_not_trained_again(tmp_path, monkeypatch):
@@ -81,7 +81,7 @@ def test_a_nan_loss_stops_training_naming_model_epoch_and_step_and_keeps_the_las
         train.train_model(spec(), toy_split(48), toy_split(16, seed=1), resume_file=tmp_path / "m.pt", key="k")
     message = str(e.value)
     assert message.startswith("resnet18: the training loss became NaN or infinite at epoch 2, step 3 of 3")
-    assert "models.resnet18.lr" in message and str(tmp_path / "m.pt") in message
+    assert "models.resnet18.lr_scale" in message and str(tmp_path / "m.pt") in message
     kept = torch.load(tmp_path / "m.pt", weights_only=True)
     assert len(kept["history"]) == 1  # epoch 1, the last good one
     assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())

@@ -278,3 +278,18 @@ def test_a_missing_weights_file_named_in_params_is_reported(hub, tmp_path):
 
 def test_pretrained_false_works_offline(hub):
     assert isinstance(models.build("resnet50", pretrained=False), TransferModel)
+
+
+@pytest.mark.parametrize(
+    "name, image_size, expected",
+    [
+        ("alexnet", 224, (5, 5)),  # (224 + 2 − 11) / 4 + 1 = 54 → 26 → 12 → 5: what its dense layers were built for
+        ("alexnet", 96, (1, 5)),  # 22 → 10 → 4 → 1: one position copied 25 times
+        ("vgg11", 224, (7, 7)),  # five 2× pools: 224 / 32
+        ("vgg11", 64, (2, 7)),
+        ("nin", 128, (2, 1)),  # 30 → 14 → 6 → 2, then global pooling
+        ("resnet18", 96, (3, 1)),  # 96 / 32
+    ],
+)
+def test_feature_map_is_what_the_classifier_reads(name, image_size, expected):
+    assert models.feature_map(name, image_size) == expected

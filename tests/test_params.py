@@ -71,6 +71,38 @@ def test_per_architecture_overrides_reach_only_their_architecture():
     assert by_name["resnet18"].train.batch_size == RAW["train"]["batch_size"]
 
 
+def test_a_train_lr_override_reaches_every_architecture_of_the_shipped_params():
+    # what `dvc exp run -S train.lr=...` does: per-model rates are multiples of train.lr, so none stays behind
+    before, after = load(), load(train={"lr": RAW["train"]["lr"] * 3})
+    for a, b in zip(before.models, after.models, strict=True):
+        assert b.train.peak_lr == pytest.approx(3 * a.train.peak_lr), a.name
+    assert "keeps its own lr" not in load().recipe_table()
+
+
+def test_every_train_key_override_reaches_each_model_or_is_named_before_training():
+    p = load(train={"lr": 0.01, "weight_decay": 0.001, "epochs": 12}, models={"resnet18": {"lr": 0.003}, "nin": {"lr_scale": 0.5}})
+    table = p.recipe_table()
+    assert "warning: resnet18 keeps its own lr = 0.003 (models.resnet18.lr), not train.lr = 0.01" in table
+    assert "nin" in table and "warning: nin" not in table  # a scale follows train.lr: nothing to warn about
+    nin = next(s for s in p.models if s.name == "nin")
+    assert nin.train.peak_lr == pytest.approx(0.005)
+    assert "0.005 (0.5 × lr)" in next(line for line in table.splitlines() if line.startswith("nin "))
+    capped = load(train={"epochs": 12, "weight_decay": 0.001}, models={"resnet18": {"max_epochs": 5, "weight_decay": 0.001}}).recipe_table()
+    assert "warning: resnet18 trains 5 epochs, not train.epochs = 12 (models.resnet18.max_epochs = 5)" in capped
+    assert "resnet18 keeps its own weight_decay" not in capped  # the same value as train's: nothing kept
+    assert "warning: resnet18" not in load(train={"epochs": 3}, models={"resnet18": {"max_epochs": 5}}).recipe_table()
+
+
+def test_the_recipe_table_has_one_row_per_selected_model_with_its_effective_values():
+    p = load(model=["nin", "resnet18"], train={"lr": 0.02, "batch_size": 32, "epochs": 4})
+    header, *rows = p.recipe_table().splitlines()
+    assert header.split() == ["model", "optimizer", "lr", "weight_decay", "epochs", "batch_size", "keep"]
+    assert [row.split()[0] for row in rows] == ["nin", "resnet18"]
+    nin, resnet18 = (next(s for s in p.models if s.name == n) for n in ("nin", "resnet18"))
+    assert rows[1].split()[:6] == ["resnet18", resnet18.train.optimizer, "0.02", f"{resnet18.train.weight_decay:g}", "4", "32"]
+    assert rows[0].split()[2] == f"{0.02 * nin.train.lr_scale:.3g}"
+
+
 def test_numbers_yaml_reads_as_strings_are_accepted():
     # PyYAML reads 1e-3 (no dot) as the string "1e-3"; users write it that way all the time
     assert load(train={"lr": "1e-3"}).train.lr == 0.001
@@ -111,6 +143,9 @@ def test_unknown_keys_are_named(overrides, key):
         ({"train": {"crop_scale": [0.9, 0.5]}}, "train.crop_scale", [0.9, 0.5]),
         ({"train": {"device": "gpu"}}, "train.device", "gpu"),
         ({"models": {"alexnet": {"lr": -1}}}, "models.alexnet.lr", -1.0),
+        ({"models": {"alexnet": {"lr_scale": 0}}}, "models.alexnet.lr_scale", 0.0),
+        ({"train": {"translate": 0.5}}, "train.translate", 0.5),
+        ({"train": {"keep": "first"}}, "train.keep", "first"),
         ({"models": {"resnet50": {"freeze": "layer9"}}}, "models.resnet50.freeze", "layer9"),
         ({"models": {"resnet50": {"head": [512, 0]}}}, "models.resnet50.head", [512, 0]),
         ({"models": {"resnet50": {"pretrained": "no"}}}, "models.resnet50.pretrained", "no"),

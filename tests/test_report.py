@@ -20,7 +20,7 @@ def result(model, accuracy, log_loss, ci=(0.0, 1.0), seconds=90.0):
             "f1_macro": accuracy, "roc_auc": 0.9, "log_loss": log_loss,
         },
         "val": {"loss": 0.5, "accuracy": 0.8},
-        "train": {"seconds": seconds, "images_per_second": 123.4, "epochs": 2, "best_epoch": 2},
+        "train": {"seconds": seconds, "images_per_second": 123.4, "epochs": 2, "kept_epoch": 2},
         "inference_images_per_second": 999.0,
         "parameters": 11_177_538,
         "trainable_parameters": 11_177_538,

@@ -57,7 +57,7 @@ def test_a_model_really_learns_and_keeps_its_best_validation_epoch():
     assert [round(r["lr"], 8) for r in rows][-1] < rows[0]["lr"] or len(rows) == 1
     assert summary["val"]["accuracy"] >= 0.9
     assert summary["val"]["accuracy"] == max(r["val/accuracy"] for r in rows)
-    assert summary["best_epoch"] == 1 + [r["val/accuracy"] for r in rows].index(summary["val"]["accuracy"])
+    assert summary["kept_epoch"] == 1 + [r["val/accuracy"] for r in rows].index(summary["val"]["accuracy"])
     assert summary["epochs"] == 3 and summary["images_per_second"] > 0
     assert summary["parameters"] == summary["trainable_parameters"] == 11_177_538
     assert all(math.isfinite(r["train/loss"]) for r in rows)
@@ -78,4 +78,4 @@ def test_a_checkpoint_rebuilds_the_same_model(tmp_path):
     loaded, meta = checkpoint.load(tmp_path / "m.pt")
     val = toy_split(16, size=72, seed=2)
     torch.testing.assert_close(predict(loaded, val, 8), predict(model, val, 8), rtol=0, atol=0)
-    assert meta["name"] == "alexnet_bn" and meta["best_epoch"] == 1
+    assert meta["name"] == "alexnet_bn" and meta["kept_epoch"] == 1

@@ -7,6 +7,7 @@ from pipeline.models.registry import (  # noqa: F401
     TORCHVISION,
     build,
     check_options,
+    feature_map,
     min_image_size,
     names,
     option_types,

@@ -1,0 +1,117 @@
+"""Presets: a named set of params for one experiment (presets/<name>.yaml), run the DVC way.
+
+    python -m pipeline.preset cpu-zoo -S data.source=path/to/train.zip   # runs dvc exp run with both
+    python -m pipeline.preset cpu-zoo --print                             # only prints that command
+
+A preset is a partial params.yaml. It becomes `-S key=value` flags of one `dvc exp run`, so the
+experiment records every value it changed (`dvc exp show`) and params.yaml itself is left to DVC.
+Everything after the preset's name goes to `dvc exp run` as well (`-n NAME`, `--queue`, more `-S`);
+a `-S` given there wins over the preset's value for the same key. params.yaml with all of them
+applied is checked first: a stale preset or a typo stops here, naming the key, before DVC starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline import io, params
+from pipeline.params import ParamError
+
+PRESETS = Path("presets")
+# what a -S value may hold: the command runs without a shell, but a user pastes the printed one into one
+SAFE_VALUE = re.compile(r"[\w.:/+,\[\]-]+")
+
+
+def preset_file(name: str, folder: Path = PRESETS) -> Path:
+    path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise io.StageError(f"no preset {name!r}: {path} does not exist; presets here: {', '.join(known) or 'none'}")
+    return path
+
+
+def read(path: Path) -> dict:
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, Mapping):
+        raise ParamError(f"preset {path}", raw, "must be a mapping of params, as in params.yaml")
+    return raw
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"epochs": 8}} → {"train.epochs": 8}: the dotted keys `dvc exp run -S` takes; a list is one value."""
+    flat = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def nest(flat: Mapping[str, Any]) -> dict:
+    """The inverse of `flatten`."""
+    tree: dict = {}
+    for dotted, value in flat.items():
+        *path, last = dotted.split(".")
+        node = tree
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return tree
+
+
+def flag_value(key: str, value: Any) -> str:
+    """A value as `-S` writes it: YAML in flow style, one word (so the printed command pastes as is)."""
+
+    def word(v: Any) -> str:
+        if isinstance(v, (list, tuple)):
+            return "[" + ",".join(word(item) for item in v) + "]"
+        return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+    text = word(value)
+    if not SAFE_VALUE.fullmatch(text) or yaml.safe_load(text) != (list(value) if isinstance(value, tuple) else value):
+        raise ParamError(key, value, "a preset value must be one word (no spaces or quotes) that reads back as itself")
+    return text
+
+
+def user_overrides(extra: list[str]) -> dict[str, Any]:
+    """The `-S key=value` flags among the arguments for dvc, as dotted keys → YAML values (as DVC reads them)."""
+    found = {}
+    for flag, value in zip(extra, extra[1:]):
+        if flag in ("-S", "--set-param") and "=" in value:
+            key, _, text = value.partition("=")
+            found[key.split(":")[-1]] = yaml.safe_load(text)  # `file:key=value` names params.yaml's key too
+    return found
+
+
+def command(preset: dict, extra: list[str], base: Path = params.PARAMS_FILE) -> list[str]:
+    """`dvc exp run` with the preset's flags and `extra`, once params.yaml with all of them applied is valid."""
+    mine, theirs = flatten(preset), user_overrides(extra)
+    params.load(base, nest({**mine, **theirs}))  # raises ParamError naming the key
+    flags = [arg for key, value in mine.items() if key not in theirs for arg in ("-S", f"{key}={flag_value(key, value)}")]
+    return ["dvc", "exp", "run", *flags, *extra]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("preset", help="a name in presets/ (cpu-zoo, cpu-64, ...) or a path to a .yaml file")
+    parser.add_argument("--print", action="store_true", help="print the dvc command instead of running it")
+    args, extra = parser.parse_known_args()
+    cmd = command(read(preset_file(args.preset)), extra)
+    print(shlex.join(cmd), flush=True)
+    if not args.print:
+        sys.exit(subprocess.call([sys.executable, "-m", "dvc", *cmd[1:]]))
+
+
+if __name__ == "__main__":
+    io.run(main)
