@@ -43,6 +43,19 @@ def copied_feature_maps(p: params.Params) -> list[str]:
     return notes
 
 
+def random_backbones(p: params.Params) -> list[str]:
+    """One note per transfer model told to train from random weights: nothing of it is frozen or slowed."""
+    notes = []
+    for spec in p.models:
+        types = models.option_types(spec.name)
+        if "pretrained" in types and not spec.options.get("pretrained", types["pretrained"][1]):
+            notes.append(
+                f"note: {spec.name} trains from random weights (pretrained: false): all of it, at the full lr; "
+                f"freeze and backbone_lr_scale apply to pretrained weights only"
+            )
+    return notes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="marker file written when all is well")
@@ -56,7 +69,7 @@ def main() -> None:
     io.write_text(args.out, MARKER)
     print(f"check: params.yaml is valid; training {', '.join(p.model_names)} at {p.data.image_size} px")
     print(p.recipe_table())
-    for note in copied_feature_maps(p):
+    for note in copied_feature_maps(p) + random_backbones(p):
         print(note)
 
 

@@ -74,7 +74,8 @@ def test_check_stage_exits_2_with_one_clear_message_and_writes_nothing(tmp_path)
 def test_check_stage_prints_each_models_recipe_and_what_does_not_follow_train(tmp_path):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["data"].update(source="synthetic", image_size=96)
-    raw["model"] = ["alexnet", "resnet18"]
+    raw["model"] = ["alexnet", "resnet18", "resnet50"]
+    raw["models"]["resnet50"]["pretrained"] = False
     raw["train"]["lr"] = 0.01
     raw["models"]["resnet18"] = {"lr": 0.003}  # an absolute rate: train.lr no longer reaches resnet18
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -93,3 +94,7 @@ def test_check_stage_prints_each_models_recipe_and_what_does_not_follow_train(tm
     # at 96 px AlexNet's last map is 1×1, and its pool copies it to the 5×5 of the course's 224 px
     assert any(line.startswith("note: at 96 px alexnet's last feature map is 1×1") and "5×5" in line for line in lines)
     assert not any("resnet18's last feature map" in line for line in lines)
+    assert (
+        "note: resnet50 trains from random weights (pretrained: false): all of it, at the full lr; "
+        "freeze and backbone_lr_scale apply to pretrained weights only"
+    ) in lines

@@ -17,7 +17,6 @@ from pipeline.images import CLASSES, Archive, RejectError, decode, fit, label_of
 from tests import archives
 from tests.archives import WHITE, encode, image, jpeg, noise, png
 
-SAMPLE = Path("/work/shared/data/dogs-vs-cats-sample/train.zip")
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
 
@@ -354,9 +353,8 @@ def test_load_rejects_like_decode() -> None:
 # --- the real photos, when present ------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not SAMPLE.exists(), reason=f"{SAMPLE} is absent")
-def test_real_sample_all_labelled_and_decodable() -> None:
-    with Archive(SAMPLE) as archive:
+def test_real_sample_all_labelled_and_decodable(sample_archive: Path) -> None:
+    with Archive(sample_archive) as archive:
         names = archive.names()
         labels = [label_of(name) for name in names]
         assert None not in labels and set(labels) == {0, 1}

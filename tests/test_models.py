@@ -152,8 +152,21 @@ def changed(before: dict, after: dict, prefix: str) -> set[str]:
     return {k for k in before if k.startswith(prefix) and not torch.equal(before[k], after[k])}
 
 
-def test_freeze_backbone_really_freezes_weights_and_batchnorm_statistics():
-    model = build("resnet50", freeze="backbone")
+@pytest.fixture(scope="module")
+def imagenet_like(tmp_path_factory) -> str:
+    """A stand-in for the ImageNet weights file (seeded random weights, same keys and shapes)."""
+    path = tmp_path_factory.mktemp("weights") / "resnet50.pth"
+    torch.manual_seed(1)
+    torch.save(tv.resnet50(weights=None).state_dict(), path)
+    return str(path)
+
+
+def pretrained(**options) -> TransferModel:
+    return models.build("resnet50", pretrained=True, **options)
+
+
+def test_freeze_backbone_really_freezes_weights_and_batchnorm_statistics(imagenet_like):
+    model = pretrained(weights=imagenet_like, freeze="backbone")
     assert isinstance(model, TransferModel)
     before = snapshot(model)
     optimizer = steps(model)
@@ -168,8 +181,8 @@ def test_freeze_backbone_really_freezes_weights_and_batchnorm_statistics():
     assert not any(m.training for m in model.backbone.modules())  # frozen BN stays in eval mode
 
 
-def test_freeze_none_trains_the_backbone_at_a_lower_learning_rate():
-    model = build("resnet50", freeze="none", backbone_lr_scale=0.1)
+def test_freeze_none_trains_the_backbone_at_a_lower_learning_rate(imagenet_like):
+    model = pretrained(weights=imagenet_like, freeze="none", backbone_lr_scale=0.1)
     before = snapshot(model)
     optimizer = steps(model, freeze_steps=1)
     after = snapshot(model)
@@ -179,8 +192,8 @@ def test_freeze_none_trains_the_backbone_at_a_lower_learning_rate():
     assert lrs == {0.1, 0.01}
 
 
-def test_freeze_layer4_trains_layer4_and_the_head_only():
-    model = build("resnet50", freeze="layer4")
+def test_freeze_layer4_trains_layer4_and_the_head_only(imagenet_like):
+    model = pretrained(weights=imagenet_like, freeze="layer4")
     before = snapshot(model)
     steps(model, freeze_steps=1)
     after = snapshot(model)
@@ -188,6 +201,14 @@ def test_freeze_layer4_trains_layer4_and_the_head_only():
     assert moved and all(k.startswith("backbone.layer4.") for k in moved)
     assert "backbone.layer4.0.bn1.running_mean" in moved
     assert not model.backbone.layer3.training and model.backbone.layer4.training
+
+
+def test_random_weights_train_whole_at_the_full_rate_whatever_freeze_says():
+    # freezing or slowing random features would train the head on noise: both keep pretrained ones only
+    model = build("resnet50", pretrained=False, freeze="backbone", backbone_lr_scale=0.1)
+    assert model.frozen == [] and all(p.requires_grad for p in model.parameters())
+    optimizer = steps(model, freeze_steps=1)
+    assert {round(g["base_lr"], 6) for g in optimizer.param_groups} == {0.1}
 
 
 def test_the_head_is_gentle_by_default_and_configurable():
@@ -198,8 +219,9 @@ def test_the_head_is_gentle_by_default_and_configurable():
     assert [(m.in_features, m.out_features) for m in single] == [(2048, 2)]
 
 
-def test_any_torchvision_classifier_gets_the_same_head_and_freezing():
-    model = models.build("torchvision:mobilenet_v3_small", pretrained=False)
+def test_any_torchvision_classifier_gets_the_same_head_and_freezing(tmp_path):
+    torch.save(tv.mobilenet_v3_small(weights=None).state_dict(), tmp_path / "weights.pth")
+    model = models.build("torchvision:mobilenet_v3_small", weights=str(tmp_path / "weights.pth"))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("head.") for n in trainable)
     assert model.head[0].in_features == 1024

@@ -149,11 +149,12 @@ def torchvision_model(
     features = model.get_submodule(path).in_features
     parent, _, leaf = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, nn.Identity())
+    # `freeze` and `backbone_lr_scale` keep pretrained features: random ones must train at the full rate
     return TransferModel(
         model,
         make_head(features, list(head), num_classes, dropout),
-        frozen_modules(model, freeze),
-        backbone_lr_scale,
+        frozen_modules(model, freeze) if pretrained else [],
+        backbone_lr_scale if pretrained else 1.0,
     )
 
 

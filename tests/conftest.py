@@ -1,0 +1,18 @@
+"""Fixtures shared by the test modules."""
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Real Kaggle photos, when this clone sits beside a `shared/` folder that holds them; never in the repository.
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def sample_archive() -> Path:
+    """The 1,000-photo sample of the Kaggle training set (Kaggle layout); the test is skipped without it."""
+    path = SHARED_DATA / "dogs-vs-cats-sample" / "train.zip"
+    if not path.is_file():
+        pytest.skip(f"the real-photo sample is absent ({path.relative_to(REPO.parent)} beside the repository)")
+    return path
