@@ -315,3 +315,14 @@ def test_pretrained_false_works_offline(hub):
 )
 def test_feature_map_is_what_the_classifier_reads(name, image_size, expected):
     assert models.feature_map(name, image_size) == expected
+
+
+def test_resnet18_blocks_start_as_the_identity_only_when_asked():
+    from pipeline.models.resnet import Residual
+
+    default = [m for m in models.build("resnet18").modules() if isinstance(m, Residual)]
+    assert len(default) == 8 and all(torch.equal(b.bn2.weight, torch.ones(b.bn2.num_features)) for b in default)
+    block = next(m for m in models.build("resnet18", zero_init_residual=True).modules() if isinstance(m, Residual))
+    x = torch.rand(2, 64, 8, 8)  # non-negative, as after the stem's ReLU; the first block keeps 64 channels
+    with torch.inference_mode():
+        assert torch.equal(block.eval()(x), x)

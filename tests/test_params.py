@@ -29,7 +29,7 @@ def test_the_shipped_params_are_valid_and_train_the_whole_zoo():
     resnet50 = next(s for s in p.models if s.name == "resnet50")
     assert resnet50.options["pretrained"] is True and resnet50.options["freeze"] == "backbone"
     assert resnet50.options["head"] == [512]
-    assert resnet50.train.optimizer == "adamw" and resnet50.train.lr == 0.001
+    assert resnet50.train.optimizer == RAW["train"]["optimizer"] and resnet50.train.peak_lr == RAW["train"]["lr"]
 
 
 @pytest.mark.parametrize(

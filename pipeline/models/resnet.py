@@ -31,7 +31,7 @@ class Residual(nn.Module):
         return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
 
 
-def _resnet(stages, num_classes: int) -> nn.Module:
+def _resnet(stages, num_classes: int, *, zero_init_residual: bool) -> nn.Module:
     layers: list[nn.Module] = [
         nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
         nn.MaxPool2d(3, 2, 1),  # 224 px → 112 → 56
@@ -43,14 +43,16 @@ def _resnet(stages, num_classes: int) -> nn.Module:
             c_in = c_out
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)]
     model = init_weights(nn.Sequential(*layers))
-    # Each block starts as the identity (its last BN scale is 0): the early updates that made the
-    # course's from-scratch ResNet "jump up and down" are damped, and deep stacks train from step one.
-    for m in model.modules():
-        if isinstance(m, Residual):
-            nn.init.zeros_(m.bn2.weight)
+    if zero_init_residual:
+        # Each block starts as the identity (its last BN scale is 0), as in Goyal et al.'s large-batch
+        # recipe. Off by default, as in torchvision and the course: in a 12-epoch run on 4,000 photos
+        # at 64 px it cost 2.8 points of held-out accuracy (0.806 against 0.834, README "Recipe").
+        for m in model.modules():
+            if isinstance(m, Residual):
+                nn.init.zeros_(m.bn2.weight)
     return model
 
 
 @register("resnet18")
-def resnet18(*, num_classes: int = 2) -> nn.Module:
-    return _resnet(RESNET18, num_classes)
+def resnet18(*, num_classes: int = 2, zero_init_residual: bool = False) -> nn.Module:
+    return _resnet(RESNET18, num_classes, zero_init_residual=zero_init_residual)
