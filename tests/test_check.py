@@ -98,3 +98,19 @@ def test_check_stage_prints_each_models_recipe_and_what_does_not_follow_train(tm
         "note: resnet50 trains from random weights (pretrained: false): all of it, at the full lr; "
         "freeze and backbone_lr_scale apply to pretrained weights only"
     ) in lines
+
+
+def test_the_readmes_quick_run_passes_the_check_offline(offline, tmp_path):
+    """The README's quick-run command, as written (with a real local archive for its placeholder)."""
+    from pipeline import preset, synthetic
+
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("**A quick run on a CPU**") :].split("```bash\n", 1)[1].split("```", 1)[0]
+    words = block.replace("\\\n", " ").split()
+    assert words[:3] == ["dvc", "exp", "run"]
+    overrides = preset.user_overrides(words[3:])
+    assert overrides["data.source"] == "path/to/train.zip"
+    synthetic.make_archive(tmp_path / "train.zip", per_class=4, size=40)
+    overrides["data.source"] = str(tmp_path / "train.zip")
+    p = params.load(REPO / "params.yaml", preset.nest(overrides))
+    assert check.problems(p, tmp_path / "downloads") == []  # no download, no ImageNet weights needed
