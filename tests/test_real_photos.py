@@ -14,7 +14,7 @@ from tests.conftest import REPO
 
 
 def test_the_shipped_recipe_learns_on_real_photos_in_a_few_epochs(sample_archive, tmp_path):
-    p = params.load(REPO / "params.yaml", {"model": "resnet18", "data": {"image_size": 64}, "train": {"epochs": 4}})
+    p = params.load(REPO / "params.yaml", {"model": "resnet18", "data": {"image_size": 64}, "train": {"epochs": 8}})
     data = replace(p.data, source=str(sample_archive))
     summary = split.split(sample_archive, tmp_path / "split", data, workers=2)
     assert summary["images"]["val"] == {"cat": 50, "dog": 50}
