@@ -34,8 +34,9 @@ def copied_feature_maps(p: params.Params) -> list[str]:
     image size (AlexNet and VGG below 224 px): honest about what the adaptive pool does."""
     notes = []
     for name in p.model_names:
-        side, read = models.feature_map(name, p.data.image_size)
-        if read > side:
+        sides = models.feature_map(name, p.data.image_size)
+        if sides and sides[1] > sides[0]:
+            side, read = sides
             notes.append(
                 f"note: at {p.data.image_size} px {name}'s last feature map is {side}×{side}; its adaptive pool "
                 f"copies it up to the {read}×{read} its dense layers expect (more weights, no more information)"

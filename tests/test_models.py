@@ -317,6 +317,10 @@ def test_feature_map_is_what_the_classifier_reads(name, image_size, expected):
     assert models.feature_map(name, image_size) == expected
 
 
+def test_a_model_without_an_adaptive_pool_has_no_feature_map_to_report():
+    assert models.feature_map("torchvision:vit_b_16", 224) is None
+
+
 def test_resnet18_blocks_start_as_the_identity_only_when_asked():
     from pipeline.models.resnet import Residual
 

@@ -150,9 +150,10 @@ def preflight(specs, image_size: int) -> None:
                 raise StageError(f"{spec.name} cannot take {image_size} px images: {e}") from None
 
 
-def feature_map(name: str, image_size: int) -> tuple[int, int]:
+def feature_map(name: str, image_size: int) -> tuple[int, int] | None:
     """(side of the last feature map, side the classifier reads) at `image_size` px: the input and the
-    output of the model's last adaptive average pool, found on the meta device (no memory, no weights).
+    output of the model's last adaptive average pool, found on the meta device (no memory, no weights);
+    None for a model without one (a vision transformer, say).
 
     Global pooling models read 1; AlexNet and VGG read 5 and 7 whatever the input, so below 224 px
     their pool copies a smaller map up to that size, which adds dense weights but no information."""
@@ -161,9 +162,10 @@ def feature_map(name: str, image_size: int) -> tuple[int, int]:
     options = {"pretrained": False} if "pretrained" in option_types(name) else {}
     with torch.device("meta"):
         model = build(name, **options).eval()
-        pool = [m for m in model.modules() if isinstance(m, nn.AdaptiveAvgPool2d)][-1]
+        pools = [m for m in model.modules() if isinstance(m, nn.AdaptiveAvgPool2d)]
+        if not pools:
+            return None
         seen = {}
-        hook = pool.register_forward_hook(lambda m, inputs, output: seen.update(side=(inputs[0].shape[-1], output.shape[-1])))
+        pools[-1].register_forward_hook(lambda m, inputs, output: seen.update(side=(inputs[0].shape[-1], output.shape[-1])))
         model(torch.empty(1, 3, image_size, image_size))
-        hook.remove()
     return seen["side"]
