@@ -140,7 +140,9 @@ def test_plots_show_draws_every_model_confusion_twice_its_pictures_and_curves(re
 
 
 def test_an_experiment_on_one_model_trains_only_it_and_metrics_diff_shows_the_change(reproduced: Path):
-    dvc(reproduced, "exp", "run", "-S", "model=resnet18", "-S", "train.epochs=2")
+    out = dvc(reproduced, "exp", "run", "-S", "model=resnet18", "-S", "train.epochs=2", "-S", "train.lr=0.0123").stdout
+    # the effective recipe, printed by check before anything trains: the new rate reached the model
+    assert any(line.split()[0:3:2] == ["resnet18", "0.0123"] for line in out.splitlines() if line.strip()), out
     assert sorted(p.name for p in (reproduced / "models").iterdir()) == ["resnet18.pt"]
     assert sorted(p.name for p in (reproduced / "metrics").iterdir()) == ["resnet18.json"]
     board = json.loads((reproduced / "reports" / "leaderboard.json").read_text())
