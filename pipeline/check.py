@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline import download, io, models, params
+from pipeline import atomic, cli, download, models, params
+from pipeline.errors import StageError
 
 MARKER = "params.yaml is valid and its resources are at hand\n"
 
@@ -24,7 +25,7 @@ def problems(p: params.Params, downloads: Path) -> list[str]:
         found.append(problem)
     try:
         models.preflight(p.models, p.data.image_size)
-    except io.StageError as e:
+    except StageError as e:
         found.append(str(e))
     return found
 
@@ -65,9 +66,9 @@ def main() -> None:
     p = params.load()
     if found := problems(p, args.downloads):
         if len(found) == 1:
-            raise io.StageError(found[0])
-        raise io.StageError(f"{len(found)} problems stop this run:\n" + "\n".join(f"- {problem}" for problem in found))
-    io.write_text(args.out, MARKER)
+            raise StageError(found[0])
+        raise StageError(f"{len(found)} problems stop this run:\n" + "\n".join(f"- {problem}" for problem in found))
+    atomic.write_text(args.out, MARKER)
     print(f"check: params.yaml is valid; training {', '.join(p.model_names)} at {p.data.image_size} px")
     print(p.recipe_table())
     for note in copied_feature_maps(p) + random_backbones(p):
@@ -75,4 +76,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    io.run(main)
+    cli.run(main)

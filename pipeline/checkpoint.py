@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from pipeline import models
-from pipeline.io import atomic_path
+from pipeline import distributed, models
+from pipeline.atomic import atomic_path
+from pipeline.errors import StageError
 
 
 def save(path: Path, model: nn.Module, *, name: str, options: dict, meta: dict[str, Any]) -> None:
@@ -42,6 +45,35 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 # ---------------------------------------------------------------- progress: resume after any epoch
+
+
+@dataclass
+class Kept:
+    """The epoch whose weights the model file keeps: with `keep: last` always the latest one."""
+
+    epoch: int  # 0-based
+    val: dict  # its validation loss and accuracy
+    state: dict | None  # its weights when they are not the model's current ones (`keep: best`), else None
+
+
+@dataclass
+class Run:
+    """What training one model has done so far; saved after every epoch, restored to resume."""
+
+    history: list[dict] = field(default_factory=list)  # one row of curves per finished epoch
+    seconds: float = 0.0  # training time, validation excluded
+    images: int = 0  # training images seen, over every process
+    kept: Kept | None = None
+
+    def add(self, row: dict, *, seconds: float, images: int, keep: str, model: nn.Module) -> None:
+        """Record a finished epoch; with `keep: best`, copy its weights if its validation is the best yet."""
+        self.history.append(row)
+        self.seconds += seconds
+        self.images += images
+        val = {"loss": row["val/loss"], "accuracy": row["val/accuracy"]}
+        if keep == "last" or self.kept is None or val["accuracy"] > self.kept.val["accuracy"]:
+            state = copy.deepcopy(model.state_dict()) if keep == "best" else None
+            self.kept = Kept(len(self.history) - 1, val, state)
 
 
 def _cpu(state: dict) -> dict:
@@ -90,19 +122,19 @@ class ProgressWriter:
 
 
 def save_progress(
-    path: Path, key: str, run: dict, model: nn.Module, optimizer, generator, *, final: bool, writer: ProgressWriter | None = None
+    path: Path, key: str, run: Run, model: nn.Module, optimizer, generator, *, final: bool, writer: ProgressWriter | None = None
 ) -> None:
     """Everything needed to continue after this epoch as if never stopped. Once the last epoch is
     done the optimiser state is dropped (it is as large as the weights, twice for AdamW)."""
-    best = run["best"]
-    current = best["epoch"] == len(run["history"]) - 1  # the best weights are the current ones: stored once
+    kept = run.kept
+    current = kept.epoch == len(run.history) - 1  # the kept weights are the current ones: stored once
     state = _snapshot(
         {
             "key": key,
-            "history": run["history"],
-            "seconds": run["seconds"],
-            "images": run["images"],
-            "best": {"epoch": best["epoch"], "val": best["val"], "state": None if current else best["state"]},
+            "history": run.history,
+            "seconds": run.seconds,
+            "images": run.images,
+            "best": {"epoch": kept.epoch, "val": kept.val, "state": None if current else kept.state},
             "model": _unwrap(model).state_dict(),
             "optimizer": None if final else optimizer.state_dict(),
             "rng": {
@@ -128,7 +160,21 @@ def load_progress(path: Path, key: str) -> dict | None:
     return state if state.get("key") == key else None
 
 
-def restore_progress(state: dict, model: nn.Module, optimizer, generator, device: torch.device) -> dict:
+def negotiate(path: Path | None, key: str, *, enabled: bool, world: distributed.World, name: str) -> dict | None:
+    """The progress every process resumes from, or None for all: process 0 decides, so that all of
+    them resume or none does; each then reads the file itself."""
+    saved = load_progress(path, key) if path and enabled and world.main else None
+    if distributed.from_main(saved is not None) and not world.main:
+        saved = load_progress(path, key)
+        if saved is None:
+            raise StageError(
+                f"{name}: process {world.rank} cannot read {path}, which process 0 resumes from: "
+                f"on several machines, --progress must be a folder they all see (or set runtime.resume: false)"
+            )
+    return saved
+
+
+def restore_progress(state: dict, model: nn.Module, optimizer, generator, device: torch.device) -> Run:
     """Put saved progress back into a freshly built model, optimiser and generators; return the run."""
     model.load_state_dict(state["model"])
     if state["optimizer"] is not None:
@@ -139,9 +185,12 @@ def restore_progress(state: dict, model: nn.Module, optimizer, generator, device
     generator.set_state(state["rng"]["generator"])
     best = state["best"]
     best_state = best["state"] if best["state"] is not None else state["model"]
-    return {
-        "history": state["history"],
-        "seconds": state["seconds"],
-        "images": state["images"],
-        "best": {"epoch": best["epoch"], "val": best["val"], "state": {k: v.to(device) for k, v in best_state.items()}},
-    }
+    kept = Kept(best["epoch"], best["val"], {k: v.to(device) for k, v in best_state.items()})
+    return Run(history=state["history"], seconds=state["seconds"], images=state["images"], kept=kept)
+
+
+def replay(run: Run, log) -> None:
+    """Hand the curves of the epochs already done to `log`, as if they had just been trained."""
+    for epoch, row in enumerate(run.history):
+        if log:
+            log(epoch, row)

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pipeline.io import StageError
+from pipeline.errors import StageError
 from pipeline.runtime import choose_device
 
 
@@ -46,14 +46,14 @@ def launch(device_name: str) -> Iterator[tuple[World, torch.device]]:
         return
     if device_name.startswith("cuda:"):
         raise StageError(
-            f"train.device = {device_name!r} names one GPU, but {world.local_size} processes run on this "
+            f"runtime.device = {device_name!r} names one GPU, but {world.local_size} processes run on this "
             f"machine, one per GPU; use auto or cuda (choose the GPUs with CUDA_VISIBLE_DEVICES)"
         )
     cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
     if cuda and world.local_size > torch.cuda.device_count():
         raise StageError(
-            f"train.processes = {world.local_size} but only {torch.cuda.device_count()} GPU(s) are visible: "
-            f"one process per GPU; lower train.processes"
+            f"runtime.processes = {world.local_size} but only {torch.cuda.device_count()} GPU(s) are visible: "
+            f"one process per GPU; lower runtime.processes"
         )
     device = choose_device(f"cuda:{world.local_rank}" if cuda else "cpu", processes=world.local_size)
     if cuda:

@@ -19,17 +19,16 @@ import os
 import shutil
 import socket
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline import io, params, synthetic
+from pipeline import atomic, cli, sections, synthetic
+from pipeline.errors import StageError
 from pipeline.fetch import CHUNK, Remote, fetch, local_hint
-from pipeline.io import StageError, sha256_file
+from pipeline.files import sha256_file, zip_entry
 
 ARCHIVE = "images.zip"
 COMPETITION = "dogs-vs-cats"
@@ -63,7 +62,7 @@ def fetch_archive(source: str, out: Path, downloads: Path, *, base_dir: Path | N
         origin = str(path)
     info = {"source": source, "archive": ARCHIVE, "origin": origin, "bytes": archive.stat().st_size}
     digest = MICROSOFT.sha256 if source == "microsoft" else sha256_file(archive)  # the former just verified
-    io.write_json(out / "source.json", {**info, "sha256": digest})
+    atomic.write_json(out / "source.json", {**info, "sha256": digest})
     return archive
 
 
@@ -155,7 +154,7 @@ def from_local(source: str, path: Path, archive: Path) -> None:
         if inner and not any(n.lower().endswith(IMAGE_SUFFIXES) for n in names):
             _extract(path, inner[0], archive)  # the Kaggle competition download: images are one level down
         else:
-            with io.atomic_path(archive) as tmp:
+            with atomic.atomic_path(archive) as tmp:
                 tmp.symlink_to(path)  # used in place: DVC caches the content anyway
     else:
         raise StageError(f"data.source = {source!r}: {path} is neither a .zip archive nor a folder. Use {ACCEPTED}")
@@ -166,18 +165,18 @@ def zip_folder(folder: Path, archive: Path) -> None:
     files = sorted((p.relative_to(folder).as_posix(), p) for p in folder.rglob("*") if p.is_file())
     if not files:
         raise StageError(f"the folder {folder} (data.source) has no files in it")
-    with io.atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w") as z:
+    with atomic.atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w") as z:
         for name, path in tqdm(files, desc=f"zipping {folder.name}", unit="file"):
-            z.writestr(synthetic.entry(name), path.read_bytes())
+            z.writestr(zip_entry(name), path.read_bytes())
 
 
 def _extract(bundle: Path, member: str, archive: Path) -> None:
-    with zipfile.ZipFile(bundle) as z, z.open(member) as src, io.atomic_path(archive) as tmp, open(tmp, "wb") as dst:
+    with zipfile.ZipFile(bundle) as z, z.open(member) as src, atomic.atomic_path(archive) as tmp, open(tmp, "wb") as dst:
         shutil.copyfileobj(src, dst, CHUNK)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
-    with io.atomic_path(dst) as tmp:
+    with atomic.atomic_path(dst) as tmp:
         try:
             os.link(src, tmp)  # no second 825 MB on disk
         except OSError:
@@ -189,8 +188,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for images.zip and source.json")
     parser.add_argument("--downloads", type=Path, required=True, help="verified download cache, kept between runs")
     args = parser.parse_args()
-    fetch_archive(params.load_data().source, args.out, args.downloads)
+    fetch_archive(sections.load_data().source, args.out, args.downloads)
 
 
 if __name__ == "__main__":
-    io.run(main)
+    cli.run(main)

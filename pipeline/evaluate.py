@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
-from pipeline import checkpoint, figures, io, params, runtime
+from pipeline import atomic, checkpoint, cli, figures, params, runtime
 from pipeline.data import load_split
+from pipeline.errors import StageError
 from pipeline.files import CLASSES, csv_text, images_file
 
 Z95 = 1.959964  # two-sided 95% normal quantile
@@ -82,9 +83,9 @@ def evaluate_model(model_path: Path, test, batch_size: int) -> tuple[dict, np.nd
 def write_plots(plots: Path, name: str, labels: np.ndarray, proba: np.ndarray) -> None:
     predicted = proba.argmax(1)
     rows = [(CLASSES[a], CLASSES[p]) for a, p in zip(labels, predicted)]
-    io.write_text(plots / "confusion" / f"{name}.csv", csv_text(["actual", "predicted"], rows))
+    atomic.write_text(plots / "confusion" / f"{name}.csv", csv_text(["actual", "predicted"], rows))
     fpr, tpr, _ = skm.roc_curve(labels, proba[:, 1], pos_label=1)
-    io.write_text(plots / "roc" / f"{name}.csv", csv_text(["fpr", "tpr"], zip(fpr.round(6), tpr.round(6))))
+    atomic.write_text(plots / "roc" / f"{name}.csv", csv_text(["fpr", "tpr"], zip(fpr.round(6), tpr.round(6))))
 
 
 def write_images(folder: Path, name: str, images: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> None:
@@ -106,15 +107,15 @@ def main() -> None:
     parser.add_argument("--plots", type=Path, required=True)
     args = parser.parse_args()
     p = params.load()
-    device = runtime.choose_device(p.train.device)
+    device = runtime.choose_device(p.runtime.device)
     test = load_split(args.data, "test", device)
     pictures = np.load(images_file(args.data, "test"), mmap_mode="r")  # on the host, wherever `test` is
     for name in p.model_names:
         path = args.models / f"{name}.pt"
         if not path.exists():
-            raise io.StageError(f"{path} is missing: run the train stage first (dvc repro)")
+            raise StageError(f"{path} is missing: run the train stage first (dvc repro)")
         result, labels, proba = evaluate_model(path, test, p.train.batch_size)
-        io.write_json(args.metrics / f"{name}.json", result)
+        atomic.write_json(args.metrics / f"{name}.json", result)
         write_plots(args.plots, name, labels, proba)
         write_images(args.plots / "images", name, pictures, labels, proba)
         t = result["test"]
@@ -123,4 +124,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    io.run(main)
+    cli.run(main)

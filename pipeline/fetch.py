@@ -19,7 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.io import StageError, sha256_file
+from pipeline.errors import StageError
+from pipeline.files import sha256_file
 
 CHUNK = 1 << 20  # bytes per read: 1 MiB
 

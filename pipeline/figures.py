@@ -7,7 +7,7 @@ Sizes are in inches at DPI dots per inch, and no tight bounding box, so a PNG's 
 
 from __future__ import annotations
 
-import io as _io
+import io
 import math
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
-from pipeline import io  # noqa: E402
+from pipeline import atomic  # noqa: E402
 from pipeline.files import CLASSES  # noqa: E402
 
 DPI = 100
@@ -29,7 +29,7 @@ GRID_COLUMNS = 4
 
 
 def png_bytes(fig: Figure) -> bytes:
-    buffer = _io.BytesIO()
+    buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     return buffer.getvalue()
 
@@ -37,7 +37,7 @@ def png_bytes(fig: Figure) -> bytes:
 def save_png(fig: Figure, path: Path) -> bytes:
     """Write the figure to `path` atomically; returns the PNG, for pages that embed it."""
     png = png_bytes(fig)
-    with io.atomic_path(path) as tmp:
+    with atomic.atomic_path(path) as tmp:
         tmp.write_bytes(png)
     return png
 

@@ -1,15 +1,20 @@
-"""The files stages hand each other: split index files and preprocessed arrays (names and formats)."""
+"""The files stages hand each other: split index files and preprocessed arrays (names, formats, digests)."""
 
 from __future__ import annotations
 
 import csv
-import io as _io
+import hashlib
+import io
+import json
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 SPLITS = ("train", "val", "test")
 CLASSES = ("cat", "dog")  # label 0 is cat, 1 is dog, as in the Kaggle competition's submissions
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date: a fixed stamp, so equal content gives equal bytes
 
 
 def index_file(folder: Path, split: str) -> Path:
@@ -25,7 +30,7 @@ def labels_file(folder: Path, split: str) -> Path:
 
 
 def csv_text(header: list[str], rows) -> str:
-    buffer = _io.StringIO()
+    buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
@@ -42,3 +47,24 @@ def read_index(path: Path) -> tuple[list[str], np.ndarray]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     return [r["member"] for r in rows], np.array([CLASSES.index(r["label"]) for r in rows], dtype=np.int64)
+
+
+def read_json(path: Path | str) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def zip_entry(name: str) -> zipfile.ZipInfo:
+    """A stored (uncompressed) zip member with fixed metadata: JPEGs do not compress, and bytes stay reproducible."""
+    info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
+    info.compress_type = zipfile.ZIP_STORED
+    info.create_system = 3  # Unix, whatever the platform that writes it
+    info.external_attr = 0o644 << 16  # rw-r--r--
+    return info

@@ -7,17 +7,18 @@ import math
 import torch
 from torch import nn
 
-from pipeline.params import TrainParams
+from pipeline.sections import TrainParams
 
 WARMUP_START = 0.01  # warm-up starts at 1% of the peak learning rate
 
 
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Learning rate before optimiser step `step` (0-based) of `total`: linear warm-up, cosine to 0."""
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Learning rate before optimiser step `step` (0-based) of `total`, as a fraction of each parameter
+    group's peak: linear warm-up from WARMUP_START, then cosine decay to 0."""
     if step < warmup:
-        return peak * (WARMUP_START + (1 - WARMUP_START) * step / warmup)
+        return WARMUP_START + (1 - WARMUP_START) * step / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1 + math.cos(math.pi * progress))
+    return 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:

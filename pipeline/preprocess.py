@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import io, params
+from pipeline import atomic, cli, files, sections
+from pipeline.errors import StageError
 from pipeline.files import SPLITS, images_file, index_file, labels_file, read_index
 from pipeline.images import Archive, load
 from pipeline.workers import map_archive
@@ -35,9 +36,9 @@ def fill(archive: Archive, task: tuple[str, int, list[str]], *, size: int, polic
 def archive_sha256(archive: Path) -> str:
     """The download stage records it in source.json beside the archive: 825 MB need not be read again."""
     recorded = archive.parent / "source.json"
-    if recorded.exists() and (sha := io.read_json(recorded).get("sha256")):
+    if recorded.exists() and (sha := files.read_json(recorded).get("sha256")):
         return sha
-    return io.sha256_file(archive)
+    return files.sha256_file(archive)
 
 
 def digest(archive: Path, split_dir: Path, image_size: int, resize: str) -> str:
@@ -55,20 +56,20 @@ def preprocess(archive: Path, split_dir: Path, out: Path, *, image_size: int, re
     out.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(out).free
     if need > free:
-        raise io.StageError(
+        raise StageError(
             f"preprocess needs {need / 2**30:.2f} GiB in {out} for {sum(counts.values())} images at "
             f"{image_size} px, and only {free / 2**30:.2f} GiB are free; free some space or lower data.image_size"
         )
     for name in SPLITS:
         members, labels = indexes[name]
-        with io.atomic_path(images_file(out, name)) as tmp:
+        with atomic.atomic_path(images_file(out, name)) as tmp:
             np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(members), 3, image_size, image_size)).flush()
             tasks = [(str(tmp), i, members[i : i + CHUNK]) for i in range(0, len(members), CHUNK)]
             map_archive(archive, partial(fill, size=image_size, policy=resize), tasks, workers=workers, desc=name)
-        with io.atomic_path(labels_file(out, name)) as tmp, open(tmp, "wb") as f:
+        with atomic.atomic_path(labels_file(out, name)) as tmp, open(tmp, "wb") as f:
             np.save(f, labels)
     meta = {"image_size": image_size, "resize": resize, "images": counts, "bytes": need, "digest": digest(archive, split_dir, image_size, resize)}
-    io.write_json(out / "meta.json", meta)
+    atomic.write_json(out / "meta.json", meta)
     return meta
 
 
@@ -78,12 +79,12 @@ def main() -> None:
     parser.add_argument("--split", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    data = params.load_data()
+    data = sections.load_data()
     meta = preprocess(
-        args.archive, args.split, args.out, image_size=data.image_size, resize=data.resize, workers=io.cpu_count()
+        args.archive, args.split, args.out, image_size=data.image_size, resize=data.resize, workers=cli.cpu_count()
     )
     print(f"preprocess: {meta['images']} at {meta['image_size']} px ({meta['bytes'] / 2**20:.1f} MiB)")
 
 
 if __name__ == "__main__":
-    io.run(main)
+    cli.run(main)

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from pipeline import io, params
-from pipeline.params import ParamError
+from pipeline import cli, params, sections
+from pipeline.errors import ParamError, StageError
 
 PRESETS = Path("presets")
 # what a -S value may hold: the command runs without a shell, but a user pastes the printed one into one
@@ -35,7 +35,7 @@ def preset_file(name: str, folder: Path = PRESETS) -> Path:
     path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise io.StageError(f"no preset {name!r}: {path} does not exist; presets here: {', '.join(known) or 'none'}")
+        raise StageError(f"no preset {name!r}: {path} does not exist; presets here: {', '.join(known) or 'none'}")
     return path
 
 
@@ -94,7 +94,7 @@ def user_overrides(extra: list[str]) -> dict[str, Any]:
     return found
 
 
-def command(preset: dict, extra: list[str], base: Path = params.PARAMS_FILE) -> list[str]:
+def command(preset: dict, extra: list[str], base: Path = sections.PARAMS_FILE) -> list[str]:
     """`dvc exp run` with the preset's flags and `extra`, once params.yaml with all of them applied is valid."""
     mine, theirs = flatten(preset), user_overrides(extra)
     params.load(base, nest({**mine, **theirs}))  # raises ParamError naming the key
@@ -114,4 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    io.run(main)
+    cli.run(main)

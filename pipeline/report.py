@@ -14,7 +14,7 @@ import csv
 from html import escape
 from pathlib import Path
 
-from pipeline import figures, io, params
+from pipeline import atomic, cli, figures, files, params
 
 TITLE = "Classic CNNs on Dogs vs. Cats"
 CURVES = ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "lr")  # DVCLive names under <model>/
@@ -163,10 +163,10 @@ def report(results: list[dict], out: Path, *, live: Path, images: Path) -> list[
     """Leaderboard (Markdown, JSON), the accuracy-against-time chart and the HTML page, into `out`.
     `live` is the train stage's DVCLive folder, `images` evaluate's folder of pictures."""
     rows = leaderboard(results)
-    io.write_text(out / "leaderboard.md", markdown(rows, summary(results)))
-    io.write_json(out / "leaderboard.json", {"best": rows[0]["model"], "models": rows})
+    atomic.write_text(out / "leaderboard.md", markdown(rows, summary(results)))
+    atomic.write_json(out / "leaderboard.json", {"best": rows[0]["model"], "models": rows})
     chart = figures.save_png(figures.accuracy_vs_time_figure(rows), out / "accuracy_vs_time.png")
-    io.write_text(out / "index.html", html_page(rows, results, chart=chart, live=live, images=images))
+    atomic.write_text(out / "index.html", html_page(rows, results, chart=chart, live=live, images=images))
     return rows
 
 
@@ -178,10 +178,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     p = params.load()
-    results = [io.read_json(args.metrics / f"{name}.json") for name in p.model_names]
+    results = [files.read_json(args.metrics / f"{name}.json") for name in p.model_names]
     rows = report(results, args.out, live=args.live, images=args.images)
     print(f"report: {len(rows)} models, best {rows[0]['model']} at {rows[0]['accuracy']:.3f}")
 
 
 if __name__ == "__main__":
-    io.run(main)
+    cli.run(main)

@@ -12,8 +12,9 @@ import contextlib
 import torch
 from torch import nn
 
+from pipeline.cli import cpu_count
 from pipeline.data import Split, batches, normalize
-from pipeline.io import StageError, cpu_count
+from pipeline.errors import StageError
 
 
 def choose_device(name: str = "auto", *, processes: int = 1) -> torch.device:
@@ -24,9 +25,9 @@ def choose_device(name: str = "auto", *, processes: int = 1) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise StageError(f"train.device = {name!r} but no CUDA GPU is visible; use auto or cpu")
+            raise StageError(f"runtime.device = {name!r} but no CUDA GPU is visible; use auto or cpu")
         if (device.index or 0) >= torch.cuda.device_count():
-            raise StageError(f"train.device = {name!r} but only {torch.cuda.device_count()} GPU(s) are visible")
+            raise StageError(f"runtime.device = {name!r} but only {torch.cuda.device_count()} GPU(s) are visible")
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from pipeline import io, params
+from pipeline import atomic, cli, sections
+from pipeline.errors import ParamError, StageError
 from pipeline.files import CLASSES, SPLITS, csv_text, index_file, index_text
 from pipeline.images import Archive, RejectError, decode, label_of
-from pipeline.params import DataParams, ParamError
+from pipeline.sections import DataParams
 from pipeline.workers import map_archive
 
 VALIDATE_SIDE = 32  # px: JPEGs decode at their smallest DCT scale; every byte is still read and checked
@@ -58,7 +59,7 @@ def assign(members: list[tuple[str, int]], p: DataParams) -> dict[str, list[tupl
     labels = [label for _, label in chosen]
     for c, v in by_class.items():
         if len(v) < 3:
-            raise io.StageError(f"only {len(v)} usable {CLASSES[c]} images: train, val and test need one each at least")
+            raise StageError(f"only {len(v)} usable {CLASSES[c]} images: train, val and test need one each at least")
     try:
         rest, test = train_test_split(chosen, test_size=p.test_fraction, stratify=labels, random_state=p.seed)
         rest_labels = [label for _, label in rest]
@@ -66,7 +67,7 @@ def assign(members: list[tuple[str, int]], p: DataParams) -> dict[str, list[tupl
             rest, test_size=p.val_fraction / (1 - p.test_fraction), stratify=rest_labels, random_state=p.seed
         )
     except ValueError as e:  # too few images for the fractions: every split needs each class
-        raise io.StageError(f"cannot split {len(chosen)} images with these fractions: {e}") from None
+        raise StageError(f"cannot split {len(chosen)} images with these fractions: {e}") from None
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
 
 
@@ -75,15 +76,15 @@ def split(archive: Path, out: Path, p: DataParams, *, workers: int) -> dict:
     usable, rejects = scan(archive, workers)
     splits = assign(usable, p)
     for name in SPLITS:
-        io.write_text(index_file(out, name), index_text(splits[name]))
-    io.write_text(out / "rejects.csv", csv_text(["member", "reason"], rejects))
+        atomic.write_text(index_file(out, name), index_text(splits[name]))
+    atomic.write_text(out / "rejects.csv", csv_text(["member", "reason"], rejects))
     summary = {
         "images": {name: {cls: sum(1 for _, c in splits[name] if CLASSES[c] == cls) for cls in CLASSES} for name in SPLITS},
         "usable": len(usable),
         "rejected": len(rejects),
         "rejects": dict(sorted(Counter(reason for _, reason in rejects).items())),
     }
-    io.write_json(out / "summary.json", summary)
+    atomic.write_json(out / "summary.json", summary)
     return summary
 
 
@@ -92,10 +93,10 @@ def main() -> None:
     parser.add_argument("--archive", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    summary = split(args.archive, args.out, params.load_data(), workers=io.cpu_count())
+    summary = split(args.archive, args.out, sections.load_data(), workers=cli.cpu_count())
     counts = ", ".join(f"{name} {sum(summary['images'][name].values())}" for name in SPLITS)
     print(f"split: {counts}; rejected {summary['rejected']} {summary['rejects'] or ''}")
 
 
 if __name__ == "__main__":
-    io.run(main)
+    cli.run(main)

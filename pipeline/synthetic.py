@@ -16,34 +16,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline import io
+from pipeline import atomic
+from pipeline.files import CLASSES, zip_entry
 
-CLASSES = ("cat", "dog")
-ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date: a fixed stamp, so equal content gives equal bytes
 WARM, COOL = (-0.08, 0.14), (0.45, 0.70)  # hue ranges (fraction of the colour wheel): red..yellow, cyan..blue
 SWAPPED_COLOUR = 0.2  # share of images coloured like the other class
 NOISE = 18.0  # background noise standard deviation, in 0..255 pixel units
-
-
-def entry(name: str) -> zipfile.ZipInfo:
-    """A stored (uncompressed) zip member with fixed metadata: JPEGs do not compress, and bytes stay reproducible."""
-    info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
-    info.compress_type = zipfile.ZIP_STORED
-    info.create_system = 3  # Unix, whatever the platform that writes it
-    info.external_attr = 0o644 << 16  # rw-r--r--
-    return info
 
 
 def make_archive(path: Path, *, per_class: int = 300, size: int = 128, seed: int = 0) -> None:
     """Write `per_class` JPEGs of each class as train/cat.<i>.jpg and train/dog.<i>.jpg; same arguments, same bytes."""
     if per_class < 1 or size < 16:
         raise ValueError(f"per_class must be >= 1 and size >= 16 px, got per_class={per_class}, size={size}")
-    with io.atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
+    with atomic.atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
         for label, name in enumerate(CLASSES):
             for index in range(per_class):
                 # One generator per image: image i is the same whatever per_class is.
                 rng = np.random.default_rng((seed, label, index))
-                archive.writestr(entry(f"train/{name}.{index}.jpg"), _jpeg(_image(rng, label, size)))
+                archive.writestr(zip_entry(f"train/{name}.{index}.jpg"), _jpeg(_image(rng, label, size)))
 
 
 def _image(rng: np.random.Generator, label: int, size: int) -> np.ndarray:

@@ -4,7 +4,7 @@
 Per epoch: one pass over the shuffled training tensors (augmented on the device), then the
 validation split in eval mode. Curves go to DVCLive, one folder of plots per model.
 
-Under `torchrun --nproc_per_node=N` (dvc.yaml launches train.processes of them) each process holds
+Under `torchrun --nproc_per_node=N` (dvc.yaml launches runtime.processes of them) each process holds
 its shard of both splits and DistributedDataParallel averages the gradients, so one step still sees
 train.batch_size images at train.lr; process 0 alone prints and writes models, curves and checkpoints.
 """
@@ -13,21 +13,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from dvclive import Live
 from torch import nn
 
-from pipeline import checkpoint, distributed, io, models, params, runtime
+from pipeline import checkpoint, cli, distributed, files, models, params, runtime
 from pipeline.data import Split, augment, batches, load_split
-from pipeline.optim import lr_at, make_optimizer
-from pipeline.params import ModelSpec, ParamError, TrainParams
+from pipeline.errors import ParamError, StageError
+from pipeline.optim import lr_factor, make_optimizer
+from pipeline.params import ModelSpec
+from pipeline.sections import TrainParams
 
 CHECK_EVERY = 50  # steps between looks for a non-finite loss: one host-device sync each
 
@@ -37,9 +39,7 @@ class NonFiniteLoss(Exception):
         self.step = step  # the first optimiser step, counted over the whole run, whose loss was NaN or ±inf
 
 
-def train_one_epoch(
-    model, optimizer, split: Split, tp: TrainParams, *, batch_size: int, step: int, total: int, warmup: int, generator
-):
+def train_one_epoch(model, optimizer, split: Split, tp: TrainParams, *, batch_size: int, step: int, schedule: Schedule, generator):
     """One pass over `split` in batches of `batch_size`; returns (mean loss, accuracy, images seen,
     next step), the first three over every process.
 
@@ -53,7 +53,7 @@ def train_one_epoch(
     first_bad = torch.full((), -1, device=split.device, dtype=torch.long)
     seen = 0
     for i, (x, y) in enumerate(batches(split, batch_size, shuffle=True, generator=generator)):
-        scale = lr_at(step, total, warmup, 1.0)
+        scale = lr_factor(step, schedule.total, schedule.warmup)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * scale
         with runtime.autocast(split.device):
@@ -94,12 +94,11 @@ def validate(model: nn.Module, split: Split, batch_size: int) -> dict:
 
 
 def fingerprint(spec: ModelSpec, data_digest: str, processes: int = 1) -> str:
-    """Everything a trained model is a function of: its architecture, its recipe, the data and the
-    number of processes that trained it (their shards and random streams differ from one process's).
-    Where and how fast it runs (device, compile) and whether to resume are not part of it; nor is
-    train.processes itself: the processes actually launched count (torchrun across machines starts more)."""
-    recipe = {k: v for k, v in asdict(spec.train).items() if k not in ("device", "compile", "resume", "processes")}
-    blob = {"name": spec.name, "options": spec.options, "train": recipe, "data": data_digest}
+    """Everything a trained model is a function of: its architecture, its recipe (the `train` section
+    as resolved for it, whole), the data, and the number of processes that trained it (their shards
+    and random streams differ from one process's). `runtime` is not part of it, by construction; nor
+    is runtime.processes itself: the processes actually launched count (torchrun across machines starts more)."""
+    blob = {"name": spec.name, "options": spec.options, "train": asdict(spec.train), "data": data_digest}
     if processes > 1:  # one process keeps the keys it always had: its checkpoints stay valid
         blob["processes"] = processes
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()
@@ -125,25 +124,69 @@ def seed_process(generator: torch.Generator, seed: int, rank: int, epoch: int) -
     torch.manual_seed(derived)
 
 
-def diverged(spec: ModelSpec, epoch: int, step: int, steps: int, lr: float, kept: Path | None) -> io.StageError:
+def diverged(spec: ModelSpec, epoch: int, step: int, steps: int, lr: float, kept: Path | None) -> StageError:
     tp = spec.train
     where = f"; the last good epoch's state is kept in {kept}" if kept else ""
-    return io.StageError(
+    return StageError(
         f"{spec.name}: the training loss became NaN or infinite at epoch {epoch + 1}, step {step} of {steps} "
         f"(learning rate {lr:.3g}){where}. Lower models.{spec.name}.lr_scale (now {tp.lr_scale:g}, "
         f"a peak of {tp.peak_lr:g}) or lengthen train.warmup_epochs (now {tp.warmup_epochs:g})."
     )
 
 
-def out_of_memory(spec: ModelSpec, world: distributed.World, device: torch.device) -> io.StageError:
+def out_of_memory(spec: ModelSpec, world: distributed.World, device: torch.device) -> StageError:
     batch = spec.train.batch_size
     share = f", {batch // world.size} per process" if world.size > 1 else ""
     half = max(world.size, batch // (2 * world.size) * world.size)  # still divisible between the processes
-    return io.StageError(
+    return StageError(
         f"{spec.name}: CUDA ran out of memory at batch size {batch}{share} ({runtime.describe(device)}). "
         f"Set models.{spec.name}.batch_size: {half} (or train.batch_size) and rerun; models already "
         f"trained are not trained again."
     )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The optimiser steps of one run: the learning rate at each follows lr_factor(step, total, warmup)."""
+
+    steps_per_epoch: int
+    total: int
+    warmup: int
+
+    @classmethod
+    def of(cls, images: int, batch_size: int, tp: TrainParams) -> Schedule:
+        steps_per_epoch = max(1, images // batch_size)  # batches() drops a partial last batch, unless it is the only one
+        total = steps_per_epoch * tp.run_epochs
+        return cls(steps_per_epoch, total, min(total, round(tp.warmup_epochs * steps_per_epoch)))
+
+
+def prepare(spec: ModelSpec, device: torch.device, world: distributed.World, compile: bool):
+    """(model, runner, evaluator, optimizer, synchronised BatchNorm layers): `model` is the plain
+    module whose weights are saved, `runner` what a training step calls (wrapped for DDP, compiled),
+    `evaluator` what validation calls."""
+    model = models.build(spec.name, **spec.options).to(device, memory_format=torch.channels_last)
+    runner, synced = model, 0
+    if world.size > 1:
+        runner, synced = distributed.parallel(model, device)
+        model = runner.module  # BatchNorm layers now synchronised: validate and save this one
+    optimizer = make_optimizer(model, spec.train)
+    runner = torch.compile(runner) if compile and device.type == "cuda" else runner
+    # DDP's forward may broadcast buffers, a collective that unequal validation shards must not meet
+    evaluator = runner if world.size == 1 else model
+    return model, runner, evaluator, optimizer, synced
+
+
+@contextlib.contextmanager
+def explained(spec: ModelSpec, world: distributed.World, device: torch.device, epoch: int, schedule: Schedule, kept: Path | None):
+    """Turn a diverged loss or an exhausted GPU inside an epoch into a StageError that says what to change."""
+    try:
+        yield
+    except NonFiniteLoss as e:
+        in_epoch = e.step - epoch * schedule.steps_per_epoch + 1
+        lr = spec.train.peak_lr * lr_factor(e.step, schedule.total, schedule.warmup)
+        raise diverged(spec, epoch, in_epoch, schedule.steps_per_epoch, lr, kept if epoch else None) from None
+    except torch.cuda.OutOfMemoryError:
+        raise out_of_memory(spec, world, device) from None
 
 
 def train_model(
@@ -155,14 +198,16 @@ def train_model(
     resume_file: Path | None = None,
     key: str = "",
     world: distributed.World = distributed.World(),
+    resume: bool = True,
+    compile: bool = False,
 ):
     """Train one architecture; returns the model holding the weights `train.keep` chooses (the last
 epoch's, or the best on validation), and a summary.
 
     With `resume_file`, the state after every epoch (weights, optimiser, random generators, curves)
-    is saved there, and a run whose `key` (see `fingerprint`) matches the file's continues from it
-    instead of starting over: an interrupted run ends with the same weights as an uninterrupted
-    one (on the CPU), and a model already trained with the same key is not trained again.
+    is saved there, and with `resume` a run whose `key` (see `fingerprint`) matches the file's
+    continues from it instead of starting over: an interrupted run ends with the same weights as an
+    uninterrupted one (on the CPU), and a model already trained with the same key is not trained again.
 
     In a `world` of several processes `train` and `val` are this process's shards; every process
     calls this, and only process 0 logs, prints and saves progress.
@@ -171,118 +216,87 @@ epoch's, or the best on validation), and a summary.
     batch_size = per_process_batch(spec, world.size)
     torch.manual_seed(tp.seed)  # same seed, same init and dropout masks: runs are comparable
     generator = torch.Generator().manual_seed(tp.seed)  # batch order and augmentation, on the CPU for every device
-    model = models.build(spec.name, **spec.options).to(device, memory_format=torch.channels_last)
-    runner, synced = model, 0
-    if world.size > 1:
-        runner, synced = distributed.parallel(model, device)
-        model = runner.module  # BatchNorm layers now synchronised: validate and save this one
-    optimizer = make_optimizer(model, tp)
-    runner = torch.compile(runner) if tp.compile and device.type == "cuda" else runner
-    # DDP's forward may broadcast buffers, a collective that unequal validation shards must not meet
-    evaluator = runner if world.size == 1 else model
-
-    steps_per_epoch = max(1, len(train) // batch_size) if len(train) >= batch_size else 1
-    total = steps_per_epoch * tp.run_epochs
-    warmup = min(total, round(tp.warmup_epochs * steps_per_epoch))
-    run = {"history": [], "best": None, "seconds": 0.0, "images": 0}
-    # Process 0 decides whether to resume, so that all of them do or none; each then reads the file.
-    saved = checkpoint.load_progress(resume_file, key) if resume_file and tp.resume and world.main else None
-    if distributed.from_main(saved is not None) and not world.main:
-        saved = checkpoint.load_progress(resume_file, key)
-        if saved is None:
-            raise io.StageError(
-                f"{spec.name}: process {world.rank} cannot read {resume_file}, which process 0 resumes from: "
-                f"on several machines, --progress must be a folder they all see (or set train.resume: false)"
-            )
-    if saved:
+    model, runner, evaluator, optimizer, synced = prepare(spec, device, world, compile)
+    schedule = Schedule.of(len(train), batch_size, tp)
+    run = checkpoint.Run()
+    if saved := checkpoint.negotiate(resume_file, key, enabled=resume, world=world, name=spec.name):
         run = checkpoint.restore_progress(saved, model, optimizer, generator, device)
         if world.main:
-            done = len(run["history"])
-            state = "already trained with this recipe and data" if done == tp.run_epochs else f"resumes after epoch {done}/{tp.run_epochs}"
+            done = len(run.history)
+            state = f"resumes after epoch {done}/{tp.run_epochs}"
+            if done == tp.run_epochs:
+                state = "already trained with this recipe and data"
             print(f"{spec.name:>12s} {state} ({resume_file})", flush=True)
-        for epoch, row in enumerate(run["history"]):
-            if log:
-                log(epoch, row)
-    step = len(run["history"]) * steps_per_epoch
+        checkpoint.replay(run, log)
+    step = len(run.history) * schedule.steps_per_epoch
     writer = checkpoint.ProgressWriter()  # saves each epoch's state while the next one trains
     try:
-        for epoch in range(len(run["history"]), tp.run_epochs):
+        for epoch in range(len(run.history), tp.run_epochs):
             if world.size > 1:
                 seed_process(generator, tp.seed, world.rank, epoch)
             runtime.synchronize(device)
             start = time.perf_counter()
-            try:
+            with explained(spec, world, device, epoch, schedule, resume_file):
                 loss, accuracy, seen, step = train_one_epoch(
-                    runner, optimizer, train, tp, batch_size=batch_size, step=step, total=total, warmup=warmup, generator=generator
+                    runner, optimizer, train, tp, batch_size=batch_size, step=step, schedule=schedule, generator=generator
                 )
-            except NonFiniteLoss as e:
-                in_epoch = e.step - epoch * steps_per_epoch + 1
-                lr = tp.peak_lr * lr_at(e.step, total, warmup, 1.0)
-                raise diverged(spec, epoch, in_epoch, steps_per_epoch, lr, resume_file if epoch else None) from None
-            except torch.cuda.OutOfMemoryError:
-                raise out_of_memory(spec, world, device) from None
             elapsed = time.perf_counter() - start  # .item() in train_one_epoch has synchronised
-            run["seconds"] += elapsed
-            run["images"] += seen
-            val_metrics = validate(evaluator, val, batch_size)
-            row = {
-                "train/loss": loss,
-                "train/accuracy": accuracy,
-                "val/loss": val_metrics["loss"],
-                "val/accuracy": val_metrics["accuracy"],
-                "lr": optimizer.param_groups[0]["lr"],
-            }
-            run["history"].append(row)
+            row = curves(loss, accuracy, validate(evaluator, val, batch_size), optimizer)
+            run.add(row, seconds=elapsed, images=seen, keep=tp.keep, model=model)
             if log:
                 log(epoch, row)
-            # run["best"] holds the epoch whose weights the model file keeps (with keep: last, always
-            # the current one, whose weights need no copy)
-            if tp.keep == "last" or run["best"] is None or val_metrics["accuracy"] > run["best"]["val"]["accuracy"]:
-                state = copy.deepcopy(model.state_dict()) if tp.keep == "best" else None
-                run["best"] = {"epoch": epoch, "val": val_metrics, "state": state}
             if resume_file and world.main:
-                checkpoint.save_progress(
-                    resume_file, key, run, model, optimizer, generator, final=epoch + 1 == tp.run_epochs, writer=writer
-                )
+                final = epoch + 1 == tp.run_epochs
+                checkpoint.save_progress(resume_file, key, run, model, optimizer, generator, final=final, writer=writer)
             if world.main:
-                print(
-                    f"{spec.name:>12s} epoch {epoch + 1}/{tp.run_epochs}: loss {loss:.4f} acc {accuracy:.3f}"
-                    f" | val loss {val_metrics['loss']:.4f} acc {val_metrics['accuracy']:.3f} | {seen / elapsed:.0f} img/s",
-                    flush=True,
-                )
+                line = f"{spec.name:>12s} epoch {epoch + 1}/{tp.run_epochs}: {epoch_line(row, seen / elapsed)}"
+                print(line, flush=True)
     finally:
         writer.wait()  # the last epoch's checkpoint is complete before anyone reads it
-    best = run["best"]
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
-    summary = {
+    return model, summarise(model, run, tp, world, synced)
+
+
+def curves(loss: float, accuracy: float, val: dict, optimizer) -> dict:
+    """One epoch's row of curves, under DVCLive's metric names (prefixed with the model's name)."""
+    lr = optimizer.param_groups[0]["lr"]
+    return {"train/loss": loss, "train/accuracy": accuracy, "val/loss": val["loss"], "val/accuracy": val["accuracy"], "lr": lr}
+
+
+def epoch_line(row: dict, images_per_second: float) -> str:
+    train = f"loss {row['train/loss']:.4f} acc {row['train/accuracy']:.3f}"
+    val = f"val loss {row['val/loss']:.4f} acc {row['val/accuracy']:.3f}"
+    return f"{train} | {val} | {images_per_second:.0f} img/s"
+
+
+def summarise(model: nn.Module, run: checkpoint.Run, tp: TrainParams, world: distributed.World, synced: int) -> dict:
+    """Load the kept epoch's weights into `model` (if not its current ones); the run in figures."""
+    if run.kept.state is not None:
+        model.load_state_dict(run.kept.state)
+    return {
         "epochs": tp.run_epochs,
-        "kept_epoch": best["epoch"] + 1,
-        "val": best["val"],
-        "seconds": run["seconds"],
-        "images_per_second": run["images"] / run["seconds"] if run["seconds"] else 0.0,
+        "kept_epoch": run.kept.epoch + 1,
+        "val": run.kept.val,
+        "seconds": run.seconds,
+        "images_per_second": run.images / run.seconds if run.seconds else 0.0,
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "processes": world.size,
         "synchronised_batchnorm_layers": synced,
     }
-    return model, summary
 
 
 def train_all(p: params.Params, data: Path, out: Path, live_dir: Path, progress: Path) -> dict[str, dict]:
-    from dvclive import Live
-
-    with distributed.launch(p.train.device) as (world, device):
+    with distributed.launch(p.runtime.device) as (world, device):
         models.preflight(p.models, p.data.image_size)
-        data_digest = io.read_json(data / "meta.json")["digest"]
+        data_digest = files.read_json(data / "meta.json")["digest"]
         train, val = (load_split(data, name, device, rank=world.rank, processes=world.size) for name in ("train", "val"))
         where = runtime.describe(device) + (f" × {world.size} processes" if world.size > 1 else "")
         images = distributed.sum_over_processes([len(train), len(val)], device)
         if world.main:
             print(f"train: {images[0]:.0f} train / {images[1]:.0f} val images at {p.data.image_size} px on {where}")
             print(p.recipe_table(), flush=True)
-        if world.main and world.size < p.train.processes:
-            print(f"train: train.processes = {p.train.processes}, but torchrun did not start them: training in {world.size}")
+        if world.main and world.size < p.runtime.processes:
+            print(f"train: runtime.processes = {p.runtime.processes}, but torchrun did not start them: training in {world.size}")
         summaries = {}
         live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) if world.main else None  # process 0's
         with live or contextlib.nullcontext():
@@ -297,7 +311,8 @@ def train_all(p: params.Params, data: Path, out: Path, live_dir: Path, progress:
                 resume_file = progress / f"{spec.name.replace(':', '-')}.pt"
                 key = fingerprint(spec, data_digest, world.size)
                 model, summary = train_model(
-                    spec, train, val, log=log if live else None, resume_file=resume_file, key=key, world=world
+                    spec, train, val, log=log if live else None, resume_file=resume_file, key=key, world=world,
+                    resume=p.runtime.resume, compile=p.runtime.compile,
                 )
                 summary["device"] = where
                 summary["image_size"] = p.data.image_size
@@ -320,4 +335,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    io.run(main)
+    cli.run(main)

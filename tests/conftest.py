@@ -4,9 +4,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-# Real Kaggle photos, when this clone sits beside a `shared/` folder that holds them; never in the repository.
-SHARED_DATA = REPO.parent / "shared" / "data"
+from tests.helpers import REPO, SHARED_DATA
 
 
 @pytest.fixture

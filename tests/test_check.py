@@ -4,7 +4,6 @@ import socket
 import subprocess
 import sys
 import urllib.error
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +11,7 @@ import yaml
 
 from pipeline import check, params
 from pipeline.download import MICROSOFT, source_problem
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 @pytest.fixture

@@ -16,14 +16,12 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import checkpoint, io, models, params, runtime, train
+from pipeline import atomic, checkpoint, cli, models, params, runtime, train
 from pipeline.data import Split, shard_rows
+from pipeline.errors import ParamError
 from pipeline.files import images_file, labels_file
-from pipeline.params import ParamError
-from tests.test_pipeline import set_params
-from tests.test_train import toy_split
+from tests.helpers import REPO, set_params, toy_split
 
-REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 3
 # Both runs learn the toy task (>= 0.9), but not along the same path: two processes shuffle their
 # own shards and draw their own crops and flips, so their global batches differ from one process's.
@@ -51,7 +49,7 @@ def write_processed(folder: Path, splits: dict[str, Split]) -> None:
     for name, split in splits.items():
         np.save(images_file(folder, name), split.images.numpy())
         np.save(labels_file(folder, name), split.labels.numpy())
-    io.write_json(folder / "meta.json", {"image_size": 32, "digest": "toy"})
+    atomic.write_json(folder / "meta.json", {"image_size": 32, "digest": "toy"})
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +57,8 @@ def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("distributed")
     write_processed(root / "processed", {"train": toy_split(96), "val": toy_split(32, seed=1)})
     (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    overrides = {"epochs": EPOCHS, "batch_size": 16, "device": "cpu", "processes": 2}
-    set_params(root, {"model": "resnet18", "data": {"image_size": 32}, "train": overrides})
+    overrides = {"epochs": EPOCHS, "batch_size": 16}
+    set_params(root, {"model": "resnet18", "data": {"image_size": 32}, "train": overrides, "runtime": {"device": "cpu", "processes": 2}})
     return root
 
 
@@ -69,10 +67,17 @@ def train_args(run: str) -> list[str]:
     return ["-m", "pipeline.train", "--data", "processed", *(x for k, v in outputs.items() for x in (k, f"{run}/{v}"))]
 
 
-def test_two_processes_write_once_synchronise_batchnorm_and_match_one_process(project: Path):
-    shown = torchrun(project, *train_args("two")).stdout
+@pytest.fixture(scope="module")
+def two_processes(project: Path) -> str:
+    """The train stage under torchrun with two processes, run once for the tests that need it; its output."""
+    return torchrun(project, *train_args("two")).stdout
+
+
+@pytest.mark.slow
+def test_two_processes_write_once_synchronise_batchnorm_and_match_one_process(project: Path, two_processes: str):
+    shown = two_processes
     assert len([line for line in shown.splitlines() if "resnet18 epoch" in line]) == EPOCHS  # process 0 prints, alone
-    where = f"cpu ({max(1, io.cpu_count() // 2)} threads) × 2 processes"  # the cores shared between them
+    where = f"cpu ({max(1, cli.cpu_count() // 2)} threads) × 2 processes"  # the cores shared between them
     assert f"96 train / 32 val images at 32 px on {where}" in shown
 
     two = project / "two"
@@ -93,26 +98,24 @@ def test_two_processes_write_once_synchronise_batchnorm_and_match_one_process(pr
     assert meta["val"]["accuracy"] == (proba.argmax(1) == val.labels).float().mean().item()
     assert meta["val"]["loss"] == pytest.approx(nn.functional.nll_loss(proba.log(), val.labels).item(), rel=1e-4)
 
-    one = params.load(project / "params.yaml", {"train": {"processes": 1}})
+    one = params.load(project / "params.yaml", {"runtime": {"processes": 1}})
     single = train.train_all(one, project / "processed", project / "one/models", project / "one/dvclive", project / "one/checkpoints")
     assert single["resnet18"]["processes"] == 1 and single["resnet18"]["synchronised_batchnorm_layers"] == 0
     assert meta["val"]["accuracy"] >= 0.9 and single["resnet18"]["val"]["accuracy"] >= 0.9
     assert meta["val"]["accuracy"] == pytest.approx(single["resnet18"]["val"]["accuracy"], abs=TOLERANCE)
 
 
-def test_two_processes_resume_together_from_process_0s_checkpoint(project: Path):
-    if not (project / "two" / "checkpoints" / "resnet18.pt").exists():
-        pytest.skip("needs the two-process run above")
+@pytest.mark.slow
+def test_two_processes_resume_together_from_process_0s_checkpoint(project: Path, two_processes: str):
     shown = torchrun(project, *train_args("two")).stdout
     assert shown.count("resnet18 already trained with this recipe and data") == 1
     assert "resnet18 epoch" not in shown  # finished: restored, not trained again, by either process
 
 
-def test_an_interrupted_two_process_run_resumes_to_the_same_weights(project: Path):
+@pytest.mark.slow
+def test_an_interrupted_two_process_run_resumes_to_the_same_weights(project: Path, two_processes: str):
     """Process 0's checkpoint is enough: each process derives its random streams from (seed, rank,
     epoch), so a run stopped with Ctrl-C and started again ends with the uninterrupted run's weights."""
-    if not (project / "two" / "models" / "resnet18.pt").exists():
-        pytest.skip("needs the two-process run above")
     stopped = subprocess.Popen(
         torchrun_command(*train_args("cut")), cwd=project, env=ENV,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -159,6 +162,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_cpu_sync_batchnorm_equals_one_batchnorm_over_the_global_batch(tmp_path: Path):
     """Two processes with half a batch each give the outputs, gradients and running statistics of
     one BatchNorm over the whole batch: independently computed here by PyTorch's own BatchNorm."""
@@ -195,28 +199,28 @@ def test_shards_are_disjoint_equal_and_balanced_and_validation_covers_every_imag
 
 def test_a_batch_size_not_divisible_by_the_processes_is_refused():
     with pytest.raises(ParamError) as e:
-        params.load(REPO / "params.yaml", {"train": {"processes": 3, "batch_size": 16}})
-    assert e.value.key == "train.batch_size" and "divisible by train.processes = 3" in str(e.value)
+        params.load(REPO / "params.yaml", {"train": {"batch_size": 16}, "runtime": {"processes": 3}})
+    assert e.value.key == "train.batch_size" and "divisible by runtime.processes = 3" in str(e.value)
     with pytest.raises(ParamError) as e:
-        params.load(REPO / "params.yaml", {"train": {"processes": 2}, "models": {"vgg11": {"batch_size": 9}}})
+        params.load(REPO / "params.yaml", {"runtime": {"processes": 2}, "models": {"vgg11": {"batch_size": 9}}})
     assert e.value.key == "models.vgg11.batch_size"
     spec = params.load(REPO / "params.yaml", {"model": "resnet18", "train": {"batch_size": 16}}).models[0]
     assert train.per_process_batch(spec, 4) == 4
     with pytest.raises(ParamError, match="train.batch_size = 16: must be divisible by the 3 processes"):
-        train.per_process_batch(spec, 3)  # torchrun across machines: more processes than train.processes
+        train.per_process_batch(spec, 3)  # torchrun across machines: more processes than runtime.processes
 
 
 def test_processes_is_one_launch_for_every_model_not_a_per_architecture_key():
     with pytest.raises(ParamError) as e:
         params.load(REPO / "params.yaml", {"models": {"resnet18": {"processes": 2}}})
-    assert e.value.key == "models.resnet18.processes" and "set train.processes instead" in str(e.value)
-    with pytest.raises(ParamError, match="train.processes = 0"):
-        params.load(REPO / "params.yaml", {"train": {"processes": 0}})
+    assert e.value.key == "models.resnet18.processes" and "set runtime.processes instead" in str(e.value)
+    with pytest.raises(ParamError, match="runtime.processes = 0"):
+        params.load(REPO / "params.yaml", {"runtime": {"processes": 0}})
 
 
 def test_the_resume_key_counts_the_processes_launched_not_the_param():
     spec = params.load(REPO / "params.yaml", {"model": "resnet18"}).models[0]
-    two = params.load(REPO / "params.yaml", {"model": "resnet18", "train": {"processes": 2}}).models[0]
+    two = params.load(REPO / "params.yaml", {"model": "resnet18", "runtime": {"processes": 2}}).models[0]
     base = train.fingerprint(spec, "data")
     assert train.fingerprint(two, "data") == base  # the param alone changes nothing: a plain run is one process
     assert train.fingerprint(spec, "data", 2) != base != train.fingerprint(spec, "data", 4)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import io as bytes_io
+import io
 import json
 import random
 import sys
@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import download, fetch as fetching, synthetic
+from pipeline import download, synthetic
+from pipeline import fetch as fetching
 from pipeline.download import fetch_archive
+from pipeline.errors import StageError
 from pipeline.fetch import Remote, fetch
-from pipeline.io import StageError
 
 PAYLOAD = random.Random(0).randbytes(300_000)  # bytes the server serves as /file.zip
 UNREACHABLE = "http://nonexistent.invalid/x.zip"  # .invalid never resolves (RFC 6761)
@@ -185,10 +186,11 @@ def test_not_found_is_not_retried(server, tmp_path):
 def test_offline_fails_fast_and_says_how_to_use_a_local_copy(tmp_path, monkeypatch):
     monkeypatch.setattr(download, "MICROSOFT", remote(UNREACHABLE))
     out, downloads = tmp_path / "raw", tmp_path / "downloads"
-    start = time.monotonic()
+    waits = []
+    monkeypatch.setattr("time.sleep", waits.append)
     with pytest.raises(StageError) as error:
         fetch_archive("microsoft", out, downloads)
-    assert time.monotonic() - start < 5
+    assert waits == []  # a name that does not resolve is not transient: no retry, no back-off
     message = str(error.value)
     assert UNREACHABLE in message and "data.source" in message and "synthetic" in message
     assert files_under(out, downloads) == []
@@ -209,7 +211,7 @@ def test_damaged_cache_is_fetched_again(server, tmp_path):
 
 
 def zip_bytes(members: dict[str, bytes]) -> bytes:
-    buffer = bytes_io.BytesIO()
+    buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as z:
         for name, data in members.items():
             z.writestr(name, data)
@@ -243,7 +245,7 @@ def test_folder_becomes_a_reproducible_stored_zip(tmp_path):
     (folder / "Cat/2.jpg").touch()  # a newer modification time must not change the bytes
     second = fetch_archive(str(folder), tmp_path / "b", tmp_path / "downloads").read_bytes()
     assert first == second
-    with zipfile.ZipFile(bytes_io.BytesIO(first)) as z:
+    with zipfile.ZipFile(io.BytesIO(first)) as z:
         assert z.namelist() == ["Cat/10.jpg", "Cat/2.jpg", "Dog/1.jpg"]
         assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED}
         assert z.read("Dog/1.jpg") == b"Dog/1.jpg" * 100
@@ -262,9 +264,7 @@ def test_missing_path_lists_the_accepted_values(tmp_path):
 
 
 def test_synthetic_is_deterministic_in_the_kaggle_layout(tmp_path):
-    start = time.monotonic()
     synthetic.make_archive(tmp_path / "a.zip")
-    assert time.monotonic() - start < 2
     synthetic.make_archive(tmp_path / "b.zip")
     assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
     synthetic.make_archive(tmp_path / "c.zip", per_class=3, size=32, seed=1)

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+from tests.importgraph import graph, loaded
+
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
 PATHS = DVC["vars"][0]["paths"]
 
@@ -20,29 +22,6 @@ def expand(text: str) -> str:
 def module_file(name: str) -> Path:
     path = REPO / Path(*name.split("."))
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-
-
-def imported(name: str, seen: set[str] | None = None) -> set[str]:
-    """`pipeline.*` modules loaded when `name` is imported (module-level imports, transitively).
-    Imports inside functions load only when called: `params.load()` loading the model registry is
-    checked separately below."""
-    seen = set() if seen is None else seen
-    if name in seen:
-        return seen
-    seen.add(name)
-    tree = ast.parse(module_file(name).read_text())
-    for node in tree.body:
-        targets = []
-        if isinstance(node, ast.Import):
-            targets = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        for target in targets:
-            if target.startswith("pipeline") and module_file(target).exists():
-                imported(target, seen)
-                if module_file(target).name == "__init__.py":  # a package runs its __init__ imports
-                    imported(target, seen)
-    return seen
 
 
 def covered(path: Path, deps: list[str]) -> bool:
@@ -59,10 +38,7 @@ def test_every_module_a_stage_runs_is_a_dependency(name):
     module = re.search(r"-m (pipeline\.\w+)", stage["cmd"]).group(1)
     assert module == f"pipeline.{name}"  # a stage, its module and its name are one word
     deps = [expand(d) for d in stage["deps"]]
-    needed = imported(module)
-    source = module_file(module).read_text()
-    if "params.load()" in source:  # validating `model` and `models` loads the model registry
-        needed |= imported("pipeline.models")
+    needed = loaded(module, graph())
     needed.discard("pipeline")  # the package's __init__: a docstring only (checked below)
     missing = sorted(m for m in needed if not covered(module_file(m), deps))
     assert not missing, f"{name} imports {missing} but dvc.yaml does not list them"

@@ -6,20 +6,19 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from pipeline import params, train
-from pipeline.io import StageError, atomic_path
-from tests.test_train import toy_split
+from pipeline.atomic import atomic_path
+from pipeline.errors import StageError
+from tests.helpers import REPO, toy_split
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def spec(name="resnet18", **overrides):
-    return params.load(overrides={"model": name, "train": {"epochs": 3, "batch_size": 16, **overrides}}).models[0]
+def spec(name="resnet18", runtime=None, **overrides):
+    train_keys = {"epochs": 3, "batch_size": 16, **overrides}
+    return params.load(overrides={"model": name, "train": train_keys, "runtime": runtime or {}}).models[0]
 
 
 def states_equal(a, b) -> bool:
@@ -56,15 +55,15 @@ def test_a_model_trained_with_the_same_key_is_not_trained_again(tmp_path, monkey
     assert states_equal(again.state_dict(), first.state_dict())
     with pytest.raises(AssertionError, match="trained again"):  # another key (params or data changed): a fresh run
         train.train_model(spec(epochs=1), *data, resume_file=tmp_path / "m.pt", key="other")
-    with pytest.raises(AssertionError, match="trained again"):  # train.resume: false ignores the file
-        train.train_model(spec(epochs=1, resume=False), *data, resume_file=tmp_path / "m.pt", key="k")
+    with pytest.raises(AssertionError, match="trained again"):  # runtime.resume: false ignores the file
+        train.train_model(spec(epochs=1), *data, resume_file=tmp_path / "m.pt", key="k", resume=False)
 
 
 def test_the_key_changes_with_the_recipe_and_the_data_but_not_the_device():
     base = train.fingerprint(spec(), "data-a")
     assert train.fingerprint(spec(lr=0.01), "data-a") != base
     assert train.fingerprint(spec(), "data-b") != base
-    assert train.fingerprint(spec(device="cpu", compile=True, resume=False), "data-a") == base
+    assert train.fingerprint(spec(runtime={"device": "cpu", "compile": True, "resume": False}), "data-a") == base
 
 
 def test_a_nan_loss_stops_training_naming_model_epoch_and_step_and_keeps_the_last_good_epoch(tmp_path, monkeypatch):
@@ -113,7 +112,7 @@ from pathlib import Path
 import pipeline.preprocess as pre
 from tests.archives import tricky_members, write_zip
 from pipeline.split import split
-from pipeline.params import DataParams
+from pipeline.sections import DataParams
 root = Path(sys.argv[1])
 archive = write_zip(root / "a.zip", tricky_members("kaggle"))
 split(archive, root / "split", DataParams("x", 40, "crop", None, 0.2, 0.2, 0), workers=1)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.report import report
-from tests.test_report import fake_run, result
+from tests.helpers import fake_run, result
 
 MODELS = ["alexnet", "torchvision:resnet34"]  # a colon, as torchvision names have, in ids and file names
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)

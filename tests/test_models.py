@@ -10,9 +10,8 @@ from torchvision import models as tv
 
 from pipeline import models, optim
 from pipeline.data import Split
-from pipeline.io import StageError
+from pipeline.errors import ParamError, StageError
 from pipeline.models.transfer import TransferModel
-from pipeline.params import ParamError
 from pipeline.runtime import predict
 
 
@@ -296,6 +295,20 @@ def test_missing_weights_fail_at_once_saying_where_to_put_them(hub):
 def test_a_missing_weights_file_named_in_params_is_reported(hub, tmp_path):
     with pytest.raises(StageError, match="does not exist"):
         models.build("resnet50", weights=str(tmp_path / "nowhere.pth"))
+
+
+def test_the_courses_imagenet1k_v1_weights_are_one_param_away(hub):
+    # torchvision's file names: V1 (the course's pretrained=True, 76.1% top-1), V2 (DEFAULT, 80.9%)
+    state = reference_weights()
+    hub.mkdir(parents=True)
+    torch.save(state, hub / "resnet50-0676ba61.pth")
+    model = models.build("resnet50", weights="IMAGENET1K_V1")
+    torch.testing.assert_close(model.backbone.conv1.weight, state["conv1.weight"], rtol=0, atol=0)
+    with pytest.raises(StageError) as e:  # the default is V2, which this offline cache does not hold
+        models.build("resnet50")
+    assert "resnet50-11ad3fa6.pth" in str(e.value)
+    with pytest.raises(StageError, match="IMAGENET1K_V1, IMAGENET1K_V2"):  # a name that is no published set
+        models.build("resnet50", weights="IMAGENET1K_V3")
 
 
 def test_pretrained_false_works_offline(hub):

@@ -1,14 +1,13 @@
 """params.yaml is checked before any work: every bad value names its key, its value and what is allowed."""
 
-from pathlib import Path
 
 import pytest
 import yaml
 
-from pipeline import models, params
-from pipeline.params import ParamError
+from pipeline import models, params, sections
+from pipeline.errors import ParamError
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
@@ -141,7 +140,7 @@ def test_unknown_keys_are_named(overrides, key):
         ({"train": {"optimizer": "adam"}}, "train.optimizer", "adam"),
         ({"train": {"flip": "yes"}}, "train.flip", "yes"),
         ({"train": {"crop_scale": [0.9, 0.5]}}, "train.crop_scale", [0.9, 0.5]),
-        ({"train": {"device": "gpu"}}, "train.device", "gpu"),
+        ({"runtime": {"device": "gpu"}}, "runtime.device", "gpu"),
         ({"models": {"alexnet": {"lr": -1}}}, "models.alexnet.lr", -1.0),
         ({"models": {"alexnet": {"lr_scale": 0}}}, "models.alexnet.lr_scale", 0.0),
         ({"train": {"translate": 0.5}}, "train.translate", 0.5),
@@ -176,8 +175,8 @@ def test_the_data_stages_read_the_data_section_alone(tmp_path):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["model"] = "not-a-model"  # the data stages do not need the model registry...
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    assert params.load_data(tmp_path / "params.yaml").image_size == raw["data"]["image_size"]
+    assert sections.load_data(tmp_path / "params.yaml").image_size == raw["data"]["image_size"]
     raw["data"]["seed"] = "zero"  # ...but their own section is checked as strictly
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ParamError, match="data.seed"):
-        params.load_data(tmp_path / "params.yaml")
+        sections.load_data(tmp_path / "params.yaml")

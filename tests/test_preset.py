@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from pipeline import params, preset
-from pipeline.params import ParamError
+from pipeline.errors import ParamError
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "presets").glob("*.yaml"))
 
 
@@ -58,6 +58,7 @@ def test_values_are_written_as_yaml_dvc_reads_back():
         assert yaml.safe_load(preset.flag_value(key, value)) == value
 
 
+@pytest.mark.slow
 def test_a_preset_runs_as_a_real_dvc_experiment(tmp_path):
     """`python -m pipeline.preset` in a git + DVC repository: the experiment's params are the preset's."""
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())

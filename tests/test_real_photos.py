@@ -4,13 +4,16 @@ the run is smaller than a user's."""
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 from pipeline import params, preprocess, split
 from pipeline.data import load_split
 from pipeline.evaluate import wilson_interval
 from pipeline.train import train_model
-from tests.conftest import REPO
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.slow  # `pytest -m 'not slow'` leaves these out of a quick loop
 
 
 def test_the_shipped_recipe_learns_on_real_photos_in_a_few_epochs(sample_archive, tmp_path):

@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from pipeline import synthetic
-from tests.test_pipeline import copy_project, dvc, run, set_params
+from tests.helpers import copy_project, dvc, run, set_params
+
+pytestmark = pytest.mark.slow  # `pytest -m 'not slow'` leaves these out of a quick loop
 
 UP_TO_DATE = "Data and pipelines are up to date."
 

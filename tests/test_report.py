@@ -2,49 +2,11 @@
 training curves it reads back from DVCLive's files."""
 
 import json
-from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
-from pipeline.evaluate import write_images
-from pipeline.report import CURVES, leaderboard, read_curves, report
-
-
-def result(model, accuracy, log_loss, ci=(0.0, 1.0), seconds=90.0):
-    return {
-        "model": model,
-        "test": {
-            "images": 100, "accuracy": accuracy, "accuracy_ci95": list(ci), "balanced_accuracy": accuracy,
-            "precision": {"cat": 0.8, "dog": 0.7}, "recall": {"cat": 0.75, "dog": 0.72}, "f1": {"cat": 0.77, "dog": 0.71},
-            "f1_macro": accuracy, "roc_auc": 0.9, "log_loss": log_loss,
-        },
-        "val": {"loss": 0.5, "accuracy": 0.8},
-        "train": {"seconds": seconds, "images_per_second": 123.4, "epochs": 2, "kept_epoch": 2},
-        "inference_images_per_second": 999.0,
-        "parameters": 11_177_538,
-        "trainable_parameters": 11_177_538,
-        "image_size": 96,
-        "device": "cpu (2 threads)",
-    }  # fmt: skip
-
-
-def fake_run(root: Path, names: list[str], epochs: int = 3) -> tuple[Path, Path]:
-    """What train and evaluate leave for the report: DVCLive TSVs per model (epoch e's value is
-    e / 10 + the metric's position in CURVES) and each model's pictures. Returns (live, images)."""
-    live, images = root / "dvclive", root / "plots" / "images"
-    rng = np.random.default_rng(0)
-    labels = np.array([0, 0, 1, 1])
-    p_dog = np.array([0.2, 0.9, 0.6, 0.3])
-    for name in names:
-        for k, metric in enumerate(CURVES):
-            path = live / "plots" / "metrics" / name / f"{metric}.tsv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            rows = "".join(f"{step}\t{k + step / 10}\n" for step in range(epochs))
-            path.write_text(f"step\t{metric.split('/')[-1]}\n{rows}")
-        pictures = rng.integers(0, 256, (4, 3, 16, 16), dtype=np.uint8)
-        write_images(images, name, pictures, labels, np.stack([1 - p_dog, p_dog], axis=1))
-    return live, images
+from pipeline.report import leaderboard, read_curves, report
+from tests.helpers import fake_run, result
 
 
 def test_rows_are_sorted_by_accuracy_then_log_loss():

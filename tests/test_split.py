@@ -3,14 +3,16 @@ stratified split; and preprocess: the same bytes whatever the number of worker p
 
 import csv
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
 
+from pipeline.errors import ParamError, StageError
 from pipeline.files import CLASSES, SPLITS, images_file, index_file, labels_file, read_index
 from pipeline.images import Archive, load
-from pipeline.params import DataParams, ParamError
 from pipeline.preprocess import preprocess
+from pipeline.sections import DataParams
 from pipeline.split import assign, split
 from tests.archives import LAYOUTS, tricky_expected, tricky_members, write_folder, write_zip
 
@@ -104,10 +106,6 @@ def test_preprocess_writes_one_uint8_array_per_split_identical_for_1_and_2_worke
 
 
 def test_preprocess_refuses_to_start_without_the_disk_space(tmp_path, monkeypatch):
-    import shutil
-
-    from pipeline.io import StageError
-
     source = write_zip(tmp_path / "a.zip", tricky_members("kaggle"))
     split(source, tmp_path / "split", DATA, workers=1)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))

@@ -8,21 +8,21 @@ import torch
 from torch import nn
 
 from pipeline import checkpoint, params
-from pipeline.data import Split
+from pipeline.optim import lr_factor, param_groups
 from pipeline.runtime import predict
-from pipeline.optim import lr_at, param_groups
 from pipeline.train import train_model
+from tests.helpers import toy_split
 
 
 def test_learning_rate_warms_up_linearly_then_decays_as_a_cosine_to_zero():
-    peak, total, warmup = 0.1, 100, 10
-    assert lr_at(0, total, warmup, peak) == pytest.approx(0.001)  # 1% of the peak
-    assert lr_at(5, total, warmup, peak) == pytest.approx(0.001 + 0.099 * 0.5)
-    assert lr_at(10, total, warmup, peak) == pytest.approx(0.1)
-    assert lr_at(55, total, warmup, peak) == pytest.approx(0.05)  # half-way through the cosine
-    assert lr_at(100, total, warmup, peak) == pytest.approx(0.0, abs=1e-12)
-    assert lr_at(0, 10, 0, peak) == pytest.approx(peak)  # no warm-up: start at the peak
-    values = [lr_at(s, total, warmup, peak) for s in range(total)]
+    total, warmup = 100, 10
+    assert lr_factor(0, total, warmup) == pytest.approx(0.01)  # 1% of the peak
+    assert lr_factor(5, total, warmup) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert lr_factor(10, total, warmup) == pytest.approx(1.0)
+    assert lr_factor(55, total, warmup) == pytest.approx(0.5)  # half-way through the cosine
+    assert lr_factor(100, total, warmup) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(0, 10, 0) == pytest.approx(1.0)  # no warm-up: start at the peak
+    values = [lr_factor(s, total, warmup) for s in range(total)]
     assert values.index(max(values)) == warmup
 
 
@@ -32,18 +32,6 @@ def test_weight_decay_skips_biases_and_normalisation_weights():
     decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
     assert decayed == {id(model[0].weight), id(model[3].weight)}
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-
-
-def toy_split(n, size=32, seed=0):
-    """A two-class task a small net must learn: a bright band at the top (cat) or the bottom (dog).
-    Up/down, so horizontal flips keep the label's evidence."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 2
-    images = torch.randint(0, 100, (n, 3, size, size), generator=g, dtype=torch.uint8)
-    for i, label in enumerate(labels):
-        rows = slice(0, size // 3) if label == 0 else slice(size - size // 3, size)
-        images[i, :, rows] += 120
-    return Split(images=images, labels=labels, device=torch.device("cpu"))
 
 
 def spec(name="resnet18", **train):

@@ -3,15 +3,14 @@
 Importing the architecture modules registers their builders, in the order `model: all` trains them.
 """
 
+from pipeline.models import classic, resnet, transfer  # noqa: F401  (registration order)
+from pipeline.models.probe import feature_map, preflight  # noqa: F401
 from pipeline.models.registry import (  # noqa: F401
-    TORCHVISION,
     build,
     check_options,
-    feature_map,
     min_image_size,
     names,
     option_types,
-    preflight,
     resolve,
 )
-from pipeline.models import classic, resnet, transfer  # noqa: E402,F401  (registration order)
+from pipeline.models.transfer import TORCHVISION  # noqa: F401

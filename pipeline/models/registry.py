@@ -1,7 +1,10 @@
 """A registry of model builders: `build(name, num_classes=2, **options) -> nn.Module`.
 
 Each builder takes keyword-only options; their annotations and defaults are the contract that
-params.yaml's `models.<name>` section is checked against before any work starts.
+params.yaml's `models.<name>` section is checked against before any work starts. A family of models
+named by a prefix (`torchvision:<name>`) registers one builder for all its names.
+
+A leaf of the model package: it imports no architecture and nothing of params (params asks it).
 """
 
 from __future__ import annotations
@@ -14,9 +17,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from pipeline.params import ParamError, coerce
-
-TORCHVISION = "torchvision:"  # prefix naming any torchvision classification model, e.g. torchvision:efficientnet_b0
+from pipeline.errors import ParamError
+from pipeline.schema import coerce
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,25 @@ class Arch:
     check: Callable[..., None] | None  # check(key=..., **options): option values beyond their types
 
 
+@dataclass(frozen=True)
+class Family:
+    """Models named `prefix + member`; the builder and check take the member name first."""
+
+    prefix: str
+    about: str  # what the family holds, for error messages: "any torchvision classification model"
+    members: Callable[[], list[str]]
+    builder: Callable[..., nn.Module]  # builder(member, *, num_classes, **options)
+    check: Callable[..., None] | None  # check(member, key=..., **options)
+
+    def member(self, name: str) -> str | None:
+        """`name` without the prefix, if it names a member of this family."""
+        if name.startswith(self.prefix) and name[len(self.prefix) :] in self.members():
+            return name[len(self.prefix) :]
+        return None
+
+
 _ARCHS: dict[str, Arch] = {}
+_FAMILIES: list[Family] = []
 
 
 def register(name: str, *, min_image_size: int = 32, check: Callable[..., None] | None = None):
@@ -35,6 +55,17 @@ def register(name: str, *, min_image_size: int = 32, check: Callable[..., None] 
         return builder
 
     return add
+
+
+def register_family(
+    prefix: str,
+    about: str,
+    builder: Callable[..., nn.Module],
+    *,
+    members: Callable[[], list[str]],
+    check: Callable[..., None] | None = None,
+) -> None:
+    _FAMILIES.append(Family(prefix, about, members, builder, check))
 
 
 def names() -> list[str]:
@@ -50,34 +81,33 @@ def resolve(value, key: str = "model") -> list[str]:
     if not isinstance(requested, list) or not requested or not all(isinstance(n, str) for n in requested):
         raise ParamError(key, value, f"use all, one name or a list of names from: {', '.join(names())}")
     for name in requested:
-        if name not in _ARCHS and not _is_torchvision(name):
-            raise ParamError(
-                key,
-                name,
-                f"unknown architecture; valid names: all, {', '.join(names())}, "
-                f"or {TORCHVISION}<name> for any torchvision classification model",
-            )
+        if name not in _ARCHS and not _family(name):
+            raise _unknown(name, key)
     if len(set(requested)) != len(requested):
         raise ParamError(key, value, "names each architecture more than once")
     order = {name: i for i, name in enumerate(names())}
     return sorted(requested, key=lambda n: order.get(n, len(order)))
 
 
-def _is_torchvision(name: str) -> bool:
-    from torchvision import models as tv
+def _unknown(name: str, key: str) -> ParamError:
+    families = "".join(f", or {f.prefix}<name> for {f.about}" for f in _FAMILIES)
+    return ParamError(key, name, f"unknown architecture; valid names: all, {', '.join(names())}{families}")
 
-    return name.startswith(TORCHVISION) and name[len(TORCHVISION) :] in tv.list_models(module=tv)
+
+def _family(name: str) -> tuple[Family, str] | None:
+    for family in _FAMILIES:
+        if (member := family.member(name)) is not None:
+            return family, member
+    return None
 
 
 def _builder(name: str) -> Callable[..., nn.Module]:
     if name in _ARCHS:
         return _ARCHS[name].builder
-    if _is_torchvision(name):
-        from pipeline.models.transfer import torchvision_model
-
-        return lambda **options: torchvision_model(name[len(TORCHVISION) :], **options)
-    resolve(name, key="name")  # raises the error that lists the valid names
-    raise AssertionError
+    if found := _family(name):
+        family, member = found
+        return functools.partial(family.builder, member)
+    raise _unknown(name, "name")
 
 
 def min_image_size(name: str) -> int:
@@ -86,7 +116,12 @@ def min_image_size(name: str) -> int:
 
 def option_types(name: str) -> dict[str, tuple[object, object]]:
     """{option: (type hint, default)} of a builder's keyword-only options."""
-    builder = _ARCHS[name].builder if name in _ARCHS else _torchvision_signature()
+    if name in _ARCHS:
+        builder = _ARCHS[name].builder
+    elif found := _family(name):
+        builder = found[0].builder
+    else:
+        raise _unknown(name, "name")
     hints = typing.get_type_hints(builder)
     return {
         p.name: (hints[p.name], p.default)
@@ -95,29 +130,21 @@ def option_types(name: str) -> dict[str, tuple[object, object]]:
     }
 
 
-def _torchvision_signature():
-    from pipeline.models.transfer import torchvision_model
-
-    return torchvision_model
-
-
-def check_options(name: str, options: dict, key: str) -> dict:
-    """Validate builder options from params.yaml; returns them typed. Errors name `key.<option>`."""
-    from pipeline.params import TRAIN_KEYS
-
+def check_options(name: str, options: dict, key: str, also_known=()) -> dict:
+    """Validate builder options from params.yaml; returns them typed. Errors name `key.<option>`;
+    `also_known`: other keys the caller accepts at that place (listed when a key is unknown)."""
     known = option_types(name)
     values = {}
     for option, value in options.items():
         if option not in known:
-            allowed = sorted(known) + sorted(TRAIN_KEYS)
+            allowed = sorted(known) + sorted(also_known)
             raise ParamError(f"{key}.{option}", value, f"unknown key; known keys for {name}: {', '.join(allowed)}")
         values[option] = coerce(f"{key}.{option}", value, known[option][0])
     if name in _ARCHS:
         check = _ARCHS[name].check
     else:
-        from pipeline.models.transfer import check_options as check_torchvision
-
-        check = functools.partial(check_torchvision, name[len(TORCHVISION) :])
+        family, member = _family(name)
+        check = family.check and functools.partial(family.check, member)
     if check:
         check(key=key, **values)
     return values
@@ -126,46 +153,3 @@ def check_options(name: str, options: dict, key: str) -> dict:
 def build(name: str, num_classes: int = 2, **options) -> nn.Module:
     """Build architecture `name` for `num_classes` outputs; unknown names list the valid ones."""
     return _builder(name)(num_classes=num_classes, **options)
-
-
-def preflight(specs, image_size: int) -> None:
-    """Fail before any training: fetch missing pretrained weights now (or say exactly what to do),
-    and run every model on the meta device (no memory, no weights) at the image size, so a shape
-    error surfaces in a second rather than after the models before it have trained."""
-    import torch
-
-    from pipeline.io import StageError
-    from pipeline.models.transfer import ensure_weights
-
-    for spec in specs:
-        options = dict(spec.options)
-        if "pretrained" in option_types(spec.name):
-            if options.get("pretrained", option_types(spec.name)["pretrained"][1]):
-                ensure_weights(spec.name.removeprefix(TORCHVISION), options.get("weights"))
-            options["pretrained"] = False
-        with torch.device("meta"):
-            try:
-                build(spec.name, **options).eval()(torch.empty(2, 3, image_size, image_size))
-            except RuntimeError as e:
-                raise StageError(f"{spec.name} cannot take {image_size} px images: {e}") from None
-
-
-def feature_map(name: str, image_size: int) -> tuple[int, int] | None:
-    """(side of the last feature map, side the classifier reads) at `image_size` px: the input and the
-    output of the model's last adaptive average pool, found on the meta device (no memory, no weights);
-    None for a model without one (a vision transformer, say).
-
-    Global pooling models read 1; AlexNet and VGG read 5 and 7 whatever the input, so below 224 px
-    their pool copies a smaller map up to that size, which adds dense weights but no information."""
-    import torch
-
-    options = {"pretrained": False} if "pretrained" in option_types(name) else {}
-    with torch.device("meta"):
-        model = build(name, **options).eval()
-        pools = [m for m in model.modules() if isinstance(m, nn.AdaptiveAvgPool2d)]
-        if not pools:
-            return None
-        seen = {}
-        pools[-1].register_forward_hook(lambda m, inputs, output: seen.update(side=(inputs[0].shape[-1], output.shape[-1])))
-        model(torch.empty(1, 3, image_size, image_size))
-    return seen["side"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.models.classic import init_weights
+from pipeline.models.init import init_weights
 from pipeline.models.registry import register
 
 RESNET18 = ((64, 2), (128, 2), (256, 2), (512, 2))  # (channels, residual blocks) per stage

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 from torchvision import models as tv
 
-from pipeline.io import StageError
-from pipeline.models.registry import register
-from pipeline.params import ParamError
+from pipeline.errors import ParamError, StageError
+from pipeline.models.registry import register, register_family
+
+TORCHVISION = "torchvision:"  # prefix naming any torchvision classification model, e.g. torchvision:efficientnet_b0
 
 
 class TransferModel(nn.Module):
@@ -94,11 +95,18 @@ def _classifier_path(model: nn.Module) -> str:
 
 
 def weights_file(tv_name: str, weights: str | None) -> tuple[Path, str]:
-    """(local file, URL) of the ImageNet weights: `weights` if given, else torch hub's usual cache."""
-    url = tv.get_model_weights(tv_name).DEFAULT.url
-    if weights:
-        return Path(weights).expanduser(), url
+    """(local file, URL) of the ImageNet weights: `weights` names a file, or one of torchvision's
+    published sets for this model (IMAGENET1K_V1, the course's; IMAGENET1K_V2...), kept in torch hub's
+    usual cache; null is torchvision's DEFAULT set (IMAGENET1K_V2 for ResNet-50)."""
+    published = tv.get_model_weights(tv_name)
+    if weights and weights not in published.__members__:
+        return Path(weights).expanduser(), published.DEFAULT.url
+    url = published[weights or "DEFAULT"].url
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
+
+
+def published_names(tv_name: str) -> list[str]:
+    return [name for name in tv.get_model_weights(tv_name).__members__ if name != "DEFAULT"]
 
 
 def ensure_weights(tv_name: str, weights: str | None) -> Path:
@@ -107,8 +115,11 @@ def ensure_weights(tv_name: str, weights: str | None) -> Path:
     path, url = weights_file(tv_name, weights)
     if path.exists():
         return path
-    if weights:
-        raise StageError(f"{tv_name}: weights file {path} (set by `weights`) does not exist")
+    if weights and weights not in tv.get_model_weights(tv_name).__members__:
+        raise StageError(
+            f"{tv_name}: weights file {path} (set by `weights`) does not exist; `weights` is a state-dict "
+            f"file or one of torchvision's published sets: {', '.join(published_names(tv_name))}"
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(path), progress=True)  # writes a temp file, then renames
@@ -131,7 +142,7 @@ def torchvision_model(
     head: list[int] = (512,),  # hidden widths: [512] is 2048 → 512 → 2 for ResNet-50; [] a single Linear
     dropout: float = 0.5,
     backbone_lr_scale: float = 0.1,
-    weights: str | None = None,  # a state-dict file to use instead of torch hub's cache
+    weights: str | None = None,  # a published set (IMAGENET1K_V1...) or a state-dict file; null: DEFAULT
 ) -> TransferModel:
     extra = {"aux_logits": True} if tv_name in ("googlenet", "inception_v3") else {}
     if pretrained and extra:
@@ -179,6 +190,15 @@ def check_options(tv_name: str, key: str, **options) -> None:
                 f"use backbone (only the head trains), none (everything trains) or a submodule of "
                 f"{tv_name} to train from, e.g. one of {', '.join(top)}",
             )
+
+
+register_family(
+    TORCHVISION,
+    "any torchvision classification model",
+    torchvision_model,
+    members=lambda: tv.list_models(module=tv),
+    check=check_options,
+)
 
 
 @register("resnet50", check=functools.partial(check_options, "resnet50"))

@@ -1,27 +1,29 @@
 """Benchmark: how fast this project's data path trains a model, against the course's way and the ceiling.
 
-    python -m pipeline.bench --model resnet18 --image-size 224 --batch-size 64
+    python -m benchmarks.bench --model resnet18 --image-size 224 --batch-size 64
 
 On the same machine, in one run, for one model, image size and batch size, it measures training
 images per second of:
-  seed_loop  the course material's loop: PIL decodes every JPEG every epoch, torchvision transforms
-             (Resize, RandomHorizontalFlip, ToTensor, Normalize) in a DataLoader with a worker per core;
+  dataloader_baseline  the course material's loop: PIL decodes every JPEG every epoch, torchvision
+             transforms (Resize, RandomHorizontalFlip, ToTensor, Normalize) in a DataLoader with a
+             worker per core;
   pipeline   this project's path: preprocessed uint8 tensors on the device, index-slice batches,
-             random-resized-crop + flip + normalisation on whole batches on the device;
+             the recipe's augmentation (params.yaml `train`) and normalisation on whole batches on the device;
   ceiling    the same model on random tensors already on the device: no data path at all;
 plus `evaluation` (predict in eval mode) and `epochs` (the train stage's whole epochs: training,
 validation and the per-epoch resume checkpoint), whose "cores busy" shows any single-threaded stall,
 and preprocessing throughput (decode + resize to tensors) with one process and with every core.
-It prints a table and writes a JSON file with every figure and the ratios pipeline/seed_loop and
-pipeline/ceiling. Every phase runs the same training step (optimiser, bf16 autocast on CUDA,
+It prints a table and writes a JSON file with every figure and the ratios
+pipeline/dataloader_baseline and pipeline/ceiling. Every phase runs the same training step (optimiser, bf16 autocast on CUDA,
 channels-last), so the differences are the data path's alone.
 """
 
 from __future__ import annotations
 
 import argparse
-import io as _io
+import io
 import platform
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -30,9 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import io, models, runtime
+from pipeline import atomic, cli, models, params, runtime
 from pipeline.data import MEAN, STD, Split, augment, batches
+from pipeline.errors import StageError
 from pipeline.images import Archive, label_of, load
+from pipeline.train import train_model
 from pipeline.workers import map_archive
 
 
@@ -86,7 +90,7 @@ def members(archive: Path, count: int) -> list[tuple[str, int]]:
     by_class = [[m for m in labelled if m[1] == c] for c in (0, 1)]
     chosen = [m for pair in zip(*by_class) for m in pair][:count]
     if len(chosen) < count:
-        raise io.StageError(f"{archive} has only {len(chosen)} labelled JPEGs of each class in pairs; need {count}")
+        raise StageError(f"{archive} has only {len(chosen)} labelled JPEGs of each class in pairs; need {count}")
     return chosen
 
 
@@ -115,7 +119,7 @@ class CourseDataset(torch.utils.data.Dataset):
         if self.archive is None:  # one open archive per worker process
             self.archive = Archive(self.archive_path)
         name, label = self.chosen[i]
-        image = Image.open(_io.BytesIO(self.archive.read(name))).convert("RGB")
+        image = Image.open(io.BytesIO(self.archive.read(name))).convert("RGB")
         return self.transform(image), label
 
 
@@ -139,11 +143,12 @@ def bench_training(model_name: str, archive: Path, *, image_size: int, batch_siz
         CourseDataset(archive, chosen, image_size), batch_size=batch_size, shuffle=True, drop_last=True,
         num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=True,
     )  # fmt: skip
-    results["seed_loop"] = timed(on_device(loader, device), fresh_step(), device, warmup=warmup, steps=steps)
+    results["dataloader_baseline"] = timed(on_device(loader, device), fresh_step(), device, warmup=warmup, steps=steps)
     del loader  # its persistent workers stop before the next phase
 
+    tp = params.load().train
     ours = (
-        (augment(x, crop_scale=(0.35, 1.0), flip=True, generator=generator), y)
+        (augment(x, crop_scale=tp.crop_scale, flip=tp.flip, translate=tp.translate, generator=generator), y)
         for x, y in endless(lambda: batches(split, batch_size, shuffle=True, generator=generator))
     )
     results["pipeline"] = timed(ours, fresh_step(), device, warmup=warmup, steps=steps)
@@ -170,12 +175,7 @@ def bench_evaluation(model_name: str, split: Split, batch_size: int) -> dict:
 def bench_epochs(model_name: str, split: Split, batch_size: int, epochs: int = 2) -> dict:
     """Whole epochs of the train stage's own `train_model`: training, validation, the resume
     checkpoint after each epoch. Cores busy well below the core count would show a stall."""
-    import tempfile
-
-    from pipeline import params
-    from pipeline.train import train_model
-
-    overrides = {"model": model_name, "train": {"epochs": epochs, "batch_size": batch_size, "device": split.device.type}}
+    overrides = {"model": model_name, "train": {"epochs": epochs, "batch_size": batch_size}, "runtime": {"device": split.device.type}}
     spec = params.load(overrides=overrides).models[0]
     spec = params.ModelSpec(spec.name, {**spec.options, **_offline(model_name)}, spec.train)
     with tempfile.TemporaryDirectory() as tmp:
@@ -228,9 +228,9 @@ def main() -> None:
     args = parser.parse_args()
     models.resolve(args.model)
     if not args.archive.exists():
-        raise io.StageError(f"{args.archive} not found: run `dvc repro download` first, or pass --archive PATH to a zip of JPEGs")
+        raise StageError(f"{args.archive} not found: run `dvc repro download` first, or pass --archive PATH to a zip of JPEGs")
     device = runtime.choose_device(args.device)
-    workers = io.cpu_count()
+    workers = cli.cpu_count()
     result = {
         "model": args.model, "image_size": args.image_size, "batch_size": args.batch_size, "steps": args.steps,
         "device": runtime.describe(device), "cpu_cores": workers, "torch": torch.__version__, "platform": platform.platform(),
@@ -240,14 +240,14 @@ def main() -> None:
     }  # fmt: skip
     t = result["training"]
     result["ratios"] = {
-        "pipeline/seed_loop": t["pipeline"]["images_per_second"] / t["seed_loop"]["images_per_second"],
+        "pipeline/dataloader_baseline": t["pipeline"]["images_per_second"] / t["dataloader_baseline"]["images_per_second"],
         "pipeline/ceiling": t["pipeline"]["images_per_second"] / t["ceiling"]["images_per_second"],
     }
     pre = result["preprocess"]
     if len(pre) > 1:
         result["ratios"]["preprocess_all_cores/one"] = pre[f"processes_{workers}"]["images_per_second"] / pre["processes_1"]["images_per_second"]
     out = args.out or Path("bench") / f"{args.model.replace(':', '-')}-{args.image_size}px-{device.type}.json"
-    io.write_json(out, result)
+    atomic.write_json(out, result)
     print(table(result))
     print(f"written to {out}")
 
@@ -255,15 +255,15 @@ def main() -> None:
 def table(result: dict) -> str:
     lines = [
         f"{result['model']} at {result['image_size']} px, batch {result['batch_size']}, on {result['device']}",
-        f"{'phase':<12}{'images/s':>12}{'cores busy':>12}",
+        f"{'phase':<20}{'images/s':>12}{'cores busy':>12}",
     ]
     for phase, r in result["training"].items():
-        lines.append(f"{phase:<12}{r['images_per_second']:>12.1f}{r['cpu_busy']:>12.2f}")
+        lines.append(f"{phase:<20}{r['images_per_second']:>12.1f}{r['cpu_busy']:>12.2f}")
     for name, r in result["preprocess"].items():
-        lines.append(f"{'preprocess ' + name.split('_')[1] + '×':<12}{r['images_per_second']:>12.1f}{'':>12}")
-    lines += [f"{k:<28}{v:>8.2f}" for k, v in result["ratios"].items()]
+        lines.append(f"{'preprocess ' + name.split('_')[1] + '×':<20}{r['images_per_second']:>12.1f}{'':>12}")
+    lines += [f"{k:<36}{v:>8.2f}" for k, v in result["ratios"].items()]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    io.run(main)
+    cli.run(main)

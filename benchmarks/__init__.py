@@ -1,0 +1,2 @@
+"""Measurements of the pipeline that are not part of it: run from the repository root, e.g.
+`python -m benchmarks.bench`."""

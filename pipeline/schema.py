@@ -1,0 +1,132 @@
+"""A YAML mapping checked against a dataclass: every key known, every value of its declared type.
+
+Generic: it knows nothing of this project's sections (pipeline.sections) or models (pipeline.models),
+so both can use it without importing each other. Errors are ParamErrors naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pipeline.errors import ParamError
+
+
+def read(path: Path) -> dict:
+    """A params file as a mapping of sections; a missing file or bad YAML is a ParamError."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamError("params file", str(path), "not found: run from the repository root") from None
+    except yaml.YAMLError as e:
+        raise ParamError("params file", str(path), f"is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ParamError("params file", str(path), "must be a mapping of sections")
+    return raw
+
+
+def merge(base: Mapping, overrides: Mapping) -> dict:
+    """Nested dict update: overrides win, sections merge key by key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_section(cls, raw: Any, section: str):
+    """Build a section dataclass from a mapping: every key known, every value of its declared type."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ParamError(section, raw, "must be a mapping of keys to values")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    no_unknown_keys(section, raw, fields)
+    values = {}
+    for name, f in fields.items():
+        key = f"{section}.{name}"
+        if name in raw:
+            values[name] = coerce(key, raw[name], hints[name])
+        elif f.default is dataclasses.MISSING:
+            raise ParamError(key, None, "is missing from params.yaml")
+    try:
+        return cls(**values)
+    except ParamError as e:
+        prefix, _, rest = e.key.partition(".")
+        if rest and prefix != section:  # a train key checked under models.<name>: name where it came from
+            raise ParamError(f"{section}.{rest}", e.value, e.allowed) from None
+        raise
+
+
+def coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check `value` against a type hint; numbers written as strings (YAML reads 1e-3 as a string) become floats."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return coerce(key, value, option)
+            except ParamError as e:
+                errors.append(e.allowed)
+        raise ParamError(key, value, " or ".join(errors) + (" or null" if type(None) in args else ""))
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ParamError(key, value, f"use one of {', '.join(map(str, args))}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ParamError(key, value, "must be true or false")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ParamError(key, value, "must be a whole number")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ParamError(key, value, "must be a number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ParamError(key, value, "must be a string")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ParamError(key, value, "must be a list")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ParamError(key, value, f"must be a list of {len(args)} values")
+            return tuple(coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if hint is Any:
+        return value
+    raise TypeError(f"{key}: unsupported type hint {hint!r}")
+
+
+def no_unknown_keys(section: str, raw: Mapping, known) -> None:
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        where = "" if section == "params.yaml" else f"{section}."
+        raise ParamError(f"{where}{unknown[0]}", raw[unknown[0]], f"unknown key; known keys here: {', '.join(sorted(known))}")
+
+
+def asdict(section) -> dict:
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}

@@ -1,0 +1,147 @@
+"""The sections of params.yaml that need no model registry: `data`, the training recipe `train`, and
+`runtime`, where and how training runs (never part of what a trained model is a function of).
+
+Frozen dataclasses, checked by pipeline.schema (types) and by their own __post_init__ (ranges), so a
+typo or a bad value fails at once, naming the param, before any work. The data stages read only
+`data` (load_data): they import no torch and rerun for nothing a model changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pipeline import schema
+from pipeline.errors import ParamError
+
+PARAMS_FILE = Path("params.yaml")
+SOURCES = ("microsoft", "kaggle", "synthetic")
+TOP_LEVEL = ("model", "data", "train", "runtime", "models")
+MOVED = {f"train.{key}": f"runtime.{key}" for key in ("device", "compile", "resume", "processes")}  # old name: new
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str  # microsoft | kaggle | synthetic | a path to a .zip or a folder of images
+    image_size: int  # px: side of the square uint8 tensors that preprocess writes
+    resize: Literal["crop", "squash"]  # crop: shorter side to image_size, centre crop; squash: ignore aspect
+    max_per_class: int | None  # cap on images per class before splitting (quick runs); null = all
+    val_fraction: float
+    test_fraction: float
+    seed: int  # split and subsampling seed
+
+    def __post_init__(self):
+        _positive("data.image_size", self.image_size)
+        if self.max_per_class is not None:
+            _positive("data.max_per_class", self.max_per_class)
+        for key in ("val_fraction", "test_fraction"):
+            value = getattr(self, key)
+            if not 0 < value < 1:
+                raise ParamError(f"data.{key}", value, "must be a fraction strictly between 0 and 1")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ParamError(
+                "data.val_fraction + data.test_fraction",
+                round(self.val_fraction + self.test_fraction, 6),
+                "must be below 1, so that images are left to train on",
+            )
+        if not self.source:
+            raise ParamError("data.source", self.source, f"use one of {', '.join(SOURCES)} or a path")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Training recipe; every key may be overridden per architecture under `models.<name>`."""
+
+    epochs: int
+    batch_size: int
+    lr: float  # peak learning rate, reached after warm-up, then cosine decay to 0 (× lr_scale per model)
+    optimizer: Literal["sgd", "adamw"]
+    momentum: float  # SGD momentum (Nesterov); AdamW's beta1
+    weight_decay: float  # decoupled; never applied to biases or normalisation weights
+    warmup_epochs: float  # linear warm-up from lr/100; fractions of an epoch allowed
+    label_smoothing: float
+    crop_scale: tuple[float, float]  # random-resized-crop area range; (1, 1) turns cropping off
+    flip: bool  # random horizontal flips
+    translate: float  # random shifts up to this fraction of the side (reflected borders); 0 turns them off
+    keep: Literal["last", "best"]  # the weights a model file keeps: the last epoch's, or the best on validation
+    seed: int  # weight init, batch order and augmentation
+    max_epochs: int | None = None  # per-architecture cap, min(epochs, max_epochs): train.epochs still reaches every model
+    lr_scale: float = 1.0  # per-architecture factor on lr: train.lr still reaches every model
+
+    def __post_init__(self):
+        for key in ("epochs", "batch_size"):
+            _positive(f"train.{key}", getattr(self, key))
+        if self.max_epochs is not None:
+            _positive("train.max_epochs", self.max_epochs)
+        for key in ("lr", "lr_scale"):
+            if not getattr(self, key) > 0:
+                raise ParamError(f"train.{key}", getattr(self, key), "must be a positive number")
+        if not 0 <= self.translate < 0.5:
+            raise ParamError("train.translate", self.translate, "must be a fraction of the side in [0, 0.5)")
+        for key, low, high in (("momentum", 0, 1), ("label_smoothing", 0, 1)):
+            value = getattr(self, key)
+            if not low <= value < high:
+                raise ParamError(f"train.{key}", value, f"must be in [{low}, {high})")
+        for key in ("weight_decay", "warmup_epochs"):
+            if getattr(self, key) < 0:
+                raise ParamError(f"train.{key}", getattr(self, key), "must be zero or positive")
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ParamError("train.crop_scale", list(self.crop_scale), "must be [low, high] with 0 < low <= high <= 1")
+
+    @property
+    def run_epochs(self) -> int:
+        return min(self.epochs, self.max_epochs or self.epochs)
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr * self.lr_scale
+
+
+TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainParams))
+
+
+@dataclass(frozen=True)
+class RuntimeParams:
+    """Where and how the stage runs: a trained model is the same function of its recipe and data
+    whatever these are, so none of them is part of a model's fingerprint (pipeline.train)."""
+
+    device: str  # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N
+    compile: bool  # torch.compile the model (CUDA only; the first epoch pays the compile time)
+    resume: bool  # continue from per-epoch checkpoints made with the same model, recipe and data
+    processes: int = 1  # training processes on this machine (torchrun --nproc_per_node), one per GPU
+
+    def __post_init__(self):
+        _positive("runtime.processes", self.processes)
+        if self.device not in ("auto", "cpu", "cuda") and not (
+            self.device.startswith("cuda:") and self.device[5:].isdigit()
+        ):
+            raise ParamError("runtime.device", self.device, "use auto, cpu, cuda or cuda:N")
+
+
+def load_data(path: Path | str = PARAMS_FILE) -> DataParams:
+    """The data section alone: the data stages need no model registry (nor a rerun when a model changes)."""
+    raw = schema.read(Path(path))
+    no_moved_keys(raw)
+    schema.no_unknown_keys("params.yaml", raw, TOP_LEVEL)
+    return schema.build_section(DataParams, raw.get("data"), "data")
+
+
+def no_moved_keys(raw: Mapping) -> None:
+    """A params file from before `runtime` had its own section: name each moved key and its new place."""
+    places = [("train", raw.get("train"))]
+    if isinstance(raw.get("models"), Mapping):
+        places += [(f"models.{name}", section) for name, section in raw["models"].items()]
+    for where, section in places:
+        for key in section if isinstance(section, Mapping) else ():
+            if (new := MOVED.get(f"train.{key}")) is not None:
+                scope = "" if where == "train" else " (one setting for the whole stage, not per architecture)"
+                raise ParamError(f"{where}.{key}", section[key], f"moved: set {new} instead{scope}")
+
+
+def _positive(key: str, value: int) -> None:
+    if value <= 0:
+        raise ParamError(key, value, "must be a positive whole number")

@@ -1,0 +1,117 @@
+"""Helpers shared by the test modules (no test module imports another): the repository, a copy of
+the project driven by the real git and dvc CLIs, a toy training task, and a fake finished run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from pipeline import schema
+from pipeline.data import Split
+from pipeline.evaluate import write_images
+from pipeline.report import CURVES
+
+REPO = Path(__file__).resolve().parents[1]
+# Real Kaggle photos, when this clone sits beside a `shared/` folder that holds them; never in the repository.
+SHARED_DATA = REPO.parent / "shared" / "data"
+PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", "data/.gitignore", ".dvc/config", ".dvc/.gitignore", "pipeline"]
+
+
+# ---------------------------------------------------------------- a project copy, driven by git and dvc
+
+
+def run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        # the venv's python and dvc first: stage commands say `python -m pipeline.<stage>`
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+    }  # fmt: skip
+    result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(repo, str(Path(sys.executable).parent / "dvc"), *args, check=check)
+
+
+def set_params(repo: Path, overrides: dict) -> None:
+    path = repo / "params.yaml"
+    path.write_text(yaml.safe_dump(schema.merge(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
+
+
+def copy_project(root: Path) -> Path:
+    """The project's tracked files (code, dvc.yaml, params.yaml, DVC and git config) under `root`."""
+    for name in PROJECT_FILES:
+        src, dst = REPO / name, root / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    return root
+
+
+# ---------------------------------------------------------------- training
+
+
+def toy_split(n, size=32, seed=0):
+    """A two-class task a small net must learn: a bright band at the top (cat) or the bottom (dog).
+    Up/down, so horizontal flips keep the label's evidence."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    images = torch.randint(0, 100, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    for i, label in enumerate(labels):
+        rows = slice(0, size // 3) if label == 0 else slice(size - size // 3, size)
+        images[i, :, rows] += 120
+    return Split(images=images, labels=labels, device=torch.device("cpu"))
+
+
+# ---------------------------------------------------------------- what train and evaluate leave for the report
+
+
+def result(model, accuracy, log_loss, ci=(0.0, 1.0), seconds=90.0):
+    return {
+        "model": model,
+        "test": {
+            "images": 100, "accuracy": accuracy, "accuracy_ci95": list(ci), "balanced_accuracy": accuracy,
+            "precision": {"cat": 0.8, "dog": 0.7}, "recall": {"cat": 0.75, "dog": 0.72}, "f1": {"cat": 0.77, "dog": 0.71},
+            "f1_macro": accuracy, "roc_auc": 0.9, "log_loss": log_loss,
+        },
+        "val": {"loss": 0.5, "accuracy": 0.8},
+        "train": {"seconds": seconds, "images_per_second": 123.4, "epochs": 2, "kept_epoch": 2},
+        "inference_images_per_second": 999.0,
+        "parameters": 11_177_538,
+        "trainable_parameters": 11_177_538,
+        "image_size": 96,
+        "device": "cpu (2 threads)",
+    }  # fmt: skip
+
+
+def fake_run(root: Path, names: list[str], epochs: int = 3) -> tuple[Path, Path]:
+    """What train and evaluate leave for the report: DVCLive TSVs per model (epoch e's value is
+    e / 10 + the metric's position in CURVES) and each model's pictures. Returns (live, images)."""
+    live, images = root / "dvclive", root / "plots" / "images"
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 0, 1, 1])
+    p_dog = np.array([0.2, 0.9, 0.6, 0.3])
+    for name in names:
+        for k, metric in enumerate(CURVES):
+            path = live / "plots" / "metrics" / name / f"{metric}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows = "".join(f"{step}\t{k + step / 10}\n" for step in range(epochs))
+            path.write_text(f"step\t{metric.split('/')[-1]}\n{rows}")
+        pictures = rng.integers(0, 256, (4, 3, 16, 16), dtype=np.uint8)
+        write_images(images, name, pictures, labels, np.stack([1 - p_dog, p_dog], axis=1))
+    return live, images
