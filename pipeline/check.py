@@ -8,7 +8,6 @@ Its marker file never changes, so rerunning it (any param changed) reruns nothin
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from pipeline import atomic, cli, download, models, params
@@ -59,7 +58,7 @@ def random_backbones(p: params.Params) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = cli.parser(__spec__.name, __doc__)
     parser.add_argument("--out", type=Path, required=True, help="marker file written when all is well")
     parser.add_argument("--downloads", type=Path, required=True, help="the download stage's verified cache")
     args = parser.parse_args()

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from pipeline.errors import ParamError, StageError
+
+
+def parser(module: str, description: str | None, **kwargs) -> argparse.ArgumentParser:
+    """An argument parser whose usage line is the command a user types, `python -m <module>`
+    (argparse would name the file, `train.py`, which cannot be run on its own)."""
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=description, **kwargs)
 
 
 def run(main: Callable[[], Any]) -> None:

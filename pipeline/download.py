@@ -13,7 +13,6 @@ Downloads are kept, verified, in data/.downloads: DVC deletes data/raw before a 
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import shutil
@@ -184,7 +183,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Fetch the Dogs-vs-Cats photos as one archive (data.source).")
+    parser = cli.parser(__spec__.name, "Fetch the Dogs-vs-Cats photos as one archive (data.source).")
     parser.add_argument("--out", type=Path, required=True, help="folder for images.zip and source.json")
     parser.add_argument("--downloads", type=Path, required=True, help="verified download cache, kept between runs")
     args = parser.parse_args()

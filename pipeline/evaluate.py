@@ -8,7 +8,6 @@ plots/images/most_wrong/<model>.png (the test images it gets most confidently wr
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -100,7 +99,7 @@ def write_images(folder: Path, name: str, images: np.ndarray, labels: np.ndarray
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = cli.parser(__spec__.name, __doc__)
     parser.add_argument("--data", type=Path, required=True, help="preprocessed tensors")
     parser.add_argument("--models", type=Path, required=True, help="trained models")
     parser.add_argument("--metrics", type=Path, required=True)

@@ -6,7 +6,6 @@ on the archive, the split and the params, never on the number of worker processe
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import shutil
 from functools import partial
@@ -73,8 +72,14 @@ def preprocess(archive: Path, split_dir: Path, out: Path, *, image_size: int, re
     return meta
 
 
+def counts_sentence(images: dict[str, int]) -> str:
+    """{"train": 3600, "val": 900, "test": 4500} -> "3,600 train, 900 val and 4,500 test images"."""
+    parts = [f"{n:,} {name}" for name, n in images.items()]
+    return (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]) + " images"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = cli.parser(__spec__.name, __doc__)
     parser.add_argument("--archive", type=Path, required=True)
     parser.add_argument("--split", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
@@ -83,7 +88,7 @@ def main() -> None:
     meta = preprocess(
         args.archive, args.split, args.out, image_size=data.image_size, resize=data.resize, workers=cli.cpu_count()
     )
-    print(f"preprocess: {meta['images']} at {meta['image_size']} px ({meta['bytes'] / 2**20:.1f} MiB)")
+    print(f"preprocess: {counts_sentence(meta['images'])} at {meta['image_size']} px ({meta['bytes'] / 2**20:,.1f} MiB)")
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def command(preset: dict, extra: list[str], base: Path = sections.PARAMS_FILE) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser(__spec__.name, __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("preset", help="a name in presets/ (cpu-zoo, cpu-64, ...) or a path to a .yaml file")
     parser.add_argument("--print", action="store_true", help="print the dvc command instead of running it")
     args, extra = parser.parse_known_args()

@@ -8,7 +8,6 @@ overlap are seen to be within noise of each other.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 from html import escape
@@ -171,7 +170,7 @@ def report(results: list[dict], out: Path, *, live: Path, images: Path) -> list[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = cli.parser(__spec__.name, __doc__)
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--live", type=Path, required=True, help="the train stage's DVCLive folder")
     parser.add_argument("--images", type=Path, required=True, help="the evaluate stage's pictures")

@@ -6,7 +6,6 @@ member that cannot be used is listed with its reason in rejects.csv; its count i
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 from pathlib import Path
 
@@ -89,7 +88,7 @@ def split(archive: Path, out: Path, p: DataParams, *, workers: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = cli.parser(__spec__.name, __doc__)
     parser.add_argument("--archive", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()

@@ -4,17 +4,20 @@
 Per epoch: one pass over the shuffled training tensors (augmented on the device), then the
 validation split in eval mode. Curves go to DVCLive, one folder of plots per model.
 
-Under `torchrun --nproc_per_node=N` (dvc.yaml launches runtime.processes of them) each process holds
-its shard of both splits and DistributedDataParallel averages the gradients, so one step still sees
-train.batch_size images at train.lr; process 0 alone prints and writes models, curves and checkpoints.
+With runtime.processes = N above 1 the stage relaunches itself under `torchrun --nproc_per_node=N`:
+each process holds its shard of both splits and DistributedDataParallel averages the gradients, so
+one step still sees train.batch_size images at train.lr; process 0 alone prints and writes models,
+curves and checkpoints.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -325,13 +328,24 @@ def train_all(p: params.Params, data: Path, out: Path, live_dir: Path, progress:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = cli.parser(__spec__.name, __doc__)
     parser.add_argument("--data", type=Path, required=True, help="preprocessed tensors")
     parser.add_argument("--out", type=Path, required=True, help="trained models")
     parser.add_argument("--live", type=Path, required=True, help="DVCLive folder")
     parser.add_argument("--progress", type=Path, required=True, help="per-epoch resume checkpoints (not a DVC output)")
     args = parser.parse_args()
-    train_all(params.load(), args.data, args.out, args.live, args.progress)
+    p = params.load()
+    if p.runtime.processes > 1 and "LOCAL_RANK" not in os.environ:
+        sys.exit(relaunch_under_torchrun(p.runtime.processes))
+    train_all(p, args.data, args.out, args.live, args.progress)
+
+
+def relaunch_under_torchrun(processes: int) -> int:
+    """This same command in `processes` processes on this machine (torchrun --standalone); its exit
+    status. One process needs no rendezvous, so the stage runs plain `python -m pipeline.train` and
+    only hands over to torchrun for several; the count comes from params.yaml, not the shell."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    return subprocess.run([*command, "-m", __spec__.name, *sys.argv[1:]]).returncode
 
 
 if __name__ == "__main__":
