@@ -190,7 +190,7 @@ def restore_progress(state: dict, model: nn.Module, optimizer, generator, device
 
 
 def replay(run: Run, log) -> None:
-    """Hand the curves of the epochs already done to `log`, as if they had just been trained."""
-    for epoch, row in enumerate(run.history):
-        if log:
+    """Hand the curves of the epochs already done to `log` (if any), as if they had just been trained."""
+    if log:
+        for epoch, row in enumerate(run.history):
             log(epoch, row)

@@ -99,7 +99,7 @@ def weights_file(tv_name: str, weights: str | None) -> tuple[Path, str]:
     published sets for this model (IMAGENET1K_V1, the course's; IMAGENET1K_V2...), kept in torch hub's
     usual cache; null is torchvision's DEFAULT set (IMAGENET1K_V2 for ResNet-50)."""
     published = tv.get_model_weights(tv_name)
-    if weights and weights not in published.__members__:
+    if _names_a_file(tv_name, weights):
         return Path(weights).expanduser(), published.DEFAULT.url
     url = published[weights or "DEFAULT"].url
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
@@ -109,13 +109,18 @@ def published_names(tv_name: str) -> list[str]:
     return [name for name in tv.get_model_weights(tv_name).__members__ if name != "DEFAULT"]
 
 
+def _names_a_file(tv_name: str, weights: str | None) -> bool:
+    """`weights` is a path to a state-dict file, not null nor the name of a published set."""
+    return bool(weights) and weights not in tv.get_model_weights(tv_name).__members__
+
+
 def ensure_weights(tv_name: str, weights: str | None) -> Path:
     """The weights file, downloaded into the cache if needed; fails at once with what to do, rather
     than letting a run silently train from random weights."""
     path, url = weights_file(tv_name, weights)
     if path.exists():
         return path
-    if weights and weights not in tv.get_model_weights(tv_name).__members__:
+    if _names_a_file(tv_name, weights):
         raise StageError(
             f"{tv_name}: weights file {path} (set by `weights`) does not exist; `weights` is a state-dict "
             f"file or one of torchvision's published sets: {', '.join(published_names(tv_name))}"
