@@ -46,6 +46,10 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 # ---------------------------------------------------------------- progress: resume after any epoch
 
+# Bumped when what a progress file holds changes meaning (2: curves named train_loss, ..., the
+# training loss without label smoothing): an older file is not resumed from, its model retrains.
+PROGRESS_FORMAT = 2
+
 
 @dataclass
 class Kept:
@@ -70,7 +74,7 @@ class Run:
         self.history.append(row)
         self.seconds += seconds
         self.images += images
-        val = {"loss": row["val/loss"], "accuracy": row["val/accuracy"]}
+        val = {"loss": row["val_loss"], "accuracy": row["val_accuracy"]}
         if keep == "last" or self.kept is None or val["accuracy"] > self.kept.val["accuracy"]:
             state = copy.deepcopy(model.state_dict()) if keep == "best" else None
             self.kept = Kept(len(self.history) - 1, val, state)
@@ -130,6 +134,7 @@ def save_progress(
     current = kept.epoch == len(run.history) - 1  # the kept weights are the current ones: stored once
     state = _snapshot(
         {
+            "format": PROGRESS_FORMAT,
             "key": key,
             "history": run.history,
             "seconds": run.seconds,
@@ -153,11 +158,21 @@ def save_progress(
 
 
 def load_progress(path: Path, key: str) -> dict | None:
-    """The saved progress if it was made with the same key (same model, recipe and data), else None."""
+    """The saved progress if it was made with the same key (same model, recipe and data) by this
+    version of the format, else None."""
     if not path.exists():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
-    return state if state.get("key") == key else None
+    return state if state.get("key") == key and state.get("format") == PROGRESS_FORMAT else None
+
+
+def epochs_done(path: Path, key: str) -> int:
+    """How many epochs the progress file at `path` holds for `key` (0 if none): read from its
+    history alone, the tensors memory-mapped, not loaded."""
+    if not path.exists():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return len(state["history"]) if state.get("key") == key and state.get("format") == PROGRESS_FORMAT else 0
 
 
 def negotiate(path: Path | None, key: str, *, enabled: bool, world: distributed.World, name: str) -> dict | None:

@@ -22,12 +22,11 @@ import urllib.parse
 import zipfile
 from pathlib import Path
 
-from tqdm import tqdm
-
 from pipeline import atomic, cli, sections, synthetic
 from pipeline.errors import StageError
 from pipeline.fetch import CHUNK, Remote, fetch, local_hint
 from pipeline.files import sha256_file, zip_entry
+from pipeline.progress import track
 
 ARCHIVE = "images.zip"
 COMPETITION = "dogs-vs-cats"
@@ -165,7 +164,7 @@ def zip_folder(folder: Path, archive: Path) -> None:
     if not files:
         raise StageError(f"the folder {folder} (data.source) has no files in it")
     with atomic.atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w") as z:
-        for name, path in tqdm(files, desc=f"zipping {folder.name}", unit="file"):
+        for name, path in track(files, total=len(files), desc=f"zipping {folder.name}", unit="file"):
             z.writestr(zip_entry(name), path.read_bytes())
 
 

@@ -1,8 +1,11 @@
 """Stage `evaluate`: each trained model on the test split, every figure through scikit-learn.
 
-Writes metrics/<model>.json (DVC metrics: `dvc metrics show|diff`), and per model the plot data
-plots/confusion/<model>.csv (one `actual,predicted` row per test image), plots/roc/<model>.csv, and
-two pictures: plots/images/confusion/<model>.png (counts and row-normalised) and
+Writes, for all the models together:
+- metrics.json: the numbers compared across experiments (DVC metrics; see pipeline.results),
+- plots/roc.csv (`model,fpr,tpr`) and plots/confusion.csv (`model,actual,predicted,count`): the
+  data of dvc.yaml's ROC and confusion-matrix charts, every model on one chart;
+and per model results/<model>.json (everything else: per-class figures, counts, intervals) and two
+pictures: plots/images/confusion/<model>.png (counts and row-normalised) and
 plots/images/most_wrong/<model>.png (the test images it gets most confidently wrong).
 """
 
@@ -15,10 +18,11 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
-from pipeline import atomic, checkpoint, cli, figures, params, runtime
+from pipeline import atomic, checkpoint, cli, figures, params, results, runtime
 from pipeline.data import load_split
 from pipeline.errors import StageError
 from pipeline.files import CLASSES, csv_text, images_file
+from pipeline.progress import Progress
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 
@@ -57,12 +61,12 @@ def test_metrics(labels: np.ndarray, proba: np.ndarray) -> dict:
     }
 
 
-def evaluate_model(model_path: Path, test, batch_size: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    """(metrics, labels, probabilities) of one checkpoint on the test split."""
+def evaluate_model(model_path: Path, test, batch_size: int, progress: Progress | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(result, labels, probabilities) of one checkpoint on the test split."""
     model, meta = checkpoint.load(model_path, test.device)
     runtime.synchronize(test.device)
     start = time.perf_counter()
-    proba = runtime.predict(model, test, batch_size).numpy()
+    proba = runtime.predict(model, test, batch_size, progress=progress).numpy()
     seconds = time.perf_counter() - start
     labels = test.labels.cpu().numpy()
     result = {
@@ -79,12 +83,17 @@ def evaluate_model(model_path: Path, test, batch_size: int) -> tuple[dict, np.nd
     return result, labels, proba
 
 
-def write_plots(plots: Path, name: str, labels: np.ndarray, proba: np.ndarray) -> None:
-    predicted = proba.argmax(1)
-    rows = [(CLASSES[a], CLASSES[p]) for a, p in zip(labels, predicted)]
-    atomic.write_text(plots / "confusion" / f"{name}.csv", csv_text(["actual", "predicted"], rows))
+def roc_rows(name: str, labels: np.ndarray, proba: np.ndarray) -> list[tuple]:
+    """`model,fpr,tpr` rows of one model's ROC curve (dog the positive class), from (0, 0) to (1, 1)."""
     fpr, tpr, _ = skm.roc_curve(labels, proba[:, 1], pos_label=1)
-    atomic.write_text(plots / "roc" / f"{name}.csv", csv_text(["fpr", "tpr"], zip(fpr.round(6), tpr.round(6))))
+    return [(name, f, t) for f, t in zip(fpr.round(6), tpr.round(6))]
+
+
+def confusion_rows(name: str, labels: np.ndarray, proba: np.ndarray) -> list[tuple]:
+    """`model,actual,predicted,count` rows of one model: every pair of classes, zeros too."""
+    classes = list(range(len(CLASSES)))
+    counts = skm.confusion_matrix(labels, proba.argmax(1), labels=classes)
+    return [(name, CLASSES[a], CLASSES[p], int(counts[a, p])) for a in classes for p in classes]
 
 
 def write_images(folder: Path, name: str, images: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> None:
@@ -98,28 +107,44 @@ def write_images(folder: Path, name: str, images: np.ndarray, labels: np.ndarray
     figures.save_png(grid, folder / "most_wrong" / f"{name}.png")
 
 
+def evaluate_all(names: list[str], data: Path, models: Path, *, device, batch_size: int, results_dir: Path, plots: Path) -> list[dict]:
+    """Every model in `names` on the test split; returns their results in that order, having written
+    results/<model>.json and the pictures of each, then the ROC and confusion tables of all."""
+    test = load_split(data, "test", device)
+    pictures = np.load(images_file(data, "test"), mmap_mode="r")  # on the host, wherever `test` is
+    found, roc, confusion = [], [], []
+    for name in names:
+        path = models / f"{name}.pt"
+        if not path.exists():
+            raise StageError(f"{path} is missing: run the train stage first (dvc repro)")
+        with Progress(len(test), f"{name} test") as bar:
+            result, labels, proba = evaluate_model(path, test, batch_size, bar)
+        atomic.write_json(results_dir / f"{name}.json", result)
+        write_images(plots / "images", name, pictures, labels, proba)
+        roc += roc_rows(name, labels, proba)
+        confusion += confusion_rows(name, labels, proba)
+        t = result["test"]
+        print(f"evaluate: {name:>12s} test accuracy {t['accuracy']:.3f} "
+              f"[{t['accuracy_ci95'][0]:.3f}, {t['accuracy_ci95'][1]:.3f}] AUC {t['roc_auc'] or float('nan'):.3f}", flush=True)
+        found.append(result)
+    atomic.write_text(plots / "roc.csv", csv_text(["model", "fpr", "tpr"], roc))
+    atomic.write_text(plots / "confusion.csv", csv_text(["model", "actual", "predicted", "count"], confusion))
+    return found
+
+
 def main() -> None:
     parser = cli.parser(__spec__.name, __doc__)
     parser.add_argument("--data", type=Path, required=True, help="preprocessed tensors")
     parser.add_argument("--models", type=Path, required=True, help="trained models")
-    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True, help="the DVC metrics file to write")
+    parser.add_argument("--results", type=Path, required=True, help="folder for each model's full results")
     parser.add_argument("--plots", type=Path, required=True)
     args = parser.parse_args()
     p = params.load()
     device = runtime.choose_device(p.runtime.device)
-    test = load_split(args.data, "test", device)
-    pictures = np.load(images_file(args.data, "test"), mmap_mode="r")  # on the host, wherever `test` is
-    for name in p.model_names:
-        path = args.models / f"{name}.pt"
-        if not path.exists():
-            raise StageError(f"{path} is missing: run the train stage first (dvc repro)")
-        result, labels, proba = evaluate_model(path, test, p.train.batch_size)
-        atomic.write_json(args.metrics / f"{name}.json", result)
-        write_plots(args.plots, name, labels, proba)
-        write_images(args.plots / "images", name, pictures, labels, proba)
-        t = result["test"]
-        print(f"evaluate: {name:>12s} test accuracy {t['accuracy']:.3f} "
-              f"[{t['accuracy_ci95'][0]:.3f}, {t['accuracy_ci95'][1]:.3f}] AUC {t['roc_auc'] or float('nan'):.3f}")
+    found = evaluate_all(p.model_names, args.data, args.models, device=device, batch_size=p.train.batch_size,
+                         results_dir=args.results, plots=args.plots)  # fmt: skip
+    atomic.write_json(args.metrics, results.tracked(found))
 
 
 if __name__ == "__main__":

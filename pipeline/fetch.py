@@ -17,10 +17,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from pipeline.errors import StageError
 from pipeline.files import sha256_file
+from pipeline.progress import Progress
 
 CHUNK = 1 << 20  # bytes per read: 1 MiB
 
@@ -90,9 +89,7 @@ def _transfer(remote: Remote, part: Path, timeout: float) -> None:
         if response.status != 206:
             have = 0  # the server ignored the range and sends the whole file: start over
         part.parent.mkdir(parents=True, exist_ok=True)
-        with open(part, "ab" if have else "wb") as f, tqdm(
-            total=remote.size, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=remote.filename
-        ) as bar:
+        with open(part, "ab" if have else "wb") as f, Progress(remote.size, remote.filename, unit="B", initial=have) as bar:
             while chunk := response.read(CHUNK):
                 f.write(chunk)
                 bar.update(len(chunk))

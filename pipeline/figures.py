@@ -109,21 +109,55 @@ def accuracy_vs_time_figure(rows: list[dict]) -> Figure:
     return fig
 
 
-CURVE_PANELS = (("loss", ("train/loss", "val/loss")), ("accuracy", ("train/accuracy", "val/accuracy")), ("learning rate", ("lr",)))
+# (panel title, y label, [(column of the epochs table, legend)])
+CURVE_PANELS = (
+    ("log loss", "log loss", (("train_loss", "train (augmented batches)"), ("val_loss", "validation"))),
+    ("accuracy", "accuracy", (("train_accuracy", "train (augmented batches)"), ("val_accuracy", "validation"))),
+    ("learning rate", "learning rate (end of epoch)", (("lr", None),)),
+)
 
 
 def curves_figure(curves: dict[str, tuple[list[int], list[float]]], *, title: str) -> Figure:
-    """Per-epoch training curves: loss, accuracy (train and val) and the learning rate at the end of
-    each epoch. `curves` maps a DVCLive metric name (`train/loss`, ..., `lr`) to (epochs, values)."""
+    """One model's per-epoch curves: log loss and accuracy (train and validation, both plain log loss:
+    no label smoothing) and the learning rate at the end of each epoch. `curves` maps a column of
+    the epochs table (`train_loss`, ..., `lr`) to (epochs from 1, values)."""
     fig = Figure(figsize=(12, 3.5), layout="constrained")
-    for ax, (panel, names) in zip(fig.subplots(1, 3), CURVE_PANELS):
-        for name in names:
-            epochs, values = curves[name]
-            ax.plot(epochs, values, marker="o", label=name.split("/")[0])  # a marker: 1 epoch is 1 point
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set(xlabel="epoch", title=panel)
+    for ax, (panel, ylabel, lines) in zip(fig.subplots(1, 3), CURVE_PANELS):
+        for column, legend in lines:
+            epochs, values = curves[column]
+            ax.plot(epochs, values, marker="o", label=legend)  # a marker: 1 epoch is 1 point
+        _epoch_axis(ax)
+        ax.set(xlabel="epoch", ylabel=ylabel, title=panel)
         ax.grid(True, alpha=0.3)
-        if len(names) > 1:
+        if len(lines) > 1:
             ax.legend()
     fig.suptitle(title)
+    return fig
+
+
+def _epoch_axis(ax) -> None:
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs 1, 2, 3, never 1.5
+
+
+def models_figure(series: dict[str, tuple[list[float], list[float]]], *, title: str, xlabel: str, ylabel: str, epochs: bool = False) -> Figure:
+    """One line per model, the legend in the order given: `series` maps a model to (x, y)."""
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    for name, (x, y) in series.items():
+        ax.plot(x, y, marker="o" if epochs else None, label=name)
+    if epochs:
+        _epoch_axis(ax)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=9)
+    return fig
+
+
+def roc_figure(curves: dict[str, tuple[list[float], list[float]]]) -> Figure:
+    """Every model's ROC curve on the test split, with chance's diagonal."""
+    fig = models_figure(curves, title="ROC curves on the test split (dog the positive class)", xlabel="false positive rate", ylabel="true positive rate")
+    ax = fig.axes[0]
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
+    ax.legend(fontsize=9, loc="lower right")
     return fig

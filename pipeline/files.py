@@ -17,6 +17,15 @@ CLASSES = ("cat", "dog")  # label 0 is cat, 1 is dog, as in the Kaggle competiti
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date: a fixed stamp, so equal content gives equal bytes
 
 
+EPOCHS = "epochs"  # the train stage's table of every model's curves, a DVCLive custom plot
+
+
+def epochs_file(live: Path) -> Path:
+    """Where DVCLive writes the epochs table under the train stage's `live` folder: a JSON list of
+    rows {model, epoch (from 1), train_loss, train_accuracy, val_loss, val_accuracy, lr}."""
+    return Path(live) / "plots" / "custom" / f"{EPOCHS}.json"
+
+
 def index_file(folder: Path, split: str) -> Path:
     return Path(folder) / f"{split}.csv"
 

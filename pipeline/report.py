@@ -13,10 +13,11 @@ import csv
 from html import escape
 from pathlib import Path
 
-from pipeline import atomic, cli, figures, files, params
+from pipeline import atomic, cli, figures, files, params, results
+from pipeline.progress import duration
 
 TITLE = "Classic CNNs on Dogs vs. Cats"
-CURVES = ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "lr")  # DVCLive names under <model>/
+CURVES = ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr")  # columns of the epochs table
 CSS = (
     "body{font:15px/1.45 system-ui,sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;margin:1em 0}th,td{padding:.3em .7em;border-bottom:1px solid #ddd}"
@@ -26,13 +27,14 @@ CSS = (
 )
 
 
-def leaderboard(results: list[dict]) -> list[dict]:
-    """One row per model, best test accuracy first (ties: lower log loss first, then name)."""
+def leaderboard(found: list[dict]) -> list[dict]:
+    """One row per model, best first (results.ranked: test accuracy, then lower log loss, then name)."""
     rows = []
-    for r in results:
+    for rank, r in enumerate(results.ranked(found), 1):
         t = r["test"]
         rows.append(
             {
+                "rank": rank,
                 "model": r["model"],
                 "accuracy": t["accuracy"],
                 "accuracy_ci95": t["accuracy_ci95"],
@@ -49,9 +51,6 @@ def leaderboard(results: list[dict]) -> list[dict]:
                 "device": r["device"],
             }
         )
-    rows.sort(key=lambda row: (-row["accuracy"], row["log_loss"], row["model"]))
-    for rank, row in enumerate(rows, 1):
-        row["rank"] = rank
     return rows
 
 
@@ -63,14 +62,14 @@ def cells(r: dict) -> list[str]:
     low, high = r["accuracy_ci95"]
     return [
         str(r["rank"]), r["model"], f"{r['accuracy']:.3f} ({low:.3f}–{high:.3f})", f"{r['f1_macro']:.3f}",
-        _num(r["roc_auc"]), f"{r['log_loss']:.3f}", _params(r), _duration(r["train_seconds"]),
+        _num(r["roc_auc"]), f"{r['log_loss']:.3f}", _params(r), duration(r["train_seconds"]),
         f"{r['train_images_per_second']:,.0f}", f"{r['inference_images_per_second']:,.0f}",
     ]  # fmt: skip
 
 
-def summary(results: list[dict]) -> str:
-    devices = ", ".join(sorted({r["device"] for r in results}))
-    return f"{results[0]['test']['images']} test images at {results[0]['image_size']} px, trained on {devices}."
+def summary(found: list[dict]) -> str:
+    devices = ", ".join(sorted({r["device"] for r in found}))
+    return f"{found[0]['test']['images']} test images at {found[0]['image_size']} px, trained on {devices}."
 
 
 def markdown(rows: list[dict], intro: str) -> str:
@@ -88,20 +87,27 @@ def _params(row: dict) -> str:
     return text if trainable == total else f"{text} ({trainable / 1e6:.1f} M trained)"
 
 
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(round(seconds), 60)
-    return f"{seconds} s" if not minutes else f"{minutes} min {seconds:02d} s"
+def read_curves(live: Path) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
+    """Every model's per-epoch curves from the train stage's epochs table: model → column
+    (`train_loss`, ..., `lr`) → (epochs counted from 1, values)."""
+    curves: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
+    for row in files.read_json(files.epochs_file(live)):
+        model = curves.setdefault(row["model"], {})
+        for column in CURVES:
+            epochs, values = model.setdefault(column, ([], []))
+            epochs.append(row["epoch"])
+            values.append(row[column])
+    return curves
 
 
-def read_curves(live: Path, name: str) -> dict[str, tuple[list[int], list[float]]]:
-    """One model's per-epoch curves from the train stage's DVCLive TSVs (columns `step` and the
-    metric's last name): metric name → (epochs counted from 1, values)."""
-    curves = {}
-    for metric in CURVES:
-        with open(live / "plots" / "metrics" / name / f"{metric}.tsv", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        column = metric.split("/")[-1]
-        curves[metric] = [int(r["step"]) + 1 for r in rows], [float(r[column]) for r in rows]
+def read_roc(path: Path) -> dict[str, tuple[list[float], list[float]]]:
+    """evaluate's plots/roc.csv: model → (false positive rates, true positive rates)."""
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            fpr, tpr = curves.setdefault(row["model"], ([], []))
+            fpr.append(float(row["fpr"]))
+            tpr.append(float(row["tpr"]))
     return curves
 
 
@@ -119,7 +125,7 @@ def _facts(r: dict) -> list[tuple[str, str]]:
         ("precision / recall / F1", per_class),
         ("ROC AUC, log loss", f"{_num(t['roc_auc'])}, {t['log_loss']:.3f}"),
         ("validation accuracy", f"{r['val']['accuracy']:.3f} at epoch {tr['kept_epoch']} of {tr['epochs']} (the weights kept)"),
-        ("training", f"{_duration(tr['seconds'])}, {tr['images_per_second']:,.0f} img/s on {r['device']}"),
+        ("training", f"{duration(tr['seconds'])}, {tr['images_per_second']:,.0f} img/s on {r['device']}"),
         ("inference", f"{r['inference_images_per_second']:,.0f} img/s"),
         ("parameters", _params(r)),
     ]
@@ -131,26 +137,27 @@ def _html_row(r: dict) -> str:
     return "<tr>" + "".join(tds) + "</tr>"
 
 
-def html_page(rows: list[dict], results: list[dict], *, chart: bytes, live: Path, images: Path) -> str:
-    """reports/index.html: the leaderboard, then each model's figures, curves and pictures; one
-    self-contained file (inline CSS, images as data URIs, no script), so it opens offline."""
-    by_name = {r["model"]: r for r in results}
+def html_page(rows: list[dict], found: list[dict], *, charts: list[tuple[bytes, str]], curves: dict, images: Path) -> str:
+    """reports/index.html: the leaderboard and the charts of every model, then each model's figures,
+    curves and pictures; one self-contained file (inline CSS, images as data URIs, no script), so
+    it opens offline."""
+    by_name = {r["model"]: r for r in found}
     head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
     body = "\n".join(_html_row(r) for r in rows)
     parts = [
         f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{TITLE}</title><style>{CSS}</style></head><body>",
-        f"<h1>{TITLE}</h1><p>{escape(summary(results))} "
+        f"<h1>{TITLE}</h1><p>{escape(summary(found))} "
         "Intervals are 95% (Wilson): models whose intervals overlap are within noise of each other.</p>",
         f'<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>',
-        _img(chart, "test accuracy against training time"),
+        *(_img(png, alt) for png, alt in charts),
     ]
     for r in rows:
         name = r["model"]
         facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in _facts(by_name[name]))
-        curves = figures.png_bytes(figures.curves_figure(read_curves(live, name), title=f"{name}: training curves"))
+        drawn = figures.png_bytes(figures.curves_figure(curves[name], title=f"{name}: training curves"))
         parts += [
             f'<section id="{escape(name)}"><h2>{r["rank"]}. {escape(name)}</h2><dl>{facts}</dl>',
-            _img(curves, f"{name}: training curves"),
+            _img(drawn, f"{name}: training curves"),
             _img((images / "confusion" / f"{name}.png").read_bytes(), f"{name}: confusion matrix"),
             _img((images / "most_wrong" / f"{name}.png").read_bytes(), f"{name}: most confidently wrong test images"),
             "</section>",
@@ -158,27 +165,34 @@ def html_page(rows: list[dict], results: list[dict], *, chart: bytes, live: Path
     return "\n".join(parts) + "\n</body></html>\n"
 
 
-def report(results: list[dict], out: Path, *, live: Path, images: Path) -> list[dict]:
-    """Leaderboard (Markdown, JSON), the accuracy-against-time chart and the HTML page, into `out`.
-    `live` is the train stage's DVCLive folder, `images` evaluate's folder of pictures."""
-    rows = leaderboard(results)
-    atomic.write_text(out / "leaderboard.md", markdown(rows, summary(results)))
+def report(found: list[dict], out: Path, *, live: Path, plots: Path) -> list[dict]:
+    """Leaderboard (Markdown, JSON), the charts and the HTML page, into `out`. `live` is the train
+    stage's DVCLive folder, `plots` evaluate's folder (roc.csv, images/)."""
+    rows = leaderboard(found)
+    atomic.write_text(out / "leaderboard.md", markdown(rows, summary(found)))
     atomic.write_json(out / "leaderboard.json", {"best": rows[0]["model"], "models": rows})
-    chart = figures.save_png(figures.accuracy_vs_time_figure(rows), out / "accuracy_vs_time.png")
-    atomic.write_text(out / "index.html", html_page(rows, results, chart=chart, live=live, images=images))
+    curves, roc = read_curves(live), read_roc(plots / "roc.csv")
+    order = [r["model"] for r in rows]  # legends list the models best first
+    val = {name: curves[name]["val_accuracy"] for name in order}
+    charts = [
+        (figures.save_png(figures.accuracy_vs_time_figure(rows), out / "accuracy_vs_time.png"), "test accuracy against training time"),
+        (figures.png_bytes(figures.models_figure(val, title="Validation accuracy per epoch", xlabel="epoch", ylabel="validation accuracy", epochs=True)), "validation accuracy per epoch, every model"),
+        (figures.png_bytes(figures.roc_figure({name: roc[name] for name in order})), "ROC curves of every model on the test split"),
+    ]  # fmt: skip
+    atomic.write_text(out / "index.html", html_page(rows, found, charts=charts, curves=curves, images=plots / "images"))
     return rows
 
 
 def main() -> None:
     parser = cli.parser(__spec__.name, __doc__)
-    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--results", type=Path, required=True, help="the evaluate stage's results of each model")
     parser.add_argument("--live", type=Path, required=True, help="the train stage's DVCLive folder")
-    parser.add_argument("--images", type=Path, required=True, help="the evaluate stage's pictures")
+    parser.add_argument("--plots", type=Path, required=True, help="the evaluate stage's plots (roc.csv, images/)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     p = params.load()
-    results = [files.read_json(args.metrics / f"{name}.json") for name in p.model_names]
-    rows = report(results, args.out, live=args.live, images=args.images)
+    found = [files.read_json(args.results / f"{name}.json") for name in p.model_names]
+    rows = report(found, args.out, live=args.live, plots=args.plots)
     print(f"report: {len(rows)} models, best {rows[0]['model']} at {rows[0]['accuracy']:.3f}")
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from pipeline.cli import cpu_count
 from pipeline.data import Split, batches, normalize
 from pipeline.errors import StageError
+from pipeline.progress import Progress
 
 
 def choose_device(name: str = "auto", *, processes: int = 1) -> torch.device:
@@ -54,7 +55,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def predict(model: nn.Module, split: Split, batch_size: int) -> torch.Tensor:
+def predict(model: nn.Module, split: Split, batch_size: int, progress: Progress | None = None) -> torch.Tensor:
     """Class probabilities (N, classes) float32 on the CPU, in the split's order, in eval mode."""
     was_training = model.training
     model.eval()
@@ -63,6 +64,8 @@ def predict(model: nn.Module, split: Split, batch_size: int) -> torch.Tensor:
         with torch.inference_mode(), autocast(split.device):
             for x, _ in batches(split, batch_size, shuffle=False):
                 out.append(torch.softmax(model(normalize(x)).float(), dim=1))
+                if progress is not None:
+                    progress.update(len(x))
     finally:
         model.train(was_training)
     return torch.cat(out).cpu()

@@ -1,8 +1,10 @@
 """Stage `train`: train every architecture that `model` selects; keep each one's last (or, with
 `train.keep: best`, best-validation) weights.
 
-Per epoch: one pass over the shuffled training tensors (augmented on the device), then the
-validation split in eval mode. Curves go to DVCLive, one folder of plots per model.
+Before anything trains, each model's time is estimated from a few timed steps. Per epoch: one
+pass over the shuffled training tensors (augmented on the device), then the validation split in
+eval mode, each with a progress bar (plain lines in a log). Every model's curves go to one table,
+written through DVCLive: dvclive/plots/custom/epochs.json.
 
 With runtime.processes = N above 1 the stage relaunches itself under `torchrun --nproc_per_node=N`:
 each process holds its shard of both splits and DistributedDataParallel averages the gradients, so
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -30,11 +33,14 @@ from torch import nn
 from pipeline import checkpoint, cli, distributed, files, models, params, runtime
 from pipeline.data import Split, augment, batches, load_split
 from pipeline.errors import ParamError, StageError
+from pipeline.files import EPOCHS
 from pipeline.optim import lr_factor, make_optimizer
 from pipeline.params import ModelSpec
+from pipeline.progress import Progress, about
 from pipeline.sections import TrainParams
 
 CHECK_EVERY = 50  # steps between looks for a non-finite loss: one host-device sync each
+TIMED_STEPS = 3  # training steps timed per model for the estimate printed before training
 
 
 class NonFiniteLoss(Exception):
@@ -42,9 +48,16 @@ class NonFiniteLoss(Exception):
         self.step = step  # the first optimiser step, counted over the whole run, whose loss was NaN or ±inf
 
 
-def train_one_epoch(model, optimizer, split: Split, tp: TrainParams, *, batch_size: int, step: int, schedule: Schedule, generator):
-    """One pass over `split` in batches of `batch_size`; returns (mean loss, accuracy, images seen,
-    next step), the first three over every process.
+def train_one_epoch(
+    model, optimizer, split: Split, tp: TrainParams, *, batch_size: int, step: int, schedule: Schedule, generator,
+    progress: Progress | None = None, processes: int = 1,
+):
+    """One pass over `split` in batches of `batch_size`; returns (mean log loss, accuracy, images
+    seen, next step), the first three over every process.
+
+    The log loss reported is plain cross-entropy on the (augmented) batches, without the label
+    smoothing the optimiser minimises: smoothing puts a floor of about 0.2 under the objective,
+    which would make the training curve look worse than validation's for no reason.
 
     Sums stay on the device: the host waits for the GPU only every CHECK_EVERY steps, to look
     for a non-finite loss (raising NonFiniteLoss with the first bad step), and at the end.
@@ -55,6 +68,7 @@ def train_one_epoch(model, optimizer, split: Split, tp: TrainParams, *, batch_si
     correct = torch.zeros((), device=split.device, dtype=torch.long)
     first_bad = torch.full((), -1, device=split.device, dtype=torch.long)
     seen = 0
+    look_every = CHECK_EVERY if split.device.type == "cuda" else 1  # reading the loss costs a GPU sync, nothing on the CPU
     for i, (x, y) in enumerate(batches(split, batch_size, shuffle=True, generator=generator)):
         scale = lr_factor(step, schedule.total, schedule.warmup)
         for group in optimizer.param_groups:
@@ -65,14 +79,17 @@ def train_one_epoch(model, optimizer, split: Split, tp: TrainParams, *, batch_si
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss = loss.detach()
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-        loss_sum += loss * len(y)
+        logits = logits.detach().float()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         step += 1
         if (i + 1) % CHECK_EVERY == 0 and (bad := first_nonfinite(first_bad)) >= 0:
             raise NonFiniteLoss(bad)
+        if progress is not None:
+            shown = {"loss": loss_sum.item() / seen} if (i + 1) % look_every == 0 else {}
+            progress.update(len(y) * processes, **shown)
     if (bad := first_nonfinite(first_bad)) >= 0:
         raise NonFiniteLoss(bad)
     loss_sum, correct, seen = distributed.sum_over_processes([loss_sum.item(), correct.item(), seen], split.device)
@@ -86,10 +103,10 @@ def first_nonfinite(first_bad: torch.Tensor) -> int:
     return -1 if step == never else step
 
 
-def validate(model: nn.Module, split: Split, batch_size: int) -> dict:
+def validate(model: nn.Module, split: Split, batch_size: int, progress: Progress | None = None) -> dict:
     """Loss and accuracy over the whole split: with several processes, each predicts its shard
     and the sums are added up, so every image counts once, as in a single process."""
-    proba = runtime.predict(model, split, batch_size)
+    proba = runtime.predict(model, split, batch_size, progress=progress)
     labels = split.labels.cpu()
     loss = nn.functional.nll_loss(torch.log(proba.clamp_min(1e-12)), labels, reduction="sum").item()
     loss, correct, n = distributed.sum_over_processes([loss, (proba.argmax(1) == labels).sum().item(), len(labels)], split.device)
@@ -239,12 +256,17 @@ epoch's, or the best on validation), and a summary.
                 seed_process(generator, tp.seed, world.rank, epoch)
             runtime.synchronize(device)
             start = time.perf_counter()
-            with explained(spec, world, device, epoch, schedule, resume_file):
+            desc = f"{spec.name} epoch {epoch + 1}/{tp.run_epochs}"
+            images = schedule.steps_per_epoch * batch_size * world.size
+            with explained(spec, world, device, epoch, schedule, resume_file), Progress(images, desc, enabled=world.main) as bar:
                 loss, accuracy, seen, step = train_one_epoch(
-                    runner, optimizer, train, tp, batch_size=batch_size, step=step, schedule=schedule, generator=generator
-                )
+                    runner, optimizer, train, tp, batch_size=batch_size, step=step, schedule=schedule, generator=generator,
+                    progress=bar, processes=world.size,
+                )  # fmt: skip
             elapsed = time.perf_counter() - start  # .item() in train_one_epoch has synchronised
-            row = curves(loss, accuracy, validate(evaluator, val, batch_size), optimizer)
+            with Progress(len(val), f"{spec.name} validation", enabled=world.main) as bar:
+                scores = validate(evaluator, val, batch_size, bar)
+            row = curves(loss, accuracy, scores, optimizer)
             run.add(row, seconds=elapsed, images=seen, keep=tp.keep, model=model)
             if log:
                 log(epoch, row)
@@ -259,15 +281,99 @@ epoch's, or the best on validation), and a summary.
     return model, summarise(model, run, tp, world, synced)
 
 
+def step_seconds(spec: ModelSpec, train: Split, batch_size: int, steps: int = TIMED_STEPS) -> float:
+    """Seconds one optimiser step of `spec` takes here: `steps` of them timed after one warm-up, on
+    a throwaway copy of the model (its own weights, optimiser and random stream)."""
+    device = train.device
+    model = models.build(spec.name, **spec.options).to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, spec.train)
+    generator = torch.Generator().manual_seed(0)
+    x, y = next(batches(train, min(batch_size, len(train)), shuffle=True, generator=generator))
+    tp, criterion = spec.train, nn.CrossEntropyLoss(label_smoothing=spec.train.label_smoothing)
+
+    def step() -> None:
+        with runtime.autocast(device):
+            loss = criterion(model(augment(x, crop_scale=tp.crop_scale, flip=tp.flip, translate=tp.translate, generator=generator)).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()
+    runtime.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    runtime.synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def estimate(spec: ModelSpec, train: Split, val: Split, batch_size: int, epochs_left: int, where: str) -> tuple[float, str]:
+    """(seconds, a line) for the epochs `spec` has left, from a few timed steps: a forward pass (validation)
+    counted as a third of a training step."""
+    per_step = step_seconds(spec, train, batch_size)
+    per_epoch = per_step * (max(1, len(train) // batch_size) + math.ceil(len(val) / batch_size) / 3)
+    left = "" if epochs_left == spec.train.run_epochs else " left"
+    line = f"{spec.name:>12s} {about(per_epoch)}/epoch, {about(per_epoch * epochs_left)} for {epochs_left} epochs{left} on {where}"
+    return per_epoch * epochs_left, line
+
+
+def estimates(p: params.Params, train: Split, val: Split, progress: Path, keys: dict[str, str], where: str, processes: int) -> None:
+    """Before anything trains: one line per model left to train with the time it will take, and the
+    sum, so that a CPU user learns within a minute that a run takes days, and what to change. A
+    model already trained with the same key is left out (its own line says so when its turn comes)."""
+    total, done_models = 0.0, 0
+    for spec in p.models:
+        done = checkpoint.epochs_done(progress / f"{progress_name(spec.name)}.pt", keys[spec.name]) if p.runtime.resume else 0
+        if done >= spec.train.run_epochs:
+            done_models += 1
+            continue
+        seconds, line = estimate(spec, train, val, per_process_batch(spec, processes), spec.train.run_epochs - done, where)
+        total += seconds
+        print(line, flush=True)
+    trained = f", {done_models} model{'s' * (done_models > 1)} already trained" if done_models else ""
+    if done_models == len(p.models):
+        print("train: every model is already trained with this recipe and data", flush=True)
+    else:
+        print(f"train: {about(total)} in all (estimated from {TIMED_STEPS} timed steps of each model{trained})", flush=True)
+    if total > 3600 and train.device.type == "cpu":
+        print(
+            "train: that is long for a CPU. `python -m pipeline.preset cpu-64` trains ResNet-18 on 64 px "
+            "images in minutes; or lower data.image_size, data.max_per_class or train.epochs, or choose "
+            "fewer models (-S model=...)", flush=True,
+        )  # fmt: skip
+
+
+def progress_name(name: str) -> str:
+    """A model's resume file name: `torchvision:resnet34` → torchvision-resnet34."""
+    return name.replace(":", "-")
+
+
+class EpochLog:
+    """Every model's per-epoch curves in one long table, one row per (model, epoch), epochs counted
+    from 1: `dvclive/plots/custom/epochs.json`, rewritten through DVCLive after each epoch, so it
+    can be watched during a run. One table for every model is what lets one chart of dvc.yaml's
+    `plots:` draw them all, whichever models `model` selects."""
+
+    def __init__(self, live: Live):
+        self.live = live
+        self.rows: list[dict] = []
+
+    def add(self, name: str, epoch: int, row: dict) -> None:
+        self.rows.append({"model": name, "epoch": epoch + 1, **row})
+        self.live.log_plot(EPOCHS, self.rows, x="epoch", y="val_accuracy", template="by_model")
+
+
 def curves(loss: float, accuracy: float, val: dict, optimizer) -> dict:
-    """One epoch's row of curves, under DVCLive's metric names (prefixed with the model's name)."""
+    """One epoch's row of curves: the columns of the epochs table (files.epochs_file) that
+    dvc.yaml's plots draw. Both losses are plain log loss: train's on augmented batches in train
+    mode, val's on the clean validation images in eval mode."""
     lr = optimizer.param_groups[0]["lr"]
-    return {"train/loss": loss, "train/accuracy": accuracy, "val/loss": val["loss"], "val/accuracy": val["accuracy"], "lr": lr}
+    return {"train_loss": loss, "train_accuracy": accuracy, "val_loss": val["loss"], "val_accuracy": val["accuracy"], "lr": lr}
 
 
 def epoch_line(row: dict, images_per_second: float) -> str:
-    train = f"loss {row['train/loss']:.4f} acc {row['train/accuracy']:.3f}"
-    val = f"val loss {row['val/loss']:.4f} acc {row['val/accuracy']:.3f}"
+    train = f"loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}"
+    val = f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}"
     return f"{train} | {val} | {images_per_second:.0f} img/s"
 
 
@@ -300,22 +406,21 @@ def train_all(p: params.Params, data: Path, out: Path, live_dir: Path, progress:
             print(p.recipe_table(), flush=True)
         if world.main and world.size < p.runtime.processes:
             print(f"train: runtime.processes = {p.runtime.processes}, but torchrun did not start them: training in {world.size}")
+        keys = {spec.name: fingerprint(spec, data_digest, world.size) for spec in p.models}
+        if world.main:
+            estimates(p, train, val, progress, keys, where, world.size)
         summaries = {}
         live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) if world.main else None  # process 0's
         with live or contextlib.nullcontext():
+            epochs = EpochLog(live) if live else None
             for spec in p.models:
 
                 def log(epoch: int, row: dict, name: str = spec.name) -> None:
-                    live.step = epoch
-                    for key, value in row.items():
-                        live.log_metric(f"{name}/{key}", value)
-                    live.next_step()
+                    epochs.add(name, epoch, row)
 
-                resume_file = progress / f"{spec.name.replace(':', '-')}.pt"
-                key = fingerprint(spec, data_digest, world.size)
                 model, summary = train_model(
-                    spec, train, val, log=log if live else None, resume_file=resume_file, key=key, world=world,
-                    resume=p.runtime.resume, compile=p.runtime.compile,
+                    spec, train, val, log=log if live else None, resume_file=progress / f"{progress_name(spec.name)}.pt",
+                    key=keys[spec.name], world=world, resume=p.runtime.resume, compile=p.runtime.compile,
                 )
                 summary["device"] = where
                 summary["image_size"] = p.data.image_size

@@ -8,9 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
 from pipeline.images import Archive
+from pipeline.progress import track
 
 _archive: Archive | None = None  # the worker process's own open archive
 
@@ -22,12 +21,12 @@ def map_archive(archive: Path, fn: Callable, items: Sequence, *, workers: int, d
     """
     if workers <= 1 or len(items) <= 1:
         with Archive(archive) as opened:
-            return [fn(opened, item) for item in tqdm(items, desc=desc, unit="it", leave=False)]
+            return [fn(opened, item) for item in track(items, total=len(items), desc=desc)]
     # fork on Linux: workers start in milliseconds and need nothing re-imported; they never touch torch.
     context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
     with context.Pool(workers, initializer=_open, initargs=(str(archive),)) as pool:
         results = pool.imap(functools.partial(_call, fn), items, chunksize=max(1, len(items) // (workers * 8)))
-        return list(tqdm(results, total=len(items), desc=desc, unit="it", leave=False))
+        return list(track(results, total=len(items), desc=desc))
 
 
 def _open(path: str) -> None:

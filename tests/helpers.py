@@ -13,21 +13,22 @@ import numpy as np
 import torch
 import yaml
 
-from pipeline import schema
+from pipeline import atomic, schema
 from pipeline.data import Split
-from pipeline.evaluate import write_images
+from pipeline.evaluate import roc_rows, write_images
+from pipeline.files import csv_text, epochs_file
 from pipeline.report import CURVES
 
 REPO = Path(__file__).resolve().parents[1]
 # Real Kaggle photos, when this clone sits beside a `shared/` folder that holds them; never in the repository.
 SHARED_DATA = REPO.parent / "shared" / "data"
-PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", "data/.gitignore", ".dvc/config", ".dvc/.gitignore", "pipeline"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", "data/.gitignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", "pipeline"]
 
 
 # ---------------------------------------------------------------- a project copy, driven by git and dvc
 
 
-def run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         # the venv's python and dvc first: stage commands say `python -m pipeline.<stage>`
@@ -35,6 +36,7 @@ def run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
         "DVC_NO_ANALYTICS": "1",
         "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
         "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+        **(env or {}),
     }  # fmt: skip
     result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
@@ -42,8 +44,8 @@ def run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return result
 
 
-def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run(repo, str(Path(sys.executable).parent / "dvc"), *args, check=check)
+def dvc(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return run(repo, str(Path(sys.executable).parent / "dvc"), *args, check=check, env=env)
 
 
 def set_params(repo: Path, overrides: dict) -> None:
@@ -100,18 +102,18 @@ def result(model, accuracy, log_loss, ci=(0.0, 1.0), seconds=90.0):
 
 
 def fake_run(root: Path, names: list[str], epochs: int = 3) -> tuple[Path, Path]:
-    """What train and evaluate leave for the report: DVCLive TSVs per model (epoch e's value is
-    e / 10 + the metric's position in CURVES) and each model's pictures. Returns (live, images)."""
-    live, images = root / "dvclive", root / "plots" / "images"
+    """What train and evaluate leave for the report: the epochs table (epoch e's value of the k-th
+    column of CURVES is k + e / 10, e counted from 1), the ROC table, and each model's pictures.
+    Returns (live, plots)."""
+    live, plots = root / "dvclive", root / "plots"
     rng = np.random.default_rng(0)
     labels = np.array([0, 0, 1, 1])
-    p_dog = np.array([0.2, 0.9, 0.6, 0.3])
+    proba = np.stack([1 - (p_dog := np.array([0.2, 0.9, 0.6, 0.3])), p_dog], axis=1)
+    rows = [{"model": name, "epoch": e, **{c: k + e / 10 for k, c in enumerate(CURVES)}} for name in names for e in range(1, epochs + 1)]
+    atomic.write_json(epochs_file(live), rows)
+    roc = [row for name in names for row in roc_rows(name, labels, proba)]
+    atomic.write_text(plots / "roc.csv", csv_text(["model", "fpr", "tpr"], roc))
     for name in names:
-        for k, metric in enumerate(CURVES):
-            path = live / "plots" / "metrics" / name / f"{metric}.tsv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            rows = "".join(f"{step}\t{k + step / 10}\n" for step in range(epochs))
-            path.write_text(f"step\t{metric.split('/')[-1]}\n{rows}")
         pictures = rng.integers(0, 256, (4, 3, 16, 16), dtype=np.uint8)
-        write_images(images, name, pictures, labels, np.stack([1 - p_dog, p_dog], axis=1))
-    return live, images
+        write_images(plots / "images", name, pictures, labels, proba)
+    return live, plots

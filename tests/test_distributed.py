@@ -4,6 +4,7 @@ and the result matches one process's on the same global batch."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -86,9 +87,8 @@ def test_two_processes_write_once_synchronise_batchnorm_and_match_one_process(pr
     batchnorms = sum(isinstance(m, nn.BatchNorm2d) for m in models.build("resnet18").modules())
     assert meta["processes"] == 2 and meta["synchronised_batchnorm_layers"] == batchnorms == 20
     assert meta["device"] == where
-    for curve in ("train/loss", "val/accuracy", "lr"):  # a header and one line per epoch: written once
-        lines = (two / "dvclive" / "plots" / "metrics" / "resnet18" / f"{curve}.tsv").read_text().splitlines()
-        assert len(lines) == 1 + EPOCHS
+    rows = json.loads((two / "dvclive" / "plots" / "custom" / "epochs.json").read_text())
+    assert [(r["model"], r["epoch"]) for r in rows] == [("resnet18", e) for e in range(1, EPOCHS + 1)]  # written once
     spec = params.load(project / "params.yaml").models[0]
     assert torch.load(two / "checkpoints" / "resnet18.pt", weights_only=True)["key"] == train.fingerprint(spec, "toy", 2)
 

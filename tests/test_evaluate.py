@@ -1,6 +1,5 @@
 """Evaluation figures against values worked out by hand on a fixed set of ten predictions."""
 
-import csv
 import math
 
 import numpy as np
@@ -8,8 +7,10 @@ import pytest
 from PIL import Image
 
 from pipeline import figures
+from pipeline.evaluate import confusion_rows, roc_rows, wilson_interval, write_images
 from pipeline.evaluate import test_metrics as metrics_of
-from pipeline.evaluate import wilson_interval, write_images, write_plots
+from pipeline.results import tracked
+from tests.helpers import result
 
 # Ten test images: 4 cats (label 0), 6 dogs (label 1), and each one's predicted P(dog).
 LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
@@ -50,15 +51,27 @@ def test_wilson_interval_matches_the_textbook_figures():
     assert high - low == pytest.approx(0.0171, abs=5e-4)
 
 
-def test_confusion_plot_data_has_one_actual_predicted_row_per_image(tmp_path):
-    write_plots(tmp_path, "alexnet", LABELS, PROBA)
-    with open(tmp_path / "confusion" / "alexnet.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 10
-    assert rows[2] == {"actual": "cat", "predicted": "dog"} and rows[6] == {"actual": "dog", "predicted": "cat"}
-    with open(tmp_path / "roc" / "alexnet.csv", newline="") as f:
-        roc = [(float(r["fpr"]), float(r["tpr"])) for r in csv.DictReader(f)]
-    assert roc[0] == (0.0, 0.0) and roc[-1] == (1.0, 1.0)
+def test_plot_tables_hold_the_counts_and_the_roc_curve_of_each_model():
+    assert confusion_rows("alexnet", LABELS, PROBA) == [
+        ("alexnet", "cat", "cat", 3), ("alexnet", "cat", "dog", 1), ("alexnet", "dog", "cat", 1), ("alexnet", "dog", "dog", 5),
+    ]  # fmt: skip
+    roc = roc_rows("nin", LABELS, PROBA)
+    assert {r[0] for r in roc} == {"nin"}
+    assert roc[0][1:] == (0.0, 0.0) and roc[-1][1:] == (1.0, 1.0)
+    # by hand: the threshold 0.6 (the highest-scoring cat) has 4 of 6 dogs above or at it, 1 of 4 cats
+    assert ("nin", 0.25, round(4 / 6, 6)) in roc
+    assert all(a[1] <= b[1] and a[2] <= b[2] for a, b in zip(roc, roc[1:]))  # a curve: never back
+
+
+def test_tracked_metrics_are_short_numeric_keys_by_figure_then_model_and_the_best_last():
+    a, b = result("alexnet", 0.61, 0.66), result("resnet18", 0.9, 0.3)
+    b["test"]["roc_auc"] = None  # a one-class test split has no ROC AUC: left out, not null
+    table = tracked([a, b])
+    assert list(table) == ["acc", "auc", "log_loss", "f1", "train_s", "img_s", "best"]
+    assert table["acc"] == {"alexnet": 0.61, "resnet18": 0.9} and table["best"] == "resnet18"
+    assert table["auc"] == {"alexnet": 0.9}
+    assert all(isinstance(v, (int, float)) for key, by_model in table.items() if key != "best" for v in by_model.values())
+    assert tracked([result("vgg11", 0.123456789, 0.5)])["acc"] == {"vgg11": 0.1235}
 
 
 def test_normalised_confusion_rows_are_each_actual_class_shares():

@@ -60,9 +60,9 @@ class Dom(HTMLParser):
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory) -> tuple[Dom, str]:
     root = tmp_path_factory.mktemp("report")
-    live, images = fake_run(root, MODELS)
+    live, plots = fake_run(root, MODELS)
     results = [result("alexnet", 0.61, 0.66, (0.51, 0.70)), result("torchvision:resnet34", 0.93, 0.2, (0.9, 0.95))]
-    report(results, root / "reports", live=live, images=images)
+    report(results, root / "reports", live=live, plots=plots)
     markup, log = chromium_dom(root / "reports" / "index.html", root / "profile")
     return Dom(markup), log
 
@@ -80,7 +80,10 @@ def test_the_page_shows_the_leaderboard_and_a_section_per_model(loaded):
 def test_every_image_is_embedded_so_the_page_works_offline(loaded):
     dom, _ = loaded
     imgs = dom.all("img")
-    assert len(imgs) == 1 + 3 * len(MODELS)  # the chart; per model curves, confusion, most wrong
+    assert len(imgs) == 3 + 3 * len(MODELS)  # accuracy against time, validation accuracy, ROC; per model curves, confusion, most wrong
+    assert [img["alt"] for img in imgs[:3]] == [
+        "test accuracy against training time", "validation accuracy per epoch, every model", "ROC curves of every model on the test split",
+    ]  # fmt: skip
     for img in imgs:
         assert img["src"].startswith("data:image/png;base64,")
         assert base64.b64decode(img["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,10 +9,11 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline import models, synthetic
 from tests.archives import THUMBS_DB
-from tests.helpers import copy_project, dvc, run, set_params
+from tests.helpers import REPO, copy_project, dvc, run, set_params
 
 pytestmark = pytest.mark.slow  # `pytest -m 'not slow'` leaves these out of a quick loop
 
@@ -74,65 +75,108 @@ def test_repro_trains_and_evaluates_every_architecture(reproduced: Path):
     test_images = sum(summary["images"]["test"].values())
     assert summary["images"]["test"] == {"cat": 4, "dog": 4}
     for name in models.names():
-        m = json.loads((reproduced / "metrics" / f"{name}.json").read_text())
+        m = json.loads((reproduced / "results" / f"{name}.json").read_text())
         t = m["test"]
         assert t["images"] == test_images and 0 <= t["accuracy"] <= 1
         assert sum(sum(row.values()) for row in t["confusion"].values()) == test_images
         assert set(t["precision"]) == set(t["recall"]) == set(t["f1"]) == {"cat", "dog"}
         assert m["train"]["epochs"] == 1 and m["train"]["images_per_second"] > 0 and m["device"].startswith("cpu")
-        rows = csv_rows(reproduced / "plots" / "confusion" / f"{name}.csv")
-        assert len(rows) == test_images and set(rows[0]) == {"actual", "predicted"}
-        assert (reproduced / "dvclive" / "plots" / "metrics" / name / "val" / "accuracy.tsv").exists()
+        counts = [r for r in csv_rows(reproduced / "plots" / "confusion.csv") if r["model"] == name]
+        assert [(r["actual"], r["predicted"]) for r in counts] == [("cat", "cat"), ("cat", "dog"), ("dog", "cat"), ("dog", "dog")]
+        assert sum(int(r["count"]) for r in counts) == test_images
+    epochs = json.loads((reproduced / "dvclive" / "plots" / "custom" / "epochs.json").read_text())
+    assert [(r["model"], r["epoch"]) for r in epochs] == [(name, 1) for name in models.names()]  # epochs count from 1
     board = json.loads((reproduced / "reports" / "leaderboard.json").read_text())
     assert sorted(r["model"] for r in board["models"]) == sorted(models.names())
     page = (reproduced / "reports" / "index.html").read_text()
     assert all(f'<section id="{name}">' in page for name in models.names())
     assert dvc(reproduced, "status").stdout.strip() == "Data and pipelines are up to date."
-    assert run(reproduced, "git", "status", "--porcelain").stdout == ""  # DVC ignored every output
+    assert run(reproduced, "git", "status", "--porcelain").stdout == ""  # DVC ignored every cached output
+    in_git = run(reproduced, "git", "ls-files", "metrics.json", "plots", "dvclive").stdout.split()
+    assert in_git == ["dvclive/metrics.json", "dvclive/plots/custom/epochs.json", "metrics.json", "plots/confusion.csv", "plots/roc.csv"]
 
 
-def test_plots_show_draws_every_model_confusion_twice_its_pictures_and_curves(reproduced: Path, tmp_path: Path):
+def test_metrics_are_a_few_numbers_per_model_under_short_keys(reproduced: Path):
+    shown = json.loads(dvc(reproduced, "metrics", "show", "--json").stdout)[""]["data"]
+    assert list(shown) == ["metrics.json"]  # the split summary, DVCLive's summary, the leaderboard: plain files
+    tracked = shown["metrics.json"]["data"]
+    assert list(tracked) == ["acc", "auc", "log_loss", "f1", "train_s", "img_s", "best"]
+    for key, by_model in tracked.items():
+        if key != "best":
+            assert list(by_model) == models.names() and all(isinstance(v, (int, float)) for v in by_model.values())
+    board = json.loads((reproduced / "reports" / "leaderboard.json").read_text())
+    assert tracked["best"] == board["best"]
+    assert tracked["acc"][board["best"]] == max(tracked["acc"].values())
+    results = {name: json.loads((reproduced / "results" / f"{name}.json").read_text()) for name in models.names()}
+    assert tracked["acc"] == {name: round(r["test"]["accuracy"], 4) for name, r in results.items()}
+    # DVC's own table: short headers, every model's test accuracy first
+    table = dvc(reproduced, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
+    assert table[table.index("acc.alexnet") :][: len(models.names())] == [f"acc.{name}" for name in models.names()]
+
+
+def vega_plots(repo: Path, *args: str) -> tuple[dict, list]:
+    """{plot id: Vega-Lite spec} of every data chart `dvc plots show|diff --json` renders, and its errors."""
+    shown = json.loads(dvc(repo, "plots", *args, "--json").stdout)
+    specs = {pid: items[0]["content"] for pid, items in shown["data"].items() if items[0]["type"] == "vega"}
+    return specs, shown.get("errors") or []
+
+
+# the ids of dvc.yaml's chart definitions (`- <id>: {template, x, y, ...}`), not its image paths
+TOP_LEVEL_CHARTS = [next(iter(d)) for d in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] if isinstance(d, dict)]
+
+
+def test_every_chart_renders_every_model_with_a_title_and_labelled_axes(reproduced: Path, tmp_path: Path):
+    specs, errors = vega_plots(reproduced, "show")
+    assert errors == []
+    assert sorted(specs) == sorted(TOP_LEVEL_CHARTS)  # one chart per definition: no per-file chart, no other
+    for pid, spec in specs.items():
+        values = spec["data"]["values"]
+        assert {v["model"] for v in values} == set(models.names()), pid  # every trained model, on one chart
+        assert spec["title"]["text"] == pid
+        x = (spec.get("spec") or spec.get("layer", [spec])[0])["encoding"]["x"]
+        assert x["title"] and "<DVC" not in json.dumps(spec)  # every anchor filled: titles, labels, fields
+        if x["field"] == "epoch":
+            assert min(int(v["epoch"]) for v in values) == 1
+    images = json.loads(dvc(reproduced, "plots", "show", "--json").stdout)["data"]
+    for name in models.names():
+        assert f"plots/images/confusion/{name}.png" in images and f"plots/images/most_wrong/{name}.png" in images
     shown = dvc(reproduced, "plots", "show", "-o", str(tmp_path / "dvc_plots"))
     assert "WARNING" not in shown.stderr and "ERROR" not in shown.stderr and "failed" not in shown.stderr
-    page = (tmp_path / "dvc_plots" / "index.html").read_text()
-    for name in models.names():
-        assert f'"dvc.yaml::plots/confusion/{name}.csv"' in page  # counts (top-level `plots:`)
-        assert f'"plots/confusion/{name}.csv"' in page  # normalised (evaluate's `plots:`)
-        assert f"<p>plots/images/confusion/{name}.png</p>" in page and f"<p>plots/images/most_wrong/{name}.png</p>" in page
-        assert f'"dvclive/plots/metrics/{name}/val/accuracy.tsv"' in page
-    assert "percent_of_y" in page  # the confusion_normalized template's share per actual class
-    assert "<p>reports/accuracy_vs_time.png</p>" in page
-    static = {p.name for p in (tmp_path / "dvc_plots" / "static").iterdir()}
-    assert {f"workspace_plots_images_most_wrong_{name}.png" for name in models.names()} <= static
-    best = json.loads(dvc(reproduced, "metrics", "show", "--json").stdout)[""]["data"]["reports/leaderboard.json"]
-    assert best["data"]["best"] == json.loads((reproduced / "reports" / "leaderboard.json").read_text())["best"]
+    assert "Confusion matrices on the test split: share of each actual class" in (tmp_path / "dvc_plots" / "index.html").read_text()
 
 
-def test_an_experiment_on_one_model_trains_only_it_and_metrics_diff_shows_the_change(experimenting: Path):
+def test_an_experiment_on_one_model_trains_only_it_and_diffs_show_the_change(experimenting: Path):
     reproduced = experimenting
-    out = dvc(reproduced, "exp", "run", "-S", "model=resnet18", "-S", "train.epochs=2", "-S", "train.lr=0.0123").stdout
+    out = dvc(reproduced, "exp", "run", "-n", "longer", "-S", "model=resnet18", "-S", "train.epochs=2", "-S", "train.lr=0.0123").stdout
     # the effective recipe, printed by check before anything trains: the new rate reached the model
     assert any(line.split()[0:3:2] == ["resnet18", "0.0123"] for line in out.splitlines() if line.strip()), out
+    assert any(line.split()[:1] == ["resnet18"] and "/epoch, " in line and " for 2 epochs on cpu" in line for line in out.splitlines())
     assert sorted(p.name for p in (reproduced / "models").iterdir()) == ["resnet18.pt"]
-    assert sorted(p.name for p in (reproduced / "metrics").iterdir()) == ["resnet18.json"]
+    assert sorted(p.name for p in (reproduced / "results").iterdir()) == ["resnet18.json"]
     board = json.loads((reproduced / "reports" / "leaderboard.json").read_text())
     assert [r["model"] for r in board["models"]] == ["resnet18"] and board["best"] == "resnet18"
     page = (reproduced / "reports" / "index.html").read_text()
     assert '<section id="resnet18">' in page and '<section id="alexnet">' not in page
 
-    diff = json.loads(dvc(reproduced, "metrics", "diff", "--json").stdout)
-    assert diff["metrics/resnet18.json"]["train.epochs"] == {"old": 1, "new": 2, "diff": 1}
-    every = json.loads(dvc(reproduced, "metrics", "diff", "--all", "--json").stdout)["metrics/resnet18.json"]
-    assert {"test.accuracy", "test.roc_auc", "test.confusion.cat.dog", "train.seconds"} <= set(every)
+    # against the last commit (metrics.json is in git: this works in a fresh clone too)
+    diff = json.loads(dvc(reproduced, "metrics", "diff", "--json").stdout)["metrics.json"]
+    assert diff["train_s.resnet18"]["new"] > 0 and diff["train_s.resnet18"]["old"] > 0
+    assert diff["acc.alexnet"]["new"] is None  # not trained in this experiment
+    every = json.loads(dvc(reproduced, "exp", "diff", "--all", "--json").stdout)  # params beside the metrics
+    assert {"acc.resnet18", "train_s.resnet18"} <= set(every["metrics"]["metrics.json"])
+    assert every["params"]["params.yaml"]["train.lr"] == {"old": 0.002, "new": 0.0123, "diff": 0.0103}
 
     rows = json.loads(dvc(reproduced, "exp", "show", "--json").stdout)
     experiments = [x["revs"][0]["data"] for row in rows for x in row.get("experiments") or []]
     assert [e["params"]["params.yaml"]["data"]["model"] for e in experiments] == ["resnet18"]
     assert experiments[0]["params"]["params.yaml"]["data"]["train"]["epochs"] == 2
-    assert experiments[0]["metrics"]["metrics/resnet18.json"]["data"]["train"]["epochs"] == 2
-    dvc(reproduced, "plots", "show", "-o", "dvc_plots")
-    page = (reproduced / "dvc_plots" / "index.html").read_text()
-    assert "resnet18" in page
+    assert list(experiments[0]["metrics"]["metrics.json"]["data"]["acc"]) == ["resnet18"]
+    # two epochs now: `dvc plots diff` draws the baseline and the experiment on the same charts
+    specs, errors = vega_plots(reproduced, "diff", "HEAD", "longer")
+    assert errors == []
+    curves = specs["Validation accuracy per epoch"]["data"]["values"]
+    assert {(v["rev"], v["model"], int(v["epoch"])) for v in curves if v["model"] == "resnet18"} == {("HEAD", "resnet18", 1), ("longer", "resnet18", 1), ("longer", "resnet18", 2)}
+    assert {v["rev"] for v in specs["ROC curves on the test split (dog the positive class)"]["data"]["values"]} == {"HEAD", "longer"}
 
 
 def test_an_unknown_model_fails_at_once_naming_the_valid_ones(experimenting: Path):

@@ -30,4 +30,4 @@ def test_the_shipped_recipe_learns_on_real_photos_in_a_few_epochs(sample_archive
     # Chance is 0.5. The whole 95% interval must lie clearly above it: a model that guessed, or learnt
     # one class, would land inside it; a model that learns reaches about 0.7 here.
     assert wilson_interval(correct, len(val))[0] > 0.55, rows
-    assert rows[-1]["train/loss"] < rows[0]["train/loss"]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]

@@ -50,13 +50,17 @@ def test_a_pushed_project_pulls_into_a_fresh_clone_with_nothing_to_rerun(tmp_pat
 
     second = tmp_path / "second"
     run(tmp_path, "git", "clone", "-q", str(tmp_path / "origin.git"), str(second))
-    assert not (second / "models").exists()  # git carries dvc.lock, not the outputs
+    assert not (second / "models").exists()  # git carries dvc.lock and the small results, not the models
+    assert metrics(second) == metrics(first)  # metrics.json is in git: no pull needed to read or diff it
+    diff = dvc(second, "metrics", "diff", "HEAD")
+    assert diff.stdout.strip() == "" and "failed" not in diff.stderr
     dvc(second, "pull")
     assert dvc(second, "status").stdout.strip() == UP_TO_DATE
     repro = dvc(second, "repro").stdout
     assert "Running stage" not in repro and UP_TO_DATE in repro
     assert metrics(second) == metrics(first)
-    assert metrics(second)["metrics/nin.json"]["data"]["test"]["images"] == 6
+    assert list(metrics(second)["metrics.json"]["data"]["acc"]) == ["nin"]
+    assert json.loads((second / "results" / "nin.json").read_text())["test"]["images"] == 6
     assert (second / "models" / "nin.pt").read_bytes() == (first / "models" / "nin.pt").read_bytes()
 
     # An experiment in the second clone, shared: its git refs go to `origin`, its outputs to the
@@ -66,5 +70,5 @@ def test_a_pushed_project_pulls_into_a_fresh_clone_with_nothing_to_rerun(tmp_pat
     assert "two-epochs" in dvc(first, "exp", "list", "origin", "--name-only").stdout
     dvc(first, "exp", "pull", "origin", "two-epochs")
     dvc(first, "exp", "apply", "two-epochs")
-    assert json.loads((first / "metrics" / "nin.json").read_text())["train"]["epochs"] == 2
+    assert json.loads((first / "results" / "nin.json").read_text())["train"]["epochs"] == 2
     assert dvc(first, "status").stdout.strip() == UP_TO_DATE

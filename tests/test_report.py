@@ -15,9 +15,9 @@ def test_rows_are_sorted_by_accuracy_then_log_loss():
 
 
 def test_markdown_json_chart_and_page_list_every_model(tmp_path):
-    live, images = fake_run(tmp_path, ["alexnet", "resnet50"])
+    live, plots = fake_run(tmp_path, ["alexnet", "resnet50"])
     results = [result("alexnet", 0.61, 0.66, (0.51, 0.70)), result("resnet50", 0.97, 0.1, (0.93, 0.99), seconds=4000)]
-    rows = report(results, tmp_path / "reports", live=live, images=images)
+    rows = report(results, tmp_path / "reports", live=live, plots=plots)
     md = (tmp_path / "reports" / "leaderboard.md").read_text()
     assert md.index("| 1 | resnet50 | 0.970 (0.930–0.990)") < md.index("| 2 | alexnet | 0.610 (0.510–0.700)")
     assert "100 test images at 96 px" in md and "| 1 min 30 s |" in md
@@ -30,9 +30,10 @@ def test_markdown_json_chart_and_page_list_every_model(tmp_path):
     assert page.index('<section id="resnet50">') < page.index('<section id="alexnet">')
 
 
-def test_curves_are_read_back_per_epoch_counted_from_one(tmp_path):
-    live, _ = fake_run(tmp_path, ["resnet18"], epochs=3)
-    curves = read_curves(live, "resnet18")
-    assert set(curves) == {"train/loss", "val/loss", "train/accuracy", "val/accuracy", "lr"}
-    assert curves["val/loss"] == ([1, 2, 3], [1.0, 1.1, 1.2])  # CURVES[1], steps 0-2
-    assert curves["lr"] == ([1, 2, 3], [4.0, 4.1, 4.2])
+def test_curves_are_read_back_per_model_per_epoch_counted_from_one(tmp_path):
+    live, _ = fake_run(tmp_path, ["resnet18", "nin"], epochs=3)
+    curves = read_curves(live)
+    assert set(curves) == {"resnet18", "nin"}
+    assert set(curves["nin"]) == {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr"}
+    assert curves["nin"]["val_loss"] == ([1, 2, 3], [1.1, 1.2, 1.3])  # CURVES[1], epochs 1-3
+    assert curves["resnet18"]["lr"] == ([1, 2, 3], [4.1, 4.2, 4.3])

@@ -44,11 +44,11 @@ def test_a_model_really_learns_and_keeps_its_best_validation_epoch():
     model, summary = train_model(spec(), toy_split(96), toy_split(32, seed=1), log=lambda e, r: rows.append(r))
     assert [round(r["lr"], 8) for r in rows][-1] < rows[0]["lr"] or len(rows) == 1
     assert summary["val"]["accuracy"] >= 0.9
-    assert summary["val"]["accuracy"] == max(r["val/accuracy"] for r in rows)
-    assert summary["kept_epoch"] == 1 + [r["val/accuracy"] for r in rows].index(summary["val"]["accuracy"])
+    assert summary["val"]["accuracy"] == max(r["val_accuracy"] for r in rows)
+    assert summary["kept_epoch"] == 1 + [r["val_accuracy"] for r in rows].index(summary["val"]["accuracy"])
     assert summary["epochs"] == 3 and summary["images_per_second"] > 0
     assert summary["parameters"] == summary["trainable_parameters"] == 11_177_538
-    assert all(math.isfinite(r["train/loss"]) for r in rows)
+    assert all(math.isfinite(r["train_loss"]) for r in rows)
 
 
 def test_training_is_deterministic_on_the_cpu():
