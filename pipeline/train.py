@@ -317,7 +317,7 @@ def estimate(spec: ModelSpec, train: Split, val: Split, batch_size: int, epochs_
     return per_epoch * epochs_left, line
 
 
-def estimates(p: params.Params, train: Split, val: Split, progress: Path, keys: dict[str, str], where: str, processes: int) -> None:
+def estimates(p: params.Params, train: Split, val: Split, progress: Path, keys: dict[str, str], where: str, world: distributed.World) -> None:
     """Before anything trains: one line per model left to train with the time it will take, and the
     sum, so that a CPU user learns within a minute that a run takes days, and what to change. A
     model already trained with the same key is left out (its own line says so when its turn comes)."""
@@ -327,7 +327,10 @@ def estimates(p: params.Params, train: Split, val: Split, progress: Path, keys: 
         if done >= spec.train.run_epochs:
             done_models += 1
             continue
-        seconds, line = estimate(spec, train, val, per_process_batch(spec, processes), spec.train.run_epochs - done, where)
+        try:
+            seconds, line = estimate(spec, train, val, per_process_batch(spec, world.size), spec.train.run_epochs - done, where)
+        except torch.cuda.OutOfMemoryError:
+            raise out_of_memory(spec, world, train.device) from None
         total += seconds
         print(line, flush=True)
     trained = f", {done_models} model{'s' * (done_models > 1)} already trained" if done_models else ""
@@ -408,7 +411,7 @@ def train_all(p: params.Params, data: Path, out: Path, live_dir: Path, progress:
             print(f"train: runtime.processes = {p.runtime.processes}, but torchrun did not start them: training in {world.size}")
         keys = {spec.name: fingerprint(spec, data_digest, world.size) for spec in p.models}
         if world.main:
-            estimates(p, train, val, progress, keys, where, world.size)
+            estimates(p, train, val, progress, keys, where, world)
         summaries = {}
         live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) if world.main else None  # process 0's
         with live or contextlib.nullcontext():

@@ -67,6 +67,13 @@ def test_the_readme_one_liner_puts_the_changed_params_beside_the_accuracies(comp
     assert max(map(len, shown.splitlines())) <= 200
 
 
+def test_the_readme_accuracy_only_view_is_one_column_per_model(compared: Path):
+    assert "dvc exp show --drop '.*' --keep 'Experiment|acc\\.'" in (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = dvc(compared, "exp", "show", "--csv", "--drop", ".*", "--keep", "Experiment|acc\\.").stdout.splitlines()
+    assert rows[0].split(",") == ["Experiment", *(f"acc.{name}" for name in models.names())]
+    assert len(rows) == 1 + 4  # the workspace, the baseline and its two experiments
+
+
 def test_metrics_show_lists_only_numbers_and_the_best_model(compared: Path):
     shown = json.loads(dvc(compared, "metrics", "show", "--json").stdout)[""]["data"]["metrics.json"]["data"]
     assert shown.pop("best") in models.names()

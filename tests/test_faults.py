@@ -6,12 +6,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from pipeline import params, train
 from pipeline.atomic import atomic_path
+from pipeline.distributed import World
 from pipeline.errors import StageError
 from tests.helpers import REPO, toy_split
 
@@ -95,6 +97,9 @@ def test_cuda_out_of_memory_names_the_batch_size_and_suggests_half(monkeypatch):
         train.train_model(spec(batch_size=16), toy_split(48), toy_split(16, seed=1))
     assert "resnet18: CUDA ran out of memory at batch size 16" in str(e.value)
     assert "models.resnet18.batch_size: 8" in str(e.value)
+    p = params.load(overrides={"model": "resnet18", "train": {"batch_size": 16}})
+    with pytest.raises(StageError, match="resnet18: CUDA ran out of memory at batch size 16"):  # in the estimate, before training
+        train.estimates(p, toy_split(48), toy_split(16, seed=1), Path("no-checkpoints"), {"resnet18": "k"}, "cuda", World())
 
 
 def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):

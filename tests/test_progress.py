@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pipeline import checkpoint, params, train
+from pipeline.distributed import World
 from pipeline.progress import Progress, about, duration
 from tests.helpers import toy_split
 
@@ -99,12 +100,12 @@ def test_the_estimate_counts_the_epochs_left_and_skips_a_model_already_trained(t
     assert checkpoint.epochs_done(tmp_path / "nin.pt", keys["nin"]) == 2
     assert checkpoint.epochs_done(tmp_path / "nin.pt", "another key") == 0
     capsys.readouterr()
-    train.estimates(p, *big, tmp_path, keys, "cpu (2 threads)", processes=1)
+    train.estimates(p, *big, tmp_path, keys, "cpu (2 threads)", World())
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2  # nin is left out: its own line says it is trained when its turn comes
     assert lines[0].split()[0] == "resnet18" and lines[0].endswith(" for 2 epochs on cpu (2 threads)") and "/epoch, " in lines[0]
     assert lines[1].startswith("train: ") and lines[1].endswith(" in all (estimated from 3 timed steps of each model, 1 model already trained)")
-    train.estimates(params.load(overrides={"model": "nin", "data": {"image_size": 72}, "train": {"epochs": 2, "batch_size": 16}}), *big, tmp_path, keys, "cpu", processes=1)
+    train.estimates(params.load(overrides={"model": "nin", "data": {"image_size": 72}, "train": {"epochs": 2, "batch_size": 16}}), *big, tmp_path, keys, "cpu", World())
     assert capsys.readouterr().out == "train: every model is already trained with this recipe and data\n"
 
 
