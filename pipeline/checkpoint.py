@@ -15,12 +15,35 @@ from pipeline import distributed, models
 from pipeline.atomic import atomic_path
 from pipeline.errors import StageError
 
+# Bumped when a model file's content changes meaning (2: `meta` holds the resize policy, which
+# `predict` needs to see a photo as the model was trained to): older files are refused, by name.
+MODEL_FORMAT = 2
+
 
 def save(path: Path, model: nn.Module, *, name: str, options: dict, meta: dict[str, Any]) -> None:
     """Weights (on the CPU, so any machine can load them) plus the builder name and options."""
     state = _cpu(_unwrap(model).state_dict())
     with atomic_path(path) as tmp:
-        torch.save({"name": name, "options": options, "state_dict": state, "meta": meta}, tmp)
+        torch.save({"format": MODEL_FORMAT, "name": name, "options": options, "state_dict": state, "meta": meta}, tmp)
+
+
+def read(path: Path) -> dict:
+    """A model file's content, loaded as data only (`weights_only`: a file from a stranger cannot
+    run code); StageError naming the file if it is missing, not a model file, or of another format."""
+    if not Path(path).is_file():
+        raise StageError(f"{path}: no such model file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated file, another format, a pickle that wants more than tensors
+        raise StageError(f"{path} is not a model file this code can read ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise StageError(f"{path} is not a model file written by this project's train stage")
+    if ckpt.get("format") != MODEL_FORMAT:
+        raise StageError(
+            f"{path} was written by another version of this code (model format {ckpt.get('format', 1)}, "
+            f"this one reads {MODEL_FORMAT}): train it again (dvc repro -f train)"
+        )
+    return ckpt
 
 
 def load(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
@@ -28,7 +51,7 @@ def load(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dic
 
     Pretrained weights are not fetched again (`pretrained: false`): the checkpoint holds them.
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read(path)
     options = dict(ckpt["options"])
     if "pretrained" in models.option_types(ckpt["name"]):
         options["pretrained"] = False

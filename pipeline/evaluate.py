@@ -4,9 +4,10 @@ Writes, for all the models together:
 - metrics.json: the numbers compared across experiments (DVC metrics; see pipeline.results),
 - plots/roc.csv (`model,fpr,tpr`) and plots/confusion.csv (`model,actual,predicted,count`): the
   data of dvc.yaml's ROC and confusion-matrix charts, every model on one chart;
-and per model results/<model>.json (everything else: per-class figures, counts, intervals) and two
-pictures: plots/images/confusion/<model>.png (counts and row-normalised) and
-plots/images/most_wrong/<model>.png (the test images it gets most confidently wrong).
+and per model results/<model>.json (everything else: per-class figures, counts, intervals) and three
+pictures: plots/images/confusion/<model>.png (counts and row-normalised),
+plots/images/most_wrong/<model>.png (the test images it gets most confidently wrong) and
+plots/images/gradcam/<model>.png (where it looks, on the same photos for every model and on its mistakes).
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn import metrics as skm
 
-from pipeline import atomic, checkpoint, cli, figures, params, results, runtime
+from pipeline import atomic, checkpoint, cli, figures, gradcam, params, results, runtime
 from pipeline.data import load_split
 from pipeline.errors import StageError
 from pipeline.files import CLASSES, csv_text, images_file
 from pipeline.progress import Progress
 
 Z95 = 1.959964  # two-sided 95% normal quantile
+SAME_PHOTOS = 4  # Grad-CAM's first row: the first two cats and the first two dogs of the test split
 
 
 def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -61,9 +64,8 @@ def test_metrics(labels: np.ndarray, proba: np.ndarray) -> dict:
     }
 
 
-def evaluate_model(model_path: Path, test, batch_size: int, progress: Progress | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
-    """(result, labels, probabilities) of one checkpoint on the test split."""
-    model, meta = checkpoint.load(model_path, test.device)
+def evaluate_model(model, meta: dict, test, batch_size: int, progress: Progress | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(result, labels, probabilities) of one trained model (and its model file's `meta`) on the test split."""
     runtime.synchronize(test.device)
     start = time.perf_counter()
     proba = runtime.predict(model, test, batch_size, progress=progress).numpy()
@@ -117,10 +119,12 @@ def evaluate_all(names: list[str], data: Path, models: Path, *, device, batch_si
         path = models / f"{name}.pt"
         if not path.exists():
             raise StageError(f"{path} is missing: run the train stage first (dvc repro)")
+        model, meta = checkpoint.load(path, device)
         with Progress(len(test), f"{name} test") as bar:
-            result, labels, proba = evaluate_model(path, test, batch_size, bar)
+            result, labels, proba = evaluate_model(model, meta, test, batch_size, bar)
         atomic.write_json(results_dir / f"{name}.json", result)
         write_images(plots / "images", name, pictures, labels, proba)
+        write_gradcam(plots / "images", name, model, pictures, labels, proba)
         roc += roc_rows(name, labels, proba)
         confusion += confusion_rows(name, labels, proba)
         t = result["test"]
@@ -130,6 +134,31 @@ def evaluate_all(names: list[str], data: Path, models: Path, *, device, batch_si
     atomic.write_text(plots / "roc.csv", csv_text(["model", "fpr", "tpr"], roc))
     atomic.write_text(plots / "confusion.csv", csv_text(["model", "actual", "predicted", "count"], confusion))
     return found
+
+
+def gradcam_photos(labels: np.ndarray, proba: np.ndarray, same: int = SAME_PHOTOS) -> np.ndarray:
+    """Test-split indices for the Grad-CAM grid: the first `same` // 2 photos of each class (the
+    same for every model, so models can be compared photo by photo), then the model's four most
+    confidently wrong."""
+    fixed = [i for c in range(len(CLASSES)) for i in np.flatnonzero(labels == c)[: same // len(CLASSES)]]
+    wrong = [i for i in figures.most_wrong(labels, proba, limit=figures.GRID_COLUMNS) if i not in fixed]
+    return np.array(fixed + wrong, dtype=int)
+
+
+def write_gradcam(folder: Path, name: str, model, images: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> None:
+    """plots/images/gradcam/<model>.png: Grad-CAM of the predicted class over each photo of gradcam_photos."""
+    chosen = gradcam_photos(labels, proba)
+    device = next(model.parameters()).device
+    batch = np.asarray(images[chosen])
+    heat = gradcam.gradcam(model, torch.from_numpy(batch).to(device))
+    pictures = [gradcam.overlay(image, h) for image, h in zip(batch, heat)]
+    captions = []
+    for i in chosen:
+        said = int(proba[i].argmax())
+        mark = "" if said == labels[i] else " (wrong)"
+        captions.append(f"#{i}: a {CLASSES[labels[i]]}\nP({CLASSES[said]}) = {proba[i, said]:.2f}{mark}")
+    title = f"{name}: where the evidence for the predicted class lies (Grad-CAM); first row: the same photos for every model"
+    figures.save_png(figures.picture_grid(pictures, captions, title=title), folder / "gradcam" / f"{name}.png")
 
 
 def main() -> None:

@@ -74,17 +74,26 @@ def most_wrong(labels: np.ndarray, proba: np.ndarray, limit: int = MAX_WRONG) ->
 def most_wrong_figure(images: np.ndarray, labels: np.ndarray, proba: np.ndarray, indices: np.ndarray, *, title: str) -> Figure:
     """`images[indices]` ((N, 3, S, S) uint8) in rows of 4, each captioned with its index in the test
     split, its true class and the probability the model gave the wrong one. 800 × (50 + 225 · rows) px."""
-    rows = max(1, math.ceil(len(indices) / GRID_COLUMNS))
+    pictures, captions = [], []
+    for i in indices:
+        wrong = int(proba[i].argmax())
+        pictures.append(np.asarray(images[i]).transpose(1, 2, 0))
+        captions.append(f"#{i}: a {CLASSES[labels[i]]}\nP({CLASSES[wrong]}) = {proba[i, wrong]:.2f}")
+    return picture_grid(pictures, captions, title=title, empty="no misclassified test images")
+
+
+def picture_grid(pictures: list[np.ndarray], captions: list[str], *, title: str, empty: str = "") -> Figure:
+    """(S, S, 3) uint8 pictures in rows of 4, each with its caption: 800 × (50 + 225 · rows) px."""
+    rows = max(1, math.ceil(len(pictures) / GRID_COLUMNS))
     fig = Figure(figsize=(8, 0.5 + 2.25 * rows), layout="constrained")
     axes = fig.subplots(rows, GRID_COLUMNS, squeeze=False).ravel()
     for ax in axes:
         ax.set_axis_off()
-    for ax, i in zip(axes, indices):
-        wrong = int(proba[i].argmax())
-        ax.imshow(np.asarray(images[i]).transpose(1, 2, 0), interpolation="bilinear")
-        ax.set_title(f"#{i}: a {CLASSES[labels[i]]}\nP({CLASSES[wrong]}) = {proba[i, wrong]:.2f}", fontsize=9)
-    if len(indices) == 0:
-        axes[0].text(0, 0.5, "no misclassified test images", fontsize=12)
+    for ax, picture, caption in zip(axes, pictures, captions):
+        ax.imshow(picture, interpolation="bilinear")
+        ax.set_title(caption, fontsize=9)
+    if not pictures and empty:
+        axes[0].text(0, 0.5, empty, fontsize=12)
     fig.suptitle(title)
     return fig
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 SPLITS = ("train", "val", "test")
 CLASSES = ("cat", "dog")  # label 0 is cat, 1 is dog, as in the Kaggle competition's submissions
@@ -24,6 +25,17 @@ def epochs_file(live: Path) -> Path:
     """Where DVCLive writes the epochs table under the train stage's `live` folder: a JSON list of
     rows {model, epoch (from 1), train_loss, train_accuracy, val_loss, val_accuracy, lr}."""
     return Path(live) / "plots" / "custom" / f"{EPOCHS}.json"
+
+
+def pipeline_paths(dvc_yaml: Path = Path("dvc.yaml")) -> dict[str, str]:
+    """Where the stages read and write, as dvc.yaml's `vars` define them once (`models`, `metrics`,
+    ...), for the tools that run beside the pipeline; {} when there is no dvc.yaml here."""
+    if not dvc_yaml.is_file():
+        return {}
+    for block in yaml.safe_load(dvc_yaml.read_text()).get("vars", []):
+        if isinstance(block, dict) and "paths" in block:
+            return dict(block["paths"])
+    return {}
 
 
 def index_file(folder: Path, split: str) -> Path:

@@ -160,6 +160,7 @@ def html_page(rows: list[dict], found: list[dict], *, charts: list[tuple[bytes, 
             _img(drawn, f"{name}: training curves"),
             _img((images / "confusion" / f"{name}.png").read_bytes(), f"{name}: confusion matrix"),
             _img((images / "most_wrong" / f"{name}.png").read_bytes(), f"{name}: most confidently wrong test images"),
+            _img((images / "gradcam" / f"{name}.png").read_bytes(), f"{name}: where it looks (Grad-CAM)"),
             "</section>",
         ]
     return "\n".join(parts) + "\n</body></html>\n"

@@ -400,7 +400,8 @@ def summarise(model: nn.Module, run: checkpoint.Run, tp: TrainParams, world: dis
 def train_all(p: params.Params, data: Path, out: Path, live_dir: Path, progress: Path) -> dict[str, dict]:
     with distributed.launch(p.runtime.device) as (world, device):
         models.preflight(p.models, p.data.image_size)
-        data_digest = files.read_json(data / "meta.json")["digest"]
+        data_meta = files.read_json(data / "meta.json")
+        data_digest = data_meta["digest"]
         train, val = (load_split(data, name, device, rank=world.rank, processes=world.size) for name in ("train", "val"))
         where = runtime.describe(device) + (f" × {world.size} processes" if world.size > 1 else "")
         images = distributed.sum_over_processes([len(train), len(val)], device)
@@ -427,6 +428,7 @@ def train_all(p: params.Params, data: Path, out: Path, live_dir: Path, progress:
                 )
                 summary["device"] = where
                 summary["image_size"] = p.data.image_size
+                summary["resize"] = data_meta["resize"]  # how a photo became the model's input: predict repeats it
                 summary["train"] = asdict(spec.train)
                 if world.main:
                     checkpoint.save(out / f"{spec.name}.pt", model, name=spec.name, options=spec.options, meta=summary)

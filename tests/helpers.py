@@ -15,7 +15,7 @@ import yaml
 
 from pipeline import atomic, schema
 from pipeline.data import Split
-from pipeline.evaluate import roc_rows, write_images
+from pipeline.evaluate import roc_rows, write_gradcam, write_images
 from pipeline.files import csv_text, epochs_file
 from pipeline.report import CURVES
 
@@ -113,7 +113,9 @@ def fake_run(root: Path, names: list[str], epochs: int = 3) -> tuple[Path, Path]
     atomic.write_json(epochs_file(live), rows)
     roc = [row for name in names for row in roc_rows(name, labels, proba)]
     atomic.write_text(plots / "roc.csv", csv_text(["model", "fpr", "tpr"], roc))
+    tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
     for name in names:
         pictures = rng.integers(0, 256, (4, 3, 16, 16), dtype=np.uint8)
         write_images(plots / "images", name, pictures, labels, proba)
+        write_gradcam(plots / "images", name, tiny, pictures, labels, proba)
     return live, plots

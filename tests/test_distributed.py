@@ -50,7 +50,7 @@ def write_processed(folder: Path, splits: dict[str, Split]) -> None:
     for name, split in splits.items():
         np.save(images_file(folder, name), split.images.numpy())
         np.save(labels_file(folder, name), split.labels.numpy())
-    atomic.write_json(folder / "meta.json", {"image_size": 32, "digest": "toy"})
+    atomic.write_json(folder / "meta.json", {"image_size": 32, "resize": "crop", "digest": "toy"})
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,7 @@ def test_the_page_shows_the_leaderboard_and_a_section_per_model(loaded):
 def test_every_image_is_embedded_so_the_page_works_offline(loaded):
     dom, _ = loaded
     imgs = dom.all("img")
-    assert len(imgs) == 3 + 3 * len(MODELS)  # accuracy against time, validation accuracy, ROC; per model curves, confusion, most wrong
+    assert len(imgs) == 3 + 4 * len(MODELS)  # accuracy against time, validation accuracy, ROC; per model curves, confusion, most wrong, Grad-CAM
     assert [img["alt"] for img in imgs[:3]] == [
         "test accuracy against training time", "validation accuracy per epoch, every model", "ROC curves of every model on the test split",
     ]  # fmt: skip
