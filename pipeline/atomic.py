@@ -37,5 +37,10 @@ def write_text(path: Path | str, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_bytes(path: Path | str, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_json(path: Path | str, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -37,8 +37,7 @@ def png_bytes(fig: Figure) -> bytes:
 def save_png(fig: Figure, path: Path) -> bytes:
     """Write the figure to `path` atomically; returns the PNG, for pages that embed it."""
     png = png_bytes(fig)
-    with atomic.atomic_path(path) as tmp:
-        tmp.write_bytes(png)
+    atomic.write_bytes(path, png)
     return png
 
 

@@ -14,6 +14,7 @@ submission instead: `id,label`, rows sorted by id, label the probability of a do
 
 from __future__ import annotations
 
+import io
 import re
 import sys
 import time
@@ -24,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from pipeline import atomic, checkpoint, cli, files, images, runtime
+from pipeline import atomic, checkpoint, cli, files, gradcam, images, runtime
 from pipeline.data import Split
 from pipeline.errors import StageError
 from pipeline.files import CLASSES, csv_text
@@ -102,9 +104,13 @@ def classify(model: torch.nn.Module, batch: np.ndarray, device: torch.device, ba
     return proba.numpy()
 
 
-def predict(model: torch.nn.Module, meta: dict, found: list[Photo], *, device: torch.device, batch_size: int = 64, tta: bool = False) -> list[Prediction]:
+def predict(
+    model: torch.nn.Module, meta: dict, found: list[Photo], *, device: torch.device, batch_size: int = 64, tta: bool = False,
+    explain: Path | None = None,
+) -> list[Prediction]:
     """Every photo classified by `model` (its model file's `meta` gives the size and resize policy),
-    decoded on all cores a chunk at a time."""
+    decoded on all cores a chunk at a time. With `explain`, a Grad-CAM overlay of each readable
+    photo's predicted class is written there too (see explanation_file)."""
     size, policy = meta["image_size"], meta["resize"]
     out: list[Prediction] = []
     with ThreadPoolExecutor(cli.cpu_count()) as pool:  # Pillow decodes with the GIL released
@@ -112,10 +118,30 @@ def predict(model: torch.nn.Module, meta: dict, found: list[Photo], *, device: t
             chunk = found[start : start + CHUNK]
             prepared = list(pool.map(lambda p: prepare(p, size, policy), chunk))
             good = [i for i, (array, _) in enumerate(prepared) if array is not None]
-            proba = classify(model, np.stack([prepared[i][0] for i in good]), device, batch_size, tta) if good else []
+            batch = np.stack([prepared[i][0] for i in good]) if good else None
+            proba = classify(model, batch, device, batch_size, tta) if good else []
+            if explain and good:
+                write_explanations(explain, model, [chunk[i] for i in good], batch, device, batch_size)
             by_index = dict(zip(good, proba))
             out += [Prediction(photo, by_index.get(i), prepared[i][1]) for i, photo in enumerate(chunk)]
     return out
+
+
+def explanation_file(folder: Path, photo: Photo) -> Path:
+    """folder/<the photo's name, every run of other characters than letters, digits, . - _ as one _>.png"""
+    return folder / (re.sub(r"[^A-Za-z0-9._-]+", "_", photo.name).strip("_") + ".png")
+
+
+def write_explanations(folder: Path, model: torch.nn.Module, chosen: list[Photo], batch: np.ndarray, device: torch.device, batch_size: int) -> None:
+    """A Grad-CAM overlay (PNG, the model's input size) per photo: where the evidence for the class it was given lies."""
+    layer = gradcam.last_feature_map(model, batch.shape[-1])
+    for start in range(0, len(batch), batch_size):
+        part = batch[start : start + batch_size]
+        heat = gradcam.gradcam(model, torch.from_numpy(part).to(device), layer=layer)
+        for photo, image, h in zip(chosen[start : start + batch_size], part, heat):
+            png = io.BytesIO()
+            Image.fromarray(gradcam.overlay(image, h)).save(png, "PNG")
+            atomic.write_bytes(explanation_file(folder, photo), png.getvalue())
 
 
 def table(predictions: list[Prediction]) -> str:
@@ -188,6 +214,7 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true", help="average each photo's prediction with its mirror image's")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--explain", type=Path, metavar="DIR", help="write a Grad-CAM overlay of each photo here (PNG)")
     args = parser.parse_args()
     inputs = [*args.inputs, *([args.kaggle] if args.kaggle else [])]
     path = model_file(args.model, files.pipeline_paths())
@@ -195,7 +222,7 @@ def main() -> None:
     device = runtime.choose_device(args.device)
     model, meta = checkpoint.load(path, device)
     start = time.perf_counter()
-    predictions = predict(model, meta, found, device=device, batch_size=args.batch_size, tta=args.tta)
+    predictions = predict(model, meta, found, device=device, batch_size=args.batch_size, tta=args.tta, explain=args.explain)
     text = submission(predictions) if args.kaggle else table(predictions)
     if args.out:
         atomic.write_text(args.out, text)

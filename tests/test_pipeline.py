@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from pipeline import models, synthetic
@@ -88,6 +90,9 @@ def test_repro_trains_and_evaluates_every_architecture(reproduced: Path):
     assert [(r["model"], r["epoch"]) for r in epochs] == [(name, 1) for name in models.names()]  # epochs count from 1
     board = json.loads((reproduced / "reports" / "leaderboard.json").read_text())
     assert sorted(r["model"] for r in board["models"]) == sorted(models.names())
+    extra = {"meta.json": ""}
+    torch.export.load(reproduced / "exports" / "best.pt2", extra_files=extra)  # the export stage: the best model
+    assert json.loads(extra["meta.json"])["model"] == board["best"]
     page = (reproduced / "reports" / "index.html").read_text()
     assert all(f'<section id="{name}">' in page for name in models.names())
     assert dvc(reproduced, "status").stdout.strip() == "Data and pipelines are up to date."
@@ -139,7 +144,7 @@ def test_every_chart_renders_every_model_with_a_title_and_labelled_axes(reproduc
             assert min(int(v["epoch"]) for v in values) == 1
     images = json.loads(dvc(reproduced, "plots", "show", "--json").stdout)["data"]
     for name in models.names():
-        assert f"plots/images/confusion/{name}.png" in images and f"plots/images/most_wrong/{name}.png" in images
+        assert {f"plots/images/{kind}/{name}.png" for kind in ("confusion", "most_wrong", "gradcam")} <= set(images)
     shown = dvc(reproduced, "plots", "show", "-o", str(tmp_path / "dvc_plots"))
     assert "WARNING" not in shown.stderr and "ERROR" not in shown.stderr and "failed" not in shown.stderr
     assert "Confusion matrices on the test split: share of each actual class" in (tmp_path / "dvc_plots" / "index.html").read_text()
@@ -177,6 +182,21 @@ def test_an_experiment_on_one_model_trains_only_it_and_diffs_show_the_change(exp
     curves = specs["Validation accuracy per epoch"]["data"]["values"]
     assert {(v["rev"], v["model"], int(v["epoch"])) for v in curves if v["model"] == "resnet18"} == {("HEAD", "resnet18", 1), ("longer", "resnet18", 1), ("longer", "resnet18", 2)}
     assert {v["rev"] for v in specs["ROC curves on the test split (dog the positive class)"]["data"]["values"]} == {"HEAD", "longer"}
+
+
+def test_predict_agrees_with_evaluate_on_the_test_split(reproduced: Path, tmp_path: Path):
+    out = tmp_path / "predictions.csv"
+    done = run(reproduced, sys.executable, "-m", "pipeline.predict", "--model", "resnet18", "data/raw/images.zip", "--out", str(out))
+    assert "predict: 34 photos with resnet18" in done.stderr  # 32 photos, an empty file and Thumbs.db
+    rows = {r["file"].split(":", 1)[1]: r for r in csv_rows(out)}
+    test = csv_rows(reproduced / "data" / "split" / "test.csv")
+    labels = [t["label"] for t in test]
+    predicted = [rows[t["member"]] for t in test]
+    evaluated = json.loads((reproduced / "results" / "resnet18.json").read_text())["test"]
+    assert sum(p["label"] == label for p, label in zip(predicted, labels)) / len(test) == evaluated["accuracy"]
+    confusion = {a: {c: sum(p["label"] == c for p, label in zip(predicted, labels) if label == a) for c in ("cat", "dog")} for a in ("cat", "dog")}
+    assert confusion == evaluated["confusion"]  # photo by photo, the same calls
+    assert rows["train/cat.9999.jpg"]["error"] == "empty file"
 
 
 def test_an_unknown_model_fails_at_once_naming_the_valid_ones(experimenting: Path):

@@ -63,6 +63,13 @@ def test_a_pushed_project_pulls_into_a_fresh_clone_with_nothing_to_rerun(tmp_pat
     assert json.loads((second / "results" / "nin.json").read_text())["test"]["images"] == 6
     assert (second / "models" / "nin.pt").read_bytes() == (first / "models" / "nin.pt").read_bytes()
 
+    # The best model, as dvc.yaml's artifacts declare it: a version registered with a git tag (GTO's
+    # format), then fetched from git and the DVC remote alone.
+    run(first, "git", "tag", "-a", "best-model@v1.0.0", "-m", "Registering artifact best-model version v1.0.0")
+    run(first, "git", "push", "-q", "origin", "best-model@v1.0.0")
+    dvc(tmp_path, "artifacts", "get", str(tmp_path / "origin.git"), "best-model", "-o", str(tmp_path / "fetched.pt2"))
+    assert (tmp_path / "fetched.pt2").read_bytes() == (first / "exports" / "best.pt2").read_bytes()
+
     # An experiment in the second clone, shared: its git refs go to `origin`, its outputs to the
     # DVC remote; the first clone lists it there, pulls both, and applies it.
     dvc(second, "exp", "run", "--name", "two-epochs", "-S", "train.epochs=2")

@@ -1,0 +1,75 @@
+"""Stage `export`, and a command: a trained model as one file that classifies without this project.
+
+`python -m pipeline.export --model resnet18 --out resnet18.pt2` writes a `torch.export` program
+that takes a raw RGB batch, uint8 (N, 3, S, S), the photos resized as the model was trained (the
+centred square, or the whole photo squashed, to S px), and returns class probabilities (N, classes)
+in the order of `classes`: the normalisation is inside. `torch.export.load(path).module()(x)` runs
+it with nothing but torch. The file's metadata (`meta.json`, an extra file) gives the input size,
+the resize policy and the classes. The pipeline's `export` stage writes
+the leaderboard's best model to exports/best.pt2, declared in dvc.yaml's `artifacts:`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline import atomic, checkpoint, cli, files
+from pipeline.data import MEAN, STD
+from pipeline.files import CLASSES
+from pipeline.predict import model_file
+
+MAX_BATCH = 4096  # the largest batch the exported program accepts (torch.export needs a bound)
+
+
+class Classifier(nn.Module):
+    """uint8 (N, 3, S, S) → probabilities (N, classes): the model behind its own normalisation."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model.eval()  # eval mode is baked in: BatchNorm's running statistics, no dropout
+        self.register_buffer("scale", torch.tensor([1 / (255 * s) for s in STD]).view(1, 3, 1, 1))
+        self.register_buffer("shift", torch.tensor([-m / s for m, s in zip(MEAN, STD)]).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = torch.addcmul(self.shift, images.float(), self.scale)  # pipeline.data.normalize's arithmetic
+        return torch.softmax(self.model(x).float(), dim=1)
+
+
+def export(path: Path, out: Path) -> dict:
+    """Write model file `path` as a torch.export program to `out` (appears complete or not at all);
+    returns the metadata stored with it."""
+    model, meta = checkpoint.load(path, "cpu")
+    model = model.to(memory_format=torch.contiguous_format)  # the plain layout any runtime expects
+    size = meta["image_size"]
+    example = torch.zeros(2, 3, size, size, dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    program = torch.export.export(Classifier(model).eval(), (example,), dynamic_shapes={"images": {0: batch}})
+    info = {
+        "model": meta["name"],
+        "input": {"dtype": "uint8", "shape": ["N", 3, size, size], "channels": "RGB", "size": size, "resize": meta["resize"]},
+        "output": {"probabilities": list(CLASSES)},
+        "torch": torch.__version__,
+    }
+    buffer = io.BytesIO()  # torch names a .pt2 by its suffix; the temporary file's would not do
+    torch.export.save(program, buffer, extra_files={"meta.json": json.dumps(info, indent=2)})
+    atomic.write_bytes(out, buffer.getvalue())
+    return info
+
+
+def main() -> None:
+    parser = cli.parser(__spec__.name, __doc__)
+    parser.add_argument("--model", help="a model name from the models folder, or a model file (default: the best)")
+    parser.add_argument("--out", type=Path, required=True, help="the file to write (.pt2)")
+    args = parser.parse_args()
+    path = model_file(args.model, files.pipeline_paths())
+    info = export(path, args.out)
+    print(f"export: {info['model']} → {args.out} (uint8 N×3×{info['input']['size']}×{info['input']['size']} in, P({', '.join(CLASSES)}) out)")
+
+
+if __name__ == "__main__":
+    cli.run(main)
