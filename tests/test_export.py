@@ -28,8 +28,7 @@ print(json.dumps({"meta": json.loads(meta["meta.json"]), "proba": program.module
 """
 
 
-@pytest.mark.parametrize("name, size", [("resnet18", 32), ("vgg11_bn", 32)])
-def test_the_export_classifies_uint8_photos_without_the_project(tmp_path, name, size):
+def test_the_export_classifies_uint8_photos_without_the_project(tmp_path, name="resnet18", size=32):
     torch.manual_seed(0)
     path = tmp_path / f"{name}.pt"
     checkpoint.save(path, models.build(name), name=name, options={}, meta={"image_size": size, "resize": "squash"})
