@@ -8,25 +8,74 @@ Its marker file never changes, so rerunning it (any param changed) reruns nothin
 
 from __future__ import annotations
 
+import shutil
+import zipfile
 from pathlib import Path
 
-from pipeline import atomic, cli, download, models, params
+from pipeline import atomic, cli, download, models, params, runtime
 from pipeline.errors import StageError
+from pipeline.sections import DataParams
 
 MARKER = "params.yaml is valid and its resources are at hand\n"
 
 
-def problems(p: params.Params, downloads: Path) -> list[str]:
-    """Everything that would stop the run later: the data source, then the pretrained weights
-    (fetched now into torch's cache if missing) and every model's shape at the image size."""
+KAGGLE_PHOTOS = 25_000  # labelled photos in the competition's train.zip (and the Microsoft mirror, about)
+SYNTHETIC_PHOTOS = 600  # synthetic.make_archive's default: 300 per class
+DISK_MARGIN = 1 << 30  # bytes left free after the arrays and DVC's copy of them
+
+
+def problems(p: params.Params, downloads: Path, *, free: int | None = None) -> list[str]:
+    """Everything that would stop the run later: the data source, the device, the disk, then the
+    pretrained weights (fetched now into torch's cache if missing) and every model's shape at the
+    image size. `free`: bytes free where the pipeline writes (measured if None)."""
     found = []
     if problem := download.source_problem(p.data.source, downloads):
+        found.append(problem)
+    try:
+        runtime.choose_device(p.runtime.device)
+    except StageError as e:
+        found.append(str(e))
+    if problem := disk_problem(p.data, shutil.disk_usage(".").free if free is None else free):
         found.append(problem)
     try:
         models.preflight(p.models, p.data.image_size)
     except StageError as e:
         found.append(str(e))
     return found
+
+
+def photos_at_most(data: DataParams) -> int:
+    """How many photos the run can preprocess, from the source and data.max_per_class, without reading
+    a photo: a local zip's or folder's file count, the competition's 25,000, the synthetic set's."""
+    if data.source in ("microsoft", "kaggle"):
+        count = KAGGLE_PHOTOS
+    elif data.source == "synthetic":
+        count = SYNTHETIC_PHOTOS
+    else:
+        path = Path(data.source).expanduser()
+        if path.is_dir():
+            count = sum(1 for f in path.rglob("*") if f.is_file())
+        elif zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                count = sum(1 for info in z.infolist() if not info.is_dir())
+        else:
+            return 0  # not found or not a zip: source_problem says so
+    return min(count, 2 * data.max_per_class) if data.max_per_class else count
+
+
+def disk_problem(data: DataParams, free: int) -> str | None:
+    """The preprocessed arrays (uint8, 3 × image_size² bytes a photo) and DVC's cache copy of them
+    must fit in the free space with a margin: else say so now, not when the disk is full."""
+    arrays = photos_at_most(data) * 3 * data.image_size**2
+    need = 2 * arrays + DISK_MARGIN
+    if need <= free:
+        return None
+    gib = 1 << 30
+    return (
+        f"data.image_size = {data.image_size}: the preprocessed arrays would take {arrays / gib:,.1f} GiB, and "
+        f"DVC's cache as much again; with a 1 GiB margin that needs {need / gib:,.1f} GiB but {free / gib:,.1f} GiB "
+        f"are free here. Lower data.image_size or data.max_per_class, or free some space."
+    )
 
 
 def copied_feature_maps(p: params.Params) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -188,7 +189,13 @@ def load_progress(path: Path, key: str) -> dict | None:
     version of the format, else None."""
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated by a full disk or a killed machine, or not ours: start over
+        aside = path.with_name(path.name + ".corrupt")
+        path.replace(aside)
+        print(f"{path}: unreadable ({type(e).__name__}); moved to {aside.name}, this model trains from the start", file=sys.stderr, flush=True)
+        return None
     return state if state.get("key") == key and state.get("format") == PROGRESS_FORMAT else None
 
 
@@ -197,7 +204,10 @@ def epochs_done(path: Path, key: str) -> int:
     history alone, the tensors memory-mapped, not loaded."""
     if not path.exists():
         return 0
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable: load_progress sets it aside when training reaches it
+        return 0
     return len(state["history"]) if state.get("key") == key and state.get("format") == PROGRESS_FORMAT else 0
 
 

@@ -17,6 +17,7 @@ import importlib.util
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import urllib.parse
 import zipfile
@@ -30,7 +31,7 @@ from pipeline.progress import track
 
 ARCHIVE = "images.zip"
 COMPETITION = "dogs-vs-cats"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 ACCEPTED = "microsoft, kaggle, synthetic, or a path to a .zip or a folder of images"
 
 
@@ -43,25 +44,31 @@ MICROSOFT = Remote(
 
 
 def fetch_archive(source: str, out: Path, downloads: Path, *, base_dir: Path | None = None) -> Path:
-    """Write out/images.zip from `source`, and out/source.json saying what it is; return the archive's path."""
-    archive = out / ARCHIVE
-    if source == "microsoft":
-        _link_or_copy(fetch(MICROSOFT, downloads), archive)
-        origin = MICROSOFT.url
-    elif source == "kaggle":
-        fetch_kaggle(archive, downloads)
-        origin = f"https://www.kaggle.com/competitions/{COMPETITION}"
-    elif source == "synthetic":
-        synthetic.make_archive(archive)
-        origin = "pipeline/synthetic.py"
-    else:
-        path = Path(os.path.abspath((base_dir or Path.cwd()) / Path(source).expanduser()))
-        from_local(source, path, archive)
-        origin = str(path)
-    info = {"source": source, "archive": ARCHIVE, "origin": origin, "bytes": archive.stat().st_size}
-    digest = MICROSOFT.sha256 if source == "microsoft" else sha256_file(archive)  # the former just verified
-    atomic.write_json(out / "source.json", {**info, "sha256": digest})
-    return archive
+    """Write out/images.zip from `source`, and out/source.json saying what it is; return the archive's
+    path. Both are made in a temporary folder that becomes `out` at the end: stopped at any point
+    (Ctrl-C while a folder is zipped or hashed), the stage leaves no `out` rather than half of one."""
+    with atomic.atomic_path(out) as folder:
+        folder.mkdir()
+        archive = folder / ARCHIVE
+        if source == "microsoft":
+            _link_or_copy(fetch(MICROSOFT, downloads), archive)
+            origin = MICROSOFT.url
+        elif source == "kaggle":
+            fetch_kaggle(archive, downloads)
+            origin = f"https://www.kaggle.com/competitions/{COMPETITION}"
+        elif source == "synthetic":
+            synthetic.make_archive(archive)
+            origin = "pipeline/synthetic.py"
+        else:
+            path = Path(os.path.abspath((base_dir or Path.cwd()) / Path(source).expanduser()))
+            from_local(source, path, archive)
+            origin = str(path)
+        info = {"source": source, "archive": ARCHIVE, "origin": origin, "bytes": archive.stat().st_size}
+        digest = MICROSOFT.sha256 if source == "microsoft" else sha256_file(archive)  # the former just verified
+        atomic.write_json(folder / "source.json", {**info, "sha256": digest})
+        if out.is_dir() and not out.is_symlink():
+            shutil.rmtree(out)  # a previous run's: the new one replaces it whole
+    return out / ARCHIVE
 
 
 def source_problem(source: str, downloads: Path, *, base_dir: Path | None = None) -> str | None:
@@ -159,10 +166,26 @@ def from_local(source: str, path: Path, archive: Path) -> None:
 
 
 def zip_folder(folder: Path, archive: Path) -> None:
-    """Every file under `folder`, names relative to it and sorted, stored uncompressed: same files, same bytes."""
-    files = sorted((p.relative_to(folder).as_posix(), p) for p in folder.rglob("*") if p.is_file())
-    if not files:
-        raise StageError(f"the folder {folder} (data.source) has no files in it")
+    """Every file under `folder`, names relative to it and sorted, stored uncompressed: same files,
+    same bytes. A symbolic link that leads out of the folder is skipped (and listed): it would carry
+    whatever it points at (a key, /etc/passwd) into DVC's cache and every `dvc push`. A folder with
+    no photo at all (a virtualenv, a home folder) is refused before anything is written."""
+    root = folder.resolve()
+    files, outside = [], []
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            outside.append(f"{name} → {os.readlink(path)}")
+        elif path.is_file():
+            files.append((name, path))
+    if outside:
+        shown = "; ".join(outside[:5]) + (f"; and {len(outside) - 5} more" if len(outside) > 5 else "")
+        print(f"download: skipped {len(outside)} symbolic link(s) leading out of {folder}: {shown}", file=sys.stderr)
+    if not any(name.lower().endswith(IMAGE_SUFFIXES) for name, _ in files):
+        raise StageError(
+            f"the folder {folder} (data.source) holds {len(files):,} files but no photo "
+            f"({', '.join(IMAGE_SUFFIXES)}): point data.source at the photos' folder"
+        )
     with atomic.atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w") as z:
         for name, path in track(files, total=len(files), desc=f"zipping {folder.name}", unit="file"):
             z.writestr(zip_entry(name), path.read_bytes())
@@ -171,6 +194,9 @@ def zip_folder(folder: Path, archive: Path) -> None:
 def _extract(bundle: Path, member: str, archive: Path) -> None:
     with zipfile.ZipFile(bundle) as z, z.open(member) as src, atomic.atomic_path(archive) as tmp, open(tmp, "wb") as dst:
         shutil.copyfileobj(src, dst, CHUNK)
+    if not zipfile.is_zipfile(archive):
+        archive.unlink()
+        raise StageError(f"{bundle}: its {member} is not a zip archive (a broken or partial download?); download it again")
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -15,4 +15,12 @@ class ParamError(StageError):
 
     def __init__(self, key: str, value: Any, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key} = {value!r}: {allowed}")
+        super().__init__(f"{key} = {quoted(value)}: {allowed}")
+
+
+QUOTED = 200  # characters of a value an error message quotes: a huge value must not make a huge message
+
+
+def quoted(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= QUOTED else f"{text[:QUOTED]}… ({len(text):,} characters)"

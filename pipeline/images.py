@@ -11,6 +11,7 @@ import io
 import os
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -20,6 +21,7 @@ from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from pipeline.files import CLASSES  # a label is an index into this: 0 is cat, 1 is dog
 
 POLICIES = ("crop", "squash")
+MAX_FILE_BYTES = 64 << 20  # one photo's file: a 50-megapixel camera JPEG is about 25 MB
 Reason = Literal["empty file", "not an image", "truncated or corrupt", "too large"]
 REASONS: tuple[Reason, ...] = get_args(Reason)
 # width × height; above it is rejected. Pillow only warns up to twice its limit, we reject from 1×.
@@ -71,9 +73,25 @@ class Archive:
         return sorted(name for name in found if not _is_mac_junk(name))
 
     def read(self, name: str) -> bytes:
+        """A member's bytes, at most MAX_FILE_BYTES of them: a bigger one (a zip bomb's member that
+        claims gigabytes) is rejected from its declared size, before anything is read, and a member
+        the zip cannot give back whole (bad CRC, broken deflate stream) is "truncated or corrupt"."""
         if self._zip is None:
-            return (self.path / name).read_bytes()
-        return self._zip.read(name)
+            path = self.path / name
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise RejectError("too large")
+            return path.read_bytes()
+        info = self._zip.getinfo(name)
+        if info.file_size > MAX_FILE_BYTES:
+            raise RejectError("too large")
+        try:
+            with self._zip.open(info) as member:
+                data = member.read(MAX_FILE_BYTES + 1)  # zipfile stops at the declared size, and checks the CRC there
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:  # NotImplementedError: an unknown compression
+            raise RejectError("truncated or corrupt") from e
+        if len(data) > MAX_FILE_BYTES:
+            raise RejectError("too large")
+        return data
 
     def close(self) -> None:
         if self._zip is not None:

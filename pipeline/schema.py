@@ -7,6 +7,7 @@ so both can use it without importing each other. Errors are ParamErrors naming t
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -18,14 +19,38 @@ import yaml
 from pipeline.errors import ParamError
 
 
+class StrictLoader(yaml.SafeLoader):
+    """YAML's safe subset, less two things a params file never needs: aliases (`*name`: a
+    600-byte file of nested ones expands to gigabytes) and a key given twice (the last one would
+    silently win)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a params file", mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read(path: Path) -> dict:
-    """A params file as a mapping of sections; a missing file or bad YAML is a ParamError."""
+    """A params file as a mapping of sections; a missing file, text that is not UTF-8 or bad YAML
+    (aliases and repeated keys included) is a ParamError."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_bytes().decode("utf-8"), Loader=StrictLoader) or {}
     except FileNotFoundError:
         raise ParamError("params file", str(path), "not found: run from the repository root") from None
+    except UnicodeDecodeError as e:
+        raise ParamError("params file", str(path), f"is not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})") from None
     except yaml.YAMLError as e:
-        raise ParamError("params file", str(path), f"is not valid YAML: {e}") from None
+        raise ParamError("params file", str(path), f"is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(raw, dict):
         raise ParamError("params file", str(path), "must be a mapping of sections")
     return raw
@@ -94,14 +119,19 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             return value
         raise ParamError(key, value, "must be a whole number")
     if hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ParamError(key, value, "must be a number")
+        if number is None:
+            raise ParamError(key, value, "must be a number")
+        if not math.isfinite(number):  # .nan and .inf are YAML floats; no param means them
+            raise ParamError(key, value, "must be a finite number")
+        return number
     if hint is str:
         if isinstance(value, str):
             return value

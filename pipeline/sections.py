@@ -35,6 +35,7 @@ class DataParams:
 
     def __post_init__(self):
         _positive("data.image_size", self.image_size)
+        _at_most("data.image_size", self.image_size, LIMITS["image_size"])
         if self.max_per_class is not None:
             _positive("data.max_per_class", self.max_per_class)
         for key in ("val_fraction", "test_fraction"):
@@ -74,6 +75,7 @@ class TrainParams:
     def __post_init__(self):
         for key in ("epochs", "batch_size"):
             _positive(f"train.{key}", getattr(self, key))
+            _at_most(f"train.{key}", getattr(self, key), LIMITS[key])
         if self.max_epochs is not None:
             _positive("train.max_epochs", self.max_epochs)
         for key in ("lr", "lr_scale"):
@@ -116,6 +118,7 @@ class RuntimeParams:
 
     def __post_init__(self):
         _positive("runtime.processes", self.processes)
+        _at_most("runtime.processes", self.processes, LIMITS["processes"])
         if self.device not in ("auto", "cpu", "cuda") and not (
             self.device.startswith("cuda:") and self.device[5:].isdigit()
         ):
@@ -140,6 +143,21 @@ def no_moved_keys(raw: Mapping) -> None:
             if (new := MOVED.get(f"train.{key}")) is not None:
                 scope = "" if where == "train" else " (one setting for the whole stage, not per architecture)"
                 raise ParamError(f"{where}.{key}", section[key], f"moved: set {new} instead{scope}")
+
+
+# Upper bounds, each with its reason: a value past one is a typo, not an experiment.
+LIMITS = {
+    "image_size": (1024, "the photos are about 500 px (the 9k set 200 px); 1,024 px already makes 3 MB per image"),
+    "batch_size": (8192, "far past what any of these networks trains well with, or a GPU holds at 224 px"),
+    "epochs": (10_000, "each epoch sees every training photo"),
+    "processes": (1024, "one process per GPU or a share of the CPU cores"),
+}
+
+
+def _at_most(key: str, value: int, limit: tuple[int, str]) -> None:
+    most, why = limit
+    if value > most:
+        raise ParamError(key, value, f"must be at most {most:,}: {why}")
 
 
 def _positive(key: str, value: int) -> None:

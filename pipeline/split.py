@@ -34,9 +34,12 @@ def check_member(archive: Archive, name: str) -> str | None:
 def scan(archive: Path, workers: int) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
     """(usable members with their label, rejected members with their reason), sorted by name."""
     with Archive(archive) as opened:
-        names = opened.names()
+        listed = opened.names()
+    repeated = {name for name in listed if listed.count(name) > 1} if len(set(listed)) < len(listed) else set()
+    names = sorted(set(listed) - repeated)  # a name given twice is ambiguous: which one is the photo?
     labels = {name: label_of(name) for name in names}
-    rejects = [(name, "no class in its path") for name in names if labels[name] is None]
+    rejects = [(name, "name repeated in the archive") for name in sorted(repeated)]
+    rejects += [(name, "no class in its path") for name in names if labels[name] is None]
     candidates = [name for name in names if labels[name] is not None]
     reasons = map_archive(archive, check_member, candidates, workers=workers, desc="validate")
     rejects += [(name, reason) for name, reason in zip(candidates, reasons) if reason]

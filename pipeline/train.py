@@ -21,6 +21,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -397,7 +398,20 @@ def summarise(model: nn.Module, run: checkpoint.Run, tp: TrainParams, world: dis
     }
 
 
+def writable_folder(folder: Path, what: str) -> None:
+    """Create `folder` if needed and make sure files can be written in it, before hours of training
+    depend on it: else one StageError naming it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise StageError(f"{folder}: cannot write {what} there ({e.strerror or type(e).__name__}); fix its permissions or free space") from None
+
+
 def train_all(p: params.Params, data: Path, out: Path, live_dir: Path, progress: Path) -> dict[str, dict]:
+    writable_folder(progress, "the resume checkpoints")
+    writable_folder(out, "the trained models")
     with distributed.launch(p.runtime.device) as (world, device):
         models.preflight(p.models, p.data.image_size)
         data_meta = files.read_json(data / "meta.json")

@@ -140,6 +140,8 @@ def check_options(name: str, options: dict, key: str, also_known=()) -> dict:
             allowed = sorted(known) + sorted(also_known)
             raise ParamError(f"{key}.{option}", value, f"unknown key; known keys for {name}: {', '.join(allowed)}")
         values[option] = coerce(f"{key}.{option}", value, known[option][0])
+    if "dropout" in values and not 0 <= values["dropout"] < 1:  # every builder's dropout is a probability
+        raise ParamError(f"{key}.dropout", values["dropout"], "must be a probability in [0, 1): the share of units dropped")
     if name in _ARCHS:
         check = _ARCHS[name].check
     else:
