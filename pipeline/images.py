@@ -22,7 +22,8 @@ from pipeline.files import CLASSES  # a label is an index into this: 0 is cat, 1
 
 POLICIES = ("crop", "squash")
 MAX_FILE_BYTES = 64 << 20  # one photo's file: a 50-megapixel camera JPEG is about 25 MB
-Reason = Literal["empty file", "not an image", "truncated or corrupt", "too large"]
+MIN_SIDE = 4  # px: a smaller "image" (a 1×1 tracking pixel) cannot show a cat or a dog
+Reason = Literal["empty file", "not an image", "truncated or corrupt", "too large", "too small"]
 REASONS: tuple[Reason, ...] = get_args(Reason)
 # width × height; above it is rejected. Pillow only warns up to twice its limit, we reject from 1×.
 MAX_PIXELS: int | None = Image.MAX_IMAGE_PIXELS
@@ -131,6 +132,8 @@ def decode(data: bytes, *, min_side: int | None = None) -> Image.Image:
         if min_side and isinstance(img, JpegImagePlugin.JpegImageFile):
             # draft keeps both sides ≥ the requested size, so the shorter one stays ≥ min_side
             img.draft("RGB", (min_side, min_side))
+        if min(img.size) < MIN_SIDE:
+            raise RejectError("too small")
         try:
             img.load()  # every pixel: a truncated file fails here, never padded with grey
         except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, ValueError, struct.error...

@@ -89,7 +89,8 @@ def parse(raw: Mapping) -> Params:
     train = schema.build_section(TrainParams, raw.get("train"), "train")
     run = schema.build_section(RuntimeParams, raw.get("runtime"), "runtime")
 
-    per_model = raw.get("models") or {}
+    per_model = raw.get("models")
+    per_model = {} if per_model is None else per_model  # `models:` with nothing under it; `[]` is refused below
     if not isinstance(per_model, Mapping):
         raise ParamError("models", per_model, "must be a mapping of architecture name to overrides")
     selected = models.resolve(raw.get("model", "all"))  # raises ParamError naming `model`

@@ -105,6 +105,14 @@ def test_a_name_given_twice_in_a_zip_is_rejected_not_silently_one_of_the_two(tmp
     assert usable == [("train/cat.1.jpg", 0)] and rejects == [("train/dog.1.jpg", "name repeated in the archive")]
 
 
+def test_a_one_pixel_image_is_too_small_to_be_a_photo(tmp_path):
+    path = tmp_path / "tiny.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("train/cat.1.jpg", jpeg())
+        z.writestr("train/cat.2.png", jpeg((1, 1)))
+    assert split.scan(path, workers=1) == ([("train/cat.1.jpg", 0)], [("train/cat.2.png", "too small")])
+
+
 def test_a_kaggle_bundle_whose_train_zip_is_not_a_zip_is_one_error(tmp_path):
     bundle = tmp_path / "dogs-vs-cats.zip"
     with zipfile.ZipFile(bundle, "w") as z:
@@ -238,6 +246,11 @@ def test_an_error_quotes_a_huge_value_in_a_couple_of_hundred_characters():
     with pytest.raises(ParamError) as e:
         params.load(overrides={"model": "x" * 1_000_000})
     assert len(str(e.value)) < 2000 and "(1,000,002 characters)" in str(e.value)
+
+
+def test_an_empty_list_for_models_is_refused_not_read_as_no_overrides():
+    with pytest.raises(ParamError, match=r"^models = \[\]: must be a mapping"):
+        params.load(overrides={"models": []})
 
 
 def test_a_gpu_that_is_not_there_is_a_check_problem(tmp_path):
