@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import re
 import sys
+import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -46,8 +47,17 @@ class Photo:
     def read(self) -> bytes:
         if self.member is None:
             return self.source.read_bytes()
-        with images.Archive(self.source) as archive:  # one handle per read: safe in any thread
-            return archive.read(self.member)
+        return _open_archive(self.source).read(self.member)
+
+
+_threads = threading.local()  # each decoding thread's open archives: a zip's directory is read once per thread
+
+
+def _open_archive(source: Path) -> images.Archive:
+    opened = _threads.__dict__.setdefault("archives", {})
+    if source not in opened:
+        opened[source] = images.Archive(source)
+    return opened[source]
 
 
 def photos(inputs: list[Path]) -> list[Photo]:
