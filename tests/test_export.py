@@ -28,6 +28,7 @@ print(json.dumps({"meta": json.loads(meta["meta.json"]), "proba": program.module
 """
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_export_classifies_uint8_photos_without_the_project(tmp_path, name="resnet18", size=32):
     torch.manual_seed(0)
     path = tmp_path / f"{name}.pt"
@@ -49,6 +50,7 @@ def test_the_export_classifies_uint8_photos_without_the_project(tmp_path, name="
     assert np.allclose(out["one"], expected[:1], atol=1e-5)  # any batch size: the batch dimension is dynamic
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_readme_snippet_classifies_a_jpeg_as_predict_does(tmp_path):
     readme = (REPO / "README.md").read_text()
     snippet = next(block for block in readme.split("```python\n")[1:] if 'torch.export.load("exports/best.pt2"' in block).split("```")[0]

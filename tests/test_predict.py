@@ -87,6 +87,7 @@ def test_probabilities_are_the_evaluate_paths_and_tta_averages_the_mirror_image(
     assert np.allclose(np.stack([p.proba for p in tta]), (expected + runtime.predict(model, mirrored, 64).numpy()) / 2, atol=1e-6)
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_cli_writes_one_csv_row_per_input_and_reports_bad_files_without_stopping(model_file, inputs):
     done = run_predict("--model", str(model_file), str(inputs / "photos"))
     assert done.returncode == 0, done.stderr
@@ -104,6 +105,7 @@ def test_the_cli_writes_one_csv_row_per_input_and_reports_bad_files_without_stop
     assert summary.startswith("predict: 6 photos with resnet18: ") and ", 3 unreadable; " in summary and "img/s on cpu" in summary
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_a_kaggle_submission_is_id_label_sorted_by_id_with_clipped_probabilities(model_file, inputs, tmp_path):
     out = tmp_path / "submission.csv"
     done = run_predict("--model", str(model_file), "--kaggle", str(inputs / "test1.zip"), "--out", str(out))
@@ -154,6 +156,7 @@ def test_inputs_without_photos_are_refused(tmp_path, case):
         predict.photos([path])
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_from_the_command_line_a_refusal_is_one_error_line_and_status_2(inputs, tmp_path):
     (tmp_path / "model.pt").write_bytes(pickle.dumps(Trap(tmp_path / "PWNED")))
     done = run_predict("--model", str(tmp_path / "model.pt"), str(inputs / "photos"))
@@ -173,6 +176,7 @@ class Trap:
         return (subprocess.call, (["touch", str(self.witness)],))
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_without_a_model_name_the_leaderboards_best_is_used(model_file, inputs, tmp_path):
     (tmp_path / "dvc.yaml").write_text("vars:\n  - paths:\n      models: trained\n      metrics: scores.json\n")
     (tmp_path / "trained").mkdir()
