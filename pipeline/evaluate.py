@@ -157,7 +157,7 @@ def write_gradcam(folder: Path, name: str, model, images: np.ndarray, labels: np
         said = int(proba[i].argmax())
         mark = "" if said == labels[i] else " (wrong)"
         captions.append(f"#{i}: a {CLASSES[labels[i]]}\nP({CLASSES[said]}) = {proba[i, said]:.2f}{mark}")
-    title = f"{name}: where the evidence for the predicted class lies (Grad-CAM); first row: the same photos for every model"
+    title = f"{name}: where the evidence for the predicted class lies (Grad-CAM)\ntop row: the same photos for every model; below: its most confident mistakes"
     figures.save_png(figures.picture_grid(pictures, captions, title=title), folder / "gradcam" / f"{name}.png")
 
 
