@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import concurrent.futures
 import multiprocessing as mp
 import sys
 from collections.abc import Callable, Sequence
@@ -12,32 +12,58 @@ from pathlib import Path
 
 from pipeline.errors import StageError
 from pipeline.images import Archive
-from pipeline.progress import track
+from pipeline.progress import Progress
 
 _archive: Archive | None = None  # the worker process's own open archive
+ITEM_SECONDS = 60.0  # the longest one item may take: a photo decodes in milliseconds, so more is a stall
 
 
-def map_archive(archive: Path, fn: Callable, items: Sequence, *, workers: int, desc: str) -> list:
+def map_archive(archive: Path, fn: Callable, items: Sequence, *, workers: int, desc: str, item_seconds: float = ITEM_SECONDS) -> list:
     """`[fn(open_archive, item) for item in items]`, in order, on `workers` processes, with progress.
 
     `fn` must be a module-level function (or a partial of one): it is pickled to the workers. A
-    worker that dies (a signal, the out-of-memory killer) stops the map within moments with a
-    StageError, where a multiprocessing.Pool would wait for its lost task forever.
+    worker that dies (a signal, the out-of-memory killer) or stalls (no result for `item_seconds`
+    per item of its chunk) stops the map within moments with a StageError, where a
+    multiprocessing.Pool would wait for its lost task forever.
     """
     if workers <= 1 or len(items) <= 1:
-        with Archive(archive) as opened:
-            return [fn(opened, item) for item in track(items, total=len(items), desc=desc)]
+        with Archive(archive) as opened, Progress(len(items), desc, unit="it") as bar:
+            out = []
+            for item in items:
+                out.append(fn(opened, item))
+                bar.update(1)
+            return out
+    size = max(1, len(items) // (workers * 8))
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
     # fork on Linux: workers start in milliseconds and need nothing re-imported; they never touch torch.
     context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_open, initargs=(str(archive),)) as pool:
-        try:
-            results = pool.map(functools.partial(_call, fn), items, chunksize=max(1, len(items) // (workers * 8)))
-            return list(track(results, total=len(items), desc=desc))
-        except BrokenProcessPool:
-            raise StageError(
-                f"{desc}: a worker process died (killed by a signal, or by the out-of-memory killer: see `dmesg`); "
-                f"nothing was written. Run the stage again with more memory free, or fewer workers busy."
-            ) from None
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_open, initargs=(str(archive),))
+    out: list = []
+    finished = False
+    try:
+        futures = [pool.submit(_call_all, fn, chunk) for chunk in chunks]
+        with Progress(len(items), desc, unit="it") as bar:
+            for chunk, future in zip(chunks, futures):
+                out += future.result(timeout=item_seconds * len(chunk) + 10)  # in order: a late chunk waits its turn
+                bar.update(len(chunk))
+        finished = True
+        return out
+    except BrokenProcessPool:
+        raise StageError(
+            f"{desc}: a worker process died (killed by a signal, or by the out-of-memory killer: see `dmesg`); "
+            f"nothing was written. Run the stage again with more memory free, or fewer workers busy."
+        ) from None
+    except concurrent.futures.TimeoutError:
+        raise StageError(
+            f"{desc}: a worker has been stuck for over {item_seconds * len(chunk) + 10:.0f} s on {len(chunk)} items "
+            f"({chunk[0]!r} to {chunk[-1]!r}); nothing was written. A file the decoder cannot get through? Rerun; if it stalls "
+            f"again at the same place, take that file out of the source."
+        ) from None
+    finally:
+        if not finished:  # an error, Ctrl-C or a stall: a stuck worker never ends by itself
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+        pool.shutdown(wait=finished, cancel_futures=True)
 
 
 def _open(path: str) -> None:
@@ -45,5 +71,5 @@ def _open(path: str) -> None:
     _archive = Archive(path)
 
 
-def _call(fn: Callable, item):
-    return fn(_archive, item)
+def _call_all(fn: Callable, chunk: Sequence) -> list:
+    return [fn(_archive, item) for item in chunk]
