@@ -23,7 +23,7 @@ def map_archive(archive: Path, fn: Callable, items: Sequence, *, workers: int, d
 
     `fn` must be a module-level function (or a partial of one): it is pickled to the workers. A
     worker that dies (a signal, the out-of-memory killer) or stalls (no result for `item_seconds`
-    per item of its chunk) stops the map within moments with a StageError, where a
+    per item of its chunk, and one more) stops the map within moments with a StageError, where a
     multiprocessing.Pool would wait for its lost task forever.
     """
     if workers <= 1 or len(items) <= 1:
@@ -44,7 +44,7 @@ def map_archive(archive: Path, fn: Callable, items: Sequence, *, workers: int, d
         futures = [pool.submit(_call_all, fn, chunk) for chunk in chunks]
         with Progress(len(items), desc, unit="it") as bar:
             for chunk, future in zip(chunks, futures):
-                out += future.result(timeout=item_seconds * len(chunk) + 10)  # in order: a late chunk waits its turn
+                out += future.result(timeout=item_seconds * (len(chunk) + 1))  # in order: a late chunk waits its turn
                 bar.update(len(chunk))
         finished = True
         return out
@@ -55,7 +55,7 @@ def map_archive(archive: Path, fn: Callable, items: Sequence, *, workers: int, d
         ) from None
     except concurrent.futures.TimeoutError:
         raise StageError(
-            f"{desc}: a worker has been stuck for over {item_seconds * len(chunk) + 10:.0f} s on {len(chunk)} items "
+            f"{desc}: a worker has been stuck for over {item_seconds * (len(chunk) + 1):.0f} s on {len(chunk)} items "
             f"({chunk[0]!r} to {chunk[-1]!r}); nothing was written. A file the decoder cannot get through? Rerun; if it stalls "
             f"again at the same place, take that file out of the source."
         ) from None

@@ -144,9 +144,9 @@ def test_a_stalled_worker_stops_the_stage_with_one_error_naming_where(tmp_path):
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("x", b"x")
     start = time.monotonic()
-    with pytest.raises(StageError, match=r"validate: a worker has been stuck for over 10 s on 2 items \(4 to 5\)"):
+    with pytest.raises(StageError, match=r"validate: a worker has been stuck for over \d s on 2 items \(4 to 5\)"):
         workers.map_archive(path, stall_on_the_fifth, list(range(40)), workers=2, desc="validate", item_seconds=0.2)
-    assert time.monotonic() - start < 20
+    assert time.monotonic() - start < 15
 
 
 def test_a_killed_worker_stops_the_stage_in_seconds_with_one_error(tmp_path):
