@@ -74,14 +74,8 @@ def train_one_epoch(
         scale = lr_factor(step, schedule.total, schedule.warmup)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * scale
-        with runtime.autocast(split.device):
-            logits = model(augment(x, crop_scale=tp.crop_scale, flip=tp.flip, translate=tp.translate, generator=generator))
-            loss = criterion(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        logits = logits.detach().float()
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+        loss, logits = optimiser_step(model, optimizer, criterion, x, y, tp, generator)
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
@@ -95,6 +89,18 @@ def train_one_epoch(
         raise NonFiniteLoss(bad)
     loss_sum, correct, seen = distributed.sum_over_processes([loss_sum.item(), correct.item(), seen], split.device)
     return loss_sum / seen, correct / seen, int(seen), step
+
+
+def optimiser_step(model, optimizer, criterion, x: torch.Tensor, y: torch.Tensor, tp: TrainParams, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step on a uint8 batch x (B, 3, S, S): augment, forward (bf16 on CUDA), backward, update.
+    Returns (the loss minimised, the logits as float32), both detached from the graph."""
+    with runtime.autocast(x.device):
+        logits = model(augment(x, crop_scale=tp.crop_scale, flip=tp.flip, translate=tp.translate, generator=generator))
+        loss = criterion(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach().float()
 
 
 def first_nonfinite(first_bad: torch.Tensor) -> int:
@@ -290,20 +296,12 @@ def step_seconds(spec: ModelSpec, train: Split, batch_size: int, steps: int = TI
     optimizer = make_optimizer(model, spec.train)
     generator = torch.Generator().manual_seed(0)
     x, y = next(batches(train, min(batch_size, len(train)), shuffle=True, generator=generator))
-    tp, criterion = spec.train, nn.CrossEntropyLoss(label_smoothing=spec.train.label_smoothing)
-
-    def step() -> None:
-        with runtime.autocast(device):
-            loss = criterion(model(augment(x, crop_scale=tp.crop_scale, flip=tp.flip, translate=tp.translate, generator=generator)).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    step()
+    criterion = nn.CrossEntropyLoss(label_smoothing=spec.train.label_smoothing)
+    optimiser_step(model, optimizer, criterion, x, y, spec.train, generator)  # warm-up: allocations, cuDNN's choices
     runtime.synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        optimiser_step(model, optimizer, criterion, x, y, spec.train, generator)
     runtime.synchronize(device)
     return (time.perf_counter() - start) / steps
 
