@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.errors import StageError
 from pipeline.images import Archive
-from pipeline.progress import Progress
+from pipeline.progress import Progress, track
 
 _archive: Archive | None = None  # the worker process's own open archive
 ITEM_SECONDS = 60.0  # the longest one item may take: a photo decodes in milliseconds, so more is a stall
@@ -27,12 +27,8 @@ def map_archive(archive: Path, fn: Callable, items: Sequence, *, workers: int, d
     multiprocessing.Pool would wait for its lost task forever.
     """
     if workers <= 1 or len(items) <= 1:
-        with Archive(archive) as opened, Progress(len(items), desc, unit="it") as bar:
-            out = []
-            for item in items:
-                out.append(fn(opened, item))
-                bar.update(1)
-            return out
+        with Archive(archive) as opened:
+            return [fn(opened, item) for item in track(items, total=len(items), desc=desc)]
     size = max(1, len(items) // (workers * 8))
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     # fork on Linux: workers start in milliseconds and need nothing re-imported; they never touch torch.
