@@ -12,7 +12,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from pipeline import atomic, cli, download, models, params, runtime
+from pipeline import atomic, cli, download, idx, images, models, params, runtime
 from pipeline.errors import StageError
 from pipeline.sections import DataParams
 
@@ -20,6 +20,7 @@ MARKER = "params.yaml is valid and its resources are at hand\n"
 
 
 KAGGLE_PHOTOS = 25_000  # labelled photos in the competition's train.zip (and the Microsoft mirror, about)
+FASHION_MNIST_IMAGES = 70_000  # 60,000 train and 10,000 test
 SYNTHETIC_PHOTOS = 600  # synthetic.make_archive's default: 300 per class
 DISK_MARGIN = 1 << 30  # bytes left free after the arrays and DVC's copy of them
 
@@ -38,7 +39,7 @@ def problems(p: params.Params, downloads: Path, *, free: int | None = None) -> l
     if problem := disk_problem(p.data, shutil.disk_usage(".").free if free is None else free):
         found.append(problem)
     try:
-        models.preflight(p.models, p.data.image_size)
+        models.preflight(p.models, p.data.image_size, p.data.channels)
     except StageError as e:
         found.append(str(e))
     return found
@@ -46,27 +47,32 @@ def problems(p: params.Params, downloads: Path, *, free: int | None = None) -> l
 
 def photos_at_most(data: DataParams) -> int:
     """How many photos the run can preprocess, from the source and data.max_per_class, without reading
-    a photo: a local zip's or folder's file count, the competition's 25,000, the synthetic set's."""
+    a photo: a local zip's or folder's file count, the competition's 25,000, Fashion-MNIST's 70,000,
+    the synthetic set's; with max_per_class, at most that many per class (twice for Fashion-MNIST,
+    whose own test split comes on top of the capped train part)."""
     if data.source in ("microsoft", "kaggle"):
-        count = KAGGLE_PHOTOS
+        count, classes = KAGGLE_PHOTOS, 2
+    elif data.source.startswith(download.FASHION_MNIST):
+        count, classes = FASHION_MNIST_IMAGES, 2 * len(idx.CLASSES)
     elif data.source == "synthetic":
-        count = SYNTHETIC_PHOTOS
+        count, classes = SYNTHETIC_PHOTOS, 2
     else:
         path = Path(data.source).expanduser()
         if path.is_dir():
-            count = sum(1 for f in path.rglob("*") if f.is_file())
+            names = [f.relative_to(path).as_posix() for f in path.rglob("*") if f.is_file()]
         elif zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
-                count = sum(1 for info in z.infolist() if not info.is_dir())
+                names = [info.filename for info in z.infolist() if not info.is_dir()]
         else:
             return 0  # not found or not a zip: source_problem says so
-    return min(count, 2 * data.max_per_class) if data.max_per_class else count
+        count, classes = len(names), len(images.labelling(names)[0])
+    return min(count, classes * data.max_per_class) if data.max_per_class else count
 
 
 def disk_problem(data: DataParams, free: int) -> str | None:
-    """The preprocessed arrays (uint8, 3 × image_size² bytes a photo) and DVC's cache copy of them
-    must fit in the free space with a margin: else say so now, not when the disk is full."""
-    arrays = photos_at_most(data) * 3 * data.image_size**2
+    """The preprocessed arrays (uint8, channels × image_size² bytes a photo) and DVC's cache copy of
+    them must fit in the free space with a margin: else say so now, not when the disk is full."""
+    arrays = photos_at_most(data) * data.channels * data.image_size**2
     need = 2 * arrays + DISK_MARGIN
     if need <= free:
         return None

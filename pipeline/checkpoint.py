@@ -18,8 +18,11 @@ from pipeline.atomic import atomic_path
 from pipeline.errors import StageError
 
 # Bumped when a model file's content changes meaning (2: `meta` holds the resize policy, which
-# `predict` needs to see a photo as the model was trained to): older files are refused, by name.
-MODEL_FORMAT = 2
+# `predict` needs to see a photo as the model was trained to; 3: and the classes and channels):
+# older files are refused, by name, except format 2's, all of which are Dogs-vs-Cats' RGB models.
+MODEL_FORMAT = 3
+READABLE = (2, 3)
+UNSAID = {"classes": ["cat", "dog"], "channels": 3}  # what a model file that does not say is for
 
 
 def save(path: Path, model: nn.Module, *, name: str, options: dict, meta: dict[str, Any]) -> None:
@@ -42,27 +45,28 @@ def read(path: Path) -> dict:
         raise StageError(f"{path} is not a model file this code can read ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise StageError(f"{path} is not a model file written by this project's train stage")
-    if ckpt.get("format") != MODEL_FORMAT:
+    if ckpt.get("format") not in READABLE:
         raise StageError(
             f"{path} was written by another version of this code (model format {ckpt.get('format', 1)}, "
-            f"this one reads {MODEL_FORMAT}): train it again (dvc repro -f train)"
+            f"this one reads {', '.join(map(str, READABLE))}): train it again (dvc repro -f train)"
         )
+    ckpt["meta"] = {**UNSAID, **ckpt["meta"]}
     return ckpt
 
 
 def load(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the architecture from its recorded options and load the trained weights.
-
-    Pretrained weights are not fetched again (`pretrained: false`): the checkpoint holds them.
+    """Rebuild the architecture from its recorded options, classes and channels, and load the
+    trained weights. Pretrained weights are not fetched again (`pretrained: false`): the checkpoint holds them.
     """
     ckpt = read(path)
     options = dict(ckpt["options"])
     if "pretrained" in models.option_types(ckpt["name"]):
         options["pretrained"] = False
-    model = models.build(ckpt["name"], **options)
+    meta = ckpt["meta"]
+    model = models.build(ckpt["name"], num_classes=len(meta["classes"]), in_channels=meta["channels"], **options)
     model.load_state_dict(ckpt["state_dict"])
     model.to(device, memory_format=torch.channels_last)
-    return model, {"name": ckpt["name"], "options": ckpt["options"], **ckpt["meta"]}
+    return model, {"name": ckpt["name"], "options": ckpt["options"], **meta}
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

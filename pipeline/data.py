@@ -20,13 +20,16 @@ from pipeline.files import images_file, labels_file
 # models do not care which fixed affine map brings their inputs to about zero mean, unit variance.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+# Grey input: the means of the three. A grey photo normalised so meets a pretrained first layer whose
+# filters were summed over RGB (models.transfer.grey_input) almost as its RGB copy would.
+GREY_MEAN, GREY_STD = (sum(MEAN) / 3,), (sum(STD) / 3,)
 GPU_MEMORY_SHARE = 0.5  # at most this share of free GPU memory holds a split; the rest is the model's
 SHARD_SEED = 0  # the partition of the training split between processes: a function of the data and their number only
 
 
 @dataclass
 class Split:
-    images: torch.Tensor  # (N, 3, S, S) uint8: on the device, or in pinned host memory if it did not fit
+    images: torch.Tensor  # (N, C, S, S) uint8: on the device, or in pinned host memory if it did not fit
     labels: torch.Tensor  # (N,) int64, on the device
     device: torch.device
 
@@ -83,7 +86,7 @@ def shard_rows(labels: np.ndarray, rank: int, processes: int, *, equal: bool) ->
 def batches(
     split: Split, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(x, y) batches on the device: x (B, 3, S, S) uint8, y (B,) int64.
+    """(x, y) batches on the device: x (B, C, S, S) uint8, y (B,) int64.
 
     Shuffled batches drop the last incomplete one (a batch of 1 breaks BatchNorm, and equal batches
     keep the step count and the learning-rate schedule exact); evaluation batches keep every image.
@@ -123,10 +126,20 @@ def _pinned_batches(split: Split, order: torch.Tensor, batch_size: int):
         yield x, split.labels[idx.to(split.device)]
 
 
+def statistics(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel, in 0..1 units: ImageNet's for RGB, their average for grey."""
+    if channels == 3:
+        return MEAN, STD
+    if channels == 1:
+        return GREY_MEAN, GREY_STD
+    raise ValueError(f"images have 3 (RGB) or 1 (grey) channels, not {channels}")
+
+
 def normalize(x: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, S, S) → float32, channels-last, ImageNet-normalised: one fused multiply-add."""
-    scale = torch.tensor([1 / (255 * s) for s in STD], device=x.device).view(1, 3, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(MEAN, STD)], device=x.device).view(1, 3, 1, 1)
+    """uint8 (B, C, S, S) → float32, channels-last, ImageNet-normalised: one fused multiply-add."""
+    mean, std = statistics(x.shape[1])
+    scale = torch.tensor([1 / (255 * s) for s in std], device=x.device).view(1, -1, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device).view(1, -1, 1, 1)
     x = x.float() if x.dtype == torch.uint8 else x
     return torch.addcmul(shift, x, scale).contiguous(memory_format=torch.channels_last)
 

@@ -1,12 +1,16 @@
-"""The `download` stage: the Dogs-vs-Cats photos as one archive, data/raw/images.zip, and where it came from.
+"""The `download` stage: the photos as one archive, data/raw/images.zip, and where it came from.
 
 One zip rather than 25,000 loose files: DVC tracks it as a single file (a fast `dvc status`) and later
 stages read images straight out of it. `data.source` picks where it comes from:
 
-    microsoft   the public mirror of the Kaggle images (825 MB): resumable, verified by sha256
-    kaggle      the competition's own train.zip, through the `kaggle` package and your API token
-    synthetic   generated shapes (pipeline/synthetic.py) for offline smoke runs
-    <path>      a .zip (used in place) or a folder of images (zipped once, uncompressed)
+    microsoft      the public mirror of the Kaggle Dogs-vs-Cats images (825 MB): resumable, verified by sha256
+    kaggle         the competition's own train.zip, through the `kaggle` package and your API token
+    fashion-mnist  the course's 28×28 grey clothes, 10 classes: the four IDX files from torchvision's
+                   mirror (verified, resumable), or `fashion-mnist:<folder or zip>` holding them, written
+                   as train/<class>/*.png and test/<class>/*.png (the official split, kept: pipeline.split)
+    synthetic      generated shapes (pipeline/synthetic.py) for offline smoke runs
+    <path>         a .zip (used in place) or a folder of images (zipped once, uncompressed), in
+                   Dogs-vs-Cats' layouts or one folder per class (pipeline.images.labelling)
 
 Downloads are kept, verified, in data/.downloads: DVC deletes data/raw before a rerun, not that.
 """
@@ -23,16 +27,17 @@ import urllib.parse
 import zipfile
 from pathlib import Path
 
-from pipeline import atomic, cli, sections, synthetic
+from pipeline import atomic, cli, idx, sections, synthetic
 from pipeline.errors import StageError
 from pipeline.fetch import CHUNK, Remote, fetch, local_hint
 from pipeline.files import sha256_file, zip_entry
+from pipeline.images import IMAGE_SUFFIXES
 from pipeline.progress import track
 
 ARCHIVE = "images.zip"
 COMPETITION = "dogs-vs-cats"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-ACCEPTED = "microsoft, kaggle, synthetic, or a path to a .zip or a folder of images"
+FASHION_MNIST = "fashion-mnist"  # and "fashion-mnist:<folder or zip>" for files already at hand
+ACCEPTED = "microsoft, kaggle, fashion-mnist, synthetic, or a path to a .zip or a folder of images"
 
 
 MICROSOFT = Remote(
@@ -56,11 +61,20 @@ def fetch_archive(source: str, out: Path, downloads: Path, *, base_dir: Path | N
         elif source == "kaggle":
             fetch_kaggle(archive, downloads)
             origin = f"https://www.kaggle.com/competitions/{COMPETITION}"
+        elif source == FASHION_MNIST:
+            idx.write_archive(idx.find(idx.fetch_all(downloads)), archive)
+            origin = idx.MIRROR
+        elif source.startswith(FASHION_MNIST + ":"):
+            path = _local(source.partition(":")[2], base_dir)
+            if not path.exists():
+                raise StageError(f"data.source = {source!r}: {path} was not found; name the folder or zip that holds the four IDX files")
+            idx.write_archive(idx.find(path), archive)
+            origin = str(path)
         elif source == "synthetic":
             synthetic.make_archive(archive)
             origin = "pipeline/synthetic.py"
         else:
-            path = Path(os.path.abspath((base_dir or Path.cwd()) / Path(source).expanduser()))
+            path = _local(source, base_dir)
             from_local(source, path, archive)
             origin = str(path)
         info = {"source": source, "archive": ARCHIVE, "origin": origin, "bytes": archive.stat().st_size}
@@ -88,11 +102,32 @@ def source_problem(source: str, downloads: Path, *, base_dir: Path | None = None
     elif source == "kaggle":
         if importlib.util.find_spec("kaggle") is None:
             return "data.source = 'kaggle' needs the kaggle package: pip install kaggle (or pip install -e '.[kaggle]')"
+    elif source == FASHION_MNIST:
+        folder = downloads / FASHION_MNIST
+        if all((folder / r.filename).is_file() and (folder / r.filename).stat().st_size == r.size for r in idx.REMOTES):
+            return None
+        host = urllib.parse.urlsplit(idx.MIRROR).hostname
+        try:
+            socket.getaddrinfo(host, 80)
+        except OSError as e:
+            return (
+                f"data.source = 'fashion-mnist': cannot reach {host} ({e}) to download the four IDX files. "
+                f"If you have them, set data.source to fashion-mnist:/path/to/their/folder (or a zip of them)"
+            )
+    elif source.startswith(FASHION_MNIST + ":"):
+        path = _local(source.partition(":")[2], base_dir)
+        if not path.exists():
+            return f"data.source = {source!r}: {path} was not found; name the folder or zip that holds the four IDX files"
     elif source != "synthetic":
-        path = Path(os.path.abspath((base_dir or Path.cwd()) / Path(source).expanduser()))
+        path = _local(source, base_dir)
         if not path.exists():
             return f"data.source = {source!r} was taken as a path, but {path} was not found. Use {ACCEPTED}"
     return None
+
+
+def _local(source: str, base_dir: Path | None) -> Path:
+    """A path in data.source, relative to the project (or `base_dir`), as an absolute path."""
+    return Path(os.path.abspath((base_dir or Path.cwd()) / Path(source).expanduser()))
 
 
 # ---------------------------------------------------------------- kaggle: the competition's train.zip
@@ -208,7 +243,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def main() -> None:
-    parser = cli.parser(__spec__.name, "Fetch the Dogs-vs-Cats photos as one archive (data.source).")
+    parser = cli.parser(__spec__.name, "Fetch the photos of data.source as one archive.")
     parser.add_argument("--out", type=Path, required=True, help="folder for images.zip and source.json")
     parser.add_argument("--downloads", type=Path, required=True, help="verified download cache, kept between runs")
     args = parser.parse_args()

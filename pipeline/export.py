@@ -1,11 +1,11 @@
 """Stage `export`, and a command: a trained model as one file that classifies without this project.
 
 `python -m pipeline.export --model resnet18 --out resnet18.pt2` writes a `torch.export` program
-that takes a raw RGB batch, uint8 (N, 3, S, S), the photos resized as the model was trained (the
-centred square, or the whole photo squashed, to S px), and returns class probabilities (N, classes)
-in the order of `classes`: the normalisation is inside. `torch.export.load(path).module()(x)` runs
+that takes a raw batch, uint8 (N, C, S, S) (C = 3, RGB, or 1, grey, as the model was trained), the
+photos resized as in training (the centred square, or the whole photo squashed, to S px), and
+returns class probabilities (N, classes) in the order of `classes`: the normalisation is inside. `torch.export.load(path).module()(x)` runs
 it with nothing but torch. The file's metadata (`meta.json`, an extra file) gives the input size,
-the resize policy and the classes. The pipeline's `export` stage writes
+the channels, the resize policy and the classes. The pipeline's `export` stage writes
 the leaderboard's best model to exports/best.pt2, declared in dvc.yaml's `artifacts:`.
 """
 
@@ -19,21 +19,21 @@ import torch
 from torch import nn
 
 from pipeline import atomic, checkpoint, cli, files
-from pipeline.data import MEAN, STD
-from pipeline.files import CLASSES
+from pipeline.data import statistics
 from pipeline.predict import model_file
 
 MAX_BATCH = 4096  # the largest batch the exported program accepts (torch.export needs a bound)
 
 
 class Classifier(nn.Module):
-    """uint8 (N, 3, S, S) → probabilities (N, classes): the model behind its own normalisation."""
+    """uint8 (N, C, S, S) → probabilities (N, classes): the model behind its own normalisation."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, channels: int = 3):
         super().__init__()
         self.model = model.eval()  # eval mode is baked in: BatchNorm's running statistics, no dropout
-        self.register_buffer("scale", torch.tensor([1 / (255 * s) for s in STD]).view(1, 3, 1, 1))
-        self.register_buffer("shift", torch.tensor([-m / s for m, s in zip(MEAN, STD)]).view(1, 3, 1, 1))
+        mean, std = statistics(channels)
+        self.register_buffer("scale", torch.tensor([1 / (255 * s) for s in std]).view(1, channels, 1, 1))
+        self.register_buffer("shift", torch.tensor([-m / s for m, s in zip(mean, std)]).view(1, channels, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = torch.addcmul(self.shift, images.float(), self.scale)  # pipeline.data.normalize's arithmetic
@@ -45,14 +45,17 @@ def export(path: Path, out: Path) -> dict:
     returns the metadata stored with it."""
     model, meta = checkpoint.load(path, "cpu")
     model = model.to(memory_format=torch.contiguous_format)  # the plain layout any runtime expects
-    size = meta["image_size"]
-    example = torch.zeros(2, 3, size, size, dtype=torch.uint8)
+    size, channels = meta["image_size"], meta["channels"]
+    example = torch.zeros(2, channels, size, size, dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    program = torch.export.export(Classifier(model).eval(), (example,), dynamic_shapes={"images": {0: batch}})
+    program = torch.export.export(Classifier(model, channels).eval(), (example,), dynamic_shapes={"images": {0: batch}})
     info = {
         "model": meta["name"],
-        "input": {"dtype": "uint8", "shape": ["N", 3, size, size], "channels": "RGB", "size": size, "resize": meta["resize"]},
-        "output": {"probabilities": list(CLASSES)},
+        "input": {
+            "dtype": "uint8", "shape": ["N", channels, size, size], "channels": "RGB" if channels == 3 else "grey",
+            "size": size, "resize": meta["resize"],
+        },  # fmt: skip
+        "output": {"probabilities": list(meta["classes"])},
         "torch": torch.__version__,
     }
     buffer = io.BytesIO()  # torch names a .pt2 by its suffix; the temporary file's would not do
@@ -68,7 +71,9 @@ def main() -> None:
     args = parser.parse_args()
     path = model_file(args.model, files.pipeline_paths())
     info = export(path, args.out)
-    print(f"export: {info['model']} → {args.out} (uint8 N×3×{info['input']['size']}×{info['input']['size']} in, P({', '.join(CLASSES)}) out)")
+    size, channels, classes = info["input"]["size"], info["input"]["shape"][1], info["output"]["probabilities"]
+    out = f"P({', '.join(classes)})" if len(classes) <= 4 else f"P of {len(classes)} classes"
+    print(f"export: {info['model']} → {args.out} (uint8 N×{channels}×{size}×{size} in, {out} out)")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
 from pipeline import atomic  # noqa: E402
-from pipeline.files import CLASSES  # noqa: E402
 
 DPI = 100
 MAX_WRONG = 16  # the most-confidently-wrong grid: 4 × 4 images
@@ -41,21 +40,26 @@ def save_png(fig: Figure, path: Path) -> bytes:
     return png
 
 
-def confusion_matrices(labels: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(counts, normalised) 2×2 matrices, rows actual, columns predicted; a normalised row is the
+def confusion_matrices(labels: np.ndarray, predicted: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, normalised) k×k matrices, rows actual, columns predicted; a normalised row is the
     share of that class's images given each label (its diagonal entry is the class's recall)."""
-    classes = list(range(len(CLASSES)))
-    counts = skm.confusion_matrix(labels, predicted, labels=classes)
-    return counts, skm.confusion_matrix(labels, predicted, labels=classes, normalize="true")
+    index = list(range(k))
+    counts = skm.confusion_matrix(labels, predicted, labels=index)
+    return counts, skm.confusion_matrix(labels, predicted, labels=index, normalize="true")
 
 
-def confusion_figure(labels: np.ndarray, predicted: np.ndarray, *, title: str) -> Figure:
-    """Counts beside the row-normalised matrix, drawn by scikit-learn's ConfusionMatrixDisplay."""
-    fig = Figure(figsize=(8, 4), layout="constrained")
-    panels = zip(confusion_matrices(labels, predicted), ("counts", "share of each actual class"), ("d", ".2f"))
+def confusion_figure(labels: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...], *, title: str) -> Figure:
+    """Counts beside the row-normalised matrix, drawn by scikit-learn's ConfusionMatrixDisplay:
+    800 × 400 px for two classes, wider with more (half an inch a class and a panel), the numbers
+    smaller and the predicted names upright from five classes up."""
+    k = len(classes)
+    side = max(4.0, 0.5 * k + 1.5)  # inches per panel
+    fig = Figure(figsize=(2 * side, side), layout="constrained")
+    panels = zip(confusion_matrices(labels, predicted, k), ("counts", "share of each actual class"), ("d", ".2f"))
     for ax, (matrix, name, fmt) in zip(fig.subplots(1, 2), panels):
-        display = skm.ConfusionMatrixDisplay(matrix, display_labels=list(CLASSES))
-        display.plot(ax=ax, colorbar=False, cmap="Blues", values_format=fmt)
+        display = skm.ConfusionMatrixDisplay(matrix, display_labels=list(classes))
+        text = {} if k <= 4 else {"text_kw": {"fontsize": 7}}
+        display.plot(ax=ax, colorbar=False, cmap="Blues", values_format=fmt, xticks_rotation="horizontal" if k <= 4 else "vertical", **text)
         ax.set(title=name, xlabel="predicted", ylabel="actual")
     fig.suptitle(title)
     return fig
@@ -70,15 +74,24 @@ def most_wrong(labels: np.ndarray, proba: np.ndarray, limit: int = MAX_WRONG) ->
     return wrong[np.argsort(-confidence, kind="stable")][:limit]
 
 
-def most_wrong_figure(images: np.ndarray, labels: np.ndarray, proba: np.ndarray, indices: np.ndarray, *, title: str) -> Figure:
-    """`images[indices]` ((N, 3, S, S) uint8) in rows of 4, each captioned with its index in the test
-    split, its true class and the probability the model gave the wrong one. 800 × (50 + 225 · rows) px."""
+def most_wrong_figure(
+    images: np.ndarray, labels: np.ndarray, proba: np.ndarray, indices: np.ndarray, classes: tuple[str, ...], *, title: str
+) -> Figure:
+    """`images[indices]` ((N, C, S, S) uint8, RGB or grey) in rows of 4, each captioned with its index
+    in the test split, its true class and the probability the model gave the wrong one.
+    800 × (50 + 225 · rows) px."""
     pictures, captions = [], []
     for i in indices:
         wrong = int(proba[i].argmax())
-        pictures.append(np.asarray(images[i]).transpose(1, 2, 0))
-        captions.append(f"#{i}: a {CLASSES[labels[i]]}\nP({CLASSES[wrong]}) = {proba[i, wrong]:.2f}")
+        pictures.append(picture(images[i]))
+        captions.append(f"#{i}: a {classes[labels[i]]}\nP({classes[wrong]}) = {proba[i, wrong]:.2f}")
     return picture_grid(pictures, captions, title=title, empty="no misclassified test images")
+
+
+def picture(image: np.ndarray) -> np.ndarray:
+    """A (C, S, S) uint8 image, RGB or grey, as the (S, S, 3) RGB picture matplotlib draws."""
+    image = np.asarray(image)
+    return np.ascontiguousarray(np.broadcast_to(image.transpose(1, 2, 0), (*image.shape[1:], 3)))
 
 
 def picture_grid(pictures: list[np.ndarray], captions: list[str], *, title: str, empty: str = "") -> Figure:
@@ -161,9 +174,10 @@ def models_figure(series: dict[str, tuple[list[float], list[float]]], *, title: 
     return fig
 
 
-def roc_figure(curves: dict[str, tuple[list[float], list[float]]]) -> Figure:
-    """Every model's ROC curve on the test split, with chance's diagonal."""
-    fig = models_figure(curves, title="ROC curves on the test split (dog the positive class)", xlabel="false positive rate", ylabel="true positive rate")
+def roc_figure(curves: dict[str, tuple[list[float], list[float]]], classes: tuple[str, ...]) -> Figure:
+    """Every model's ROC curve on the test split (evaluate.roc_rows), with chance's diagonal."""
+    which = f"{classes[1]} the positive class" if len(classes) == 2 else f"one-vs-rest, the macro average over {len(classes)} classes"
+    fig = models_figure(curves, title=f"ROC curves on the test split ({which})", xlabel="false positive rate", ylabel="true positive rate")
     ax = fig.axes[0]
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), aspect="equal")

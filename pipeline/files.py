@@ -14,7 +14,9 @@ import numpy as np
 import yaml
 
 SPLITS = ("train", "val", "test")
-CLASSES = ("cat", "dog")  # label 0 is cat, 1 is dog, as in the Kaggle competition's submissions
+# Dogs-vs-Cats' classes: label 0 is cat, 1 is dog, as in the Kaggle competition's submissions. Any
+# other data brings its own classes (the split stage finds them: see `classes`), sorted by name.
+DOGS_VS_CATS = ("cat", "dog")
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date: a fixed stamp, so equal content gives equal bytes
 
 
@@ -43,7 +45,7 @@ def index_file(folder: Path, split: str) -> Path:
 
 
 def images_file(folder: Path, split: str) -> Path:
-    return Path(folder) / f"{split}_images.npy"  # (N, 3, S, S) uint8
+    return Path(folder) / f"{split}_images.npy"  # (N, C, S, S) uint8, C = data.channels
 
 
 def labels_file(folder: Path, split: str) -> Path:
@@ -58,16 +60,23 @@ def csv_text(header: list[str], rows) -> str:
     return buffer.getvalue()
 
 
-def index_text(members: list[tuple[str, int]]) -> str:
+def index_text(members: list[tuple[str, int]], classes: tuple[str, ...]) -> str:
     """One split's index: `member,label` rows, the label as a class name so the file reads itself."""
-    return csv_text(["member", "label"], [(name, CLASSES[label]) for name, label in members])
+    return csv_text(["member", "label"], [(name, classes[label]) for name, label in members])
 
 
-def read_index(path: Path) -> tuple[list[str], np.ndarray]:
-    """Member names and (N,) int64 labels of one split's index file."""
+def read_index(path: Path, classes: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
+    """Member names and (N,) int64 labels (indices into `classes`) of one split's index file."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return [r["member"] for r in rows], np.array([CLASSES.index(r["label"]) for r in rows], dtype=np.int64)
+    index = {name: i for i, name in enumerate(classes)}
+    return [r["member"] for r in rows], np.array([index[r["label"]] for r in rows], dtype=np.int64)
+
+
+def classes(split_dir: Path) -> tuple[str, ...]:
+    """The classes the split stage found, in label order, from its summary.json (a split made before
+    there were other classes than Dogs-vs-Cats' records none: those two)."""
+    return tuple(read_json(Path(split_dir) / "summary.json").get("classes", DOGS_VS_CATS))
 
 
 def read_json(path: Path | str) -> Any:

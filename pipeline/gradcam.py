@@ -17,9 +17,10 @@ from torch import nn
 from pipeline.data import normalize
 
 
-def last_feature_map(model: nn.Module, size: int) -> nn.Module:
+def last_feature_map(model: nn.Module, size: int, channels: int = 3) -> nn.Module:
     """The module whose output is the last (B, C, h, w) map with h, w > 1 in a forward pass of a
-    size × size batch: the network's last convolutional block, whatever the architecture."""
+    size × size batch of `channels` channels: the network's last convolutional block, whatever the
+    architecture."""
     found: list[nn.Module] = []
 
     def seen(module, _inputs, output):
@@ -30,7 +31,7 @@ def last_feature_map(model: nn.Module, size: int) -> nn.Module:
     was_training = model.training
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, size, size, device=next(model.parameters()).device))
+            model.eval()(torch.zeros(1, channels, size, size, device=next(model.parameters()).device))
     finally:
         for hook in hooks:
             hook.remove()
@@ -41,10 +42,10 @@ def last_feature_map(model: nn.Module, size: int) -> nn.Module:
 
 
 def gradcam(model: nn.Module, x: torch.Tensor, classes: torch.Tensor | None = None, layer: nn.Module | None = None) -> np.ndarray:
-    """Heat maps (B, S, S) in [0, 1] for a uint8 batch x (B, 3, S, S): where the evidence for
+    """Heat maps (B, S, S) in [0, 1] for a uint8 batch x (B, C, S, S): where the evidence for
     `classes` (B,) lies (default: each photo's predicted class). In eval mode, in float32, with the
     gradients of the photo itself, so a frozen backbone explains its features too."""
-    layer = layer or last_feature_map(model, x.shape[-1])
+    layer = layer or last_feature_map(model, x.shape[-1], x.shape[1])
     kept: dict[str, torch.Tensor] = {}
     hook = layer.register_forward_hook(lambda _m, _i, out: kept.__setitem__("maps", out))
     was_training = model.training
@@ -68,8 +69,8 @@ def gradcam(model: nn.Module, x: torch.Tensor, classes: torch.Tensor | None = No
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """A (3, S, S) uint8 photo with its (S, S) heat map over it (the jet colour map: red is where
-    the evidence is), as an (S, S, 3) uint8 image."""
+    """A (C, S, S) uint8 photo (RGB or grey) with its (S, S) heat map over it (the jet colour map:
+    red is where the evidence is), as an (S, S, 3) uint8 image."""
     colour = colormaps["jet"](heat)[..., :3]  # (S, S, 3) in [0, 1]
-    photo = image.transpose(1, 2, 0).astype(np.float32) / 255
+    photo = np.broadcast_to(image.transpose(1, 2, 0), (*image.shape[1:], 3)).astype(np.float32) / 255
     return np.clip(255 * ((1 - alpha) * photo + alpha * colour), 0, 255).astype(np.uint8)

@@ -1,8 +1,9 @@
-"""Images straight out of an archive: labels from the layout, validation, fixed-size uint8 arrays.
+"""Images straight out of an archive: classes from the layout, validation, fixed-size uint8 arrays.
 
-The split stage lists an `Archive`, labels each member by its path (`label_of`) and decodes each once
-(`decode`) to keep it or reject it with a reason; the preprocess stage decodes the kept ones again
-(`load`) in worker processes, each opening its own `Archive`. No torch here: workers stay light.
+The split stage lists an `Archive`, finds the classes and each member's label from the paths alone
+(`labelling`) and decodes each member once (`decode`) to keep it or reject it with a reason; the
+preprocess stage decodes the kept ones again (`load`) in worker processes, each opening its own
+`Archive`. No torch here: workers stay light.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Literal, get_args
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
-from pipeline.files import CLASSES  # a label is an index into this: 0 is cat, 1 is dog
+from pipeline.files import DOGS_VS_CATS
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 POLICIES = ("crop", "squash")
 MAX_FILE_BYTES = 64 << 20  # one photo's file: a 50-megapixel camera JPEG is about 25 MB
 MIN_SIDE = 4  # px: a smaller "image" (a 1×1 tracking pixel) cannot show a cat or a dog
@@ -32,17 +34,46 @@ _FOLDER_LABELS = {"cat": 0, "cats": 0, "dog": 1, "dogs": 1}
 _WHITE = (255, 255, 255)
 
 
+def labelling(names: list[str]) -> tuple[tuple[str, ...], list[int | None]]:
+    """(the classes, each member's label: an index into them, or None) from the members' paths alone.
+
+    Dogs-vs-Cats' layouts (`train/cat.1.jpg`, `PetImages/Cat/1.jpg`, `dogs/1.jpg`; see `label_of`)
+    give ("cat", "dog") whenever every folder holding image files is one of theirs: named cat, cats,
+    dog or dogs, or holding Kaggle-named photos. Anything else is the class-folder layout: the folder
+    that holds a photo names its class (`flowers/tulip/1.jpg` is a tulip, at any depth), the classes
+    sorted by name; files outside such a folder, or in a folder without image files, have none.
+    """
+    holders = {_folder(name) for name in names if name.lower().endswith(IMAGE_SUFFIXES)} - {""}
+    kaggle = {_folder(name) for name in names if _kaggle_label(name) is not None}
+    if all(_FOLDER_LABELS.get(_last(folder).lower()) is not None or folder in kaggle for folder in holders):
+        return DOGS_VS_CATS, [label_of(name) for name in names]
+    classes = tuple(sorted({_last(folder) for folder in holders}))
+    index = {name: i for i, name in enumerate(classes)}
+    return classes, [index[_last(_folder(name))] if _folder(name) in holders else None for name in names]
+
+
+def _folder(name: str) -> str:
+    return name.rpartition("/")[0]
+
+
+def _last(folder: str) -> str:
+    return folder.rpartition("/")[2]
+
+
+def _kaggle_label(name: str) -> int | None:
+    stem, dot, _ = name.rpartition("/")[2].partition(".")
+    return DOGS_VS_CATS.index(stem.lower()) if dot and stem.lower() in DOGS_VS_CATS else None
+
+
 def label_of(name: str) -> int | None:
-    """The label of archive member `name` (`/`-separated) from its path alone, or None.
+    """The Dogs-vs-Cats label of archive member `name` (`/`-separated) from its path alone, or None.
 
     A Kaggle file name (`cat.123.jpg`: the part before the first dot, any case, any folder) or else the
     parent folder (`PetImages/Cat/1.jpg`, `train/dogs/x.jpg`). None when neither names a class, or when
     they name different classes (a misfiled image is not guessed at).
     """
-    folder, _, file = name.rpartition("/")
-    stem, dot, _ = file.partition(".")
-    by_file = CLASSES.index(stem.lower()) if dot and stem.lower() in CLASSES else None
-    by_folder = _FOLDER_LABELS.get(folder.rpartition("/")[2].lower())
+    by_file = _kaggle_label(name)
+    by_folder = _FOLDER_LABELS.get(_last(_folder(name)).lower())
     if by_file is not None and by_folder is not None and by_file != by_folder:
         return None
     return by_file if by_file is not None else by_folder
@@ -178,8 +209,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, I, F (clipped to 0..255), CMYK, P, YCbCr...
 
 
-def fit(img: Image.Image, size: int, policy: str) -> np.ndarray:
-    """An RGB image as a (3, size, size) uint8 C-contiguous array.
+def fit(img: Image.Image, size: int, policy: str, channels: int = 3) -> np.ndarray:
+    """An RGB image as a (channels, size, size) uint8 C-contiguous array: 3 (RGB) or 1 (grey, the
+    ITU-R 601 luma Pillow computes, which gives a grey photo's own values back exactly).
 
     "crop": the centred square of side min(width, height), resized: the same as resizing the shorter
     side to `size` and centre-cropping, without rounding the crop to whole pixels. "squash": the whole
@@ -196,10 +228,14 @@ def fit(img: Image.Image, size: int, policy: str) -> np.ndarray:
     else:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
     # reducing_gap: box-average down to within 3× of the target first; indistinguishable and faster
+    if channels == 1:
+        img = img.convert("L")  # before resizing: a third of the work
+    elif channels != 3:
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
     out = img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
-    return np.ascontiguousarray(np.asarray(out).transpose(2, 0, 1))  # (H, W, 3) -> (3, H, W)
+    return np.ascontiguousarray(np.asarray(out).reshape(size, size, channels).transpose(2, 0, 1))  # (H, W, C) -> (C, H, W)
 
 
-def load(data: bytes, size: int, policy: str) -> np.ndarray:
-    """The (3, size, size) uint8 array for the image in `data`; RejectError as in `decode`."""
-    return fit(decode(data, min_side=size), size, policy)
+def load(data: bytes, size: int, policy: str, channels: int = 3) -> np.ndarray:
+    """The (channels, size, size) uint8 array for the image in `data`; RejectError as in `decode`."""
+    return fit(decode(data, min_side=size), size, policy, channels)

@@ -6,7 +6,8 @@ the model file (not today's params.yaml), then `runtime.predict` (eval mode, no 
 probabilities are those `evaluate` computed for the same test photo.
 
 Output: CSV on stdout (or --out), one row per input in the input's order (a folder's or a zip's
-photos sorted by name): `file,label,p_cat,p_dog,error`. A photo that cannot be read gets an empty
+photos sorted by name): `file,label,p_cat,p_dog,error`, one `p_<class>` column per class the model
+knows, in its order (p_cat, p_dog for Dogs-vs-Cats). A photo that cannot be read gets an empty
 label and the reason in `error`, and the others go on. `--kaggle test1.zip` writes the competition's
 submission instead: `id,label`, rows sorted by id, label the probability of a dog clipped to
 [0.005, 0.995] (the competition scored log loss, which one confident mistake would dominate).
@@ -31,11 +32,15 @@ from PIL import Image
 from pipeline import atomic, checkpoint, cli, files, gradcam, images, runtime
 from pipeline.data import Split
 from pipeline.errors import StageError
-from pipeline.files import CLASSES, csv_text
+from pipeline.files import DOGS_VS_CATS, csv_text
 
 CHUNK = 512  # photos decoded and classified at a time: at 224 px, 77 MB of uint8
 KAGGLE_CLIP = (0.005, 0.995)
-COLUMNS = ["file", "label", *(f"p_{c}" for c in CLASSES), "error"]
+
+
+def columns(classes: tuple[str, ...]) -> list[str]:
+    """The CSV's header: file, label, p_<class> for each class in the model's order, error."""
+    return ["file", "label", *(f"p_{c}" for c in classes), "error"]
 
 
 @dataclass(frozen=True)
@@ -81,10 +86,10 @@ def photos(inputs: list[Path]) -> list[Photo]:
     return found
 
 
-def prepare(photo: Photo, size: int, policy: str) -> tuple[np.ndarray | None, str]:
-    """(the (3, size, size) uint8 array, "") or (None, why it cannot be classified)."""
+def prepare(photo: Photo, size: int, policy: str, channels: int = 3) -> tuple[np.ndarray | None, str]:
+    """(the (channels, size, size) uint8 array, "") or (None, why it cannot be classified)."""
     try:
-        return images.load(photo.read(), size, policy), ""
+        return images.load(photo.read(), size, policy, channels), ""
     except images.RejectError as e:
         return None, e.reason
     except (OSError, zipfile.BadZipFile, EOFError) as e:  # unreadable file, bad CRC in a zip
@@ -96,14 +101,15 @@ class Prediction:
     photo: Photo
     proba: np.ndarray | None  # (classes,) float32; None if the photo could not be read
     error: str = ""
+    classes: tuple[str, ...] = DOGS_VS_CATS  # the model's, in the order of `proba`
 
     @property
     def label(self) -> str:
-        return "" if self.proba is None else CLASSES[int(self.proba.argmax())]
+        return "" if self.proba is None else self.classes[int(self.proba.argmax())]
 
 
 def classify(model: torch.nn.Module, batch: np.ndarray, device: torch.device, batch_size: int, tta: bool) -> np.ndarray:
-    """Probabilities (N, classes) of a (N, 3, S, S) uint8 batch; with `tta`, the mean of the
+    """Probabilities (N, classes) of a (N, C, S, S) uint8 batch; with `tta`, the mean of the
     photo's and its mirror image's (horizontal flip: a flipped cat is still a cat)."""
     x = torch.from_numpy(batch).to(device)
     split = Split(images=x, labels=torch.zeros(len(x), dtype=torch.long, device=device), device=device)
@@ -118,22 +124,22 @@ def predict(
     model: torch.nn.Module, meta: dict, found: list[Photo], *, device: torch.device, batch_size: int = 64, tta: bool = False,
     explain: Path | None = None,
 ) -> list[Prediction]:
-    """Every photo classified by `model` (its model file's `meta` gives the size and resize policy),
-    decoded on all cores a chunk at a time. With `explain`, a Grad-CAM overlay of each readable
-    photo's predicted class is written there too (see explanation_file)."""
-    size, policy = meta["image_size"], meta["resize"]
+    """Every photo classified by `model` (its model file's `meta` gives the size, resize policy,
+    channels and classes), decoded on all cores a chunk at a time. With `explain`, a Grad-CAM overlay
+    of each readable photo's predicted class is written there too (see explanation_file)."""
+    size, policy, channels, classes = meta["image_size"], meta["resize"], meta["channels"], tuple(meta["classes"])
     out: list[Prediction] = []
     with ThreadPoolExecutor(cli.cpu_count()) as pool:  # Pillow decodes with the GIL released
         for start in range(0, len(found), CHUNK):
             chunk = found[start : start + CHUNK]
-            prepared = list(pool.map(lambda p: prepare(p, size, policy), chunk))
+            prepared = list(pool.map(lambda p: prepare(p, size, policy, channels), chunk))
             good = [i for i, (array, _) in enumerate(prepared) if array is not None]
             batch = np.stack([prepared[i][0] for i in good]) if good else None
             proba = classify(model, batch, device, batch_size, tta) if good else []
             if explain and good:
                 write_explanations(explain, model, [chunk[i] for i in good], batch, device, batch_size)
             by_index = dict(zip(good, proba))
-            out += [Prediction(photo, by_index.get(i), prepared[i][1]) for i, photo in enumerate(chunk)]
+            out += [Prediction(photo, by_index.get(i), prepared[i][1], classes) for i, photo in enumerate(chunk)]
     return out
 
 
@@ -144,7 +150,7 @@ def explanation_file(folder: Path, photo: Photo) -> Path:
 
 def write_explanations(folder: Path, model: torch.nn.Module, chosen: list[Photo], batch: np.ndarray, device: torch.device, batch_size: int) -> None:
     """A Grad-CAM overlay (PNG, the model's input size) per photo: where the evidence for the class it was given lies."""
-    layer = gradcam.last_feature_map(model, batch.shape[-1])
+    layer = gradcam.last_feature_map(model, batch.shape[-1], batch.shape[1])
     for start in range(0, len(batch), batch_size):
         part = batch[start : start + batch_size]
         heat = gradcam.gradcam(model, torch.from_numpy(part).to(device), layer=layer)
@@ -154,13 +160,13 @@ def write_explanations(folder: Path, model: torch.nn.Module, chosen: list[Photo]
             atomic.write_bytes(explanation_file(folder, photo), png.getvalue())
 
 
-def table(predictions: list[Prediction]) -> str:
+def table(predictions: list[Prediction], classes: tuple[str, ...]) -> str:
     """The CSV: file, label, one probability per class to 4 decimals, error."""
     rows = []
     for p in predictions:
-        probs = [""] * len(CLASSES) if p.proba is None else [f"{v:.4f}" for v in p.proba]
+        probs = [""] * len(classes) if p.proba is None else [f"{v:.4f}" for v in p.proba]
         rows.append([p.photo.name, p.label, *probs, p.error])
-    return csv_text(COLUMNS, rows)
+    return csv_text(columns(classes), rows)
 
 
 def kaggle_id(photo: Photo) -> int:
@@ -172,10 +178,12 @@ def kaggle_id(photo: Photo) -> int:
     return int(match.group(1))
 
 
-def submission(predictions: list[Prediction]) -> str:
+def submission(predictions: list[Prediction], classes: tuple[str, ...]) -> str:
     """The competition's file: `id,label`, sorted by id, label = P(dog) clipped; a photo that could
     not be read gets 0.5 (no information), so that every id has its row."""
-    dog = CLASSES.index("dog")
+    if tuple(classes) != DOGS_VS_CATS:
+        raise StageError(f"--kaggle writes the Dogs-vs-Cats competition's file, and this model's classes are {', '.join(classes)}")
+    dog = DOGS_VS_CATS.index("dog")
     rows = []
     for p in predictions:
         p_dog = 0.5 if p.proba is None else float(np.clip(p.proba[dog], *KAGGLE_CLIP))
@@ -186,9 +194,9 @@ def submission(predictions: list[Prediction]) -> str:
     return csv_text(["id", "label"], sorted(rows))
 
 
-def summary(predictions: list[Prediction], name: str, seconds: float, device: torch.device) -> str:
+def summary(predictions: list[Prediction], name: str, seconds: float, device: torch.device, classes: tuple[str, ...] = DOGS_VS_CATS) -> str:
     """`predict: 12,500 photos with resnet18: 6,301 cat, 6,199 dog, 0 unreadable; 412 img/s on cpu (2 threads)`"""
-    counts = {c: sum(p.label == c for p in predictions) for c in CLASSES}
+    counts = {c: sum(p.label == c for p in predictions) for c in classes}
     failed = sum(p.proba is None for p in predictions)
     by_class = ", ".join(f"{n:,} {c}" for c, n in counts.items())
     return (f"predict: {len(predictions):,} photos with {name}: {by_class}, {failed:,} unreadable; "
@@ -233,12 +241,13 @@ def main() -> None:
     model, meta = checkpoint.load(path, device)
     start = time.perf_counter()
     predictions = predict(model, meta, found, device=device, batch_size=args.batch_size, tta=args.tta, explain=args.explain)
-    text = submission(predictions) if args.kaggle else table(predictions)
+    classes = tuple(meta["classes"])
+    text = submission(predictions, classes) if args.kaggle else table(predictions, classes)
     if args.out:
         atomic.write_text(args.out, text)
     else:
         sys.stdout.write(text)
-    print(summary(predictions, meta["name"], time.perf_counter() - start, device), file=sys.stderr)
+    print(summary(predictions, meta["name"], time.perf_counter() - start, device, classes), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Stage `preprocess`: decode and resize every image once into one uint8 (N, 3, S, S) array per split.
+"""Stage `preprocess`: decode and resize every image once into one uint8 (N, C, S, S) array per split,
+C = data.channels (3: RGB, grey photos replicated; 1: grey).
 
-The arrays are .npy files that training memory-maps; labels sit beside them. The bytes depend only
-on the archive, the split and the params, never on the number of worker processes.
+The arrays are .npy files that training memory-maps; labels sit beside them, and meta.json says
+what they hold (size, channels, classes) for every later stage. The bytes depend only on the
+archive, the split and the params, never on the number of worker processes.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from pipeline.workers import map_archive
 CHUNK = 64  # images per task: large enough to amortise the memmap open, small enough to balance cores
 
 
-def fill(archive: Archive, task: tuple[str, int, list[str]], *, size: int, policy: str) -> int:
+def fill(archive: Archive, task: tuple[str, int, list[str]], *, size: int, policy: str, channels: int = 3) -> int:
     """Decode one chunk of members straight into rows [start, start + len) of the memory-mapped array."""
     path, start, names = task
     array = np.load(path, mmap_mode="r+")
     for i, name in enumerate(names):
-        array[start + i] = load(archive.read(name), size, policy)  # (3, S, S) uint8
+        array[start + i] = load(archive.read(name), size, policy, channels)  # (C, S, S) uint8
     array.flush()
     return len(names)
 
@@ -40,18 +42,21 @@ def archive_sha256(archive: Path) -> str:
     return files.sha256_file(archive)
 
 
-def digest(archive: Path, split_dir: Path, image_size: int, resize: str) -> str:
-    """What the arrays are a function of, in one hash: training resumes a checkpoint only against it."""
-    h = hashlib.sha256(f"{image_size} {resize} {archive_sha256(archive)}".encode())
+def digest(archive: Path, split_dir: Path, image_size: int, resize: str, channels: int = 3) -> str:
+    """What the arrays are a function of, in one hash: training resumes a checkpoint only against it.
+    (Channels count only when not 3, so that RGB runs keep the digest, and the checkpoints, they had.)"""
+    grey = f" {channels}" if channels != 3 else ""
+    h = hashlib.sha256(f"{image_size} {resize} {archive_sha256(archive)}{grey}".encode())
     for name in SPLITS:
         h.update(index_file(split_dir, name).read_bytes())
     return h.hexdigest()
 
 
-def preprocess(archive: Path, split_dir: Path, out: Path, *, image_size: int, resize: str, workers: int) -> dict:
-    indexes = {name: read_index(index_file(split_dir, name)) for name in SPLITS}
+def preprocess(archive: Path, split_dir: Path, out: Path, *, image_size: int, resize: str, workers: int, channels: int = 3) -> dict:
+    classes = files.classes(split_dir)
+    indexes = {name: read_index(index_file(split_dir, name), classes) for name in SPLITS}
     counts = {name: len(indexes[name][0]) for name in SPLITS}
-    need = sum(counts.values()) * 3 * image_size**2
+    need = sum(counts.values()) * channels * image_size**2
     out.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(out).free
     if need > free:
@@ -62,12 +67,16 @@ def preprocess(archive: Path, split_dir: Path, out: Path, *, image_size: int, re
     for name in SPLITS:
         members, labels = indexes[name]
         with atomic.atomic_path(images_file(out, name)) as tmp:
-            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(members), 3, image_size, image_size)).flush()
+            shape = (len(members), channels, image_size, image_size)
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
             tasks = [(str(tmp), i, members[i : i + CHUNK]) for i in range(0, len(members), CHUNK)]
-            map_archive(archive, partial(fill, size=image_size, policy=resize), tasks, workers=workers, desc=name)
+            map_archive(archive, partial(fill, size=image_size, policy=resize, channels=channels), tasks, workers=workers, desc=name)
         with atomic.atomic_path(labels_file(out, name)) as tmp, open(tmp, "wb") as f:
             np.save(f, labels)
-    meta = {"image_size": image_size, "resize": resize, "images": counts, "bytes": need, "digest": digest(archive, split_dir, image_size, resize)}
+    meta = {
+        "image_size": image_size, "resize": resize, "channels": channels, "classes": list(classes), "images": counts,
+        "bytes": need, "digest": digest(archive, split_dir, image_size, resize, channels),
+    }  # fmt: skip
     atomic.write_json(out / "meta.json", meta)
     return meta
 
@@ -86,9 +95,11 @@ def main() -> None:
     args = parser.parse_args()
     data = sections.load_data()
     meta = preprocess(
-        args.archive, args.split, args.out, image_size=data.image_size, resize=data.resize, workers=cli.cpu_count()
-    )
-    print(f"preprocess: {counts_sentence(meta['images'])} at {meta['image_size']} px ({meta['bytes'] / 2**20:,.1f} MiB)")
+        args.archive, args.split, args.out, image_size=data.image_size, resize=data.resize, channels=data.channels,
+        workers=cli.cpu_count(),
+    )  # fmt: skip
+    kind = "RGB" if meta["channels"] == 3 else "grey"
+    print(f"preprocess: {counts_sentence(meta['images'])} at {meta['image_size']} px, {kind} ({meta['bytes'] / 2**20:,.1f} MiB)")
 
 
 if __name__ == "__main__":

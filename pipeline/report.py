@@ -14,9 +14,11 @@ from html import escape
 from pathlib import Path
 
 from pipeline import atomic, cli, figures, files, params, results
+from pipeline.files import DOGS_VS_CATS
 from pipeline.progress import duration
 
 TITLE = "Classic CNNs on Dogs vs. Cats"
+TOP5 = "top5_accuracy"  # evaluate's top-5 accuracy, there from six classes up
 CURVES = ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr")  # columns of the epochs table
 CSS = (
     "body{font:15px/1.45 system-ui,sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;color:#222}"
@@ -38,6 +40,7 @@ def leaderboard(found: list[dict]) -> list[dict]:
                 "model": r["model"],
                 "accuracy": t["accuracy"],
                 "accuracy_ci95": t["accuracy_ci95"],
+                **({TOP5: t[TOP5]} if TOP5 in t else {}),
                 "f1_macro": t["f1_macro"],
                 "roc_auc": t["roc_auc"],
                 "log_loss": t["log_loss"],
@@ -57,23 +60,46 @@ def leaderboard(found: list[dict]) -> list[dict]:
 COLUMNS = ("#", "model", "test accuracy (95% CI)", "F1", "ROC AUC", "log loss", "parameters", "train time", "train img/s", "infer img/s")
 
 
+def columns(rows: list[dict]) -> tuple[str, ...]:
+    """The leaderboard's columns: COLUMNS, and top-5 accuracy after the accuracy when there is one."""
+    return COLUMNS[:3] + ("top-5",) + COLUMNS[3:] if TOP5 in rows[0] else COLUMNS
+
+
 def cells(r: dict) -> list[str]:
     """One leaderboard row as text, the same in the Markdown and the HTML table."""
     low, high = r["accuracy_ci95"]
+    top5 = [f"{r[TOP5]:.3f}"] if TOP5 in r else []
     return [
-        str(r["rank"]), r["model"], f"{r['accuracy']:.3f} ({low:.3f}–{high:.3f})", f"{r['f1_macro']:.3f}",
+        str(r["rank"]), r["model"], f"{r['accuracy']:.3f} ({low:.3f}–{high:.3f})", *top5, f"{r['f1_macro']:.3f}",
         _num(r["roc_auc"]), f"{r['log_loss']:.3f}", _params(r), duration(r["train_seconds"]),
         f"{r['train_images_per_second']:,.0f}", f"{r['inference_images_per_second']:,.0f}",
     ]  # fmt: skip
 
 
+def classes_of(found: list[dict]) -> tuple[str, ...]:
+    """The classes the models were evaluated on (a Dogs-vs-Cats result does not name its two)."""
+    return tuple(found[0].get("classes", DOGS_VS_CATS))
+
+
+def title(classes: tuple[str, ...]) -> str:
+    if classes == DOGS_VS_CATS:
+        return TITLE
+    named = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
+    return f"Classic CNNs on {len(classes)} classes ({named})"
+
+
 def summary(found: list[dict]) -> str:
     devices = ", ".join(sorted({r["device"] for r in found}))
-    return f"{found[0]['test']['images']} test images at {found[0]['image_size']} px, trained on {devices}."
+    classes = classes_of(found)
+    of = "" if classes == DOGS_VS_CATS else f" of {len(classes)} classes"
+    grey = ", grey" if found[0].get("channels", 3) == 1 else ""
+    return f"{found[0]['test']['images']} test images{of} at {found[0]['image_size']} px{grey}, trained on {devices}."
 
 
 def markdown(rows: list[dict], intro: str) -> str:
-    head = "| " + " | ".join(COLUMNS) + " |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    names = columns(rows)
+    align = "|---:|---|" + "---|" + "---:|" * (len(names) - 3)
+    head = "| " + " | ".join(names) + " |\n" + align + "\n"
     return f"# Leaderboard\n\n{intro}\n\n" + head + "\n".join("| " + " | ".join(cells(r)) + " |" for r in rows) + "\n"
 
 
@@ -119,10 +145,16 @@ def _img(png: bytes, alt: str) -> str:
 def _facts(r: dict) -> list[tuple[str, str]]:
     t, tr = r["test"], r["train"]
     per_class = ", ".join(f"{c} {t['precision'][c]:.3f} / {t['recall'][c]:.3f} / {t['f1'][c]:.3f}" for c in t["precision"])
+    averages = [
+        (f"{average} precision / recall / F1", f"{t[average]['precision']:.3f} / {t[average]['recall']:.3f} / {t[average]['f1']:.3f}")
+        for average in ("macro", "weighted") if average in t
+    ]  # fmt: skip
     return [
         ("test accuracy (95% CI)", f"{t['accuracy']:.3f} ({t['accuracy_ci95'][0]:.3f}–{t['accuracy_ci95'][1]:.3f})"),
+        *([("top-5 accuracy", f"{t[TOP5]:.3f}")] if TOP5 in t else []),
         ("balanced accuracy", _num(t["balanced_accuracy"])),
         ("precision / recall / F1", per_class),
+        *averages,
         ("ROC AUC, log loss", f"{_num(t['roc_auc'])}, {t['log_loss']:.3f}"),
         ("validation accuracy", f"{r['val']['accuracy']:.3f} at epoch {tr['kept_epoch']} of {tr['epochs']} (the weights kept)"),
         ("training", f"{duration(tr['seconds'])}, {tr['images_per_second']:,.0f} img/s on {r['device']}"),
@@ -142,11 +174,12 @@ def html_page(rows: list[dict], found: list[dict], *, charts: list[tuple[bytes, 
     curves and pictures; one self-contained file (inline CSS, images as data URIs, no script), so
     it opens offline."""
     by_name = {r["model"]: r for r in found}
-    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns(rows))
     body = "\n".join(_html_row(r) for r in rows)
+    heading = escape(title(classes_of(found)))
     parts = [
-        f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{TITLE}</title><style>{CSS}</style></head><body>",
-        f"<h1>{TITLE}</h1><p>{escape(summary(found))} "
+        f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{heading}</title><style>{CSS}</style></head><body>",
+        f"<h1>{heading}</h1><p>{escape(summary(found))} "
         "Intervals are 95% (Wilson): models whose intervals overlap are within noise of each other.</p>",
         f'<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>',
         *(_img(png, alt) for png, alt in charts),
@@ -178,7 +211,7 @@ def report(found: list[dict], out: Path, *, live: Path, plots: Path) -> list[dic
     charts = [
         (figures.save_png(figures.accuracy_vs_time_figure(rows), out / "accuracy_vs_time.png"), "test accuracy against training time"),
         (figures.png_bytes(figures.models_figure(val, title="Validation accuracy per epoch", xlabel="epoch", ylabel="validation accuracy", epochs=True)), "validation accuracy per epoch, every model"),
-        (figures.png_bytes(figures.roc_figure({name: roc[name] for name in order})), "ROC curves of every model on the test split"),
+        (figures.png_bytes(figures.roc_figure({name: roc[name] for name in order}, classes_of(found))), "ROC curves of every model on the test split"),
     ]  # fmt: skip
     atomic.write_text(out / "index.html", html_page(rows, found, charts=charts, curves=curves, images=plots / "images"))
     return rows

@@ -20,7 +20,7 @@ from collections.abc import Callable
 # metrics.json's figures: key → (how to read it off a model's result, decimals kept)
 TRACKED: dict[str, tuple[Callable[[dict], float | None], int]] = {
     "acc": (lambda r: r["test"]["accuracy"], 4),  # on the test split
-    "auc": (lambda r: r["test"]["roc_auc"], 4),  # ROC AUC, dog the positive class
+    "auc": (lambda r: r["test"]["roc_auc"], 4),  # ROC AUC: dog the positive class; more classes, one-vs-rest macro
     "log_loss": (lambda r: r["test"]["log_loss"], 4),
     "f1": (lambda r: r["test"]["f1_macro"], 4),  # macro average over the classes
     "train_s": (lambda r: r["train"]["seconds"], 1),  # training time, validation excluded

@@ -18,22 +18,25 @@ from pipeline import schema
 from pipeline.errors import ParamError
 
 PARAMS_FILE = Path("params.yaml")
-SOURCES = ("microsoft", "kaggle", "synthetic")
+SOURCES = ("microsoft", "kaggle", "fashion-mnist", "synthetic")
 TOP_LEVEL = ("model", "data", "train", "runtime", "models")
 MOVED = {f"train.{key}": f"runtime.{key}" for key in ("device", "compile", "resume", "processes")}  # old name: new
 
 
 @dataclass(frozen=True)
 class DataParams:
-    source: str  # microsoft | kaggle | synthetic | a path to a .zip or a folder of images
+    source: str  # microsoft | kaggle | fashion-mnist[:path] | synthetic | a path to a .zip or a folder of images
     image_size: int  # px: side of the square uint8 tensors that preprocess writes
     resize: Literal["crop", "squash"]  # crop: shorter side to image_size, centre crop; squash: ignore aspect
     max_per_class: int | None  # cap on images per class before splitting (quick runs); null = all
     val_fraction: float
     test_fraction: float
     seed: int  # split and subsampling seed
+    channels: int = 3  # 3: RGB (grey photos replicated) | 1: grey, and every model's first layer takes one channel
 
     def __post_init__(self):
+        if self.channels not in (1, 3) or isinstance(self.channels, bool):
+            raise ParamError("data.channels", self.channels, "use 3 (RGB) or 1 (grey)")
         _positive("data.image_size", self.image_size)
         _at_most("data.image_size", self.image_size, LIMITS["image_size"])
         if self.max_per_class is not None:

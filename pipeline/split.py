@@ -1,7 +1,11 @@
-"""Stage `split`: validate every image of the archive once, then a deterministic stratified split.
+"""Stage `split`: find the classes, validate every image of the archive once, then a deterministic
+split, stratified by class.
 
-Labels come from the layout only (`train/cat.1.jpg`, `PetImages/Cat/1.jpg`, `cat/1.jpg`). Every
-member that cannot be used is listed with its reason in rejects.csv; its count is a DVC metric.
+Classes and labels come from the layout only: Dogs-vs-Cats' (`train/cat.1.jpg`, `PetImages/Cat/1.jpg`)
+or any class-folder archive (`<class>/1.jpg` at any depth), see images.labelling. An archive whose
+photos sit under `train/` and `test/` folders (Fashion-MNIST's, as the download stage writes it)
+keeps its own test split, validation drawn from its train part. Every member that cannot be used is
+listed with its reason in rejects.csv.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ from sklearn.model_selection import train_test_split
 
 from pipeline import atomic, cli, sections
 from pipeline.errors import ParamError, StageError
-from pipeline.files import CLASSES, SPLITS, csv_text, index_file, index_text
-from pipeline.images import Archive, RejectError, decode, label_of
+from pipeline.files import DOGS_VS_CATS, SPLITS, csv_text, index_file, index_text
+from pipeline.images import Archive, RejectError, decode, labelling
 from pipeline.sections import DataParams
 from pipeline.workers import map_archive
 
 VALIDATE_SIDE = 32  # px: JPEGs decode at their smallest DCT scale; every byte is still read and checked
+PARTS = ("train", "test")  # folder names by which an archive carries its own test split
 
 
 def check_member(archive: Archive, name: str) -> str | None:
@@ -31,60 +36,119 @@ def check_member(archive: Archive, name: str) -> str | None:
         return e.reason
 
 
-def scan(archive: Path, workers: int) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
-    """(usable members with their label, rejected members with their reason), sorted by name."""
+def scan(archive: Path, workers: int) -> tuple[tuple[str, ...], list[tuple[str, int]], list[tuple[str, str]]]:
+    """(the classes, usable members with their label, rejected members with their reason), sorted by name."""
     with Archive(archive) as opened:
         listed = opened.names()
     repeated = {name for name in listed if listed.count(name) > 1} if len(set(listed)) < len(listed) else set()
     names = sorted(set(listed) - repeated)  # a name given twice is ambiguous: which one is the photo?
-    labels = {name: label_of(name) for name in names}
+    classes, found = labelling(names)
+    labels = dict(zip(names, found))
     rejects = [(name, "name repeated in the archive") for name in sorted(repeated)]
     rejects += [(name, "no class in its path") for name in names if labels[name] is None]
     candidates = [name for name in names if labels[name] is not None]
     reasons = map_archive(archive, check_member, candidates, workers=workers, desc="validate")
     rejects += [(name, reason) for name, reason in zip(candidates, reasons) if reason]
     usable = [(name, labels[name]) for name, reason in zip(candidates, reasons) if not reason]
-    return usable, sorted(rejects)
+    return classes, usable, sorted(rejects)
 
 
-def assign(members: list[tuple[str, int]], p: DataParams) -> dict[str, list[tuple[str, int]]]:
-    """Cap each class at `max_per_class` (a seeded choice), then split stratified by class."""
-    by_class = {c: [m for m in members if m[1] == c] for c in range(len(CLASSES))}
-    if p.max_per_class is not None:
-        smallest = min(len(v) for v in by_class.values())
-        if p.max_per_class > smallest:
-            counts = ", ".join(f"{len(v)} {CLASSES[c]}s" for c, v in by_class.items())
-            raise ParamError("data.max_per_class", p.max_per_class, f"the archive has only {counts} usable images")
-        rng = np.random.default_rng(p.seed)
-        by_class = {c: [v[i] for i in sorted(rng.permutation(len(v))[: p.max_per_class])] for c, v in by_class.items()}
-    chosen = sorted(m for v in by_class.values() for m in v)
-    labels = [label for _, label in chosen]
-    for c, v in by_class.items():
-        if len(v) < 3:
-            raise StageError(f"only {len(v)} usable {CLASSES[c]} images: train, val and test need one each at least")
-    try:
-        rest, test = train_test_split(chosen, test_size=p.test_fraction, stratify=labels, random_state=p.seed)
-        rest_labels = [label for _, label in rest]
-        train, val = train_test_split(
-            rest, test_size=p.val_fraction / (1 - p.test_fraction), stratify=rest_labels, random_state=p.seed
+def archive_part(name: str, classes: tuple[str, ...]) -> str | None:
+    """"train" or "test" when a folder above the photo (above its class folder) is so named, any case."""
+    folders = name.split("/")[:-1]
+    if classes != DOGS_VS_CATS:
+        folders = folders[:-1]  # the class folder itself: a class may be called "test"
+    return next((f.lower() for f in reversed(folders) if f.lower() in PARTS), None)
+
+
+def own_parts(members: list[tuple[str, int]], classes: tuple[str, ...]) -> dict[str, str] | None:
+    """Each member's part ("train" or "test") when the archive carries its own split: every usable
+    photo under a train/ or a test/ folder, both present. Else None: the split is drawn."""
+    parts = {name: archive_part(name, classes) for name, _ in members}
+    if None in parts.values() or set(parts.values()) != set(PARTS):
+        return None
+    return parts
+
+
+def refuse_classes(counts: dict[str, int], need: int, where: str = "") -> None:
+    """One class is no classification; each class needs `need` images at least (one per split)."""
+    if not any(counts.values()):
+        raise StageError(
+            f"no photo in the archive has a class{where}: put each class's photos in a folder named after it "
+            "(<class>/1.jpg), or use Dogs-vs-Cats' names (train/cat.1.jpg)"
         )
-    except ValueError as e:  # too few images for the fractions: every split needs each class
-        raise StageError(f"cannot split {len(chosen)} images with these fractions: {e}") from None
+    if len(counts) < 2:
+        raise StageError(f"the archive has a single class, {next(iter(counts))!r}{where}: a classifier needs two at least")
+    few = {c: n for c, n in counts.items() if n < need}
+    if few:
+        listed = ", ".join(f"{c!r} has {n}" for c, n in few.items())
+        raise StageError(f"too few usable images{where}: {listed}; each class needs {need} at least (one for each split)")
+
+
+def subsample(by_class: dict[int, list], keep: dict[int, int], seed: int) -> dict[int, list]:
+    """A seeded choice of keep[c] members of each class c, in name order."""
+    rng = np.random.default_rng(seed)
+    return {c: [v[i] for i in sorted(rng.permutation(len(v))[: keep[c]])] for c, v in by_class.items()}
+
+
+def assign(
+    members: list[tuple[str, int]], p: DataParams, classes: tuple[str, ...] = DOGS_VS_CATS, parts: dict[str, str] | None = None
+) -> dict[str, list[tuple[str, int]]]:
+    """Cap each class at `max_per_class` (a seeded choice), then split stratified by class: test drawn
+    with test_fraction, or, with `parts` (the archive's own split), its test part whole and validation
+    a val_fraction of its train part. A capped own split keeps its train:test proportion per class."""
+    by_class = {c: [m for m in members if m[1] == c] for c in range(len(classes))}
+    if parts is None:
+        refuse_classes(_cap_fits({classes[c]: len(v) for c, v in by_class.items()}, p), 3)
+        if p.max_per_class is not None:
+            by_class = subsample(by_class, {c: p.max_per_class for c in by_class}, p.seed)
+        chosen = sorted(m for v in by_class.values() for m in v)
+        rest, test = _draw(chosen, p.test_fraction, p.seed, "test_fraction")
+        train, val = _draw(rest, p.val_fraction / (1 - p.test_fraction), p.seed, "val_fraction")
+    else:
+        parted = {part: {c: [m for m in v if parts[m[0]] == part] for c, v in by_class.items()} for part in PARTS}
+        refuse_classes(_cap_fits({classes[c]: len(v) for c, v in parted["train"].items()}, p, " in its train/ folder"), 2, " in the train/ folder")
+        refuse_classes({classes[c]: len(v) for c, v in parted["test"].items()}, 1, " in the test/ folder")
+        if p.max_per_class is not None:
+            share = {c: min(1.0, p.max_per_class / len(v)) for c, v in parted["train"].items()}
+            parted["train"] = subsample(parted["train"], {c: min(p.max_per_class, len(v)) for c, v in parted["train"].items()}, p.seed)
+            parted["test"] = subsample(parted["test"], {c: max(1, round(share[c] * len(v))) for c, v in parted["test"].items()}, p.seed)
+        test = [m for v in parted["test"].values() for m in v]
+        train, val = _draw(sorted(m for v in parted["train"].values() for m in v), p.val_fraction, p.seed, "val_fraction")
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def _cap_fits(counts: dict[str, int], p: DataParams, where: str = "") -> dict[str, int]:
+    """`counts` (usable images per class), once data.max_per_class is known to be at most each of them."""
+    if p.max_per_class is not None and counts and p.max_per_class > min(counts.values()):
+        listed = ", ".join(f"{n} {c}" for c, n in counts.items())
+        raise ParamError("data.max_per_class", p.max_per_class, f"the archive has only {listed} usable images{where}")
+    return counts
+
+
+def _draw(members: list[tuple[str, int]], fraction: float, seed: int, key: str) -> tuple[list, list]:
+    """(the rest, a stratified `fraction` of `members`)."""
+    try:
+        return train_test_split(members, test_size=fraction, stratify=[label for _, label in members], random_state=seed)
+    except ValueError as e:  # too few images for the fractions: every split needs each class
+        raise StageError(f"cannot split {len(members)} images with data.{key} = {fraction:g}: {e}") from None
 
 
 def split(archive: Path, out: Path, p: DataParams, *, workers: int) -> dict:
     """Write out/{train,val,test}.csv (member,label), out/rejects.csv and out/summary.json."""
-    usable, rejects = scan(archive, workers)
-    splits = assign(usable, p)
+    classes, usable, rejects = scan(archive, workers)
+    parts = own_parts(usable, classes)
+    splits = assign(usable, p, classes, parts)
     for name in SPLITS:
-        atomic.write_text(index_file(out, name), index_text(splits[name]))
+        atomic.write_text(index_file(out, name), index_text(splits[name], classes))
     atomic.write_text(out / "rejects.csv", csv_text(["member", "reason"], rejects))
     summary = {
-        "images": {name: {cls: sum(1 for _, c in splits[name] if CLASSES[c] == cls) for cls in CLASSES} for name in SPLITS},
+        "images": {name: {cls: sum(1 for _, c in splits[name] if c == i) for i, cls in enumerate(classes)} for name in SPLITS},
         "usable": len(usable),
         "rejected": len(rejects),
         "rejects": dict(sorted(Counter(reason for _, reason in rejects).items())),
+        "classes": list(classes),
+        "test": "the archive's own test/ folder" if parts else "drawn at data.test_fraction",
     }
     atomic.write_json(out / "summary.json", summary)
     return summary
@@ -97,7 +161,9 @@ def main() -> None:
     args = parser.parse_args()
     summary = split(args.archive, args.out, sections.load_data(), workers=cli.cpu_count())
     counts = ", ".join(f"{name} {sum(summary['images'][name].values())}" for name in SPLITS)
-    print(f"split: {counts}; rejected {summary['rejected']} {summary['rejects'] or ''}")
+    classes = summary["classes"]
+    named = ", ".join(classes) if len(classes) <= 12 else ", ".join(classes[:12]) + ", ..."
+    print(f"split: {len(classes)} classes ({named}); {counts} (test {summary['test']}); rejected {summary['rejected']} {summary['rejects'] or ''}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from pipeline import atomic
-from pipeline.files import CLASSES, zip_entry
+from pipeline.files import DOGS_VS_CATS, zip_entry
 
 WARM, COOL = (-0.08, 0.14), (0.45, 0.70)  # hue ranges (fraction of the colour wheel): red..yellow, cyan..blue
 SWAPPED_COLOUR = 0.2  # share of images coloured like the other class
@@ -29,7 +29,7 @@ def make_archive(path: Path, *, per_class: int = 300, size: int = 128, seed: int
     if per_class < 1 or size < 16:
         raise ValueError(f"per_class must be >= 1 and size >= 16 px, got per_class={per_class}, size={size}")
     with atomic.atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
-        for label, name in enumerate(CLASSES):
+        for label, name in enumerate(DOGS_VS_CATS):
             for index in range(per_class):
                 # One generator per image: image i is the same whatever per_class is.
                 rng = np.random.default_rng((seed, label, index))

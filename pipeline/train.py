@@ -92,7 +92,7 @@ def train_one_epoch(
 
 
 def optimiser_step(model, optimizer, criterion, x: torch.Tensor, y: torch.Tensor, tp: TrainParams, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step on a uint8 batch x (B, 3, S, S): augment, forward (bf16 on CUDA), backward, update.
+    """One step on a uint8 batch x (B, C, S, S): augment, forward (bf16 on CUDA), backward, update.
     Returns (the loss minimised, the logits as float32), both detached from the graph."""
     with runtime.autocast(x.device):
         logits = model(augment(x, crop_scale=tp.crop_scale, flip=tp.flip, translate=tp.translate, generator=generator))
@@ -187,11 +187,19 @@ class Schedule:
         return cls(steps_per_epoch, total, min(total, round(tp.warmup_epochs * steps_per_epoch)))
 
 
-def prepare(spec: ModelSpec, device: torch.device, world: distributed.World, compile: bool):
+def build(spec: ModelSpec, train: Split, num_classes: int) -> nn.Module:
+    """`spec`'s architecture for `num_classes` classes and the channels of the `train` images (3 or 1),
+    on their device, channels-last."""
+    model = models.build(spec.name, num_classes=num_classes, in_channels=train.images.shape[1], **spec.options)
+    return model.to(train.device, memory_format=torch.channels_last)
+
+
+def prepare(spec: ModelSpec, train: Split, world: distributed.World, compile: bool, num_classes: int):
     """(model, runner, evaluator, optimizer, synchronised BatchNorm layers): `model` is the plain
     module whose weights are saved, `runner` what a training step calls (wrapped for DDP, compiled),
     `evaluator` what validation calls."""
-    model = models.build(spec.name, **spec.options).to(device, memory_format=torch.channels_last)
+    device = train.device
+    model = build(spec, train, num_classes)
     runner, synced = model, 0
     if world.size > 1:
         runner, synced = distributed.parallel(model, device)
@@ -227,8 +235,9 @@ def train_model(
     world: distributed.World = distributed.World(),
     resume: bool = True,
     compile: bool = False,
+    num_classes: int = 2,
 ):
-    """Train one architecture; returns the model holding the weights `train.keep` chooses (the last
+    """Train one architecture for `num_classes` classes; returns the model holding the weights `train.keep` chooses (the last
 epoch's, or the best on validation), and a summary.
 
     With `resume_file`, the state after every epoch (weights, optimiser, random generators, curves)
@@ -243,7 +252,7 @@ epoch's, or the best on validation), and a summary.
     batch_size = per_process_batch(spec, world.size)
     torch.manual_seed(tp.seed)  # same seed, same init and dropout masks: runs are comparable
     generator = torch.Generator().manual_seed(tp.seed)  # batch order and augmentation, on the CPU for every device
-    model, runner, evaluator, optimizer, synced = prepare(spec, device, world, compile)
+    model, runner, evaluator, optimizer, synced = prepare(spec, train, world, compile, num_classes)
     schedule = Schedule.of(len(train), batch_size, tp)
     run = checkpoint.Run()
     if saved := checkpoint.negotiate(resume_file, key, enabled=resume, world=world, name=spec.name):
@@ -288,11 +297,11 @@ epoch's, or the best on validation), and a summary.
     return model, summarise(model, run, tp, world, synced)
 
 
-def step_seconds(spec: ModelSpec, train: Split, batch_size: int, steps: int = TIMED_STEPS) -> float:
+def step_seconds(spec: ModelSpec, train: Split, batch_size: int, steps: int = TIMED_STEPS, num_classes: int = 2) -> float:
     """Seconds one optimiser step of `spec` takes here: `steps` of them timed after one warm-up, on
     a throwaway copy of the model (its own weights, optimiser and random stream)."""
     device = train.device
-    model = models.build(spec.name, **spec.options).to(device, memory_format=torch.channels_last)
+    model = build(spec, train, num_classes)
     optimizer = make_optimizer(model, spec.train)
     generator = torch.Generator().manual_seed(0)
     x, y = next(batches(train, min(batch_size, len(train)), shuffle=True, generator=generator))
@@ -306,17 +315,20 @@ def step_seconds(spec: ModelSpec, train: Split, batch_size: int, steps: int = TI
     return (time.perf_counter() - start) / steps
 
 
-def estimate(spec: ModelSpec, train: Split, val: Split, batch_size: int, epochs_left: int, where: str) -> tuple[float, str]:
+def estimate(spec: ModelSpec, train: Split, val: Split, batch_size: int, epochs_left: int, where: str, num_classes: int = 2) -> tuple[float, str]:
     """(seconds, a line) for the epochs `spec` has left, from a few timed steps: a forward pass (validation)
     counted as a third of a training step."""
-    per_step = step_seconds(spec, train, batch_size)
+    per_step = step_seconds(spec, train, batch_size, num_classes=num_classes)
     per_epoch = per_step * (max(1, len(train) // batch_size) + math.ceil(len(val) / batch_size) / 3)
     left = "" if epochs_left == spec.train.run_epochs else " left"
     line = f"{spec.name:>12s} {about(per_epoch)}/epoch, {about(per_epoch * epochs_left)} for {epochs_left} epochs{left} on {where}"
     return per_epoch * epochs_left, line
 
 
-def estimates(p: params.Params, train: Split, val: Split, progress: Path, keys: dict[str, str], where: str, world: distributed.World) -> None:
+def estimates(
+    p: params.Params, train: Split, val: Split, progress: Path, keys: dict[str, str], where: str, world: distributed.World,
+    num_classes: int = 2,
+) -> None:
     """Before anything trains: one line per model left to train with the time it will take, and the
     sum, so that a CPU user learns within a minute that a run takes days, and what to change. A
     model already trained with the same key is left out (its own line says so when its turn comes)."""
@@ -327,7 +339,8 @@ def estimates(p: params.Params, train: Split, val: Split, progress: Path, keys: 
             done_models += 1
             continue
         try:
-            seconds, line = estimate(spec, train, val, per_process_batch(spec, world.size), spec.train.run_epochs - done, where)
+            batch_size, epochs_left = per_process_batch(spec, world.size), spec.train.run_epochs - done
+            seconds, line = estimate(spec, train, val, batch_size, epochs_left, where, num_classes)
         except torch.cuda.OutOfMemoryError:
             raise out_of_memory(spec, world, train.device) from None
         total += seconds
@@ -411,20 +424,22 @@ def train_all(p: params.Params, data: Path, out: Path, live_dir: Path, progress:
     writable_folder(progress, "the resume checkpoints")
     writable_folder(out, "the trained models")
     with distributed.launch(p.runtime.device) as (world, device):
-        models.preflight(p.models, p.data.image_size)
         data_meta = files.read_json(data / "meta.json")
+        classes, channels = data_meta.get("classes", files.DOGS_VS_CATS), data_meta.get("channels", 3)
+        models.preflight(p.models, p.data.image_size, channels)
         data_digest = data_meta["digest"]
         train, val = (load_split(data, name, device, rank=world.rank, processes=world.size) for name in ("train", "val"))
         where = runtime.describe(device) + (f" × {world.size} processes" if world.size > 1 else "")
         images = distributed.sum_over_processes([len(train), len(val)], device)
         if world.main:
-            print(f"train: {images[0]:.0f} train / {images[1]:.0f} val images at {p.data.image_size} px on {where}")
+            kind = ("" if channels == 3 else " grey") + ("" if tuple(classes) == files.DOGS_VS_CATS else f" of {len(classes)} classes")
+            print(f"train: {images[0]:.0f} train / {images[1]:.0f} val{kind} images at {p.data.image_size} px on {where}")
             print(p.recipe_table(), flush=True)
         if world.main and world.size < p.runtime.processes:
             print(f"train: runtime.processes = {p.runtime.processes}, but torchrun did not start them: training in {world.size}")
         keys = {spec.name: fingerprint(spec, data_digest, world.size) for spec in p.models}
         if world.main:
-            estimates(p, train, val, progress, keys, where, world)
+            estimates(p, train, val, progress, keys, where, world, len(classes))
         summaries = {}
         live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) if world.main else None  # process 0's
         with live or contextlib.nullcontext():
@@ -437,10 +452,13 @@ def train_all(p: params.Params, data: Path, out: Path, live_dir: Path, progress:
                 model, summary = train_model(
                     spec, train, val, log=log if live else None, resume_file=progress / f"{progress_name(spec.name)}.pt",
                     key=keys[spec.name], world=world, resume=p.runtime.resume, compile=p.runtime.compile,
+                    num_classes=len(classes),
                 )
                 summary["device"] = where
                 summary["image_size"] = p.data.image_size
                 summary["resize"] = data_meta["resize"]  # how a photo became the model's input: predict repeats it
+                summary["channels"] = channels
+                summary["classes"] = list(classes)  # what each output means, in order
                 summary["train"] = asdict(spec.train)
                 if world.main:
                     checkpoint.save(out / f"{spec.name}.pt", model, name=spec.name, options=spec.options, meta=summary)

@@ -6,7 +6,9 @@ Images are tiny and synthetic (solid colours, stripes, seeded noise); bytes are 
 
 from __future__ import annotations
 
+import gzip
 import io
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,3 +214,48 @@ def _tricky(layout: str) -> dict[str, tuple[bytes, Expected]]:
         members["readme[1].txt"] = (README, Expected(None, reject=not_an_image))
         members["CDLA-Permissive-2.0.pdf"] = (LICENCE_PDF, Expected(None, reject=not_an_image))
     return members
+
+
+# ---------------------------------------------------------------- beyond cats and dogs
+
+
+def class_folder_members(classes: list[str], per_class: int, *, size: int = 40, root: str = "", seed: int = 0) -> dict[str, bytes]:
+    """`root<class>/<i>.png` for each class: PNGs of a colour of its own (class k's hue k / K) under
+    seeded noise, so a class is learnable from its colour; same arguments, same bytes."""
+    rng = np.random.default_rng(seed)
+    members = {}
+    for k, name in enumerate(classes):
+        hue = Image.new("HSV", (1, 1), (int(255 * k / len(classes)), 200, 220)).convert("RGB").getpixel((0, 0))
+        for i in range(per_class):
+            pixels = np.clip(np.array(hue, dtype=np.int16) + rng.integers(-30, 31, (size, size, 3)), 0, 255).astype(np.uint8)
+            members[f"{root}{name}/{i}.png"] = encode(Image.fromarray(pixels), "PNG")
+    return members
+
+
+def idx_images(images: np.ndarray) -> bytes:
+    """An IDX image file as Fashion-MNIST's are: magic 0x00000803, big-endian N, rows, cols, then uint8 pixels."""
+    n, rows, cols = images.shape
+    return struct.pack(">IIII", 0x803, n, rows, cols) + images.astype(np.uint8).tobytes()
+
+
+def idx_labels(labels: np.ndarray) -> bytes:
+    """An IDX label file: magic 0x00000801, big-endian N, then one uint8 label each."""
+    return struct.pack(">II", 0x801, len(labels)) + labels.astype(np.uint8).tobytes()
+
+
+def fashion_mnist_files(folder: Path, train_per_class: int, test_per_class: int, *, seed: int = 0) -> dict[str, np.ndarray]:
+    """The four Fashion-MNIST files (gzip'd, official names) in `folder`, 28×28 grey, 10 classes:
+    class k a bright square at its own place, on dark noise. Returns the arrays written."""
+    rng = np.random.default_rng(seed)
+    written = {}
+    for part, per_class in (("train", train_per_class), ("t10k", test_per_class)):
+        labels = np.tile(np.arange(10, dtype=np.uint8), per_class)
+        images = rng.integers(0, 60, (len(labels), 28, 28), dtype=np.uint8)
+        for i, k in enumerate(labels):
+            row, col = divmod(int(k), 4)
+            images[i, 2 + 8 * row : 8 + 8 * row, 2 + 6 * col : 8 + 6 * col] = 230
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{part}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_images(images), mtime=0))
+        (folder / f"{part}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_labels(labels), mtime=0))
+        written[part] = (images, labels)
+    return written

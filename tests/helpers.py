@@ -16,7 +16,7 @@ import yaml
 from pipeline import atomic, schema
 from pipeline.data import Split
 from pipeline.evaluate import roc_rows, write_gradcam, write_images
-from pipeline.files import csv_text, epochs_file
+from pipeline.files import DOGS_VS_CATS, csv_text, epochs_file
 from pipeline.report import CURVES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,6 +116,6 @@ def fake_run(root: Path, names: list[str], epochs: int = 3) -> tuple[Path, Path]
     tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
     for name in names:
         pictures = rng.integers(0, 256, (4, 3, 16, 16), dtype=np.uint8)
-        write_images(plots / "images", name, pictures, labels, proba)
-        write_gradcam(plots / "images", name, tiny, pictures, labels, proba)
+        write_images(plots / "images", name, pictures, labels, proba, DOGS_VS_CATS)
+        write_gradcam(plots / "images", name, tiny, pictures, labels, proba, DOGS_VS_CATS)
     return live, plots

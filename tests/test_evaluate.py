@@ -9,6 +9,7 @@ from PIL import Image
 from pipeline import figures
 from pipeline.evaluate import confusion_rows, roc_rows, wilson_interval, write_images
 from pipeline.evaluate import test_metrics as metrics_of
+from pipeline.files import DOGS_VS_CATS
 from pipeline.results import tracked
 from tests.helpers import result
 
@@ -52,7 +53,7 @@ def test_wilson_interval_matches_the_textbook_figures():
 
 
 def test_plot_tables_hold_the_counts_and_the_roc_curve_of_each_model():
-    assert confusion_rows("alexnet", LABELS, PROBA) == [
+    assert confusion_rows("alexnet", LABELS, PROBA, DOGS_VS_CATS) == [
         ("alexnet", "cat", "cat", 3), ("alexnet", "cat", "dog", 1), ("alexnet", "dog", "cat", 1), ("alexnet", "dog", "dog", 5),
     ]  # fmt: skip
     roc = roc_rows("nin", LABELS, PROBA)
@@ -75,12 +76,12 @@ def test_tracked_metrics_are_short_numeric_keys_by_figure_then_model_and_the_bes
 
 
 def test_normalised_confusion_rows_are_each_actual_class_shares():
-    counts, shares = figures.confusion_matrices(LABELS, PROBA.argmax(1))
+    counts, shares = figures.confusion_matrices(LABELS, PROBA.argmax(1), 2)
     assert counts.tolist() == [[3, 1], [1, 5]]
     assert shares == pytest.approx(np.array([[3 / 4, 1 / 4], [1 / 6, 5 / 6]]))
-    _, no_cats = figures.confusion_matrices(np.array([1, 1]), np.array([0, 1]))
+    _, no_cats = figures.confusion_matrices(np.array([1, 1]), np.array([0, 1]), 2)
     assert no_cats.tolist() == [[0, 0], [0.5, 0.5]]  # a class with no images: zeros, not NaN
-    fig = figures.confusion_figure(LABELS, PROBA.argmax(1), title="alexnet")
+    fig = figures.confusion_figure(LABELS, PROBA.argmax(1), DOGS_VS_CATS, title="alexnet")
     drawn = [[t.get_text() for t in ax.texts] for ax in fig.axes]
     assert drawn == [["3", "1", "1", "5"], ["0.75", "0.25", "0.17", "0.83"]]  # row by row, as in the matrix
 
@@ -99,8 +100,8 @@ def test_most_wrong_is_the_mistakes_by_the_wrong_class_probability_ties_in_split
 
 def test_images_are_pngs_of_the_documented_size_and_the_same_bytes_every_time(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (10, 3, 24, 24), dtype=np.uint8)
-    write_images(tmp_path / "a", "alexnet", images, LABELS, PROBA)
-    write_images(tmp_path / "b", "alexnet", images, LABELS, PROBA)
+    write_images(tmp_path / "a", "alexnet", images, LABELS, PROBA, DOGS_VS_CATS)
+    write_images(tmp_path / "b", "alexnet", images, LABELS, PROBA, DOGS_VS_CATS)
     for kind, size in (("confusion", (800, 400)), ("most_wrong", (800, 50 + 225 * 1))):  # 2 mistakes: 1 row
         path = tmp_path / "a" / kind / "alexnet.png"
         with Image.open(path) as image:

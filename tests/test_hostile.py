@@ -61,7 +61,7 @@ def test_a_member_that_claims_3_gib_is_rejected_before_a_byte_is_read(tmp_path):
         with pytest.raises(RejectError) as e:
             archive.read("train/cat.bomb.jpg")
     assert e.value.reason == "too large"
-    usable, rejects = split.scan(path, workers=1)
+    _, usable, rejects = split.scan(path, workers=1)
     assert usable == [("train/cat.1.jpg", 0)] and rejects == [("train/cat.bomb.jpg", "too large")]
 
 
@@ -91,7 +91,7 @@ def test_a_corrupt_member_is_a_reject_not_a_traceback(tmp_path, compression):
     middle = info.header_offset + 30 + len(info.filename) + info.compress_size // 2
     data[middle : middle + 8] = bytes(255 - b for b in data[middle : middle + 8])  # a bad CRC, or a broken deflate stream
     path.write_bytes(bytes(data))
-    usable, rejects = split.scan(path, workers=2)
+    _, usable, rejects = split.scan(path, workers=2)
     assert usable == [("train/cat.1.jpg", 0)] and rejects == [("train/cat.2.jpg", "truncated or corrupt")]
 
 
@@ -101,7 +101,7 @@ def test_a_name_given_twice_in_a_zip_is_rejected_not_silently_one_of_the_two(tmp
         z.writestr("train/cat.1.jpg", jpeg())
         z.writestr("train/dog.1.jpg", jpeg())
         z.writestr("train/dog.1.jpg", jpeg((50, 50)))
-    usable, rejects = split.scan(path, workers=1)
+    _, usable, rejects = split.scan(path, workers=1)
     assert usable == [("train/cat.1.jpg", 0)] and rejects == [("train/dog.1.jpg", "name repeated in the archive")]
 
 
@@ -110,7 +110,7 @@ def test_a_one_pixel_image_is_too_small_to_be_a_photo(tmp_path):
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("train/cat.1.jpg", jpeg())
         z.writestr("train/cat.2.png", jpeg((1, 1)))
-    assert split.scan(path, workers=1) == ([("train/cat.1.jpg", 0)], [("train/cat.2.png", "too small")])
+    assert split.scan(path, workers=1) == (("cat", "dog"), [("train/cat.1.jpg", 0)], [("train/cat.2.png", "too small")])
 
 
 def test_a_kaggle_bundle_whose_train_zip_is_not_a_zip_is_one_error(tmp_path):

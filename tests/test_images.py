@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from pipeline import images
-from pipeline.images import CLASSES, Archive, RejectError, decode, fit, label_of, load
+from pipeline.images import DOGS_VS_CATS, Archive, RejectError, decode, fit, label_of, load
 from tests import archives
 from tests.archives import WHITE, encode, image, jpeg, noise, png
 
@@ -79,7 +79,7 @@ def test_label_of(name: str, label: int | None) -> None:
 
 
 def test_classes() -> None:
-    assert CLASSES == ("cat", "dog")
+    assert DOGS_VS_CATS == ("cat", "dog")
 
 
 # --- archives: every tricky member, zipped and as a folder ---------------------------------------

@@ -181,7 +181,7 @@ def test_an_experiment_on_one_model_trains_only_it_and_diffs_show_the_change(exp
     assert errors == []
     curves = specs["Validation accuracy per epoch"]["data"]["values"]
     assert {(v["rev"], v["model"], int(v["epoch"])) for v in curves if v["model"] == "resnet18"} == {("HEAD", "resnet18", 1), ("longer", "resnet18", 1), ("longer", "resnet18", 2)}
-    assert {v["rev"] for v in specs["ROC curves on the test split (dog the positive class)"]["data"]["values"]} == {"HEAD", "longer"}
+    assert {v["rev"] for v in specs["ROC curves on the test split (two classes: the second, dog, positive; more: one-vs-rest macro average)"]["data"]["values"]} == {"HEAD", "longer"}
 
 
 def test_predict_agrees_with_evaluate_on_the_test_split(reproduced: Path, tmp_path: Path):

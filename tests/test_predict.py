@@ -123,7 +123,7 @@ def test_a_kaggle_submission_is_id_label_sorted_by_id_with_clipped_probabilities
     "case, message",
     [
         ("missing", "no such model file"),
-        ("old format", "was written by another version of this code (model format 1, this one reads 2)"),
+        ("old format", "was written by another version of this code (model format 1, this one reads 2, 3)"),
         ("not a model", "is not a model file this code can read"),
         ("code in the pickle", "is not a model file this code can read"),
     ],

@@ -1,26 +1,48 @@
-"""Sharing results through a DVC remote, with the real `dvc` and `git` CLIs: `dvc repro` and
-`dvc push` in one clone of the project, `git clone` and `dvc pull` in another, where nothing needs
-rerunning and every metric is the same; then an experiment shared with `dvc exp push` and
-`dvc exp pull` through the git remote both clones use."""
+"""Sharing results through a DVC remote, with the real `dvc` and `git` CLIs, on data beyond cats
+and dogs: `dvc repro` of a team's own 3-class folder zip and `dvc push` in one clone of the project,
+`git clone` and `dvc pull` in another, where nothing needs rerunning and every metric is the same;
+then the course's setting, Fashion-MNIST in grey (ten classes, from four IDX files generated here in
+the official format), run as an experiment in the second clone and shared with `dvc exp push` and
+`dvc exp pull` through the git remote both clones use.
+
+One story, so that each full `dvc repro` (the slow part) serves several checks."""
 
 from __future__ import annotations
 
+import csv
 import json
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
-from pipeline import synthetic
+from pipeline import checkpoint, idx
+from pipeline.files import images_file
+from tests.archives import class_folder_members, encode, fashion_mnist_files, write_zip
 from tests.helpers import copy_project, dvc, run, set_params
 
 pytestmark = pytest.mark.slow  # `pytest -m 'not slow'` leaves these out of a quick loop
 
 UP_TO_DATE = "Data and pipelines are up to date."
+FLOWERS = ("daisy", "rose", "tulip")  # sorted, as the split stage orders them
+FASHION = tuple(sorted(idx.CLASSES))
+
+
+@dataclass(frozen=True)
+class Team:
+    first: Path  # the clone that ran `dvc repro` and pushed
+    second: Path  # a fresh `git clone` that pulled
+    origin: Path  # the team's git server (a bare repository)
+    tmp: Path
 
 
 def new_project(root: Path, archive: Path) -> Path:
     """The project's tracked files in a fresh git repository, set for a run of seconds: one small
-    model, one epoch, a 24-image archive."""
+    model, one epoch, a 36-photo archive."""
     copy_project(root)
     data = {"source": str(archive), "image_size": 72, "val_fraction": 0.25, "test_fraction": 0.25}
     set_params(root, {"model": "nin", "data": data, "train": {"epochs": 1, "batch_size": 4}})
@@ -34,22 +56,38 @@ def metrics(repo: Path) -> dict:
     return json.loads(dvc(repo, "metrics", "show", "--json").stdout)[""]["data"]
 
 
-def test_a_pushed_project_pulls_into_a_fresh_clone_with_nothing_to_rerun(tmp_path: Path):
-    archive = tmp_path / "train.zip"
-    synthetic.make_archive(archive, per_class=12, size=80)
-    first = new_project(tmp_path / "first", archive)
+def read(path: Path):
+    return json.loads(path.read_text())
+
+
+def csv_rows(text: str) -> list[dict]:
+    return list(csv.DictReader(text.splitlines()))
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory) -> Team:
+    """Three classes in folders, 12 photos each and a README beside them: reproduced and pushed by
+    the first clone, pulled by the second."""
+    tmp = tmp_path_factory.mktemp("team")
+    members = class_folder_members(list(FLOWERS), 12, root="flowers/") | {"flowers/README.txt": b"photos by us"}
+    first = new_project(tmp / "first", write_zip(tmp / "flowers.zip", members))
     dvc(first, "repro")
-    dvc(first, "remote", "add", "--default", "shared", str(tmp_path / "remote"))
+    dvc(first, "remote", "add", "--default", "shared", str(tmp / "remote"))
     run(first, "git", "add", "-A")
     run(first, "git", "commit", "-qm", "baseline, and the shared remote")
     assert "pushed" in dvc(first, "push").stdout
-    assert any((tmp_path / "remote").rglob("*"))  # the cache's content, now in the remote folder
-    run(tmp_path, "git", "init", "-q", "--bare", "-b", "main", "origin.git")  # the team's git server
-    run(first, "git", "remote", "add", "origin", str(tmp_path / "origin.git"))
+    assert any((tmp / "remote").rglob("*"))  # the cache's content, now in the remote folder
+    origin = tmp / "origin.git"
+    run(tmp, "git", "init", "-q", "--bare", "-b", "main", str(origin))
+    run(first, "git", "remote", "add", "origin", str(origin))
     run(first, "git", "push", "-q", "origin", "main")
+    second = tmp / "second"
+    run(tmp, "git", "clone", "-q", str(origin), str(second))
+    return Team(first, second, origin, tmp)
 
-    second = tmp_path / "second"
-    run(tmp_path, "git", "clone", "-q", str(tmp_path / "origin.git"), str(second))
+
+def test_a_pushed_project_pulls_into_a_fresh_clone_with_nothing_to_rerun(team: Team):
+    first, second = team.first, team.second
     assert not (second / "models").exists()  # git carries dvc.lock and the small results, not the models
     assert metrics(second) == metrics(first)  # metrics.json is in git: no pull needed to read or diff it
     diff = dvc(second, "metrics", "diff", "HEAD")
@@ -59,23 +97,106 @@ def test_a_pushed_project_pulls_into_a_fresh_clone_with_nothing_to_rerun(tmp_pat
     repro = dvc(second, "repro").stdout
     assert "Running stage" not in repro and UP_TO_DATE in repro
     assert metrics(second) == metrics(first)
-    assert list(metrics(second)["metrics.json"]["data"]["acc"]) == ["nin"]
-    assert json.loads((second / "results" / "nin.json").read_text())["test"]["images"] == 6
     assert (second / "models" / "nin.pt").read_bytes() == (first / "models" / "nin.pt").read_bytes()
 
-    # The best model, as dvc.yaml's artifacts declare it: a version registered with a git tag (GTO's
-    # format), then fetched from git and the DVC remote alone.
-    run(first, "git", "tag", "-a", "best-model@v1.0.0", "-m", "Registering artifact best-model version v1.0.0")
-    run(first, "git", "push", "-q", "origin", "best-model@v1.0.0")
-    dvc(tmp_path, "artifacts", "get", str(tmp_path / "origin.git"), "best-model", "-o", str(tmp_path / "fetched.pt2"))
-    assert (tmp_path / "fetched.pt2").read_bytes() == (first / "exports" / "best.pt2").read_bytes()
 
-    # An experiment in the second clone, shared: its git refs go to `origin`, its outputs to the
-    # DVC remote; the first clone lists it there, pulls both, and applies it.
-    dvc(second, "exp", "run", "--name", "two-epochs", "-S", "train.epochs=2")
-    dvc(second, "exp", "push", "origin", "two-epochs")
-    assert "two-epochs" in dvc(first, "exp", "list", "origin", "--name-only").stdout
-    dvc(first, "exp", "pull", "origin", "two-epochs")
-    dvc(first, "exp", "apply", "two-epochs")
-    assert json.loads((first / "results" / "nin.json").read_text())["train"]["epochs"] == 2
+def test_the_best_model_is_fetched_as_an_artifact_from_git_and_the_remote_alone(team: Team):
+    # a version registered with a git tag (GTO's format), as dvc.yaml's artifacts declare it
+    run(team.first, "git", "tag", "-a", "best-model@v1.0.0", "-m", "Registering artifact best-model version v1.0.0")
+    run(team.first, "git", "push", "-q", "origin", "best-model@v1.0.0")
+    fetched = team.tmp / "fetched.pt2"
+    dvc(team.tmp, "artifacts", "get", str(team.origin), "best-model", "-o", str(fetched))
+    assert fetched.read_bytes() == (team.first / "exports" / "best.pt2").read_bytes()
+
+
+def check_every_figure(root: Path, classes: tuple[str, ...], test_images: int) -> dict:
+    """The shapes of everything evaluate and report write for these classes; returns the results."""
+    k = len(classes)
+    tracked = read(root / "metrics.json")
+    assert list(tracked) == ["acc", "auc", "log_loss", "f1", "train_s", "img_s", "best"]
+    assert all(list(tracked[key]) == ["nin"] for key in ("acc", "auc", "log_loss", "f1")) and tracked["best"] == "nin"
+    result = read(root / "results" / "nin.json")
+    test = result["test"]
+    assert result["classes"] == list(classes) and test["images"] == test_images
+    assert list(test["confusion"]) == list(classes) and all(list(row) == list(classes) for row in test["confusion"].values())
+    assert sum(n for row in test["confusion"].values() for n in row.values()) == test_images
+    assert all(list(test[key]) == list(classes) for key in ("precision", "recall", "f1"))
+    assert set(test["macro"]) == set(test["weighted"]) == {"precision", "recall", "f1"}
+    assert 0 <= test["roc_auc"] <= 1 and test["log_loss"] > 0
+    assert ("top5_accuracy" in test) == (k > 5)
+    assert tracked["acc"]["nin"] == round(test["accuracy"], 4) and tracked["auc"]["nin"] == round(test["roc_auc"], 4)
+    with open(root / "plots" / "confusion.csv", newline="") as f:
+        confusion = list(csv.DictReader(f))
+    assert len(confusion) == k * k and {r["actual"] for r in confusion} == set(classes)
+    roc = (root / "plots" / "roc.csv").read_text().splitlines()
+    assert roc[1] == "nin,0.0,0.0" and roc[-1] == "nin,1.0,1.0"
+    for picture in ("confusion", "most_wrong", "gradcam"):
+        assert (root / "plots" / "images" / picture / "nin.png").read_bytes()[:4] == b"\x89PNG"
+    page = (root / "reports" / "index.html").read_text()
+    assert f"Classic CNNs on {k} classes ({', '.join(classes[:6])}" in page and f"of {k} classes" in page
+    assert ("| top-5 |" in (root / "reports" / "leaderboard.md").read_text()) == (k > 5)
+    return result
+
+
+def predict(root: Path, *inputs: str) -> list[dict]:
+    return csv_rows(run(root, sys.executable, "-m", "pipeline.predict", *inputs).stdout)
+
+
+def exported(root: Path) -> tuple[torch.nn.Module, dict]:
+    extra = {"meta.json": ""}
+    program = torch.export.load(root / "exports" / "best.pt2", extra_files=extra)
+    return program.module(), json.loads(extra["meta.json"])
+
+
+def test_three_classes_from_a_folder_zip_run_the_whole_pipeline(team: Team):
+    first = team.first
+    summary = read(first / "data" / "split" / "summary.json")
+    assert summary["classes"] == list(FLOWERS) and summary["rejects"] == {"no class in its path": 1}
+    assert summary["images"]["test"] == {c: 3 for c in FLOWERS}
+    check_every_figure(first, FLOWERS, test_images=9)
+    _, meta = checkpoint.load(first / "models" / "nin.pt")
+    assert meta["classes"] == list(FLOWERS) and meta["channels"] == 3
+    rows = predict(first, str(first / "data" / "raw" / "images.zip"))
+    assert list(rows[0]) == ["file", "label", "p_daisy", "p_rose", "p_tulip", "error"] and len(rows) == 37
+    readable = [r for r in rows if not r["error"]]
+    assert len(readable) == 36 and all(r["label"] in FLOWERS for r in readable)
+    assert all(abs(sum(float(r[f"p_{c}"]) for c in FLOWERS) - 1) < 1e-3 for r in readable)
+    program, info = exported(first)
+    assert info["output"]["probabilities"] == list(FLOWERS) and info["input"]["shape"] == ["N", 3, 72, 72]
+    assert program(torch.zeros(2, 3, 72, 72, dtype=torch.uint8)).shape == (2, 3)
+
+
+@pytest.fixture(scope="module")
+def fashion(team: Team) -> Team:
+    """The course's setting as an experiment in the second clone: `fashion-mnist:<folder>` of
+    generated IDX files, one channel. Its git refs go to `origin`, its outputs to the DVC remote; the
+    first clone lists it there, pulls both, and applies it."""
+    folder = team.tmp / "fashion-mnist"
+    fashion_mnist_files(folder, train_per_class=6, test_per_class=2)
+    changes = [f"data.source=fashion-mnist:{folder}", "data.channels=1"]
+    dvc(team.second, "exp", "run", "--name", "fashion", *(arg for change in changes for arg in ("-S", change)))
+    dvc(team.second, "exp", "push", "origin", "fashion")
+    assert "fashion" in dvc(team.first, "exp", "list", "origin", "--name-only").stdout
+    dvc(team.first, "exp", "pull", "origin", "fashion")
+    dvc(team.first, "exp", "apply", "fashion")
+    return team
+
+
+def test_fashion_mnist_in_grey_runs_as_a_shared_experiment(fashion: Team):
+    first = fashion.first
     assert dvc(first, "status").stdout.strip() == UP_TO_DATE
+    summary = read(first / "data" / "split" / "summary.json")
+    assert summary["classes"] == list(FASHION) and summary["test"] == "the archive's own test/ folder"
+    assert summary["images"]["test"] == {c: 2 for c in FASHION}  # the t10k file, whole
+    # validation: a quarter of the 60 training images, stratified; the rest train
+    assert sum(summary["images"]["val"].values()) == 15 and sum(summary["images"]["train"].values()) == 45
+    assert np.load(images_file(first / "data" / "processed", "train"), mmap_mode="r").shape == (45, 1, 72, 72)
+    check_every_figure(first, FASHION, test_images=20)
+    model, meta = checkpoint.load(first / "models" / "nin.pt")
+    assert meta["channels"] == 1 and next(model.parameters()).shape[1] == 1  # the first conv reads one channel
+    photo = fashion.tmp / "coat.png"
+    photo.write_bytes(encode(Image.new("L", (28, 28), 40), "PNG"))
+    assert list(predict(first, str(photo))[0])[2:-1] == [f"p_{c}" for c in FASHION]
+    program, info = exported(first)
+    assert info["input"]["shape"] == ["N", 1, 72, 72] and info["input"]["channels"] == "grey"
+    assert program(torch.zeros(3, 1, 72, 72, dtype=torch.uint8)).shape == (3, 10)

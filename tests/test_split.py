@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ParamError, StageError
-from pipeline.files import CLASSES, SPLITS, images_file, index_file, labels_file, read_index
+from pipeline.files import DOGS_VS_CATS, SPLITS, images_file, index_file, labels_file, read_index
 from pipeline.images import Archive, load
 from pipeline.preprocess import preprocess
 from pipeline.sections import DataParams
@@ -41,7 +41,7 @@ def test_split_keeps_every_usable_image_and_lists_each_reject_with_its_reason(tm
         assert {row["member"]: row["reason"] for row in csv.DictReader(f)} == rejects
     listed = {}
     for name in SPLITS:
-        members_, labels = read_index(index_file(tmp_path / "split", name))
+        members_, labels = read_index(index_file(tmp_path / "split", name), DOGS_VS_CATS)
         listed.update(zip(members_, labels.tolist()))
     assert listed == usable  # every usable image in exactly one split, with its layout's label
     assert summary["rejected"] == len(rejects) and summary["usable"] == len(usable)
@@ -76,7 +76,7 @@ def test_max_per_class_caps_each_class_with_a_seeded_choice():
 def test_max_per_class_larger_than_the_data_is_refused_with_the_counts():
     with pytest.raises(ParamError) as e:
         assign(members_of(100, 60), dataclasses.replace(DATA, max_per_class=80))
-    assert e.value.key == "data.max_per_class" and "100 cats, 60 dogs" in str(e.value)
+    assert e.value.key == "data.max_per_class" and "100 cat, 60 dog usable images" in str(e.value)
 
 
 def test_split_files_are_identical_from_run_to_run(tmp_path):
@@ -94,15 +94,15 @@ def test_preprocess_writes_one_uint8_array_per_split_identical_for_1_and_2_worke
     preprocess(source, tmp_path / "split", tmp_path / "two", image_size=40, resize="crop", workers=2)
     with Archive(source) as archive:
         for name in SPLITS:
-            members, labels = read_index(index_file(tmp_path / "split", name))
+            members, labels = read_index(index_file(tmp_path / "split", name), DOGS_VS_CATS)
             images = np.load(images_file(tmp_path / "one", name), mmap_mode="r")
             assert images.dtype == np.uint8 and images.shape == (len(members), 3, 40, 40)
             assert images_file(tmp_path / "one", name).read_bytes() == images_file(tmp_path / "two", name).read_bytes()
             np.testing.assert_array_equal(np.load(labels_file(tmp_path / "one", name)), labels)
             for i, member in enumerate(members):  # row i is member i, decoded as images.load does
                 np.testing.assert_array_equal(images[i], load(archive.read(member), 40, "crop"))
-    assert one["images"] == {s: len(read_index(index_file(tmp_path / "split", s))[0]) for s in SPLITS}
-    assert set(CLASSES) == {"cat", "dog"}
+    assert one["images"] == {s: len(read_index(index_file(tmp_path / "split", s), DOGS_VS_CATS)[0]) for s in SPLITS}
+    assert one["classes"] == ["cat", "dog"] and one["channels"] == 3
 
 
 def test_preprocess_refuses_to_start_without_the_disk_space(tmp_path, monkeypatch):

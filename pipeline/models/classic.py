@@ -1,4 +1,4 @@
-"""The course's classic CNNs, from scratch, for RGB input and any square size from their minimum up.
+"""The course's classic CNNs, from scratch, for RGB (or grey: `in_channels=1`) input and any square size from their minimum up.
 
 Shapes follow the d2l material at 224 px (AlexNet reaches 256×5×5 = 6400 features before its first
 dense layer, VGG 512×7×7); an adaptive pool before the classifier keeps those feature sizes, and so
@@ -99,11 +99,11 @@ def inception_stage(c_in: int, arch) -> tuple[list[nn.Module], int]:
 # ---------------------------------------------------------------- architectures
 
 
-def _alexnet(num_classes: int, *, bn: bool, lrn: bool) -> nn.Module:
+def _alexnet(num_classes: int, in_channels: int, *, bn: bool, lrn: bool) -> nn.Module:
     # LRN as in the 2012 paper: after the ReLU of the first two convs, before their pools.
     norm = (lambda: nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)) if lrn else nn.Identity
     features = nn.Sequential(
-        conv(3, 96, 11, stride=4, padding=1, bn=bn), norm(), nn.MaxPool2d(3, 2),  # 224 → 54 → 26
+        conv(in_channels, 96, 11, stride=4, padding=1, bn=bn), norm(), nn.MaxPool2d(3, 2),  # 224 → 54 → 26
         conv(96, 256, 5, padding=2, bn=bn), norm(), nn.MaxPool2d(3, 2),  # → 26 → 12
         conv(256, 384, 3, padding=1, bn=bn),
         conv(384, 384, 3, padding=1, bn=bn),
@@ -114,17 +114,17 @@ def _alexnet(num_classes: int, *, bn: bool, lrn: bool) -> nn.Module:
 
 
 @register("alexnet", min_image_size=65)
-def alexnet(*, num_classes: int = 2, lrn: bool = False) -> nn.Module:
-    return _alexnet(num_classes, bn=False, lrn=lrn)
+def alexnet(*, num_classes: int = 2, in_channels: int = 3, lrn: bool = False) -> nn.Module:
+    return _alexnet(num_classes, in_channels, bn=False, lrn=lrn)
 
 
 @register("alexnet_bn", min_image_size=65)
-def alexnet_bn(*, num_classes: int = 2, lrn: bool = False) -> nn.Module:
-    return _alexnet(num_classes, bn=True, lrn=lrn)
+def alexnet_bn(*, num_classes: int = 2, in_channels: int = 3, lrn: bool = False) -> nn.Module:
+    return _alexnet(num_classes, in_channels, bn=True, lrn=lrn)
 
 
-def _vgg(arch, num_classes: int, *, bn: bool) -> nn.Module:
-    blocks, c_in = [], 3
+def _vgg(arch, num_classes: int, in_channels: int, *, bn: bool) -> nn.Module:
+    blocks, c_in = [], in_channels
     for num_convs, c_out in arch:
         blocks.append(vgg_block(num_convs, c_in, c_out, bn=bn))
         c_in = c_out
@@ -133,21 +133,21 @@ def _vgg(arch, num_classes: int, *, bn: bool) -> nn.Module:
 
 
 @register("vgg11")
-def vgg11(*, num_classes: int = 2) -> nn.Module:
-    return _vgg(VGG11, num_classes, bn=False)
+def vgg11(*, num_classes: int = 2, in_channels: int = 3) -> nn.Module:
+    return _vgg(VGG11, num_classes, in_channels, bn=False)
 
 
 @register("vgg11_bn")
-def vgg11_bn(*, num_classes: int = 2) -> nn.Module:
-    return _vgg(VGG11, num_classes, bn=True)
+def vgg11_bn(*, num_classes: int = 2, in_channels: int = 3) -> nn.Module:
+    return _vgg(VGG11, num_classes, in_channels, bn=True)
 
 
 @register("nin", min_image_size=67)
-def nin(*, num_classes: int = 2, dropout: float = 0.5) -> nn.Module:
+def nin(*, num_classes: int = 2, in_channels: int = 3, dropout: float = 0.5) -> nn.Module:
     """No dense layer: the last NiN block has one channel per class, then global average pooling."""
     return init_weights(
         nn.Sequential(
-            nin_block(3, 96, 11, 4, 0), nn.MaxPool2d(3, 2),  # 224 → 54 → 26
+            nin_block(in_channels, 96, 11, 4, 0), nn.MaxPool2d(3, 2),  # 224 → 54 → 26
             nin_block(96, 256, 5, 1, 2), nn.MaxPool2d(3, 2),  # → 26 → 12
             nin_block(256, 384, 3, 1, 1), nn.MaxPool2d(3, 2),  # → 12 → 5
             nn.Dropout(dropout),
@@ -158,8 +158,8 @@ def nin(*, num_classes: int = 2, dropout: float = 0.5) -> nn.Module:
 
 
 @register("googlenet")
-def googlenet(*, num_classes: int = 2) -> nn.Module:
-    b1 = nn.Sequential(conv(3, 64, 7, 2, 3), nn.MaxPool2d(3, 2, 1))  # 224 → 112 → 56
+def googlenet(*, num_classes: int = 2, in_channels: int = 3) -> nn.Module:
+    b1 = nn.Sequential(conv(in_channels, 64, 7, 2, 3), nn.MaxPool2d(3, 2, 1))  # 224 → 112 → 56
     b2 = nn.Sequential(conv(64, 64, 1), conv(64, 192, 3, padding=1), nn.MaxPool2d(3, 2, 1))  # → 28
     b3, c = inception_stage(192, INCEPTION_B3)  # 256, 480 channels
     b4, c = inception_stage(c, INCEPTION_B4)  # 512, 512, 512, 528, 832

@@ -10,7 +10,7 @@ from pipeline.models.registry import build, option_types
 from pipeline.models.transfer import TORCHVISION, ensure_weights
 
 
-def preflight(specs, image_size: int) -> None:
+def preflight(specs, image_size: int, channels: int = 3) -> None:
     """Fail before any training: fetch missing pretrained weights now (or say exactly what to do),
     and run every model on the meta device (no memory, no weights) at the image size, so a shape
     error surfaces in a second rather than after the models before it have trained."""
@@ -22,7 +22,7 @@ def preflight(specs, image_size: int) -> None:
             options["pretrained"] = False
         with torch.device("meta"):
             try:
-                build(spec.name, **options).eval()(torch.empty(2, 3, image_size, image_size))
+                build(spec.name, in_channels=channels, **options).eval()(torch.empty(2, channels, image_size, image_size))
             except RuntimeError as e:
                 raise StageError(f"{spec.name} cannot take {image_size} px images: {e}") from None
 

@@ -1,4 +1,4 @@
-"""A registry of model builders: `build(name, num_classes=2, **options) -> nn.Module`.
+"""A registry of model builders: `build(name, num_classes=2, in_channels=3, **options) -> nn.Module`.
 
 Each builder takes keyword-only options; their annotations and defaults are the contract that
 params.yaml's `models.<name>` section is checked against before any work starts. A family of models
@@ -35,7 +35,7 @@ class Family:
     prefix: str
     about: str  # what the family holds, for error messages: "any torchvision classification model"
     members: Callable[[], list[str]]
-    builder: Callable[..., nn.Module]  # builder(member, *, num_classes, **options)
+    builder: Callable[..., nn.Module]  # builder(member, *, num_classes, in_channels, **options)
     check: Callable[..., None] | None  # check(member, key=..., **options)
 
     def member(self, name: str) -> str | None:
@@ -45,6 +45,8 @@ class Family:
         return None
 
 
+# Every builder's arguments that the data sets, not params.yaml's models.<name>: never options
+DATA_SHAPED = ("num_classes", "in_channels")
 _ARCHS: dict[str, Arch] = {}
 _FAMILIES: list[Family] = []
 
@@ -126,7 +128,7 @@ def option_types(name: str) -> dict[str, tuple[object, object]]:
     return {
         p.name: (hints[p.name], p.default)
         for p in inspect.signature(builder).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "num_classes"
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in DATA_SHAPED
     }
 
 
@@ -152,6 +154,7 @@ def check_options(name: str, options: dict, key: str, also_known=()) -> dict:
     return values
 
 
-def build(name: str, num_classes: int = 2, **options) -> nn.Module:
-    """Build architecture `name` for `num_classes` outputs; unknown names list the valid ones."""
-    return _builder(name)(num_classes=num_classes, **options)
+def build(name: str, num_classes: int = 2, in_channels: int = 3, **options) -> nn.Module:
+    """Build architecture `name` for `num_classes` outputs and `in_channels` input channels (3: RGB,
+    1: grey); unknown names list the valid ones."""
+    return _builder(name)(num_classes=num_classes, in_channels=in_channels, **options)

@@ -31,9 +31,9 @@ class Residual(nn.Module):
         return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
 
 
-def _resnet(stages, num_classes: int, *, zero_init_residual: bool) -> nn.Module:
+def _resnet(stages, num_classes: int, in_channels: int, *, zero_init_residual: bool) -> nn.Module:
     layers: list[nn.Module] = [
-        nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+        nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
         nn.MaxPool2d(3, 2, 1),  # 224 px → 112 → 56
     ]  # fmt: skip
     c_in = 64
@@ -54,5 +54,5 @@ def _resnet(stages, num_classes: int, *, zero_init_residual: bool) -> nn.Module:
 
 
 @register("resnet18")
-def resnet18(*, num_classes: int = 2, zero_init_residual: bool = False) -> nn.Module:
-    return _resnet(RESNET18, num_classes, zero_init_residual=zero_init_residual)
+def resnet18(*, num_classes: int = 2, in_channels: int = 3, zero_init_residual: bool = False) -> nn.Module:
+    return _resnet(RESNET18, num_classes, in_channels, zero_init_residual=zero_init_residual)

@@ -6,6 +6,8 @@ The course's ResNet-50 fine-tuning made three mistakes, each prevented here by c
 - evaluation without `model.eval()`: frozen parts are kept in eval mode even while the head trains, and
   every prediction in this project goes through one `predict` that sets eval mode itself;
 - 2048 → 2 in one step: the head is `head` hidden layers with ReLU and dropout (default 2048 → 512 → 2).
+
+Grey input (`in_channels=1`) keeps the pretrained first layer: its filters summed over R, G and B.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ TORCHVISION = "torchvision:"  # prefix naming any torchvision classification mod
 
 
 class TransferModel(nn.Module):
-    """backbone (B, 3, S, S) → (B, features), then head → (B, classes)."""
+    """backbone (B, C, S, S) → (B, features), then head → (B, classes)."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module, frozen: list[str], backbone_lr_scale: float):
         super().__init__()
@@ -94,6 +96,25 @@ def _classifier_path(model: nn.Module) -> str:
     return linears[-1]
 
 
+def grey_input(model: nn.Module) -> None:
+    """Make the model's first convolution take one channel, its filters (out, 3, k, k) summed over
+    R, G and B into (out, 1, k, k): a grey photo is R = G = B, so the pretrained layer's response to
+    it is unchanged (up to the per-channel normalisation, which grey input shares: pipeline.data)."""
+    path, first = next((name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    if first.in_channels != 3 or first.groups != 1:
+        raise ParamError("data.channels", 1, f"{type(model).__name__}'s first convolution does not read 3 channels")
+    grey = nn.Conv2d(
+        1, first.out_channels, first.kernel_size, first.stride, first.padding, first.dilation,
+        bias=first.bias is not None, padding_mode=first.padding_mode,
+    )  # fmt: skip
+    with torch.no_grad():
+        grey.weight.copy_(first.weight.sum(dim=1, keepdim=True))
+        if first.bias is not None:
+            grey.bias.copy_(first.bias)
+    parent, _, leaf = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, grey)
+
+
 def weights_file(tv_name: str, weights: str | None) -> tuple[Path, str]:
     """(local file, URL) of the ImageNet weights: `weights` names a file, or one of torchvision's
     published sets for this model (IMAGENET1K_V1, the course's; IMAGENET1K_V2...), kept in torch hub's
@@ -142,6 +163,7 @@ def torchvision_model(
     tv_name: str,
     *,
     num_classes: int = 2,
+    in_channels: int = 3,
     pretrained: bool = True,
     freeze: str = "backbone",
     head: list[int] = (512,),  # hidden widths: [512] is 2048 → 512 → 2 for ResNet-50; [] a single Linear
@@ -150,8 +172,8 @@ def torchvision_model(
     weights: str | None = None,  # a published set (IMAGENET1K_V1...) or a state-dict file; null: DEFAULT
 ) -> TransferModel:
     extra = {"aux_logits": True} if tv_name in ("googlenet", "inception_v3") else {}
-    if pretrained and extra:
-        extra["transform_input"] = True  # these weights expect their own input scaling
+    if pretrained and extra and in_channels == 3:
+        extra["transform_input"] = True  # these weights expect their own input scaling (of RGB)
     model = tv.get_model(tv_name, weights=None, **extra)
     if pretrained:
         state = torch.load(ensure_weights(tv_name, weights), map_location="cpu", weights_only=True)
@@ -161,6 +183,8 @@ def torchvision_model(
         for aux in ("aux1", "aux2", "AuxLogits"):
             if hasattr(model, aux):
                 setattr(model, aux, None)
+    if in_channels == 1:
+        grey_input(model)
     path = _classifier_path(model)
     features = model.get_submodule(path).in_features
     parent, _, leaf = path.rpartition(".")
@@ -210,6 +234,7 @@ register_family(
 def resnet50(
     *,
     num_classes: int = 2,
+    in_channels: int = 3,
     pretrained: bool = True,
     freeze: str = "backbone",
     head: list[int] = (512,),
@@ -221,6 +246,7 @@ def resnet50(
     return torchvision_model(
         "resnet50",
         num_classes=num_classes,
+        in_channels=in_channels,
         pretrained=pretrained,
         freeze=freeze,
         head=head,
