@@ -99,23 +99,28 @@ def assign(
     a val_fraction of its train part. A capped own split keeps its train:test proportion per class."""
     by_class = {c: [m for m in members if m[1] == c] for c in range(len(classes))}
     if parts is None:
-        refuse_classes(_cap_fits({classes[c]: len(v) for c, v in by_class.items()}, p), 3)
+        refuse_classes(_cap_fits(_counts(by_class, classes), p), 3)
         if p.max_per_class is not None:
             by_class = subsample(by_class, {c: p.max_per_class for c in by_class}, p.seed)
         chosen = sorted(m for v in by_class.values() for m in v)
         rest, test = _draw(chosen, p.test_fraction, p.seed, "test_fraction")
         train, val = _draw(rest, p.val_fraction / (1 - p.test_fraction), p.seed, "val_fraction")
     else:
-        parted = {part: {c: [m for m in v if parts[m[0]] == part] for c, v in by_class.items()} for part in PARTS}
-        refuse_classes(_cap_fits({classes[c]: len(v) for c, v in parted["train"].items()}, p, " in its train/ folder"), 2, " in the train/ folder")
-        refuse_classes({classes[c]: len(v) for c, v in parted["test"].items()}, 1, " in the test/ folder")
-        if p.max_per_class is not None:
-            share = {c: min(1.0, p.max_per_class / len(v)) for c, v in parted["train"].items()}
-            parted["train"] = subsample(parted["train"], {c: min(p.max_per_class, len(v)) for c, v in parted["train"].items()}, p.seed)
-            parted["test"] = subsample(parted["test"], {c: max(1, round(share[c] * len(v))) for c, v in parted["test"].items()}, p.seed)
-        test = [m for v in parted["test"].values() for m in v]
-        train, val = _draw(sorted(m for v in parted["train"].values() for m in v), p.val_fraction, p.seed, "val_fraction")
+        own_train, own_test = ({c: [m for m in v if parts[m[0]] == part] for c, v in by_class.items()} for part in PARTS)
+        refuse_classes(_cap_fits(_counts(own_train, classes), p, " in its train/ folder"), 2, " in the train/ folder")
+        refuse_classes(_counts(own_test, classes), 1, " in the test/ folder")
+        if p.max_per_class is not None:  # each class keeps the same share of its test photos as of its train photos
+            keep = {c: min(p.max_per_class, len(v)) for c, v in own_train.items()}
+            share = {c: keep[c] / len(v) for c, v in own_train.items()}
+            own_test = subsample(own_test, {c: max(1, round(share[c] * len(v))) for c, v in own_test.items()}, p.seed)
+            own_train = subsample(own_train, keep, p.seed)
+        test = [m for v in own_test.values() for m in v]
+        train, val = _draw(sorted(m for v in own_train.values() for m in v), p.val_fraction, p.seed, "val_fraction")
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def _counts(by_class: dict[int, list], classes: tuple[str, ...]) -> dict[str, int]:
+    return {classes[c]: len(v) for c, v in by_class.items()}
 
 
 def _cap_fits(counts: dict[str, int], p: DataParams, where: str = "") -> dict[str, int]:

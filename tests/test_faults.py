@@ -112,7 +112,8 @@ def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):
 
 
 KILLED_PREPROCESS = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as on a terminal, even if pytest was started with SIGINT ignored (`&`)
 from pathlib import Path
 import pipeline.preprocess as pre
 from tests.archives import tricky_members, write_zip
