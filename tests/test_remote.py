@@ -5,14 +5,14 @@ then the course's setting, Fashion-MNIST in grey (ten classes, from four IDX fil
 the official format), run as an experiment in the second clone and shared with `dvc exp push` and
 `dvc exp pull` through the git remote both clones use.
 
-One story, so that each full `dvc repro` (the slow part) serves several checks."""
+One test, one story in order, so that each full run of the pipeline (the slow part) serves every
+check that needs it."""
 
 from __future__ import annotations
 
 import csv
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +30,6 @@ pytestmark = pytest.mark.slow  # `pytest -m 'not slow'` leaves these out of a qu
 UP_TO_DATE = "Data and pipelines are up to date."
 FLOWERS = ("daisy", "rose", "tulip")  # sorted, as the split stage orders them
 FASHION = tuple(sorted(idx.CLASSES))
-
-
-@dataclass(frozen=True)
-class Team:
-    first: Path  # the clone that ran `dvc repro` and pushed
-    second: Path  # a fresh `git clone` that pulled
-    origin: Path  # the team's git server (a bare repository)
-    tmp: Path
 
 
 def new_project(root: Path, archive: Path) -> Path:
@@ -64,30 +56,24 @@ def csv_rows(text: str) -> list[dict]:
     return list(csv.DictReader(text.splitlines()))
 
 
-@pytest.fixture(scope="module")
-def team(tmp_path_factory) -> Team:
-    """Three classes in folders, 12 photos each and a README beside them: reproduced and pushed by
-    the first clone, pulled by the second."""
-    tmp = tmp_path_factory.mktemp("team")
+def test_a_teams_own_classes_and_fashion_mnist_are_shared_through_a_remote(tmp_path: Path):
+    # Three classes in folders, 12 photos each and a README beside them: reproduced and pushed by
+    # the first clone, pulled by a fresh second one, where nothing needs rerunning.
     members = class_folder_members(list(FLOWERS), 12, root="flowers/") | {"flowers/README.txt": b"photos by us"}
-    first = new_project(tmp / "first", write_zip(tmp / "flowers.zip", members))
+    first = new_project(tmp_path / "first", write_zip(tmp_path / "flowers.zip", members))
     dvc(first, "repro")
-    dvc(first, "remote", "add", "--default", "shared", str(tmp / "remote"))
+    dvc(first, "remote", "add", "--default", "shared", str(tmp_path / "remote"))
     run(first, "git", "add", "-A")
     run(first, "git", "commit", "-qm", "baseline, and the shared remote")
     assert "pushed" in dvc(first, "push").stdout
-    assert any((tmp / "remote").rglob("*"))  # the cache's content, now in the remote folder
-    origin = tmp / "origin.git"
-    run(tmp, "git", "init", "-q", "--bare", "-b", "main", str(origin))
+    assert any((tmp_path / "remote").rglob("*"))  # the cache's content, now in the remote folder
+    origin = tmp_path / "origin.git"
+    run(tmp_path, "git", "init", "-q", "--bare", "-b", "main", str(origin))  # the team's git server
     run(first, "git", "remote", "add", "origin", str(origin))
     run(first, "git", "push", "-q", "origin", "main")
-    second = tmp / "second"
-    run(tmp, "git", "clone", "-q", str(origin), str(second))
-    return Team(first, second, origin, tmp)
 
-
-def test_a_pushed_project_pulls_into_a_fresh_clone_with_nothing_to_rerun(team: Team):
-    first, second = team.first, team.second
+    second = tmp_path / "second"
+    run(tmp_path, "git", "clone", "-q", str(origin), str(second))
     assert not (second / "models").exists()  # git carries dvc.lock and the small results, not the models
     assert metrics(second) == metrics(first)  # metrics.json is in git: no pull needed to read or diff it
     diff = dvc(second, "metrics", "diff", "HEAD")
@@ -98,15 +84,28 @@ def test_a_pushed_project_pulls_into_a_fresh_clone_with_nothing_to_rerun(team: T
     assert "Running stage" not in repro and UP_TO_DATE in repro
     assert metrics(second) == metrics(first)
     assert (second / "models" / "nin.pt").read_bytes() == (first / "models" / "nin.pt").read_bytes()
+    three_classes_everywhere(first)
 
+    # The best model, as dvc.yaml's artifacts declare it: a version registered with a git tag (GTO's
+    # format), then fetched from git and the DVC remote alone.
+    run(first, "git", "tag", "-a", "best-model@v1.0.0", "-m", "Registering artifact best-model version v1.0.0")
+    run(first, "git", "push", "-q", "origin", "best-model@v1.0.0")
+    dvc(tmp_path, "artifacts", "get", str(origin), "best-model", "-o", str(tmp_path / "fetched.pt2"))
+    assert (tmp_path / "fetched.pt2").read_bytes() == (first / "exports" / "best.pt2").read_bytes()
 
-def test_the_best_model_is_fetched_as_an_artifact_from_git_and_the_remote_alone(team: Team):
-    # a version registered with a git tag (GTO's format), as dvc.yaml's artifacts declare it
-    run(team.first, "git", "tag", "-a", "best-model@v1.0.0", "-m", "Registering artifact best-model version v1.0.0")
-    run(team.first, "git", "push", "-q", "origin", "best-model@v1.0.0")
-    fetched = team.tmp / "fetched.pt2"
-    dvc(team.tmp, "artifacts", "get", str(team.origin), "best-model", "-o", str(fetched))
-    assert fetched.read_bytes() == (team.first / "exports" / "best.pt2").read_bytes()
+    # The course's setting as an experiment in the second clone: `fashion-mnist:<folder>` of
+    # generated IDX files, one channel. Its git refs go to `origin`, its outputs to the DVC remote;
+    # the first clone lists it there, pulls both, and applies it.
+    folder = tmp_path / "fashion-mnist"
+    fashion_mnist_files(folder, train_per_class=6, test_per_class=2)
+    changes = [f"data.source=fashion-mnist:{folder}", "data.channels=1"]
+    dvc(second, "exp", "run", "--name", "fashion", *(arg for change in changes for arg in ("-S", change)))
+    dvc(second, "exp", "push", "origin", "fashion")
+    assert "fashion" in dvc(first, "exp", "list", "origin", "--name-only").stdout
+    dvc(first, "exp", "pull", "origin", "fashion")
+    dvc(first, "exp", "apply", "fashion")
+    assert dvc(first, "status").stdout.strip() == UP_TO_DATE
+    fashion_mnist_in_grey(first, tmp_path)
 
 
 def check_every_figure(root: Path, classes: tuple[str, ...], test_images: int) -> dict:
@@ -148,8 +147,8 @@ def exported(root: Path) -> tuple[torch.nn.Module, dict]:
     return program.module(), json.loads(extra["meta.json"])
 
 
-def test_three_classes_from_a_folder_zip_run_the_whole_pipeline(team: Team):
-    first = team.first
+def three_classes_everywhere(first: Path) -> None:
+    """A 3-class folder zip through the whole pipeline: every stage's output names its classes."""
     summary = read(first / "data" / "split" / "summary.json")
     assert summary["classes"] == list(FLOWERS) and summary["rejects"] == {"no class in its path": 1}
     assert summary["images"]["test"] == {c: 3 for c in FLOWERS}
@@ -166,37 +165,20 @@ def test_three_classes_from_a_folder_zip_run_the_whole_pipeline(team: Team):
     assert program(torch.zeros(2, 3, 72, 72, dtype=torch.uint8)).shape == (2, 3)
 
 
-@pytest.fixture(scope="module")
-def fashion(team: Team) -> Team:
-    """The course's setting as an experiment in the second clone: `fashion-mnist:<folder>` of
-    generated IDX files, one channel. Its git refs go to `origin`, its outputs to the DVC remote; the
-    first clone lists it there, pulls both, and applies it."""
-    folder = team.tmp / "fashion-mnist"
-    fashion_mnist_files(folder, train_per_class=6, test_per_class=2)
-    changes = [f"data.source=fashion-mnist:{folder}", "data.channels=1"]
-    dvc(team.second, "exp", "run", "--name", "fashion", *(arg for change in changes for arg in ("-S", change)))
-    dvc(team.second, "exp", "push", "origin", "fashion")
-    assert "fashion" in dvc(team.first, "exp", "list", "origin", "--name-only").stdout
-    dvc(team.first, "exp", "pull", "origin", "fashion")
-    dvc(team.first, "exp", "apply", "fashion")
-    return team
-
-
-def test_fashion_mnist_in_grey_runs_as_a_shared_experiment(fashion: Team):
-    first = fashion.first
-    assert dvc(first, "status").stdout.strip() == UP_TO_DATE
-    summary = read(first / "data" / "split" / "summary.json")
+def fashion_mnist_in_grey(clone: Path, tmp_path: Path) -> None:
+    """Ten grey classes from IDX files, the official split kept, through the whole pipeline."""
+    summary = read(clone / "data" / "split" / "summary.json")
     assert summary["classes"] == list(FASHION) and summary["test"] == "the archive's own test/ folder"
     assert summary["images"]["test"] == {c: 2 for c in FASHION}  # the t10k file, whole
     # validation: a quarter of the 60 training images, stratified; the rest train
     assert sum(summary["images"]["val"].values()) == 15 and sum(summary["images"]["train"].values()) == 45
-    assert np.load(images_file(first / "data" / "processed", "train"), mmap_mode="r").shape == (45, 1, 72, 72)
-    check_every_figure(first, FASHION, test_images=20)
-    model, meta = checkpoint.load(first / "models" / "nin.pt")
+    assert np.load(images_file(clone / "data" / "processed", "train"), mmap_mode="r").shape == (45, 1, 72, 72)
+    check_every_figure(clone, FASHION, test_images=20)
+    model, meta = checkpoint.load(clone / "models" / "nin.pt")
     assert meta["channels"] == 1 and next(model.parameters()).shape[1] == 1  # the first conv reads one channel
-    photo = fashion.tmp / "coat.png"
+    photo = tmp_path / "coat.png"
     photo.write_bytes(encode(Image.new("L", (28, 28), 40), "PNG"))
-    assert list(predict(first, str(photo))[0])[2:-1] == [f"p_{c}" for c in FASHION]
-    program, info = exported(first)
+    assert list(predict(clone, str(photo))[0])[2:-1] == [f"p_{c}" for c in FASHION]
+    program, info = exported(clone)
     assert info["input"]["shape"] == ["N", 1, 72, 72] and info["input"]["channels"] == "grey"
     assert program(torch.zeros(3, 1, 72, 72, dtype=torch.uint8)).shape == (3, 10)
