@@ -137,10 +137,11 @@ def _expected() -> str:
     return ", ".join(f"{stem}[.gz]" for stem in FILES.values())
 
 
-def fetch_all(downloads: Path, remotes: tuple[Remote, ...] = REMOTES) -> Path:
-    """Download (or reuse, verified) each of `remotes` into downloads/fashion-mnist and return that folder."""
+def fetch_all(downloads: Path, remotes: tuple[Remote, ...] | None = None) -> Path:
+    """Download (or reuse, verified) each of `remotes` (default: REMOTES, the official files) into
+    downloads/fashion-mnist and return that folder."""
     folder = Path(downloads) / "fashion-mnist"
-    for remote in remotes:
+    for remote in REMOTES if remotes is None else remotes:
         fetch(remote, folder)
     return folder
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import re
 import struct
 import threading
@@ -21,6 +22,7 @@ import pytest
 from PIL import Image
 
 from pipeline import idx
+from pipeline.download import fetch_archive
 from pipeline.errors import StageError
 from pipeline.fetch import Remote
 
@@ -294,6 +296,18 @@ def test_fetch_all_downloads_verifies_and_reuses(server, tmp_path):
     assert idx.write_archive(idx.find(folder), tmp_path / "f.zip") == {"train": 7, "test": 3, "size": [28, 28]}
     idx.fetch_all(tmp_path / "downloads", remotes(server))
     assert len(server.requests) == 4  # the second time, all four came from the verified cache
+
+
+def test_the_download_stage_s_fashion_mnist_source_fetches_checks_and_writes_the_archive(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(idx, "REMOTES", remotes(server))  # the official files' place, sizes and digests, here
+    archive = fetch_archive("fashion-mnist", tmp_path / "raw", tmp_path / "downloads")
+    with zipfile.ZipFile(archive) as z:
+        names = z.namelist()
+    assert len(names) == 10 and sum(n.startswith("test/") for n in names) == 3
+    assert f"train/{idx.CLASSES[TRAIN_LABELS[1]]}/00001.png" in names
+    source = json.loads((tmp_path / "raw" / "source.json").read_text())
+    assert source["source"] == "fashion-mnist" and source["origin"] == idx.MIRROR
+    assert sorted(p.name for p in (tmp_path / "downloads" / "fashion-mnist").iterdir()) == sorted(server.files)
 
 
 def test_fetch_all_rejects_a_changed_file(server, tmp_path):
