@@ -18,12 +18,19 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import models as tv
 
 from pipeline.errors import ParamError, StageError
 from pipeline.models.registry import register, register_family
 
 TORCHVISION = "torchvision:"  # prefix naming any torchvision classification model, e.g. torchvision:efficientnet_b0
+
+
+def _tv():
+    """torchvision's `models`, imported on first use: importing it costs every stage 2 to 3 s of its
+    start (here, on top of torch's 2), and only these transfer models need it."""
+    from torchvision import models
+
+    return models
 
 
 class TransferModel(nn.Module):
@@ -119,7 +126,7 @@ def weights_file(tv_name: str, weights: str | None) -> tuple[Path, str]:
     """(local file, URL) of the ImageNet weights: `weights` names a file, or one of torchvision's
     published sets for this model (IMAGENET1K_V1, the course's; IMAGENET1K_V2...), kept in torch hub's
     usual cache; null is torchvision's DEFAULT set (IMAGENET1K_V2 for ResNet-50)."""
-    published = tv.get_model_weights(tv_name)
+    published = _tv().get_model_weights(tv_name)
     if _names_a_file(tv_name, weights):
         return Path(weights).expanduser(), published.DEFAULT.url
     url = published[weights or "DEFAULT"].url
@@ -127,12 +134,12 @@ def weights_file(tv_name: str, weights: str | None) -> tuple[Path, str]:
 
 
 def published_names(tv_name: str) -> list[str]:
-    return [name for name in tv.get_model_weights(tv_name).__members__ if name != "DEFAULT"]
+    return [name for name in _tv().get_model_weights(tv_name).__members__ if name != "DEFAULT"]
 
 
 def _names_a_file(tv_name: str, weights: str | None) -> bool:
     """`weights` is a path to a state-dict file, not null nor the name of a published set."""
-    return bool(weights) and weights not in tv.get_model_weights(tv_name).__members__
+    return bool(weights) and weights not in _tv().get_model_weights(tv_name).__members__
 
 
 def ensure_weights(tv_name: str, weights: str | None) -> Path:
@@ -174,7 +181,7 @@ def torchvision_model(
     extra = {"aux_logits": True} if tv_name in ("googlenet", "inception_v3") else {}
     if pretrained and extra and in_channels == 3:
         extra["transform_input"] = True  # these weights expect their own input scaling (of RGB)
-    model = tv.get_model(tv_name, weights=None, **extra)
+    model = _tv().get_model(tv_name, weights=None, **extra)
     if pretrained:
         state = torch.load(ensure_weights(tv_name, weights), map_location="cpu", weights_only=True)
         model.load_state_dict(state)
@@ -209,7 +216,7 @@ def check_options(tv_name: str, key: str, **options) -> None:
     freeze = options.get("freeze", "backbone")
     if freeze not in ("backbone", "none"):
         with torch.device("meta"):
-            skeleton = tv.get_model(tv_name, weights=None)
+            skeleton = _tv().get_model(tv_name, weights=None)
         children = [name for name, m in skeleton.named_modules() if name and any(True for _ in m.parameters())]
         if freeze not in children or freeze == _classifier_path(skeleton):
             top = [n for n, _ in skeleton.named_children()]
@@ -225,7 +232,7 @@ register_family(
     TORCHVISION,
     "any torchvision classification model",
     torchvision_model,
-    members=lambda: tv.list_models(module=tv),
+    members=lambda: _tv().list_models(module=_tv()),
     check=check_options,
 )
 
