@@ -16,13 +16,14 @@ from torch import nn
 from pipeline import distributed, models
 from pipeline.atomic import atomic_path
 from pipeline.errors import StageError
+from pipeline.files import DOGS_VS_CATS
 
 # Bumped when a model file's content changes meaning (2: `meta` holds the resize policy, which
 # `predict` needs to see a photo as the model was trained to; 3: and the classes and channels):
 # older files are refused, by name, except format 2's, all of which are Dogs-vs-Cats' RGB models.
 MODEL_FORMAT = 3
 READABLE = (2, 3)
-UNSAID = {"classes": ["cat", "dog"], "channels": 3}  # what a model file that does not say is for
+UNSAID = {"classes": list(DOGS_VS_CATS), "channels": 3}  # what a model file that does not say is for
 
 
 def save(path: Path, model: nn.Module, *, name: str, options: dict, meta: dict[str, Any]) -> None:

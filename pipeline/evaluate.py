@@ -85,7 +85,8 @@ def roc_auc(labels: np.ndarray, proba: np.ndarray) -> float:
     """ROC AUC: of the second class against the first for two; one-vs-rest, macro-averaged, for more."""
     if proba.shape[1] == 2:
         return float(skm.roc_auc_score(labels, proba[:, 1]))
-    proba = proba / proba.sum(1, keepdims=True)  # float32 softmax rows: make them sum to 1 in float64
+    proba = proba.astype(np.float64)
+    proba /= proba.sum(1, keepdims=True)  # float32 softmax rows sum to 1 only within ~1e-7: scikit-learn checks
     return float(skm.roc_auc_score(labels, proba, multi_class="ovr", average="macro", labels=list(range(proba.shape[1]))))
 
 
