@@ -11,9 +11,9 @@ images per second of:
              the recipe's augmentation (params.yaml `train`) and normalisation on whole batches on the device;
   ceiling    the same model on random tensors already on the device: no data path at all;
 plus `evaluation` (predict in eval mode) and `epochs` (the train stage's whole epochs: training,
-validation and the per-epoch resume checkpoint), whose "cores busy" shows any single-threaded stall,
+validation and the per-epoch resume state), whose "cores busy" shows any single-threaded stall,
 and preprocessing throughput (decode + resize to tensors) with one process and with every core.
-It prints a table and writes a JSON file with every figure and the ratios
+It prints a table and writes a JSON file with every measurement and the ratios
 pipeline/dataloader_baseline and pipeline/ceiling. Every phase runs the same training step (optimiser, bf16 autocast on CUDA,
 channels-last), so the differences are the data path's alone.
 """
@@ -32,19 +32,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import atomic, cli, models, params, runtime
-from pipeline.data import MEAN, STD, Split, augment, batches
-from pipeline.errors import StageError
-from pipeline.images import Archive, label_of, load
-from pipeline.train import train_model
-from pipeline.workers import map_archive
+from pipeline import models
+from pipeline.common import atomic, cli
+from pipeline.common.errors import StageError
+from pipeline.data.images import Archive, label_of, load
+from pipeline.data.workers import map_archive
+from pipeline.params import recipes
+from pipeline.runtime.device import autocast, choose_device, describe, synchronize
+from pipeline.runtime.inference import probabilities
+from pipeline.runtime.tensors import MEAN, STD, Split, augment, batches
+from pipeline.training.fit import fit
+from pipeline.training.resume import ResumeFile
 
 
 def training_step(model: nn.Module, optimizer, device: torch.device):
     criterion = nn.CrossEntropyLoss()
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        with runtime.autocast(device):
+        with autocast(device):
             loss = criterion(model(x).float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -59,14 +64,14 @@ def timed(batches_iter, step, device: torch.device, *, warmup: int, steps: int) 
     images, start, cpu = 0, None, None
     for i, (x, y) in enumerate(batches_iter):
         if i == warmup:
-            runtime.synchronize(device)
+            synchronize(device)
             start, cpu = time.perf_counter(), time.process_time()
         step(x, y)
         if i >= warmup:
             images += len(y)
         if i + 1 == warmup + steps:
             break
-    runtime.synchronize(device)
+    synchronize(device)
     wall = time.perf_counter() - start
     return {"images_per_second": images / wall, "seconds": wall, "images": images, "cpu_busy": (time.process_time() - cpu) / wall}
 
@@ -146,7 +151,7 @@ def bench_training(model_name: str, archive: Path, *, image_size: int, batch_siz
     results["dataloader_baseline"] = timed(on_device(loader, device), fresh_step(), device, warmup=warmup, steps=steps)
     del loader  # its persistent workers stop before the next phase
 
-    tp = params.load().train
+    tp = recipes.load().train
     ours = (
         (augment(x, crop_scale=tp.crop_scale, flip=tp.flip, translate=tp.translate, generator=generator), y)
         for x, y in endless(lambda: batches(split, batch_size, shuffle=True, generator=generator))
@@ -164,24 +169,24 @@ def bench_training(model_name: str, archive: Path, *, image_size: int, batch_siz
 def bench_evaluation(model_name: str, split: Split, batch_size: int) -> dict:
     """`predict` (eval mode, inference mode) over the split, as validation and evaluate run it."""
     model = models.build(model_name, **_offline(model_name)).to(split.device, memory_format=torch.channels_last)
-    runtime.predict(model, split, batch_size)  # warm-up
-    runtime.synchronize(split.device)
+    probabilities(model, split, batch_size)  # warm-up
+    synchronize(split.device)
     start, cpu = time.perf_counter(), time.process_time()
-    runtime.predict(model, split, batch_size)
+    probabilities(model, split, batch_size)
     wall = time.perf_counter() - start
     return {"images_per_second": len(split) / wall, "seconds": wall, "images": len(split), "cpu_busy": (time.process_time() - cpu) / wall}
 
 
 def bench_epochs(model_name: str, split: Split, batch_size: int, epochs: int = 2) -> dict:
-    """Whole epochs of the train stage's own `train_model`: training, validation, the resume
-    checkpoint after each epoch. Cores busy well below the core count would show a stall."""
+    """Whole epochs of the train stage's own loop (`training.fit`): training, validation, the resume
+    state saved after each epoch. Cores busy well below the core count would show a stall."""
     overrides = {"model": model_name, "train": {"epochs": epochs, "batch_size": batch_size}, "runtime": {"device": split.device.type}}
-    spec = params.load(overrides=overrides).models[0]
-    spec = params.ModelSpec(spec.name, {**spec.options, **_offline(model_name)}, spec.train)
+    spec = recipes.load(overrides=overrides).models[0]
+    spec = recipes.ModelSpec(spec.name, {**spec.options, **_offline(model_name)}, spec.train)
     with tempfile.TemporaryDirectory() as tmp:
-        runtime.synchronize(split.device)
+        synchronize(split.device)
         start, cpu = time.perf_counter(), time.process_time()
-        train_model(spec, split, split, resume_file=Path(tmp) / "progress.pt", key="bench")
+        fit(spec, split, split, classes=2, resume=ResumeFile(Path(tmp) / "resume.pt", "bench"))
         wall = time.perf_counter() - start
     images = epochs * (len(split) // batch_size) * batch_size
     return {"images_per_second": images / wall, "seconds": wall, "images": images, "cpu_busy": (time.process_time() - cpu) / wall}
@@ -229,11 +234,11 @@ def main() -> None:
     models.resolve(args.model)
     if not args.archive.exists():
         raise StageError(f"{args.archive} not found: run `dvc repro download` first, or pass --archive PATH to a zip of JPEGs")
-    device = runtime.choose_device(args.device)
+    device = choose_device(args.device)
     workers = cli.cpu_count()
     result = {
         "model": args.model, "image_size": args.image_size, "batch_size": args.batch_size, "steps": args.steps,
-        "device": runtime.describe(device), "cpu_cores": workers, "torch": torch.__version__, "platform": platform.platform(),
+        "device": describe(device), "cpu_cores": workers, "torch": torch.__version__, "platform": platform.platform(),
         "training": bench_training(args.model, args.archive, image_size=args.image_size, batch_size=args.batch_size,
                                    steps=args.steps, warmup=args.warmup, device=device, workers=workers),
         "preprocess": bench_preprocess(args.archive, image_size=args.image_size, count=args.preprocess_images, workers=workers),

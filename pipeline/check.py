@@ -12,9 +12,13 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from pipeline import atomic, cli, download, idx, images, models, params, runtime
-from pipeline.errors import StageError
-from pipeline.sections import DataParams
+from pipeline import models
+from pipeline.common import atomic, cli
+from pipeline.common.errors import StageError
+from pipeline.data import fashion_mnist, images, sources
+from pipeline.params import recipes
+from pipeline.params.sections import DataParams
+from pipeline.runtime.device import choose_device
 
 MARKER = "params.yaml is valid and its resources are at hand\n"
 
@@ -25,15 +29,15 @@ SYNTHETIC_PHOTOS = 600  # synthetic.make_archive's default: 300 per class
 DISK_MARGIN = 1 << 30  # bytes left free after the arrays and DVC's copy of them
 
 
-def problems(p: params.Params, downloads: Path, *, free: int | None = None) -> list[str]:
+def problems(p: recipes.Params, downloads: Path, *, free: int | None = None) -> list[str]:
     """Everything that would stop the run later: the data source, the device, the disk, then the
     pretrained weights (fetched now into torch's cache if missing) and every model's shape at the
     image size. `free`: bytes free where the pipeline writes (measured if None)."""
     found = []
-    if problem := download.source_problem(p.data.source, downloads):
+    if problem := sources.source_problem(p.data.source, downloads):
         found.append(problem)
     try:
-        runtime.choose_device(p.runtime.device)
+        choose_device(p.runtime.device)
     except StageError as e:
         found.append(str(e))
     if problem := disk_problem(p.data, shutil.disk_usage(".").free if free is None else free):
@@ -52,8 +56,8 @@ def photos_at_most(data: DataParams) -> int:
     whose own test split comes on top of the capped train part)."""
     if data.source in ("microsoft", "kaggle"):
         count, classes = KAGGLE_PHOTOS, 2
-    elif data.source.startswith(download.FASHION_MNIST):
-        count, classes = FASHION_MNIST_IMAGES, 2 * len(idx.CLASSES)
+    elif data.source.startswith(sources.FASHION_MNIST):
+        count, classes = FASHION_MNIST_IMAGES, 2 * len(fashion_mnist.CLASSES)
     elif data.source == "synthetic":
         count, classes = SYNTHETIC_PHOTOS, 2
     else:
@@ -84,7 +88,7 @@ def disk_problem(data: DataParams, free: int) -> str | None:
     )
 
 
-def copied_feature_maps(p: params.Params) -> list[str]:
+def copied_feature_maps(p: recipes.Params) -> list[str]:
     """One note per model whose classifier reads a feature map larger than the network makes at this
     image size (AlexNet and VGG below 224 px): honest about what the adaptive pool does."""
     notes = []
@@ -99,7 +103,7 @@ def copied_feature_maps(p: params.Params) -> list[str]:
     return notes
 
 
-def random_backbones(p: params.Params) -> list[str]:
+def random_backbones(p: recipes.Params) -> list[str]:
     """One note per transfer model told to train from random weights: nothing of it is frozen or slowed."""
     notes = []
     for spec in p.models:
@@ -117,7 +121,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="marker file written when all is well")
     parser.add_argument("--downloads", type=Path, required=True, help="the download stage's verified cache")
     args = parser.parse_args()
-    p = params.load()
+    p = recipes.load()
     if found := problems(p, args.downloads):
         if len(found) == 1:
             raise StageError(found[0])

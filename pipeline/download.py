@@ -1,54 +1,31 @@
 """The `download` stage: the photos as one archive, data/raw/images.zip, and where it came from.
 
 One zip rather than 25,000 loose files: DVC tracks it as a single file (a fast `dvc status`) and later
-stages read images straight out of it. `data.source` picks where it comes from:
-
-    microsoft      the public mirror of the Kaggle Dogs-vs-Cats images (825 MB): resumable, verified by sha256
-    kaggle         the competition's own train.zip, through the `kaggle` package and your API token
-    fashion-mnist  the course's 28×28 grey clothes, 10 classes: the four IDX files from torchvision's
-                   mirror (verified, resumable), or `fashion-mnist:<folder or zip>` holding them, written
-                   as train/<class>/*.png and test/<class>/*.png (the official split, kept: pipeline.split)
-    synthetic      generated shapes (pipeline/synthetic.py) for offline smoke runs
-    <path>         a .zip (used in place) or a folder of images (zipped once, uncompressed), in
-                   Dogs-vs-Cats' layouts or one folder per class (pipeline.images.labelling)
+stages read images straight out of it. `data.source` picks where it comes from (pipeline.data.sources): the
+Microsoft mirror of the Kaggle photos, the competition's own zip, Fashion-MNIST (written as
+train/<class>/*.png and test/<class>/*.png: its official split, kept by the split stage), a
+generated stand-in, or a zip or folder of your own.
 
 Downloads are kept, verified, in data/.downloads: DVC deletes data/raw before a rerun, not that.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
-import socket
-import sys
-import tempfile
-import urllib.parse
-import zipfile
 from pathlib import Path
 
-from pipeline import atomic, cli, idx, sections, synthetic
-from pipeline.errors import StageError
-from pipeline.fetch import CHUNK, Remote, fetch, local_hint
-from pipeline.files import sha256_file, zip_entry
-from pipeline.images import IMAGE_SUFFIXES
-from pipeline.progress import track
+from pipeline.common import atomic, cli
+from pipeline.common.errors import StageError
+from pipeline.common.formats import sha256_file
+from pipeline.data import fashion_mnist, synthetic
+from pipeline.data.fetch import fetch
+from pipeline.data.sources import COMPETITION, FASHION_MNIST, MICROSOFT, from_fashion_mnist, from_kaggle, from_local, link_or_copy, local_path
+from pipeline.params import sections
 
 ARCHIVE = "images.zip"
-COMPETITION = "dogs-vs-cats"
-FASHION_MNIST = "fashion-mnist"  # and "fashion-mnist:<folder or zip>" for files already at hand
-ACCEPTED = "microsoft, kaggle, fashion-mnist, synthetic, or a path to a .zip or a folder of images"
 
 
-MICROSOFT = Remote(
-    url="https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/kagglecatsanddogs_5340.zip",
-    size=824_887_076,
-    sha256="b7974bd00a84a99921f36ee4403f089853777b5ae8d151c76a86e64900334af9",
-    filename="kagglecatsanddogs_5340.zip",
-)
-
-
-def fetch_archive(source: str, out: Path, downloads: Path, *, base_dir: Path | None = None) -> Path:
+def download(source: str, out: Path, downloads: Path, *, base_dir: Path | None = None) -> Path:
     """Write out/images.zip from `source`, and out/source.json saying what it is; return the archive's
     path. Both are made in a temporary folder that becomes `out` at the end: stopped at any point
     (Ctrl-C while a folder is zipped or hashed), the stage leaves no `out` rather than half of one."""
@@ -56,25 +33,25 @@ def fetch_archive(source: str, out: Path, downloads: Path, *, base_dir: Path | N
         folder.mkdir()
         archive = folder / ARCHIVE
         if source == "microsoft":
-            _link_or_copy(fetch(MICROSOFT, downloads), archive)
+            link_or_copy(fetch(MICROSOFT, downloads), archive)
             origin = MICROSOFT.url
         elif source == "kaggle":
-            fetch_kaggle(archive, downloads)
+            from_kaggle(archive, downloads)
             origin = f"https://www.kaggle.com/competitions/{COMPETITION}"
         elif source == FASHION_MNIST:
-            idx.write_archive(idx.find(idx.fetch_all(downloads)), archive)
-            origin = idx.MIRROR
+            fashion_mnist.write_archive(fashion_mnist.find(from_fashion_mnist(downloads)), archive)
+            origin = fashion_mnist.MIRROR
         elif source.startswith(FASHION_MNIST + ":"):
-            path = _local(source.partition(":")[2], base_dir)
+            path = local_path(source.partition(":")[2], base_dir)
             if not path.exists():
                 raise StageError(f"data.source = {source!r}: {path} was not found; name the folder or zip that holds the four IDX files")
-            idx.write_archive(idx.find(path), archive)
+            fashion_mnist.write_archive(fashion_mnist.find(path), archive)
             origin = str(path)
         elif source == "synthetic":
             synthetic.make_archive(archive)
             origin = "pipeline/synthetic.py"
         else:
-            path = _local(source, base_dir)
+            path = local_path(source, base_dir)
             from_local(source, path, archive)
             origin = str(path)
         info = {"source": source, "archive": ARCHIVE, "origin": origin, "bytes": archive.stat().st_size}
@@ -85,169 +62,12 @@ def fetch_archive(source: str, out: Path, downloads: Path, *, base_dir: Path | N
     return out / ARCHIVE
 
 
-def source_problem(source: str, downloads: Path, *, base_dir: Path | None = None) -> str | None:
-    """Why `source` cannot be fetched, found in milliseconds without downloading; None if it looks fine.
-
-    The `check` stage asks this first, so an offline machine hears about it before any other work.
-    """
-    if source == "microsoft":
-        cached = downloads / MICROSOFT.filename
-        if cached.is_file() and cached.stat().st_size == MICROSOFT.size:
-            return None
-        host = urllib.parse.urlsplit(MICROSOFT.url).hostname
-        try:
-            socket.getaddrinfo(host, 443)
-        except OSError as e:
-            return f"data.source = 'microsoft': cannot reach {host} ({e}) to download {MICROSOFT.url}. {local_hint(MICROSOFT)}"
-    elif source == "kaggle":
-        if importlib.util.find_spec("kaggle") is None:
-            return "data.source = 'kaggle' needs the kaggle package: pip install kaggle (or pip install -e '.[kaggle]')"
-    elif source == FASHION_MNIST:
-        folder = downloads / FASHION_MNIST
-        if all((folder / r.filename).is_file() and (folder / r.filename).stat().st_size == r.size for r in idx.REMOTES):
-            return None
-        host = urllib.parse.urlsplit(idx.MIRROR).hostname
-        try:
-            socket.getaddrinfo(host, 80)
-        except OSError as e:
-            return (
-                f"data.source = 'fashion-mnist': cannot reach {host} ({e}) to download the four IDX files. "
-                f"If you have them, set data.source to fashion-mnist:/path/to/their/folder (or a zip of them)"
-            )
-    elif source.startswith(FASHION_MNIST + ":"):
-        path = _local(source.partition(":")[2], base_dir)
-        if not path.exists():
-            return f"data.source = {source!r}: {path} was not found; name the folder or zip that holds the four IDX files"
-    elif source != "synthetic":
-        path = _local(source, base_dir)
-        if not path.exists():
-            return f"data.source = {source!r} was taken as a path, but {path} was not found. Use {ACCEPTED}"
-    return None
-
-
-def _local(source: str, base_dir: Path | None) -> Path:
-    """A path in data.source, relative to the project (or `base_dir`), as an absolute path."""
-    return Path(os.path.abspath((base_dir or Path.cwd()) / Path(source).expanduser()))
-
-
-# ---------------------------------------------------------------- kaggle: the competition's train.zip
-
-
-def fetch_kaggle(archive: Path, downloads: Path, *, competition: str = COMPETITION) -> None:
-    """Download the competition's files with the `kaggle` package; keep the train.zip inside as `archive`."""
-    api = _kaggle_api()
-    downloads.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=downloads, prefix="kaggle-") as tmp:
-        try:
-            api.competition_download_files(competition, path=tmp, quiet=False)
-        except Exception as e:  # kaggle raises its own ApiException (<1.7) or requests' HTTPError
-            status = getattr(e, "status", None) or getattr(getattr(e, "response", None), "status_code", None)
-            if status == 403:
-                raise StageError(
-                    f"Kaggle refused the {competition} files (HTTP 403): accept the competition's rules "
-                    f"first, at https://www.kaggle.com/competitions/{competition}/rules, then rerun"
-                ) from e
-            raise StageError(f"downloading the Kaggle competition {competition} failed: {e}") from e
-        bundle = Path(tmp) / f"{competition}.zip"
-        if not bundle.is_file():
-            found = ", ".join(sorted(p.name for p in Path(tmp).iterdir())) or "nothing"
-            raise StageError(f"the kaggle package wrote {found} instead of {bundle.name}: is it a recent version?")
-        _extract(bundle, "train.zip", archive)
-
-
-def _kaggle_api():
-    try:
-        import kaggle  # some versions authenticate on import: they raise OSError, or print and exit
-
-        api = kaggle.api
-        api.authenticate()
-    except ModuleNotFoundError as e:
-        if e.name != "kaggle":
-            raise
-        raise StageError(
-            "data.source=kaggle needs the kaggle package: pip install kaggle (or pip install -e '.[kaggle]'). "
-            "data.source=microsoft has the same photos without a Kaggle account."
-        ) from None
-    except (OSError, ValueError, SystemExit) as e:
-        detail = "it found no credentials" if isinstance(e, SystemExit) else str(e)
-        raise StageError(
-            f"the kaggle package could not authenticate ({detail}). Create a token at "
-            "https://www.kaggle.com/settings → API → Create New Token and save the kaggle.json it gives you "
-            "as ~/.kaggle/kaggle.json (chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY"
-        ) from None
-    return api
-
-
-# ---------------------------------------------------------------- a local .zip or folder
-
-
-def from_local(source: str, path: Path, archive: Path) -> None:
-    """Make `archive` from a local path: a competition zip's train.zip, any other zip linked, a folder zipped."""
-    if not path.exists():
-        raise StageError(f"data.source = {source!r} was taken as a path, but {path} was not found. Use {ACCEPTED}")
-    if path.is_dir():
-        zip_folder(path, archive)
-    elif zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-        inner = [n for n in names if n.rsplit("/", 1)[-1] == "train.zip"]
-        if inner and not any(n.lower().endswith(IMAGE_SUFFIXES) for n in names):
-            _extract(path, inner[0], archive)  # the Kaggle competition download: images are one level down
-        else:
-            with atomic.atomic_path(archive) as tmp:
-                tmp.symlink_to(path)  # used in place: DVC caches the content anyway
-    else:
-        raise StageError(f"data.source = {source!r}: {path} is neither a .zip archive nor a folder. Use {ACCEPTED}")
-
-
-def zip_folder(folder: Path, archive: Path) -> None:
-    """Every file under `folder`, names relative to it and sorted, stored uncompressed: same files,
-    same bytes. A symbolic link that leads out of the folder is skipped (and listed): it would carry
-    whatever it points at (a key, /etc/passwd) into DVC's cache and every `dvc push`. A folder with
-    no photo at all (a virtualenv, a home folder) is refused before anything is written."""
-    root = folder.resolve()
-    files, outside = [], []
-    for path in sorted(folder.rglob("*")):
-        name = path.relative_to(folder).as_posix()
-        if path.is_symlink() and not path.resolve().is_relative_to(root):
-            outside.append(f"{name} → {os.readlink(path)}")
-        elif path.is_file():
-            files.append((name, path))
-    if outside:
-        shown = "; ".join(outside[:5]) + (f"; and {len(outside) - 5} more" if len(outside) > 5 else "")
-        print(f"download: skipped {len(outside)} symbolic link(s) leading out of {folder}: {shown}", file=sys.stderr)
-    if not any(name.lower().endswith(IMAGE_SUFFIXES) for name, _ in files):
-        raise StageError(
-            f"the folder {folder} (data.source) holds {len(files):,} files but no photo "
-            f"({', '.join(IMAGE_SUFFIXES)}): point data.source at the photos' folder"
-        )
-    with atomic.atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w") as z:
-        for name, path in track(files, total=len(files), desc=f"zipping {folder.name}", unit="file"):
-            z.writestr(zip_entry(name), path.read_bytes())
-
-
-def _extract(bundle: Path, member: str, archive: Path) -> None:
-    with zipfile.ZipFile(bundle) as z, z.open(member) as src, atomic.atomic_path(archive) as tmp, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst, CHUNK)
-    if not zipfile.is_zipfile(archive):
-        archive.unlink()
-        raise StageError(f"{bundle}: its {member} is not a zip archive (a broken or partial download?); download it again")
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    with atomic.atomic_path(dst) as tmp:
-        try:
-            os.link(src, tmp)  # no second 825 MB on disk
-        except OSError:
-            shutil.copyfile(src, tmp)  # another file system, or one without hard links
-
-
 def main() -> None:
     parser = cli.parser(__spec__.name, "Fetch the photos of data.source as one archive.")
     parser.add_argument("--out", type=Path, required=True, help="folder for images.zip and source.json")
     parser.add_argument("--downloads", type=Path, required=True, help="verified download cache, kept between runs")
     args = parser.parse_args()
-    fetch_archive(sections.load_data().source, args.out, args.downloads)
+    download(sections.load_data().source, args.out, args.downloads)
 
 
 if __name__ == "__main__":

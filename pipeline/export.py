@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline import atomic, checkpoint, cli, files
-from pipeline.data import statistics
-from pipeline.predict import model_file
+from pipeline.common import atomic, cli
+from pipeline.models import modelfile
+from pipeline.runtime.tensors import statistics
 
 MAX_BATCH = 4096  # the largest batch the exported program accepts (torch.export needs a bound)
 
@@ -43,7 +43,7 @@ class Classifier(nn.Module):
 def export(path: Path, out: Path) -> dict:
     """Write model file `path` as a torch.export program to `out` (appears complete or not at all);
     returns the metadata stored with it."""
-    model, meta = checkpoint.load(path, "cpu")
+    model, meta = modelfile.load(path, "cpu")
     model = model.to(memory_format=torch.contiguous_format)  # the plain layout any runtime expects
     size, channels = meta["image_size"], meta["channels"]
     example = torch.zeros(2, channels, size, size, dtype=torch.uint8)
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--model", help="a model name from the models folder, or a model file (default: the best)")
     parser.add_argument("--out", type=Path, required=True, help="the file to write (.pt2)")
     args = parser.parse_args()
-    path = model_file(args.model, files.pipeline_paths())
+    path = modelfile.find(args.model, cli.pipeline_paths())
     info = export(path, args.out)
     size, channels, classes = info["input"]["size"], info["input"]["shape"][1], info["output"]["probabilities"]
     out = f"P({', '.join(classes)})" if len(classes) <= 4 else f"P of {len(classes)} classes"

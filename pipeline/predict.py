@@ -2,7 +2,7 @@
 
 Each photo goes through exactly the test-time path the model was evaluated with: decoded and
 resized by the preprocess stage's own function, at the size and with the resize policy recorded in
-the model file (not today's params.yaml), then `runtime.predict` (eval mode, no gradients). So its
+the model file (not today's params.yaml), then `probabilities` (eval mode, no gradients). So its
 probabilities are those `evaluate` computed for the same test photo.
 
 Output: CSV on stdout (or --out), one row per input in the input's order (a folder's or a zip's
@@ -29,10 +29,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline import atomic, checkpoint, cli, files, gradcam, images, runtime
-from pipeline.data import Split
-from pipeline.errors import StageError
-from pipeline.files import DOGS_VS_CATS, csv_text
+from pipeline.common import atomic, cli
+from pipeline.common.errors import StageError
+from pipeline.common.formats import csv_text
+from pipeline.data import images
+from pipeline.data.images import DOGS_VS_CATS
+from pipeline.evaluation import gradcam
+from pipeline.models import modelfile
+from pipeline.runtime.device import choose_device, describe
+from pipeline.runtime.inference import probabilities
+from pipeline.runtime.tensors import Split
 
 CHUNK = 512  # photos decoded and classified at a time: at 224 px, 77 MB of uint8
 KAGGLE_CLIP = (0.005, 0.995)
@@ -86,7 +92,7 @@ def photos(inputs: list[Path]) -> list[Photo]:
     return found
 
 
-def prepare(photo: Photo, size: int, policy: str, channels: int = 3) -> tuple[np.ndarray | None, str]:
+def decode_photo(photo: Photo, size: int, policy: str, channels: int = 3) -> tuple[np.ndarray | None, str]:
     """(the (channels, size, size) uint8 array, "") or (None, why it cannot be classified)."""
     try:
         return images.load(photo.read(), size, policy, channels), ""
@@ -100,8 +106,8 @@ def prepare(photo: Photo, size: int, policy: str, channels: int = 3) -> tuple[np
 class Prediction:
     photo: Photo
     proba: np.ndarray | None  # (classes,) float32; None if the photo could not be read
-    error: str = ""
-    classes: tuple[str, ...] = DOGS_VS_CATS  # the model's, in the order of `proba`
+    error: str
+    classes: tuple[str, ...]  # the model's, in the order of `proba`
 
     @property
     def label(self) -> str:
@@ -113,10 +119,10 @@ def classify(model: torch.nn.Module, batch: np.ndarray, device: torch.device, ba
     photo's and its mirror image's (horizontal flip: a flipped cat is still a cat)."""
     x = torch.from_numpy(batch).to(device)
     split = Split(images=x, labels=torch.zeros(len(x), dtype=torch.long, device=device), device=device)
-    proba = runtime.predict(model, split, batch_size)
+    proba = probabilities(model, split, batch_size)
     if tta:
         mirrored = Split(images=x.flip(-1), labels=split.labels, device=device)
-        proba = (proba + runtime.predict(model, mirrored, batch_size)) / 2
+        proba = (proba + probabilities(model, mirrored, batch_size)) / 2
     return proba.numpy()
 
 
@@ -132,14 +138,14 @@ def predict(
     with ThreadPoolExecutor(cli.cpu_count()) as pool:  # Pillow decodes with the GIL released
         for start in range(0, len(found), CHUNK):
             chunk = found[start : start + CHUNK]
-            prepared = list(pool.map(lambda p: prepare(p, size, policy, channels), chunk))
-            good = [i for i, (array, _) in enumerate(prepared) if array is not None]
-            batch = np.stack([prepared[i][0] for i in good]) if good else None
+            decoded = list(pool.map(lambda p: decode_photo(p, size, policy, channels), chunk))
+            good = [i for i, (array, _) in enumerate(decoded) if array is not None]
+            batch = np.stack([decoded[i][0] for i in good]) if good else None
             proba = classify(model, batch, device, batch_size, tta) if good else []
             if explain and good:
                 write_explanations(explain, model, [chunk[i] for i in good], batch, device, batch_size)
             by_index = dict(zip(good, proba))
-            out += [Prediction(photo, by_index.get(i), prepared[i][1], classes) for i, photo in enumerate(chunk)]
+            out += [Prediction(photo, by_index.get(i), decoded[i][1], classes) for i, photo in enumerate(chunk)]
     return out
 
 
@@ -194,33 +200,13 @@ def submission(predictions: list[Prediction], classes: tuple[str, ...]) -> str:
     return csv_text(["id", "label"], sorted(rows))
 
 
-def summary(predictions: list[Prediction], name: str, seconds: float, device: torch.device, classes: tuple[str, ...] = DOGS_VS_CATS) -> str:
+def summary(predictions: list[Prediction], name: str, seconds: float, device: torch.device, classes: tuple[str, ...]) -> str:
     """`predict: 12,500 photos with resnet18: 6,301 cat, 6,199 dog, 0 unreadable; 412 img/s on cpu (2 threads)`"""
     counts = {c: sum(p.label == c for p in predictions) for c in classes}
     failed = sum(p.proba is None for p in predictions)
     by_class = ", ".join(f"{n:,} {c}" for c, n in counts.items())
     return (f"predict: {len(predictions):,} photos with {name}: {by_class}, {failed:,} unreadable; "
-            f"{len(predictions) / seconds:,.0f} img/s on {runtime.describe(device)}")  # fmt: skip
-
-
-def model_file(model: str | None, paths: dict[str, str]) -> Path:
-    """--model as a path (an existing file, or anything ending in .pt), or a name under the models
-    folder; by default the leaderboard's best model (metrics.json's `best`)."""
-    if model is not None and (model.endswith(".pt") or Path(model).is_file()):
-        return Path(model)
-    if not paths:
-        raise StageError("no dvc.yaml here to find the models folder: run from the project's folder, or give --model a model file")
-    folder = Path(paths["models"])
-    if model is None:
-        metrics = Path(paths["metrics"])
-        if not metrics.is_file():
-            raise StageError(f"no {metrics} to take the best model from: run `dvc repro`, or name one with --model")
-        model = files.read_json(metrics)["best"]
-    path = folder / f"{model}.pt"
-    if not path.is_file():
-        trained = sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
-        raise StageError(f"no trained model {model!r} in {folder}/ (trained: {', '.join(trained) or 'none; run dvc repro'})")
-    return path
+            f"{len(predictions) / seconds:,.0f} img/s on {describe(device)}")  # fmt: skip
 
 
 def main() -> None:
@@ -235,10 +221,10 @@ def main() -> None:
     parser.add_argument("--explain", type=Path, metavar="DIR", help="write a Grad-CAM overlay of each photo here (PNG)")
     args = parser.parse_args()
     inputs = [*args.inputs, *([args.kaggle] if args.kaggle else [])]
-    path = model_file(args.model, files.pipeline_paths())
+    path = modelfile.find(args.model, cli.pipeline_paths())
     found = photos(inputs)
-    device = runtime.choose_device(args.device)
-    model, meta = checkpoint.load(path, device)
+    device = choose_device(args.device)
+    model, meta = modelfile.load(path, device)
     start = time.perf_counter()
     predictions = predict(model, meta, found, device=device, batch_size=args.batch_size, tta=args.tta, explain=args.explain)
     classes = tuple(meta["classes"])

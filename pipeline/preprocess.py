@@ -15,11 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import atomic, cli, files, sections
-from pipeline.errors import StageError
-from pipeline.files import SPLITS, images_file, index_file, labels_file, read_index
-from pipeline.images import Archive, load
-from pipeline.workers import map_archive
+from pipeline.common import atomic, cli, formats
+from pipeline.common.errors import StageError
+from pipeline.data import layout
+from pipeline.data.images import Archive, load
+from pipeline.data.layout import (
+    SPLITS,
+    images_file,
+    index_file,
+    labels_file,
+    read_index,
+)
+from pipeline.data.workers import map_archive
+from pipeline.params import sections
 
 CHUNK = 64  # images per task: large enough to amortise the memmap open, small enough to balance cores
 
@@ -37,23 +45,21 @@ def fill(archive: Archive, task: tuple[str, int, list[str]], *, size: int, polic
 def archive_sha256(archive: Path) -> str:
     """The download stage records it in source.json beside the archive: 825 MB need not be read again."""
     recorded = archive.parent / "source.json"
-    if recorded.exists() and (sha := files.read_json(recorded).get("sha256")):
+    if recorded.exists() and (sha := formats.read_json(recorded).get("sha256")):
         return sha
-    return files.sha256_file(archive)
+    return formats.sha256_file(archive)
 
 
-def digest(archive: Path, split_dir: Path, image_size: int, resize: str, channels: int = 3) -> str:
-    """What the arrays are a function of, in one hash: training resumes a checkpoint only against it.
-    (Channels count only when not 3, so that RGB runs keep the digest, and the checkpoints, they had.)"""
-    grey = f" {channels}" if channels != 3 else ""
-    h = hashlib.sha256(f"{image_size} {resize} {archive_sha256(archive)}{grey}".encode())
+def digest(archive: Path, split_dir: Path, image_size: int, resize: str, channels: int) -> str:
+    """What the arrays are a function of, in one hash: training resumes only against it."""
+    h = hashlib.sha256(f"{image_size} {resize} {channels} {archive_sha256(archive)}".encode())
     for name in SPLITS:
         h.update(index_file(split_dir, name).read_bytes())
     return h.hexdigest()
 
 
-def preprocess(archive: Path, split_dir: Path, out: Path, *, image_size: int, resize: str, workers: int, channels: int = 3) -> dict:
-    classes = files.classes(split_dir)
+def preprocess(archive: Path, split_dir: Path, out: Path, *, image_size: int, resize: str, channels: int, workers: int) -> dict:
+    classes = layout.classes(split_dir)
     indexes = {name: read_index(index_file(split_dir, name), classes) for name in SPLITS}
     counts = {name: len(indexes[name][0]) for name in SPLITS}
     need = sum(counts.values()) * channels * image_size**2

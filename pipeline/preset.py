@@ -23,8 +23,9 @@ from typing import Any
 
 import yaml
 
-from pipeline import cli, params, sections
-from pipeline.errors import ParamError, StageError
+from pipeline.common import cli
+from pipeline.common.errors import ParamError, StageError
+from pipeline.params import recipes, sections
 
 PRESETS = Path("presets")
 # what a -S value may hold: the command runs without a shell, but a user pastes the printed one into one
@@ -97,7 +98,7 @@ def user_overrides(extra: list[str]) -> dict[str, Any]:
 def command(preset: dict, extra: list[str], base: Path = sections.PARAMS_FILE) -> list[str]:
     """`dvc exp run` with the preset's flags and `extra`, once params.yaml with all of them applied is valid."""
     mine, theirs = flatten(preset), user_overrides(extra)
-    params.load(base, nest({**mine, **theirs}))  # raises ParamError naming the key
+    recipes.load(base, nest({**mine, **theirs}))  # raises ParamError naming the key
     flags = [arg for key, value in mine.items() if key not in theirs for arg in ("-S", f"{key}={flag_value(key, value)}")]
     return ["dvc", "exp", "run", *flags, *extra]
 

@@ -13,13 +13,15 @@ import csv
 from html import escape
 from pathlib import Path
 
-from pipeline import atomic, cli, figures, files, params, results
-from pipeline.files import DOGS_VS_CATS
-from pipeline.progress import duration
+from pipeline.common import atomic, cli, formats
+from pipeline.common.progress import duration
+from pipeline.data.images import DOGS_VS_CATS
+from pipeline.evaluation import pictures, results
+from pipeline.params import recipes
+from pipeline.training.curves import CURVES, epochs_file
 
 TITLE = "Classic CNNs on Dogs vs. Cats"
 TOP5 = "top5_accuracy"  # evaluate's top-5 accuracy, there from six classes up
-CURVES = ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr")  # columns of the epochs table
 CSS = (
     "body{font:15px/1.45 system-ui,sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;margin:1em 0}th,td{padding:.3em .7em;border-bottom:1px solid #ddd}"
@@ -77,8 +79,8 @@ def cells(r: dict) -> list[str]:
 
 
 def classes_of(found: list[dict]) -> tuple[str, ...]:
-    """The classes the models were evaluated on (a Dogs-vs-Cats result does not name its two)."""
-    return tuple(found[0].get("classes", DOGS_VS_CATS))
+    """The classes the models were evaluated on."""
+    return tuple(found[0]["classes"])
 
 
 def title(classes: tuple[str, ...]) -> str:
@@ -92,7 +94,7 @@ def summary(found: list[dict]) -> str:
     devices = ", ".join(sorted({r["device"] for r in found}))
     classes = classes_of(found)
     of = "" if classes == DOGS_VS_CATS else f" of {len(classes)} classes"
-    grey = ", grey" if found[0].get("channels", 3) == 1 else ""
+    grey = ", grey" if found[0]["channels"] == 1 else ""
     return f"{found[0]['test']['images']} test images{of} at {found[0]['image_size']} px{grey}, trained on {devices}."
 
 
@@ -117,7 +119,7 @@ def read_curves(live: Path) -> dict[str, dict[str, tuple[list[int], list[float]]
     """Every model's per-epoch curves from the train stage's epochs table: model → column
     (`train_loss`, ..., `lr`) → (epochs counted from 1, values)."""
     curves: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
-    for row in files.read_json(files.epochs_file(live)):
+    for row in formats.read_json(epochs_file(live)):
         model = curves.setdefault(row["model"], {})
         for column in CURVES:
             epochs, values = model.setdefault(column, ([], []))
@@ -187,7 +189,7 @@ def html_page(rows: list[dict], found: list[dict], *, charts: list[tuple[bytes, 
     for r in rows:
         name = r["model"]
         facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in _facts(by_name[name]))
-        drawn = figures.png_bytes(figures.curves_figure(curves[name], title=f"{name}: training curves"))
+        drawn = pictures.png_bytes(pictures.curves_figure(curves[name], title=f"{name}: training curves"))
         parts += [
             f'<section id="{escape(name)}"><h2>{r["rank"]}. {escape(name)}</h2><dl>{facts}</dl>',
             _img(drawn, f"{name}: training curves"),
@@ -209,9 +211,9 @@ def report(found: list[dict], out: Path, *, live: Path, plots: Path) -> list[dic
     order = [r["model"] for r in rows]  # legends list the models best first
     val = {name: curves[name]["val_accuracy"] for name in order}
     charts = [
-        (figures.save_png(figures.accuracy_vs_time_figure(rows), out / "accuracy_vs_time.png"), "test accuracy against training time"),
-        (figures.png_bytes(figures.models_figure(val, title="Validation accuracy per epoch", xlabel="epoch", ylabel="validation accuracy", epochs=True)), "validation accuracy per epoch, every model"),
-        (figures.png_bytes(figures.roc_figure({name: roc[name] for name in order}, classes_of(found))), "ROC curves of every model on the test split"),
+        (pictures.save_png(pictures.accuracy_vs_time_figure(rows), out / "accuracy_vs_time.png"), "test accuracy against training time"),
+        (pictures.png_bytes(pictures.models_figure(val, title="Validation accuracy per epoch", xlabel="epoch", ylabel="validation accuracy", epochs=True)), "validation accuracy per epoch, every model"),
+        (pictures.png_bytes(pictures.roc_figure({name: roc[name] for name in order}, classes_of(found))), "ROC curves of every model on the test split"),
     ]  # fmt: skip
     atomic.write_text(out / "index.html", html_page(rows, found, charts=charts, curves=curves, images=plots / "images"))
     return rows
@@ -224,8 +226,8 @@ def main() -> None:
     parser.add_argument("--plots", type=Path, required=True, help="the evaluate stage's plots (roc.csv, images/)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    p = params.load()
-    found = [files.read_json(args.results / f"{name}.json") for name in p.model_names]
+    p = recipes.load()
+    found = [formats.read_json(args.results / f"{name}.json") for name in p.model_names]
     rows = report(found, args.out, live=args.live, plots=args.plots)
     print(f"report: {len(rows)} models, best {rows[0]['model']} at {rows[0]['accuracy']:.3f}")
 

@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from pipeline import atomic, cli, sections
-from pipeline.errors import ParamError, StageError
-from pipeline.files import DOGS_VS_CATS, SPLITS, csv_text, index_file, index_text
-from pipeline.images import Archive, RejectError, decode, labelling
-from pipeline.sections import DataParams
-from pipeline.workers import map_archive
+from pipeline.common import atomic, cli
+from pipeline.common.errors import ParamError, StageError
+from pipeline.common.formats import csv_text
+from pipeline.data.images import DOGS_VS_CATS, Archive, RejectError, decode, labelling
+from pipeline.data.layout import SPLITS, index_file, index_text
+from pipeline.data.workers import map_archive
+from pipeline.params import sections
+from pipeline.params.sections import DataParams
 
 VALIDATE_SIDE = 32  # px: JPEGs decode at their smallest DCT scale; every byte is still read and checked
 PARTS = ("train", "test")  # folder names by which an archive carries its own test split

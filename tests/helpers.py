@@ -13,11 +13,14 @@ import numpy as np
 import torch
 import yaml
 
-from pipeline import atomic, schema
-from pipeline.data import Split
-from pipeline.evaluate import roc_rows, write_gradcam, write_images
-from pipeline.files import DOGS_VS_CATS, csv_text, epochs_file
-from pipeline.report import CURVES
+from pipeline.common import atomic, schema
+from pipeline.common.formats import csv_text
+from pipeline.data.images import DOGS_VS_CATS
+from pipeline.data.layout import images_file, labels_file
+from pipeline.evaluate import write_gradcam, write_images
+from pipeline.evaluation.metrics import roc_rows
+from pipeline.runtime.tensors import Split
+from pipeline.training.curves import CURVES, epochs_file
 
 REPO = Path(__file__).resolve().parents[1]
 # Real Kaggle photos, when this clone sits beside a `shared/` folder that holds them; never in the repository.
@@ -80,6 +83,19 @@ def toy_split(n, size=32, seed=0):
     return Split(images=images, labels=labels, device=torch.device("cpu"))
 
 
+def write_processed(folder: Path, splits: dict[str, Split], *, image_size: int | None = None, classes=DOGS_VS_CATS, digest: str = "toy") -> Path:
+    """Preprocessed uint8 arrays as the preprocess stage names them, and the meta.json the later
+    stages read (the image size defaults to the arrays' own)."""
+    folder.mkdir(parents=True)
+    for name, split in splits.items():
+        np.save(images_file(folder, name), split.images.numpy())
+        np.save(labels_file(folder, name), split.labels.numpy())
+    first = next(iter(splits.values())).images
+    meta = {"image_size": image_size or first.shape[-1], "resize": "crop", "channels": first.shape[1], "classes": list(classes), "digest": digest}
+    atomic.write_json(folder / "meta.json", meta)
+    return folder
+
+
 # ---------------------------------------------------------------- what train and evaluate leave for the report
 
 
@@ -97,6 +113,8 @@ def result(model, accuracy, log_loss, ci=(0.0, 1.0), seconds=90.0):
         "parameters": 11_177_538,
         "trainable_parameters": 11_177_538,
         "image_size": 96,
+        "channels": 3,
+        "classes": ["cat", "dog"],
         "device": "cpu (2 threads)",
     }  # fmt: skip
 

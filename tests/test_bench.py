@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pipeline import synthetic
+from pipeline.data import synthetic
 from tests.helpers import REPO
 
 

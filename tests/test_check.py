@@ -9,8 +9,9 @@ import pytest
 import torch
 import yaml
 
-from pipeline import check, params
-from pipeline.download import MICROSOFT, source_problem
+from pipeline import check
+from pipeline.data.sources import MICROSOFT, source_problem
+from pipeline.params import recipes
 from tests.helpers import REPO
 
 
@@ -50,7 +51,7 @@ def test_local_sources_must_exist(tmp_path):
 
 
 def test_check_reports_the_data_source_and_the_missing_weights_together(offline, tmp_path):
-    found = check.problems(params.load(REPO / "params.yaml"), tmp_path / "downloads")
+    found = check.problems(recipes.load(REPO / "params.yaml"), tmp_path / "downloads")
     assert len(found) == 2
     assert "download.microsoft.com" in found[0]
     assert "resnet50-11ad3fa6.pth" in found[1] and "pretrained: false" in found[1]
@@ -61,7 +62,7 @@ def test_check_stage_exits_2_with_one_clear_message_and_writes_nothing(tmp_path)
     raw["train"]["batch_size"] = 0
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.check", "--out", "data/params.ok", "--downloads", "data/.downloads"],
+        [sys.executable, "-m", "pipeline.check", "--out", "data/recipes.ok", "--downloads", "data/.downloads"],
         cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
     )
     assert result.returncode == 2
@@ -78,7 +79,7 @@ def test_check_stage_prints_each_models_recipe_and_what_does_not_follow_train(tm
     raw["models"]["resnet18"] = {"lr": 0.003}  # an absolute rate: train.lr no longer reaches resnet18
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.check", "--out", "data/params.ok", "--downloads", "data/.downloads"],
+        [sys.executable, "-m", "pipeline.check", "--out", "data/recipes.ok", "--downloads", "data/.downloads"],
         cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
@@ -100,7 +101,8 @@ def test_check_stage_prints_each_models_recipe_and_what_does_not_follow_train(tm
 
 def test_the_readmes_quick_run_passes_the_check_offline(offline, tmp_path):
     """The README's quick-run command, as written (with a real local archive for its placeholder)."""
-    from pipeline import preset, synthetic
+    from pipeline import preset
+    from pipeline.data import synthetic
 
     readme = (REPO / "README.md").read_text()
     block = readme[readme.index("**A quick run on a CPU**") :].split("```bash\n", 1)[1].split("```", 1)[0]
@@ -110,5 +112,5 @@ def test_the_readmes_quick_run_passes_the_check_offline(offline, tmp_path):
     assert overrides["data.source"] == "path/to/train.zip"
     synthetic.make_archive(tmp_path / "train.zip", per_class=4, size=40)
     overrides["data.source"] = str(tmp_path / "train.zip")
-    p = params.load(REPO / "params.yaml", preset.nest(overrides))
+    p = recipes.load(REPO / "params.yaml", preset.nest(overrides))
     assert check.problems(p, tmp_path / "downloads") == []  # no download, no ImageNet weights needed

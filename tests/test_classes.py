@@ -18,17 +18,21 @@ from PIL import Image
 from sklearn import metrics as skm
 from torchvision import models as tv
 
-from pipeline import check, idx, models
-from pipeline.data import GREY_MEAN, GREY_STD, normalize
-from pipeline.download import fetch_archive, source_problem
-from pipeline.errors import ParamError, StageError
-from pipeline.evaluate import confusion_rows, gradcam_photos, roc_rows
-from pipeline.evaluate import test_metrics as metrics_of
-from pipeline.files import DOGS_VS_CATS, SPLITS, images_file, index_file, read_index, read_json
-from pipeline.images import Archive, labelling, load
+from pipeline import check, models
+from pipeline.common.errors import ParamError, StageError
+from pipeline.common.formats import read_json
+from pipeline.data import fashion_mnist
+from pipeline.data.images import DOGS_VS_CATS, Archive, labelling, load
+from pipeline.data.layout import SPLITS, images_file, index_file, read_index
+from pipeline.data.sources import source_problem
+from pipeline.download import download
+from pipeline.evaluate import gradcam_photos
+from pipeline.evaluation.metrics import classification_metrics as metrics_of
+from pipeline.evaluation.metrics import confusion_rows, roc_rows
 from pipeline.models.transfer import grey_input
+from pipeline.params.sections import DataParams
 from pipeline.preprocess import preprocess
-from pipeline.sections import DataParams
+from pipeline.runtime.tensors import GREY_MEAN, GREY_STD, normalize
 from pipeline.split import split
 from tests.archives import class_folder_members, encode, fashion_mnist_files, jpeg, write_zip
 
@@ -127,7 +131,7 @@ def test_preprocess_writes_one_channel_arrays_and_says_so(tmp_path):
     meta = preprocess(archive, tmp_path / "split", tmp_path / "out", image_size=24, resize="crop", workers=1, channels=1)
     assert meta["channels"] == 1 and meta["classes"] == ["daisy", "rose", "tulip"]
     assert np.load(images_file(tmp_path / "out", "train")).shape == (9, 1, 24, 24)
-    rgb = preprocess(archive, tmp_path / "split", tmp_path / "rgb", image_size=24, resize="crop", workers=1)
+    rgb = preprocess(archive, tmp_path / "split", tmp_path / "rgb", image_size=24, resize="crop", channels=3, workers=1)
     assert rgb["digest"] != meta["digest"]  # a grey run never resumes an RGB checkpoint
 
 
@@ -214,11 +218,11 @@ def test_top5_accuracy_from_six_classes_up():
 
 def test_two_class_results_keep_exactly_their_keys():
     labels, proba = np.array([0, 1, 1, 0]), np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.4, 0.6]])
-    assert set(metrics_of(labels, proba)) == {
+    assert set(metrics_of(labels, proba, DOGS_VS_CATS)) == {
         "images", "accuracy", "accuracy_ci95", "balanced_accuracy", "precision", "recall", "f1", "f1_macro",
         "roc_auc", "log_loss", "confusion",
     }  # fmt: skip
-    assert metrics_of(labels, proba)["precision"].keys() == set(DOGS_VS_CATS)
+    assert metrics_of(labels, proba, DOGS_VS_CATS)["precision"].keys() == set(DOGS_VS_CATS)
 
 
 def test_the_roc_of_three_classes_is_the_exact_mean_of_the_one_vs_rest_curves():
@@ -256,24 +260,24 @@ def test_data_channels_must_be_one_or_three():
 
 def test_fashion_mnist_from_a_local_folder_becomes_a_class_folder_archive_with_its_own_split(tmp_path):
     written = fashion_mnist_files(tmp_path / "raw", train_per_class=3, test_per_class=1)
-    archive = fetch_archive(f"fashion-mnist:{tmp_path / 'raw'}", tmp_path / "data" / "raw", tmp_path / "downloads")
+    archive = download(f"fashion-mnist:{tmp_path / 'raw'}", tmp_path / "data" / "raw", tmp_path / "downloads")
     with Archive(archive) as opened:
         names = opened.names()
         assert len(names) == 40 and sum(n.startswith("test/") for n in names) == 10
         images, labels = written["train"]
-        first = f"train/{idx.CLASSES[labels[0]]}/00000.png"  # the first training image, under its class's folder
+        first = f"train/{fashion_mnist.CLASSES[labels[0]]}/00000.png"  # the first training image, under its class's folder
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(opened.read(first)))), images[0])
     assert read_json(tmp_path / "data" / "raw" / "source.json")["origin"] == str(tmp_path / "raw")
     summary = split(archive, tmp_path / "split", dataclasses.replace(DATA, val_fraction=1 / 3), workers=1)
-    assert summary["classes"] == sorted(idx.CLASSES) and summary["test"] == "the archive's own test/ folder"
-    assert summary["images"]["test"] == {c: 1 for c in idx.CLASSES} and summary["images"]["val"] == {c: 1 for c in idx.CLASSES}
+    assert summary["classes"] == sorted(fashion_mnist.CLASSES) and summary["test"] == "the archive's own test/ folder"
+    assert summary["images"]["test"] == {c: 1 for c in fashion_mnist.CLASSES} and summary["images"]["val"] == {c: 1 for c in fashion_mnist.CLASSES}
 
 
 def test_the_fashion_mnist_source_is_checked_before_any_work(tmp_path):
     assert "was not found" in source_problem(f"fashion-mnist:{tmp_path / 'nowhere'}", tmp_path)
     cached = tmp_path / "fashion-mnist"
     cached.mkdir()
-    for remote in idx.REMOTES:  # a verified cache (sparse files of the right sizes): no network needed
+    for remote in fashion_mnist.REMOTES:  # a verified cache (sparse files of the right sizes): no network needed
         with open(cached / remote.filename, "wb") as f:
             f.truncate(remote.size)
     assert source_problem("fashion-mnist", tmp_path) is None

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 STAGE = """
 import json, random, sys
 import yaml
-from pipeline import models, results
+from pipeline import models
+from pipeline.evaluation import results
 from tests.helpers import result
 
 p = yaml.safe_load(open("params.yaml"))

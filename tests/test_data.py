@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data import MEAN, STD, Split, augment, batches, load_split, normalize
-from pipeline.files import images_file, labels_file
+from pipeline.data.layout import images_file, labels_file
+from pipeline.runtime.tensors import MEAN, STD, Split, augment, batches, load_split, normalize
 
 
 def split_of(n=10, size=8, seed=0):

@@ -17,11 +17,16 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import atomic, checkpoint, cli, models, params, runtime, train
-from pipeline.data import Split, shard_rows
-from pipeline.errors import ParamError
-from pipeline.files import images_file, labels_file
-from tests.helpers import REPO, set_params, toy_split
+from pipeline import models, train
+from pipeline.common import cli
+from pipeline.common.errors import ParamError
+from pipeline.models import modelfile
+from pipeline.params import recipes
+from pipeline.runtime.inference import probabilities
+from pipeline.runtime.tensors import shard_rows
+from pipeline.training import resume
+from pipeline.training.fit import per_process_batch
+from tests.helpers import REPO, set_params, toy_split, write_processed
 
 EPOCHS = 3
 # Both runs learn the toy task (>= 0.9), but not along the same path: two processes shuffle their
@@ -44,15 +49,6 @@ def torchrun(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def write_processed(folder: Path, splits: dict[str, Split]) -> None:
-    """Preprocessed uint8 arrays as the preprocess stage names them, and the meta.json train reads."""
-    folder.mkdir(parents=True)
-    for name, split in splits.items():
-        np.save(images_file(folder, name), split.images.numpy())
-        np.save(labels_file(folder, name), split.labels.numpy())
-    atomic.write_json(folder / "meta.json", {"image_size": 32, "resize": "crop", "digest": "toy"})
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("distributed")
@@ -64,7 +60,7 @@ def project(tmp_path_factory) -> Path:
 
 
 def train_args(run: str) -> list[str]:
-    outputs = {"--out": "models", "--live": "dvclive", "--progress": "checkpoints"}
+    outputs = {"--out": "models", "--live": "dvclive", "--resume": "resume"}
     return ["-m", "pipeline.train", "--data", "processed", *(x for k, v in outputs.items() for x in (k, f"{run}/{v}"))]
 
 
@@ -83,27 +79,27 @@ def test_two_processes_write_once_synchronise_batchnorm_and_match_one_process(pr
     shown = two_processes
     assert len([line for line in shown.splitlines() if "resnet18 epoch" in line]) == EPOCHS  # process 0 prints, alone
     where = f"cpu ({max(1, cli.cpu_count() // 2)} threads) × 2 processes"  # the cores shared between them
-    assert f"96 train / 32 val images at 32 px on {where}" in shown
+    assert f"96 train / 32 val images of 2 classes (cat, dog) at 32 px on {where}" in shown
 
     two = project / "two"
     assert [p.name for p in (two / "models").iterdir()] == ["resnet18.pt"]
-    model, meta = checkpoint.load(two / "models" / "resnet18.pt")
+    model, meta = modelfile.load(two / "models" / "resnet18.pt")
     batchnorms = sum(isinstance(m, nn.BatchNorm2d) for m in models.build("resnet18").modules())
     assert meta["processes"] == 2 and meta["synchronised_batchnorm_layers"] == batchnorms == 20
     assert meta["device"] == where
     rows = json.loads((two / "dvclive" / "plots" / "custom" / "epochs.json").read_text())
     assert [(r["model"], r["epoch"]) for r in rows] == [("resnet18", e) for e in range(1, EPOCHS + 1)]  # written once
-    spec = params.load(project / "params.yaml").models[0]
-    assert torch.load(two / "checkpoints" / "resnet18.pt", weights_only=True)["key"] == train.fingerprint(spec, "toy", 2)
+    spec = recipes.load(project / "params.yaml").models[0]
+    assert torch.load(two / "resume" / "resnet18.pt", weights_only=True)["key"] == resume.key(spec, "toy", 2)
 
     # Each process validated its half; the summed metrics are those of the whole split.
     val = toy_split(32, seed=1)
-    proba = runtime.predict(model, val, 16)
+    proba = probabilities(model, val, 16)
     assert meta["val"]["accuracy"] == (proba.argmax(1) == val.labels).float().mean().item()
     assert meta["val"]["loss"] == pytest.approx(nn.functional.nll_loss(proba.log(), val.labels).item(), rel=1e-4)
 
-    one = params.load(project / "params.yaml", {"runtime": {"processes": 1}})
-    single = train.train_all(one, project / "processed", project / "one/models", project / "one/dvclive", project / "one/checkpoints")
+    one = recipes.load(project / "params.yaml", {"runtime": {"processes": 1}})
+    single = train.train_all(one, project / "processed", project / "one/models", project / "one/dvclive", project / "one/resume")
     assert single["resnet18"]["processes"] == 1 and single["resnet18"]["synchronised_batchnorm_layers"] == 0
     assert meta["val"]["accuracy"] >= 0.9 and single["resnet18"]["val"]["accuracy"] >= 0.9
     assert meta["val"]["accuracy"] == pytest.approx(single["resnet18"]["val"]["accuracy"], abs=TOLERANCE)
@@ -118,18 +114,18 @@ def test_two_processes_resume_together_from_process_0s_checkpoint(project: Path,
 
 @pytest.mark.slow
 def test_an_interrupted_two_process_run_resumes_to_the_same_weights(project: Path, two_processes: str):
-    """Process 0's checkpoint is enough: each process derives its random streams from (seed, rank,
+    """Process 0's resume file is enough: each process derives its random streams from (seed, rank,
     epoch), so a run stopped with Ctrl-C and started again ends with the uninterrupted run's weights."""
     stopped = subprocess.Popen(
         torchrun_command(*train_args("cut")), cwd=project, env=ENV,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-    progress, deadline = project / "cut" / "checkpoints" / "resnet18.pt", time.monotonic() + 120
-    while not progress.exists() and stopped.poll() is None and time.monotonic() < deadline:
+    state, deadline = project / "cut" / "resume" / "resnet18.pt", time.monotonic() + 120
+    while not state.exists() and stopped.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(stopped.pid, signal.SIGINT)  # Ctrl-C, to torchrun and both processes
     stopped.wait(timeout=60)
-    assert progress.exists() and not (project / "cut" / "models" / "resnet18.pt").exists()  # stopped midway
+    assert state.exists() and not (project / "cut" / "models" / "resnet18.pt").exists()  # stopped midway
 
     assert "resnet18 resumes after epoch" in torchrun(project, *train_args("cut")).stdout
     whole = torch.load(project / "two" / "models" / "resnet18.pt", weights_only=True)["state_dict"]
@@ -141,7 +137,7 @@ SYNC_BATCHNORM = """
 import sys, torch
 import torch.distributed as dist
 from torch import nn
-from pipeline import distributed
+from pipeline.runtime import distributed
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 torch.manual_seed(0)
@@ -203,28 +199,20 @@ def test_shards_are_disjoint_equal_and_balanced_and_validation_covers_every_imag
 
 def test_a_batch_size_not_divisible_by_the_processes_is_refused():
     with pytest.raises(ParamError) as e:
-        params.load(REPO / "params.yaml", {"train": {"batch_size": 16}, "runtime": {"processes": 3}})
+        recipes.load(REPO / "params.yaml", {"train": {"batch_size": 16}, "runtime": {"processes": 3}})
     assert e.value.key == "train.batch_size" and "divisible by runtime.processes = 3" in str(e.value)
     with pytest.raises(ParamError) as e:
-        params.load(REPO / "params.yaml", {"runtime": {"processes": 2}, "models": {"vgg11": {"batch_size": 9}}})
+        recipes.load(REPO / "params.yaml", {"runtime": {"processes": 2}, "models": {"vgg11": {"batch_size": 9}}})
     assert e.value.key == "models.vgg11.batch_size"
-    spec = params.load(REPO / "params.yaml", {"model": "resnet18", "train": {"batch_size": 16}}).models[0]
-    assert train.per_process_batch(spec, 4) == 4
+    spec = recipes.load(REPO / "params.yaml", {"model": "resnet18", "train": {"batch_size": 16}}).models[0]
+    assert per_process_batch(spec, 4) == 4
     with pytest.raises(ParamError, match="train.batch_size = 16: must be divisible by the 3 processes"):
-        train.per_process_batch(spec, 3)  # torchrun across machines: more processes than runtime.processes
+        per_process_batch(spec, 3)  # torchrun across machines: more processes than runtime.processes
 
 
 def test_processes_is_one_launch_for_every_model_not_a_per_architecture_key():
     with pytest.raises(ParamError) as e:
-        params.load(REPO / "params.yaml", {"models": {"resnet18": {"processes": 2}}})
-    assert e.value.key == "models.resnet18.processes" and "set runtime.processes instead" in str(e.value)
+        recipes.load(REPO / "params.yaml", {"models": {"resnet18": {"processes": 2}}})
+    assert e.value.key == "models.resnet18.processes" and "unknown key" in str(e.value)
     with pytest.raises(ParamError, match="runtime.processes = 0"):
-        params.load(REPO / "params.yaml", {"runtime": {"processes": 0}})
-
-
-def test_the_resume_key_counts_the_processes_launched_not_the_param():
-    spec = params.load(REPO / "params.yaml", {"model": "resnet18"}).models[0]
-    two = params.load(REPO / "params.yaml", {"model": "resnet18", "runtime": {"processes": 2}}).models[0]
-    base = train.fingerprint(spec, "data")
-    assert train.fingerprint(two, "data") == base  # the param alone changes nothing: a plain run is one process
-    assert train.fingerprint(spec, "data", 2) != base != train.fingerprint(spec, "data", 4)
+        recipes.load(REPO / "params.yaml", {"runtime": {"processes": 0}})

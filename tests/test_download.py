@@ -7,79 +7,24 @@ import io
 import json
 import random
 import sys
-import threading
 import time
 import types
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import download, synthetic
-from pipeline import fetch as fetching
-from pipeline.download import fetch_archive
-from pipeline.errors import StageError
-from pipeline.fetch import Remote, fetch
+from pipeline import download
+from pipeline.common.errors import StageError
+from pipeline.data import fetch as fetching
+from pipeline.data import synthetic
+from pipeline.data.fetch import Remote, fetch
+from tests.fileserver import serving
 
 PAYLOAD = random.Random(0).randbytes(300_000)  # bytes the server serves as /file.zip
 UNREACHABLE = "http://nonexistent.invalid/x.zip"  # .invalid never resolves (RFC 6761)
-
-
-# ---------------------------------------------------------------- a local server
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fail_first = 0  # answer the first N requests with 500
-    cut_after: int | None = None  # close the connection after this many body bytes, once
-    wrong = False  # serve other bytes of the right size
-    honour_range = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.ranges: list[str | None] = []  # the Range header of every request, None when absent
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/file.zip"
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: Server
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        s = self.server
-        s.ranges.append(self.headers.get("Range"))
-        if len(s.ranges) <= s.fail_first:
-            return self.send_error(500)
-        if self.path != "/file.zip":
-            return self.send_error(404)
-        body = PAYLOAD[::-1] if s.wrong else PAYLOAD
-        start = 0
-        if self.headers.get("Range") and s.honour_range:
-            start = int(self.headers["Range"].removeprefix("bytes=").removesuffix("-"))
-            if start >= len(body):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(body)}")
-                self.send_header("Content-Length", "0")
-                return self.end_headers()
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        data = body[start:]
-        if s.cut_after is not None:
-            data, s.cut_after = data[: s.cut_after], None
-            self.close_connection = True
-        self.wfile.write(data)
 
 
 @pytest.fixture(autouse=True)
@@ -90,12 +35,8 @@ def no_proxy(monkeypatch):
 
 @pytest.fixture
 def server():
-    s = Server()
-    thread = threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    yield s
-    s.shutdown()
-    s.server_close()
+    with serving({"file.zip": PAYLOAD}) as s:
+        yield s
 
 
 def remote(url: str) -> Remote:
@@ -110,16 +51,16 @@ def files_under(*folders: Path) -> list[Path]:
 
 
 def test_full_download_is_verified_cached_and_linked(server, tmp_path, monkeypatch):
-    monkeypatch.setattr(download, "MICROSOFT", remote(server.url))
+    monkeypatch.setattr(download, "MICROSOFT", remote(server.url("file.zip")))
     out, downloads = tmp_path / "raw", tmp_path / "downloads"
-    archive = fetch_archive("microsoft", out, downloads)
+    archive = download.download("microsoft", out, downloads)
     assert archive == out / "images.zip" and archive.read_bytes() == PAYLOAD
     assert sorted(p.name for p in downloads.iterdir()) == ["file.zip"]  # no .part left
     assert (downloads / "file.zip").read_bytes() == PAYLOAD
     assert json.loads((out / "source.json").read_text()) == {
         "source": "microsoft",
         "archive": "images.zip",
-        "origin": server.url,
+        "origin": server.url("file.zip"),
         "bytes": len(PAYLOAD),
         "sha256": hashlib.sha256(PAYLOAD).hexdigest(),
     }
@@ -129,36 +70,36 @@ def test_full_download_is_verified_cached_and_linked(server, tmp_path, monkeypat
 def test_checksum_mismatch_keeps_nothing(server, tmp_path):
     server.wrong = True
     with pytest.raises(StageError, match="checksum"):
-        fetch(remote(server.url), tmp_path, backoff=0)
+        fetch(remote(server.url("file.zip")), tmp_path, backoff=0)
     assert not (tmp_path / "file.zip.part").exists() and not (tmp_path / "file.zip").exists()
 
 
 def test_interrupted_transfer_resumes_next_run_with_a_range(server, tmp_path):
     server.cut_after = 100_000
     with pytest.raises(StageError, match="Rerun to resume"):
-        fetch(remote(server.url), tmp_path, retries=0)
+        fetch(remote(server.url("file.zip")), tmp_path, retries=0)
     assert (tmp_path / "file.zip.part").read_bytes() == PAYLOAD[:100_000]
-    path = fetch(remote(server.url), tmp_path)
+    path = fetch(remote(server.url("file.zip")), tmp_path)
     assert server.ranges == [None, "bytes=100000-"]
     assert path.read_bytes() == PAYLOAD and not (tmp_path / "file.zip.part").exists()
 
 
 def test_dropped_connection_is_retried_from_what_arrived(server, tmp_path):
     server.cut_after = 123_456
-    assert fetch(remote(server.url), tmp_path, backoff=0).read_bytes() == PAYLOAD
+    assert fetch(remote(server.url("file.zip")), tmp_path, backoff=0).read_bytes() == PAYLOAD
     assert server.ranges == [None, "bytes=123456-"]
 
 
 def test_server_ignoring_the_range_starts_over(server, tmp_path):
     server.honour_range = False
     (tmp_path / "file.zip.part").write_bytes(PAYLOAD[:5000])
-    assert fetch(remote(server.url), tmp_path).read_bytes() == PAYLOAD
+    assert fetch(remote(server.url("file.zip")), tmp_path).read_bytes() == PAYLOAD
     assert server.ranges == ["bytes=5000-"]
 
 
 def test_complete_part_answered_416_is_verified(server, tmp_path):
     (tmp_path / "file.zip.part").write_bytes(PAYLOAD)
-    assert fetch(remote(server.url), tmp_path).read_bytes() == PAYLOAD
+    assert fetch(remote(server.url("file.zip")), tmp_path).read_bytes() == PAYLOAD
     assert server.ranges == [f"bytes={len(PAYLOAD)}-"]
 
 
@@ -166,20 +107,20 @@ def test_server_errors_are_retried_within_the_budget(server, tmp_path, monkeypat
     waits = []
     monkeypatch.setattr(fetching.time, "sleep", waits.append)
     server.fail_first = 2
-    assert fetch(remote(server.url), tmp_path, retries=4, backoff=0.5).read_bytes() == PAYLOAD
+    assert fetch(remote(server.url("file.zip")), tmp_path, retries=4, backoff=0.5).read_bytes() == PAYLOAD
     assert len(server.ranges) == 3 and waits == [0.5, 1.0]  # exponential back-off, in seconds
 
 
 def test_retries_exhausted(server, tmp_path):
     server.fail_first = 100
     with pytest.raises(StageError, match=r"in 3 attempts.*500"):
-        fetch(remote(server.url), tmp_path, retries=2, backoff=0)
+        fetch(remote(server.url("file.zip")), tmp_path, retries=2, backoff=0)
     assert len(server.ranges) == 3 and files_under(tmp_path) == []
 
 
 def test_not_found_is_not_retried(server, tmp_path):
     with pytest.raises(StageError, match="404"):
-        fetch(remote(server.url.replace("file.zip", "missing.zip")), tmp_path, retries=4, backoff=0)
+        fetch(remote(server.url("missing.zip")), tmp_path, retries=4, backoff=0)
     assert len(server.ranges) == 1 and files_under(tmp_path) == []
 
 
@@ -189,7 +130,7 @@ def test_offline_fails_fast_and_says_how_to_use_a_local_copy(tmp_path, monkeypat
     waits = []
     monkeypatch.setattr("time.sleep", waits.append)
     with pytest.raises(StageError) as error:
-        fetch_archive("microsoft", out, downloads)
+        download.download("microsoft", out, downloads)
     assert waits == []  # a name that does not resolve is not transient: no retry, no back-off
     message = str(error.value)
     assert UNREACHABLE in message and "data.source" in message and "synthetic" in message
@@ -203,7 +144,7 @@ def test_verified_cache_is_used_without_network(tmp_path):
 
 def test_damaged_cache_is_fetched_again(server, tmp_path):
     (tmp_path / "file.zip").write_bytes(PAYLOAD[:-1] + b"x")
-    assert fetch(remote(server.url), tmp_path).read_bytes() == PAYLOAD
+    assert fetch(remote(server.url("file.zip")), tmp_path).read_bytes() == PAYLOAD
     assert server.ranges == [None]
 
 
@@ -224,14 +165,14 @@ COMPETITION_ZIP = zip_bytes({"sampleSubmission.csv": b"id,label\n", "test1.zip":
 
 def test_local_zip_is_linked_in_place(tmp_path):
     (tmp_path / "photos.zip").write_bytes(TRAIN_ZIP)
-    archive = fetch_archive("photos.zip", tmp_path / "raw", tmp_path / "downloads", base_dir=tmp_path)
+    archive = download.download("photos.zip", tmp_path / "raw", tmp_path / "downloads", base_dir=tmp_path)
     assert archive.is_symlink() and archive.readlink() == tmp_path / "photos.zip"
     assert json.loads((tmp_path / "raw" / "source.json").read_text())["origin"] == str(tmp_path / "photos.zip")
 
 
 def test_competition_zip_gives_its_train_zip(tmp_path):
     (tmp_path / "dogs-vs-cats.zip").write_bytes(COMPETITION_ZIP)
-    archive = fetch_archive(str(tmp_path / "dogs-vs-cats.zip"), tmp_path / "raw", tmp_path / "downloads")
+    archive = download.download(str(tmp_path / "dogs-vs-cats.zip"), tmp_path / "raw", tmp_path / "downloads")
     assert not archive.is_symlink() and archive.read_bytes() == TRAIN_ZIP
 
 
@@ -240,10 +181,10 @@ def test_folder_becomes_a_reproducible_stored_zip(tmp_path):
     for name in ("Dog/1.jpg", "Cat/10.jpg", "Cat/2.jpg"):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(name.encode() * 100)
-    first = fetch_archive(str(folder), tmp_path / "a", tmp_path / "downloads").read_bytes()
+    first = download.download(str(folder), tmp_path / "a", tmp_path / "downloads").read_bytes()
     time.sleep(0.01)
     (folder / "Cat/2.jpg").touch()  # a newer modification time must not change the bytes
-    second = fetch_archive(str(folder), tmp_path / "b", tmp_path / "downloads").read_bytes()
+    second = download.download(str(folder), tmp_path / "b", tmp_path / "downloads").read_bytes()
     assert first == second
     with zipfile.ZipFile(io.BytesIO(first)) as z:
         assert z.namelist() == ["Cat/10.jpg", "Cat/2.jpg", "Dog/1.jpg"]
@@ -253,7 +194,7 @@ def test_folder_becomes_a_reproducible_stored_zip(tmp_path):
 
 def test_missing_path_lists_the_accepted_values(tmp_path):
     with pytest.raises(StageError) as error:
-        fetch_archive("microsfot", tmp_path / "raw", tmp_path / "downloads", base_dir=tmp_path)
+        download.download("microsfot", tmp_path / "raw", tmp_path / "downloads", base_dir=tmp_path)
     message = str(error.value)
     assert "taken as a path" in message and str(tmp_path / "microsfot") in message and "not found" in message
     assert all(word in message for word in ("microsoft", "kaggle", "synthetic", ".zip", "folder"))
@@ -285,7 +226,7 @@ def test_synthetic_colour_alone_helps_but_does_not_solve_it(tmp_path):
 
 
 def test_synthetic_source(tmp_path):
-    archive = fetch_archive("synthetic", tmp_path / "raw", tmp_path / "downloads")
+    archive = download.download("synthetic", tmp_path / "raw", tmp_path / "downloads")
     assert zipfile.ZipFile(archive).namelist()[-1] == "train/dog.299.jpg"
     assert json.loads((tmp_path / "raw" / "source.json").read_text())["source"] == "synthetic"
 
@@ -315,7 +256,7 @@ def test_kaggle_success(tmp_path, monkeypatch):
     api = FakeApi()
     fake_kaggle(monkeypatch, api)
     downloads = tmp_path / "downloads"
-    archive = fetch_archive("kaggle", tmp_path / "raw", downloads)
+    archive = download.download("kaggle", tmp_path / "raw", downloads)
     assert archive.read_bytes() == TRAIN_ZIP
     assert api.calls == [("dogs-vs-cats", downloads)]  # its temp folder was inside downloads...
     assert list(downloads.iterdir()) == []  # ...and is gone
@@ -324,7 +265,7 @@ def test_kaggle_success(tmp_path, monkeypatch):
 def test_kaggle_package_missing(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "kaggle", None)  # makes `import kaggle` fail as if not installed
     with pytest.raises(StageError, match="pip install kaggle"):
-        fetch_archive("kaggle", tmp_path / "raw", tmp_path / "downloads")
+        download.download("kaggle", tmp_path / "raw", tmp_path / "downloads")
 
 
 @pytest.mark.parametrize("failure", ["raise OSError('Could not find kaggle.json')", "raise SystemExit(1)"])
@@ -335,7 +276,7 @@ def test_kaggle_credentials_missing(tmp_path, monkeypatch, failure):
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.delitem(sys.modules, "kaggle", raising=False)
     with pytest.raises(StageError) as error:
-        fetch_archive("kaggle", tmp_path / "raw", tmp_path / "downloads")
+        download.download("kaggle", tmp_path / "raw", tmp_path / "downloads")
     message = str(error.value)
     assert "kaggle.json" in message and "KAGGLE_USERNAME" in message and "https://www.kaggle.com/settings" in message
 
@@ -352,5 +293,5 @@ class HTTPError(Exception):  # requests', as kaggle >= 1.7 raises it
 def test_kaggle_rules_not_accepted(tmp_path, monkeypatch, error):
     fake_kaggle(monkeypatch, FakeApi(error))
     with pytest.raises(StageError, match="https://www.kaggle.com/competitions/dogs-vs-cats/rules"):
-        fetch_archive("kaggle", tmp_path / "raw", tmp_path / "downloads")
+        download.download("kaggle", tmp_path / "raw", tmp_path / "downloads")
     assert not (tmp_path / "raw").exists() and list((tmp_path / "downloads").iterdir()) == []

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import figures
-from pipeline.evaluate import confusion_rows, roc_rows, wilson_interval, write_images
-from pipeline.evaluate import test_metrics as metrics_of
-from pipeline.files import DOGS_VS_CATS
-from pipeline.results import tracked
+from pipeline.data.images import DOGS_VS_CATS
+from pipeline.evaluate import write_images
+from pipeline.evaluation import pictures
+from pipeline.evaluation.metrics import classification_metrics as metrics_of
+from pipeline.evaluation.metrics import confusion_rows, roc_rows, wilson_interval
+from pipeline.evaluation.results import tracked
 from tests.helpers import result
 
 # Ten test images: 4 cats (label 0), 6 dogs (label 1), and each one's predicted P(dog).
@@ -22,7 +23,7 @@ PROBA = np.stack([1 - P_DOG, P_DOG], axis=1)
 
 
 def test_binary_metrics_match_the_hand_computed_values():
-    m = metrics_of(LABELS, PROBA)
+    m = metrics_of(LABELS, PROBA, DOGS_VS_CATS)
     assert m["confusion"] == {"cat": {"cat": 3, "dog": 1}, "dog": {"cat": 1, "dog": 5}}
     assert m["images"] == 10
     assert m["accuracy"] == pytest.approx(8 / 10)
@@ -76,12 +77,12 @@ def test_tracked_metrics_are_short_numeric_keys_by_figure_then_model_and_the_bes
 
 
 def test_normalised_confusion_rows_are_each_actual_class_shares():
-    counts, shares = figures.confusion_matrices(LABELS, PROBA.argmax(1), 2)
+    counts, shares = pictures.confusion_matrices(LABELS, PROBA.argmax(1), 2)
     assert counts.tolist() == [[3, 1], [1, 5]]
     assert shares == pytest.approx(np.array([[3 / 4, 1 / 4], [1 / 6, 5 / 6]]))
-    _, no_cats = figures.confusion_matrices(np.array([1, 1]), np.array([0, 1]), 2)
+    _, no_cats = pictures.confusion_matrices(np.array([1, 1]), np.array([0, 1]), 2)
     assert no_cats.tolist() == [[0, 0], [0.5, 0.5]]  # a class with no images: zeros, not NaN
-    fig = figures.confusion_figure(LABELS, PROBA.argmax(1), DOGS_VS_CATS, title="alexnet")
+    fig = pictures.confusion_figure(LABELS, PROBA.argmax(1), DOGS_VS_CATS, title="alexnet")
     drawn = [[t.get_text() for t in ax.texts] for ax in fig.axes]
     assert drawn == [["3", "1", "1", "5"], ["0.75", "0.25", "0.17", "0.83"]]  # row by row, as in the matrix
 
@@ -91,11 +92,11 @@ def test_most_wrong_is_the_mistakes_by_the_wrong_class_probability_ties_in_split
     p_dog = np.array([0.9, 0.2, 0.55, 0.05, 0.3, 0.7, 0.9, 0.4])
     proba = np.stack([1 - p_dog, p_dog], axis=1)
     # wrong: #0 P(dog) .9, #1 P(cat) .8, #2 P(dog) .55, #3 P(cat) .95, #6 P(dog) .9, #7 P(cat) .6; #4, #5 right
-    assert figures.most_wrong(labels, proba).tolist() == [3, 0, 6, 1, 7, 2]
-    assert figures.most_wrong(labels, proba, limit=3).tolist() == [3, 0, 6]
-    assert figures.most_wrong(labels[4:6], proba[4:6]).tolist() == []
+    assert pictures.most_wrong(labels, proba).tolist() == [3, 0, 6, 1, 7, 2]
+    assert pictures.most_wrong(labels, proba, limit=3).tolist() == [3, 0, 6]
+    assert pictures.most_wrong(labels[4:6], proba[4:6]).tolist() == []
     many = np.zeros(40, dtype=int), np.tile([0.2, 0.8], (40, 1))  # 40 cats, all called dog
-    assert len(figures.most_wrong(*many)) == figures.MAX_WRONG == 16
+    assert len(pictures.most_wrong(*many)) == pictures.MAX_WRONG == 16
 
 
 def test_images_are_pngs_of_the_documented_size_and_the_same_bytes_every_time(tmp_path):

@@ -12,8 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import checkpoint, export, models, predict, runtime
-from pipeline.data import Split
+from pipeline import export, models, predict
+from pipeline.models import modelfile
+from pipeline.runtime.inference import probabilities
+from pipeline.runtime.tensors import Split
 from tests.helpers import REPO
 
 # Run in a fresh interpreter, from a folder without the project: torch alone loads and runs the file.
@@ -32,7 +34,7 @@ print(json.dumps({"meta": json.loads(meta["meta.json"]), "proba": program.module
 def test_the_export_classifies_uint8_photos_without_the_project(tmp_path, name="resnet18", size=32):
     torch.manual_seed(0)
     path = tmp_path / f"{name}.pt"
-    checkpoint.save(path, models.build(name), name=name, options={}, meta={"image_size": size, "resize": "squash"})
+    modelfile.save(path, models.build(name), name=name, options={}, meta={"image_size": size, "resize": "squash", "channels": 3, "classes": ["cat", "dog"]})
     info = export.export(path, tmp_path / f"{name}.pt2")
     photos = np.random.default_rng(0).integers(0, 256, (5, 3, size, size), dtype=np.uint8)
     np.save(tmp_path / "photos.npy", photos)
@@ -43,9 +45,9 @@ def test_the_export_classifies_uint8_photos_without_the_project(tmp_path, name="
     assert out["project"] == []
     assert out["meta"] == info and info["input"] == {"dtype": "uint8", "shape": ["N", 3, size, size], "channels": "RGB", "size": size, "resize": "squash"}
     assert info["output"] == {"probabilities": ["cat", "dog"]}
-    model, _ = checkpoint.load(path)
+    model, _ = modelfile.load(path)
     split = Split(images=torch.from_numpy(photos), labels=torch.zeros(5, dtype=torch.long), device=torch.device("cpu"))
-    expected = runtime.predict(model, split, 64).numpy()  # what evaluate and predict compute
+    expected = probabilities(model, split, 64).numpy()  # what evaluate and predict compute
     assert np.allclose(out["proba"], expected, atol=1e-5)
     assert np.allclose(out["one"], expected[:1], atol=1e-5)  # any batch size: the batch dimension is dynamic
 
@@ -57,7 +59,7 @@ def test_the_readme_snippet_classifies_a_jpeg_as_predict_does(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "models" / "resnet18.pt"
     path.parent.mkdir()
-    checkpoint.save(path, models.build("resnet18"), name="resnet18", options={}, meta={"image_size": 32, "resize": "crop"})
+    modelfile.save(path, models.build("resnet18"), name="resnet18", options={}, meta={"image_size": 32, "resize": "crop", "channels": 3, "classes": ["cat", "dog"]})
     (tmp_path / "exports").mkdir()
     export.export(path, tmp_path / "exports" / "best.pt2")
     pixels = np.random.default_rng(1).integers(0, 256, (90, 120, 3), dtype=np.uint8)  # landscape: the crop matters
@@ -65,6 +67,6 @@ def test_the_readme_snippet_classifies_a_jpeg_as_predict_does(tmp_path):
     done = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     p_cat, p_dog = (float(word.strip(",")) for word in done.stdout.split()[1::2])
-    model, meta = checkpoint.load(path)
+    model, meta = modelfile.load(path)
     [expected] = predict.predict(model, meta, predict.photos([tmp_path / "my_photo.jpg"]), device=torch.device("cpu"))
     assert (p_cat, p_dog) == pytest.approx(tuple(expected.proba), abs=1e-3)  # printed to 3 decimals

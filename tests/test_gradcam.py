@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import gradcam, models
+from pipeline import models
+from pipeline.evaluation import gradcam
 
 
 class LeftHalfOnly(nn.Module):

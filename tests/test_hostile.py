@@ -19,10 +19,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline import check, download, params, schema, split, train, workers
-from pipeline.errors import ParamError, StageError
-from pipeline.images import MAX_FILE_BYTES, Archive, RejectError
-from tests.helpers import REPO, toy_split
+from pipeline import check, download, split
+from pipeline.common import schema
+from pipeline.common.errors import ParamError, StageError
+from pipeline.data import workers
+from pipeline.data.images import MAX_FILE_BYTES, Archive, RejectError
+from pipeline.params import recipes
+from tests.helpers import REPO
 
 
 def jpeg(size=(40, 30)) -> bytes:
@@ -119,7 +122,7 @@ def test_a_kaggle_bundle_whose_train_zip_is_not_a_zip_is_one_error(tmp_path):
         z.writestr("train.zip", b"this is not a zip")
         z.writestr("test1.zip", b"nor this")
     with pytest.raises(StageError, match="its train.zip is not a zip archive"):
-        download.fetch_archive(str(bundle), tmp_path / "raw", tmp_path / "downloads")
+        download.download(str(bundle), tmp_path / "raw", tmp_path / "downloads")
     assert not (tmp_path / "raw").exists() and list(tmp_path.glob(".raw*")) == []
 
 
@@ -167,12 +170,12 @@ def test_check_refuses_arrays_that_would_not_fit_naming_both_figures(tmp_path):
     with zipfile.ZipFile(source, "w") as z:
         for i in range(100):
             z.writestr(f"train/cat.{i}.jpg", b"x")
-    data = params.load(overrides={"data": {"source": str(source), "image_size": 1000}}).data
+    data = recipes.load(overrides={"data": {"source": str(source), "image_size": 1000}}).data
     assert check.photos_at_most(data) == 100
     problem = check.disk_problem(data, free=1 << 30)  # 100 × 3 × 1000² = 0.28 GiB, twice, + 1 GiB margin
     assert problem.startswith("data.image_size = 1000: the preprocessed arrays would take 0.3 GiB") and "needs 1.6 GiB but 1.0 GiB are free" in problem
     assert check.disk_problem(data, free=2 << 30) is None
-    capped = params.load(overrides={"data": {"source": "microsoft", "max_per_class": 10, "image_size": 100}}).data
+    capped = recipes.load(overrides={"data": {"source": "microsoft", "max_per_class": 10, "image_size": 100}}).data
     assert check.photos_at_most(capped) == 20
 
 
@@ -187,30 +190,8 @@ def test_check_refuses_arrays_that_would_not_fit_naming_both_figures(tmp_path):
 )
 def test_sizes_past_their_documented_bound_are_refused_with_the_reason(overrides, key):
     with pytest.raises(ParamError, match=rf"^{key} = \d+: must be at most [\d,]+: ") as e:
-        params.load(overrides=overrides)
+        recipes.load(overrides=overrides)
     assert e.value.key == key
-
-
-# ---------------------------------------------------------------- 5: checkpoints
-
-
-def test_a_truncated_checkpoint_is_set_aside_and_its_model_trains_from_the_start(tmp_path, capsys):
-    spec = params.load(overrides={"model": "resnet18", "train": {"epochs": 1, "batch_size": 16}}).models[0]
-    data = toy_split(32), toy_split(16, seed=1)
-    first, _ = train.train_model(spec, *data, resume_file=tmp_path / "m.pt", key="k")
-    with open(tmp_path / "m.pt", "r+b") as f:
-        f.truncate(5000)
-    again, _ = train.train_model(spec, *data, resume_file=tmp_path / "m.pt", key="k")
-    err = capsys.readouterr().err
-    assert f"{tmp_path / 'm.pt'}: unreadable (" in err and "moved to m.pt.corrupt, this model trains from the start" in err
-    assert (tmp_path / "m.pt.corrupt").stat().st_size == 5000
-    assert all((a == b).all() for a, b in zip(first.state_dict().values(), again.state_dict().values()))  # the same run again
-
-
-def test_a_checkpoint_folder_that_cannot_be_written_is_one_error_naming_it(tmp_path):
-    (tmp_path / "a-file").write_text("")
-    with pytest.raises(StageError, match=r"a-file/checkpoints: cannot write the resume checkpoints there"):
-        train.writable_folder(tmp_path / "a-file" / "checkpoints", "the resume checkpoints")
 
 
 # ---------------------------------------------------------------- 6, 9: params
@@ -228,7 +209,7 @@ def test_a_checkpoint_folder_that_cannot_be_written_is_one_error_naming_it(tmp_p
 )
 def test_bad_numbers_are_one_error_naming_the_param(overrides, key, allowed):
     with pytest.raises(ParamError) as e:
-        params.load(overrides=overrides)
+        recipes.load(overrides=overrides)
     assert e.value.key == key and e.value.allowed == allowed
 
 
@@ -260,17 +241,17 @@ def test_a_key_given_twice_is_refused_naming_it(tmp_path):
 
 def test_an_error_quotes_a_huge_value_in_a_couple_of_hundred_characters():
     with pytest.raises(ParamError) as e:
-        params.load(overrides={"model": "x" * 1_000_000})
+        recipes.load(overrides={"model": "x" * 1_000_000})
     assert len(str(e.value)) < 2000 and "(1,000,002 characters)" in str(e.value)
 
 
 def test_an_empty_list_for_models_is_refused_not_read_as_no_overrides():
     with pytest.raises(ParamError, match=r"^models = \[\]: must be a mapping"):
-        params.load(overrides={"models": []})
+        recipes.load(overrides={"models": []})
 
 
 def test_a_gpu_that_is_not_there_is_a_check_problem(tmp_path):
-    p = params.load(overrides={"runtime": {"device": "cuda:99"}, "data": {"source": "synthetic"}, "model": "nin"})
+    p = recipes.load(overrides={"runtime": {"device": "cuda:99"}, "data": {"source": "synthetic"}, "model": "nin"})
     found = check.problems(p, tmp_path)
     assert any(f.startswith("runtime.device = 'cuda:99'") for f in found), found
 
@@ -287,7 +268,7 @@ def test_no_param_is_interpolated_into_a_stage_command():
 
 def test_an_injection_string_in_processes_is_a_param_error(tmp_path):
     with pytest.raises(ParamError, match="runtime.processes"):
-        params.load(overrides={"runtime": {"processes": "1 --help >/dev/null; touch PWN; echo"}})
+        recipes.load(overrides={"runtime": {"processes": "1 --help >/dev/null; touch PWN; echo"}})
     assert not (tmp_path / "PWN").exists()
 
 
@@ -302,7 +283,7 @@ def test_a_folder_source_skips_links_out_of_it_and_lists_them(tmp_path, capsys):
     (folder / "cat" / "1.jpg").write_bytes(jpeg())
     (folder / "cat" / "2.jpg").symlink_to(folder / "cat" / "1.jpg")  # inside: kept
     (folder / "passwd.jpg").symlink_to(secret)  # outside: skipped
-    archive = download.fetch_archive(str(folder), tmp_path / "raw", tmp_path / "downloads")
+    archive = download.download(str(folder), tmp_path / "raw", tmp_path / "downloads")
     with zipfile.ZipFile(archive) as z:
         assert z.namelist() == ["cat/1.jpg", "cat/2.jpg"]
         assert b"a key" not in b"".join(z.read(n) for n in z.namelist())
@@ -315,7 +296,7 @@ def test_a_folder_without_photos_is_refused_before_anything_is_written(tmp_path)
     for i in range(50):
         (folder / "lib" / f"module{i}.py").write_text("x = 1\n")
     with pytest.raises(StageError, match=r"holds 50 files but no photo"):
-        download.fetch_archive(str(folder), tmp_path / "raw", tmp_path / "downloads")
+        download.download(str(folder), tmp_path / "raw", tmp_path / "downloads")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["venv"]  # no raw/, no temporary file
 
 
@@ -325,7 +306,7 @@ def test_the_download_stage_stopped_midway_leaves_no_output(tmp_path):
     for i in range(400):
         (folder / f"cat.{i}.jpg").write_bytes(jpeg() + os.urandom(20_000))
     stage = subprocess.Popen(
-        [sys.executable, "-c", f"from pipeline import download; download.fetch_archive({str(folder)!r}, __import__('pathlib').Path({str(tmp_path / 'raw')!r}), __import__('pathlib').Path('dl'))"],
+        [sys.executable, "-c", f"from pipeline import download; download.download({str(folder)!r}, __import__('pathlib').Path({str(tmp_path / 'raw')!r}), __import__('pathlib').Path('dl'))"],
         cwd=tmp_path, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     time.sleep(1.5)  # zipping or hashing by now

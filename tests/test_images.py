@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import images
-from pipeline.images import DOGS_VS_CATS, Archive, RejectError, decode, fit, label_of, load
+from pipeline.data import images
+from pipeline.data.images import DOGS_VS_CATS, Archive, RejectError, decode, fit, label_of, load
 from tests import archives
 from tests.archives import WHITE, encode, image, jpeg, noise, png
 

@@ -1,5 +1,6 @@
-"""The package's import graph: every module imports alone, and no two modules import each other,
-directly or around a loop, not even through an import hidden inside a function."""
+"""The package's import graph: every module imports alone, no two modules import each other,
+directly or around a loop, not even through an import hidden inside a function, and the shared
+packages form layers under the stages."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ def test_the_cycle_finder_finds_a_known_loop_and_passes_a_tree():
 
 def test_the_graph_sees_imports_inside_functions(tmp_path):
     fake = tmp_path / "fake.py"
-    fake.write_text("def f():\n    from pipeline.schema import coerce\n    from pipeline import errors\n")
-    assert imported(fake, modules()) == {"pipeline.schema", "pipeline.errors"}
+    fake.write_text("def f():\n    from pipeline.common.schema import coerce\n    from pipeline.common import errors\n")
+    assert imported(fake, modules()) == {"pipeline.common.schema", "pipeline.common.errors"}
 
 
 def test_no_module_of_the_package_is_part_of_an_import_cycle():
@@ -29,17 +30,46 @@ def test_no_module_of_the_package_is_part_of_an_import_cycle():
 
 def test_the_leaves_import_nothing_of_the_project_but_errors():
     edges = graph()
-    assert edges["pipeline.errors"] == set()
-    assert edges["pipeline.schema"] == {"pipeline.errors"}
+    assert edges["pipeline.common.errors"] == set()
+    assert edges["pipeline.common.schema"] == {"pipeline.common.errors"}
     # the registry asks nothing of params: params asks the registry
-    assert edges["pipeline.models.registry"] <= {"pipeline.errors", "pipeline.schema"}
+    assert edges["pipeline.models.registry"] <= {"pipeline.common.errors", "pipeline.common.schema"}
+
+
+# The shared packages in layers, lowest first: each imports only from its own layer's package and
+# the layers below; the stages and commands (pipeline/<name>.py) use any of them, and none another.
+LAYERS = (("common",), ("data", "models"), ("params", "runtime"), ("training", "evaluation"))
+TOP = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+
+
+def package(module: str) -> str | None:
+    """The shared package a module belongs to, or None for a stage or command (and the root)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in TOP else None
+
+
+def test_the_shared_packages_are_layers_and_no_stage_imports_another():
+    edges, found = graph(), []
+    for module, imports in edges.items():
+        own = package(module)
+        for target in imports:
+            other = package(target)
+            if own is not None and other is None:
+                found.append(f"{module} (shared) imports {target} (a stage or command)")
+            elif own is not None and other != own and TOP[other] >= TOP[own]:
+                found.append(f"{module} ({own}, layer {TOP[own]}) imports {target} ({other}, layer {TOP[other]})")
+            elif own is None and other is None and target != "pipeline" and module != "pipeline":
+                found.append(f"{module} imports {target}: one stage or command imports another")
+    assert found == []
+    assert set(TOP) == {p.parent.name for p in (ROOT / "pipeline").glob("*/__init__.py")}  # every package has its layer
 
 
 def test_the_data_stages_load_no_model_and_no_torch_module_of_ours():
     edges = graph()
     for stage in ("pipeline.download", "pipeline.split", "pipeline.preprocess"):
-        assert not {m for m in loaded(stage, edges) if m.startswith("pipeline.models")}, stage
-        assert "pipeline.params" not in loaded(stage, edges), stage
+        ours = loaded(stage, edges)
+        assert not {m for m in ours if package(m) in ("models", "runtime", "training", "evaluation")}, stage
+        assert "pipeline.params.recipes" not in ours, stage
 
 
 # One interpreter loads the third-party libraries once, then forks a child per project module that

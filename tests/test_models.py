@@ -8,11 +8,12 @@ import torch
 from torch import nn
 from torchvision import models as tv
 
-from pipeline import models, optim
-from pipeline.data import Split
-from pipeline.errors import ParamError, StageError
+from pipeline import models
+from pipeline.common.errors import ParamError, StageError
 from pipeline.models.transfer import TransferModel
-from pipeline.runtime import predict
+from pipeline.runtime.inference import probabilities as predict
+from pipeline.runtime.tensors import Split
+from pipeline.training import optim
 
 
 def conv(k, c_in, c_out, bias=True):
@@ -134,9 +135,9 @@ def snapshot(module: nn.Module) -> dict:
 
 def steps(model, freeze_steps=3, size=64):
     """A few real optimiser steps through the project's own optimiser construction."""
-    from pipeline import params
+    from pipeline.params import recipes
 
-    tp = params.load(overrides={"train": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0}}).train
+    tp = recipes.load(overrides={"train": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0}}).train
     optimizer = optim.make_optimizer(model, tp)
     model.train()
     for _ in range(freeze_steps):
@@ -187,7 +188,7 @@ def test_freeze_none_trains_the_backbone_at_a_lower_learning_rate(imagenet_like)
     after = snapshot(model)
     assert "backbone.conv1.weight" in changed(before, after, "backbone.")
     assert "backbone.bn1.running_mean" in changed(before, after, "backbone.")
-    lrs = {round(g["base_lr"], 6) for g in optimizer.param_groups}
+    lrs = {round(g["lr"], 6) for g in optimizer.param_groups}
     assert lrs == {0.1, 0.01}
 
 
@@ -207,7 +208,7 @@ def test_random_weights_train_whole_at_the_full_rate_whatever_freeze_says():
     model = build("resnet50", pretrained=False, freeze="backbone", backbone_lr_scale=0.1)
     assert model.frozen == [] and all(p.requires_grad for p in model.parameters())
     optimizer = steps(model, freeze_steps=1)
-    assert {round(g["base_lr"], 6) for g in optimizer.param_groups} == {0.1}
+    assert {round(g["lr"], 6) for g in optimizer.param_groups} == {0.1}
 
 
 def test_the_head_is_gentle_by_default_and_configurable():
@@ -236,7 +237,7 @@ def test_predict_is_always_in_eval_mode():
     model.train()
     got = predict(model, split, batch_size=4)
     assert model.training  # restored afterwards
-    from pipeline.data import normalize
+    from pipeline.runtime.tensors import normalize
 
     with torch.no_grad():
         expected = torch.softmax(model.eval()(normalize(images)), 1)

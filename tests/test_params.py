@@ -4,15 +4,16 @@
 import pytest
 import yaml
 
-from pipeline import models, params, sections
-from pipeline.errors import ParamError
+from pipeline import models
+from pipeline.common.errors import ParamError
+from pipeline.params import recipes, sections
 from tests.helpers import REPO
 
 RAW = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
 def load(**overrides):
-    return params.load(REPO / "params.yaml", overrides)
+    return recipes.load(REPO / "params.yaml", overrides)
 
 
 def error(**overrides) -> ParamError:
@@ -28,7 +29,7 @@ def test_the_shipped_params_are_valid_and_train_the_whole_zoo():
     resnet50 = next(s for s in p.models if s.name == "resnet50")
     assert resnet50.options["pretrained"] is True and resnet50.options["freeze"] == "backbone"
     assert resnet50.options["head"] == [512]
-    assert resnet50.train.optimizer == RAW["train"]["optimizer"] and resnet50.train.peak_lr == RAW["train"]["lr"]
+    assert resnet50.train.optimizer == RAW["train"]["optimizer"] and resnet50.train.lr == RAW["train"]["lr"]
 
 
 @pytest.mark.parametrize(
@@ -65,7 +66,7 @@ def test_train_epochs_reaches_every_architecture_and_max_epochs_only_caps():
 def test_per_architecture_overrides_reach_only_their_architecture():
     p = load(models={"alexnet": {"lr": 0.003, "batch_size": 16}})
     by_name = {s.name: s for s in p.models}
-    assert by_name["alexnet"].train.lr == 0.003 and by_name["alexnet"].train.batch_size == 16
+    assert by_name["alexnet"].train.lr == 0.003 * 0.25 and by_name["alexnet"].train.batch_size == 16  # its own lr, × its lr_scale
     assert by_name["resnet18"].train.lr == RAW["train"]["lr"]
     assert by_name["resnet18"].train.batch_size == RAW["train"]["batch_size"]
 
@@ -74,7 +75,7 @@ def test_a_train_lr_override_reaches_every_architecture_of_the_shipped_params():
     # what `dvc exp run -S train.lr=...` does: per-model rates are multiples of train.lr, so none stays behind
     before, after = load(), load(train={"lr": RAW["train"]["lr"] * 3})
     for a, b in zip(before.models, after.models, strict=True):
-        assert b.train.peak_lr == pytest.approx(3 * a.train.peak_lr), a.name
+        assert b.train.lr == pytest.approx(3 * a.train.lr), a.name
     assert "keeps its own lr" not in load().recipe_table()
 
 
@@ -84,7 +85,7 @@ def test_every_train_key_override_reaches_each_model_or_is_named_before_training
     assert "warning: resnet18 keeps its own lr = 0.003 (models.resnet18.lr), not train.lr = 0.01" in table
     assert "nin" in table and "warning: nin" not in table  # a scale follows train.lr: nothing to warn about
     nin = next(s for s in p.models if s.name == "nin")
-    assert nin.train.peak_lr == pytest.approx(0.005)
+    assert nin.train.lr == pytest.approx(0.005)
     assert "0.005 (0.5 × lr)" in next(line for line in table.splitlines() if line.startswith("nin "))
     capped = load(train={"epochs": 12, "weight_decay": 0.001}, models={"resnet18": {"max_epochs": 5, "weight_decay": 0.001}}).recipe_table()
     assert "warning: resnet18 trains 5 epochs, not train.epochs = 12 (models.resnet18.max_epochs = 5)" in capped
@@ -168,7 +169,7 @@ def test_a_missing_key_is_named():
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     del raw["train"]["lr"]
     with pytest.raises(ParamError, match=r"^train\.lr = None: is missing"):
-        params.parse(raw)
+        recipes.parse(raw)
 
 
 def test_the_data_stages_read_the_data_section_alone(tmp_path):

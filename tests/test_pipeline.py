@@ -13,7 +13,8 @@ import pytest
 import torch
 import yaml
 
-from pipeline import models, synthetic
+from pipeline import models
+from pipeline.data import synthetic
 from tests.archives import THUMBS_DB
 from tests.helpers import REPO, copy_project, dvc, run, set_params
 

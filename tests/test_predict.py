@@ -17,9 +17,12 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import checkpoint, images, models, predict, runtime
-from pipeline.data import Split
-from pipeline.errors import StageError
+from pipeline import models, predict
+from pipeline.common.errors import StageError
+from pipeline.data import images
+from pipeline.models import modelfile
+from pipeline.runtime.inference import probabilities
+from pipeline.runtime.tensors import Split
 
 SIZE = 32
 
@@ -36,8 +39,8 @@ def model_file(tmp_path_factory) -> Path:
     """A ResNet-18 model file as the train stage writes it (random weights: only the plumbing is tested)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("models") / "resnet18.pt"
-    meta = {"image_size": SIZE, "resize": "crop", "device": "cpu", "epochs": 1}
-    checkpoint.save(path, models.build("resnet18"), name="resnet18", options={}, meta=meta)
+    meta = {"image_size": SIZE, "resize": "crop", "channels": 3, "classes": ["cat", "dog"], "device": "cpu", "epochs": 1}
+    modelfile.save(path, models.build("resnet18"), name="resnet18", options={}, meta=meta)
     return path
 
 
@@ -73,18 +76,18 @@ def test_photos_come_in_the_inputs_order_named_as_given(inputs):
 
 
 def test_probabilities_are_the_evaluate_paths_and_tta_averages_the_mirror_image(model_file, inputs):
-    model, meta = checkpoint.load(model_file)
+    model, meta = modelfile.load(model_file)
     found = predict.photos([inputs / "photos"])
     got = predict.predict(model, meta, found, device=torch.device("cpu"), batch_size=2)
     arrays = np.stack([images.load(p.read(), SIZE, "crop") for p in found[:3]])  # what preprocess stores for evaluate
     split = Split(images=torch.from_numpy(arrays), labels=torch.zeros(3, dtype=torch.long), device=torch.device("cpu"))
-    expected = runtime.predict(model, split, 64).numpy()
+    expected = probabilities(model, split, 64).numpy()
     assert np.allclose(np.stack([p.proba for p in got[:3]]), expected, atol=1e-6)
     assert [p.error for p in got[3:]] == ["truncated or corrupt", "empty file", "not an image"]
     assert all(p.proba is None and p.label == "" for p in got[3:])
     mirrored = Split(images=split.images.flip(-1), labels=split.labels, device=split.device)
     tta = predict.predict(model, meta, found[:3], device=torch.device("cpu"), tta=True)
-    assert np.allclose(np.stack([p.proba for p in tta]), (expected + runtime.predict(model, mirrored, 64).numpy()) / 2, atol=1e-6)
+    assert np.allclose(np.stack([p.proba for p in tta]), (expected + probabilities(model, mirrored, 64).numpy()) / 2, atol=1e-6)
 
 
 @pytest.mark.slow  # a fresh interpreter
@@ -123,7 +126,7 @@ def test_a_kaggle_submission_is_id_label_sorted_by_id_with_clipped_probabilities
     "case, message",
     [
         ("missing", "no such model file"),
-        ("old format", "was written by another version of this code (model format 1, this one reads 2, 3)"),
+        ("old format", "was written by another version of this code (model format unknown, this one reads 3)"),
         ("not a model", "is not a model file this code can read"),
         ("code in the pickle", "is not a model file this code can read"),
     ],
@@ -139,7 +142,7 @@ def test_a_model_file_that_cannot_be_used_is_refused_by_name(model_file, tmp_pat
     elif case == "code in the pickle":
         model.write_bytes(pickle.dumps(Trap(tmp_path / "PWNED")))
     with pytest.raises(StageError, match=re.escape(message)) as e:
-        checkpoint.load(model)
+        modelfile.load(model)
     assert str(model) in str(e.value)
     assert not (tmp_path / "PWNED").exists()  # loading never ran the pickle's command
 
@@ -190,7 +193,7 @@ def test_without_a_model_name_the_leaderboards_best_is_used(model_file, inputs, 
 
 
 def test_explain_writes_a_grad_cam_overlay_per_readable_photo(model_file, inputs, tmp_path):
-    model, meta = checkpoint.load(model_file)
+    model, meta = modelfile.load(model_file)
     found = predict.photos([inputs / "photos"])
     predict.predict(model, meta, found, device=torch.device("cpu"), explain=tmp_path / "why")
     written = sorted(p.name for p in (tmp_path / "why").iterdir())

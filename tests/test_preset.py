@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import params, preset
-from pipeline.errors import ParamError
+from pipeline import preset
+from pipeline.common.errors import ParamError
+from pipeline.params import recipes
 from tests.helpers import REPO
 
 SHIPPED = sorted((REPO / "presets").glob("*.yaml"))
@@ -30,7 +31,7 @@ def test_every_shipped_preset_is_valid_and_becomes_its_own_flags(path):
     assert cmd[3::2] == ["-S"] * len(flags)
     # what DVC reads back from each flag (YAML) is the preset's value, key by key
     assert preset.nest({key: yaml.safe_load(text) for key, text in flags.items()}) == raw
-    p = params.load(REPO / "params.yaml", raw)
+    p = recipes.load(REPO / "params.yaml", raw)
     assert p.data.image_size == raw["data"]["image_size"]
 
 

@@ -1,16 +1,14 @@
-"""Progress a person can watch: plain periodic lines in a log, a bar on a terminal, training that
-reports inside each epoch, and a time estimate per model before anything trains."""
+"""Progress a person can watch: plain periodic lines in a log, a bar on a terminal, and training that
+reports inside each epoch. (The time estimate printed before training: test_estimate.)"""
 
 from __future__ import annotations
 
 import io
 
-import pytest
-import torch
-
-from pipeline import checkpoint, params, train
-from pipeline.distributed import World
-from pipeline.progress import Progress, about, duration
+from pipeline.common.progress import Progress, about, duration
+from pipeline.params import recipes
+from pipeline.training import fit as fitting
+from pipeline.training.fit import fit
 from tests.helpers import toy_split
 
 
@@ -72,13 +70,13 @@ def test_on_a_terminal_it_is_a_tqdm_bar_and_disabled_it_prints_nothing():
 
 
 def spec(epochs=2):
-    return params.load(overrides={"model": "resnet18", "train": {"epochs": epochs, "batch_size": 16}}).models[0]
+    return recipes.load(overrides={"model": "resnet18", "train": {"epochs": epochs, "batch_size": 16}}).models[0]
 
 
 def test_training_reports_inside_every_epoch_and_validation_as_plain_lines(monkeypatch, capsys):
     # a line at every batch, so that a tiny run shows them (a log gets one every 30 s)
-    monkeypatch.setattr(train, "Progress", lambda *a, **k: Progress(*a, **{**k, "every": 0.0}))
-    train.train_model(spec(), toy_split(48), toy_split(24, seed=1))
+    monkeypatch.setattr(fitting, "Progress", lambda *a, **k: Progress(*a, **{**k, "every": 0.0}))
+    fit(spec(), toy_split(48), toy_split(24, seed=1), classes=2)
     err = capsys.readouterr().err
     assert "\r" not in err
     lines = err.splitlines()
@@ -89,41 +87,3 @@ def test_training_reports_inside_every_epoch_and_validation_as_plain_lines(monke
         "resnet18 epoch 2/2", "resnet18 epoch 2/2", "resnet18 validation",
     ]  # fmt: skip
     assert lines[1].startswith("resnet18 epoch 1/2: 32/48 img (67%), ") and ", loss " in lines[1]
-
-
-def test_the_estimate_counts_the_epochs_left_and_skips_a_model_already_trained(tmp_path, capsys):
-    p = params.load(overrides={"model": ["resnet18", "nin"], "data": {"image_size": 72}, "train": {"epochs": 2, "batch_size": 16}})
-    keys = {s.name: train.fingerprint(s, "digest") for s in p.models}
-    big = toy_split(48, size=72), toy_split(16, size=72, seed=1)
-    nin = p.models[1]
-    train.train_model(nin, *big, resume_file=tmp_path / "nin.pt", key=keys["nin"])
-    assert checkpoint.epochs_done(tmp_path / "nin.pt", keys["nin"]) == 2
-    assert checkpoint.epochs_done(tmp_path / "nin.pt", "another key") == 0
-    capsys.readouterr()
-    train.estimates(p, *big, tmp_path, keys, "cpu (2 threads)", World())
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2  # nin is left out: its own line says it is trained when its turn comes
-    assert lines[0].split()[0] == "resnet18" and lines[0].endswith(" for 2 epochs on cpu (2 threads)") and "/epoch, " in lines[0]
-    assert lines[1].startswith("train: ") and lines[1].endswith(" in all (estimated from 3 timed steps of each model, 1 model already trained)")
-    train.estimates(params.load(overrides={"model": "nin", "data": {"image_size": 72}, "train": {"epochs": 2, "batch_size": 16}}), *big, tmp_path, keys, "cpu", World())
-    assert capsys.readouterr().out == "train: every model is already trained with this recipe and data\n"
-
-
-def test_a_timed_step_leaves_the_run_it_precedes_unchanged():
-    data = toy_split(48), toy_split(16, seed=1)
-    before, _ = train.train_model(spec(1), *data)
-    assert train.step_seconds(spec(1), data[0], 16) > 0
-    after, _ = train.train_model(spec(1), *data)
-    assert all(torch.equal(before.state_dict()[k], after.state_dict()[k]) for k in before.state_dict())
-
-
-@pytest.mark.parametrize("saved_format", [None, checkpoint.PROGRESS_FORMAT - 1])
-def test_progress_saved_by_an_older_format_is_not_resumed(tmp_path, saved_format):
-    data = toy_split(32), toy_split(16, seed=1)
-    train.train_model(spec(1), *data, resume_file=tmp_path / "m.pt", key="k")
-    state = torch.load(tmp_path / "m.pt", weights_only=True)
-    assert checkpoint.load_progress(tmp_path / "m.pt", "k") is not None
-    state["format"] = saved_format
-    torch.save(state, tmp_path / "m.pt")
-    assert checkpoint.load_progress(tmp_path / "m.pt", "k") is None
-    assert checkpoint.epochs_done(tmp_path / "m.pt", "k") == 0

@@ -20,8 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import checkpoint, idx
-from pipeline.files import images_file
+from pipeline.data import fashion_mnist
+from pipeline.data.layout import images_file
+from pipeline.models import modelfile
 from tests.archives import class_folder_members, encode, fashion_mnist_files, write_zip
 from tests.helpers import copy_project, dvc, run, set_params
 
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.slow  # `pytest -m 'not slow'` leaves these out of a qu
 
 UP_TO_DATE = "Data and pipelines are up to date."
 FLOWERS = ("daisy", "rose", "tulip")  # sorted, as the split stage orders them
-FASHION = tuple(sorted(idx.CLASSES))
+FASHION = tuple(sorted(fashion_mnist.CLASSES))
 
 
 def new_project(root: Path, archive: Path) -> Path:
@@ -153,7 +154,7 @@ def three_classes_everywhere(first: Path) -> None:
     assert summary["classes"] == list(FLOWERS) and summary["rejects"] == {"no class in its path": 1}
     assert summary["images"]["test"] == {c: 3 for c in FLOWERS}
     check_every_figure(first, FLOWERS, test_images=9)
-    _, meta = checkpoint.load(first / "models" / "nin.pt")
+    _, meta = modelfile.load(first / "models" / "nin.pt")
     assert meta["classes"] == list(FLOWERS) and meta["channels"] == 3
     rows = predict(first, str(first / "data" / "raw" / "images.zip"))
     assert list(rows[0]) == ["file", "label", "p_daisy", "p_rose", "p_tulip", "error"] and len(rows) == 37
@@ -174,7 +175,7 @@ def fashion_mnist_in_grey(clone: Path, tmp_path: Path) -> None:
     assert sum(summary["images"]["val"].values()) == 15 and sum(summary["images"]["train"].values()) == 45
     assert np.load(images_file(clone / "data" / "processed", "train"), mmap_mode="r").shape == (45, 1, 72, 72)
     check_every_figure(clone, FASHION, test_images=20)
-    model, meta = checkpoint.load(clone / "models" / "nin.pt")
+    model, meta = modelfile.load(clone / "models" / "nin.pt")
     assert meta["channels"] == 1 and next(model.parameters()).shape[1] == 1  # the first conv reads one channel
     photo = tmp_path / "coat.png"
     photo.write_bytes(encode(Image.new("L", (28, 28), 40), "PNG"))

@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline.errors import ParamError, StageError
-from pipeline.files import DOGS_VS_CATS, SPLITS, images_file, index_file, labels_file, read_index
-from pipeline.images import Archive, load
+from pipeline.common.errors import ParamError, StageError
+from pipeline.data.images import DOGS_VS_CATS, Archive, load
+from pipeline.data.layout import SPLITS, images_file, index_file, labels_file, read_index
+from pipeline.params.sections import DataParams
 from pipeline.preprocess import preprocess
-from pipeline.sections import DataParams
 from pipeline.split import assign, split
 from tests.archives import LAYOUTS, tricky_expected, tricky_members, write_folder, write_zip
 
@@ -90,8 +90,8 @@ def test_split_files_are_identical_from_run_to_run(tmp_path):
 def test_preprocess_writes_one_uint8_array_per_split_identical_for_1_and_2_workers(tmp_path):
     source = write_zip(tmp_path / "a.zip", tricky_members("kaggle"))
     split(source, tmp_path / "split", DATA, workers=2)
-    one = preprocess(source, tmp_path / "split", tmp_path / "one", image_size=40, resize="crop", workers=1)
-    preprocess(source, tmp_path / "split", tmp_path / "two", image_size=40, resize="crop", workers=2)
+    one = preprocess(source, tmp_path / "split", tmp_path / "one", image_size=40, resize="crop", channels=3, workers=1)
+    preprocess(source, tmp_path / "split", tmp_path / "two", image_size=40, resize="crop", channels=3, workers=2)
     with Archive(source) as archive:
         for name in SPLITS:
             members, labels = read_index(index_file(tmp_path / "split", name), DOGS_VS_CATS)
@@ -110,5 +110,5 @@ def test_preprocess_refuses_to_start_without_the_disk_space(tmp_path, monkeypatc
     split(source, tmp_path / "split", DATA, workers=1)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(StageError, match=r"needs 0\.00 GiB .* and only 0\.00 GiB are free"):
-        preprocess(source, tmp_path / "split", tmp_path / "out", image_size=40, resize="crop", workers=1)
+        preprocess(source, tmp_path / "split", tmp_path / "out", image_size=40, resize="crop", channels=3, workers=1)
     assert not any((tmp_path / "out").glob("*.npy"))

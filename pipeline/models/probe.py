@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.errors import StageError
+from pipeline.common.errors import StageError
 from pipeline.models.registry import build, option_types
 from pipeline.models.transfer import TORCHVISION, ensure_weights
 

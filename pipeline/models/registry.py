@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from pipeline.errors import ParamError
-from pipeline.schema import coerce
+from pipeline.common.errors import ParamError
+from pipeline.common.schema import coerce
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.errors import ParamError, StageError
+from pipeline.common.errors import ParamError, StageError
 from pipeline.models.registry import register, register_family
 
 TORCHVISION = "torchvision:"  # prefix naming any torchvision classification model, e.g. torchvision:efficientnet_b0

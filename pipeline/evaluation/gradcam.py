@@ -14,7 +14,7 @@ import torch
 from matplotlib import colormaps
 from torch import nn
 
-from pipeline.data import normalize
+from pipeline.runtime.tensors import normalize
 
 
 def last_feature_map(model: nn.Module, size: int, channels: int = 3) -> nn.Module:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.errors import ParamError
+from pipeline.common.errors import ParamError
 
 
 class StrictLoader(yaml.SafeLoader):

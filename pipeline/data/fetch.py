@@ -17,9 +17,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import StageError
-from pipeline.files import sha256_file
-from pipeline.progress import Progress
+from pipeline.common.errors import StageError
+from pipeline.common.formats import sha256_file
+from pipeline.common.progress import Progress
 
 CHUNK = 1 << 20  # bytes per read: 1 MiB
 

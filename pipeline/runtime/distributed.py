@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pipeline.errors import StageError
-from pipeline.runtime import choose_device
+from pipeline.common.errors import StageError
+from pipeline.runtime.device import choose_device
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""What every stage's `python -m pipeline.<stage>` shares: one-line errors, and the cores it may use."""
+"""What every `python -m pipeline.<command>` shares: one-line errors, the cores it may use, and the
+pipeline's own paths (dvc.yaml's `vars`) for the commands that run beside it."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ParamError, StageError
+import yaml
+
+from pipeline.common.errors import ParamError, StageError
 
 
 def parser(module: str, description: str | None, **kwargs) -> argparse.ArgumentParser:
@@ -35,3 +39,14 @@ def run(main: Callable[[], Any]) -> None:
 def cpu_count() -> int:
     """Cores this process may use (respects taskset and container CPU sets)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pipeline_paths(dvc_yaml: Path = Path("dvc.yaml")) -> dict[str, str]:
+    """Where the stages read and write, as dvc.yaml's `vars` define them once (`models`, `metrics`,
+    ...), for the commands that run beside the pipeline; {} when there is no dvc.yaml here."""
+    if not dvc_yaml.is_file():
+        return {}
+    for block in yaml.safe_load(dvc_yaml.read_text()).get("vars", []):
+        if isinstance(block, dict) and "paths" in block:
+            return dict(block["paths"])
+    return {}

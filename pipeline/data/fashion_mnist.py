@@ -18,10 +18,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-from pipeline import atomic
-from pipeline.errors import StageError
-from pipeline.fetch import Remote, fetch
-from pipeline.files import zip_entry
+from pipeline.common import atomic
+from pipeline.common.errors import StageError
+from pipeline.common.formats import zip_entry
+from pipeline.data.fetch import Remote
 
 # Label i of the IDX files is CLASSES[i]: the official order, names made safe as folder names.
 CLASSES = ("t-shirt-top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot")
@@ -32,7 +32,7 @@ FILES = {
     "t10k-images": "t10k-images-idx3-ubyte",
     "t10k-labels": "t10k-labels-idx1-ubyte",
 }
-SPLITS = {"train": ("train-images", "train-labels"), "test": ("t10k-images", "t10k-labels")}
+PARTS = {"train": ("train-images", "train-labels"), "test": ("t10k-images", "t10k-labels")}  # the archive's own train/ and test/
 
 # The mirror torchvision downloads from (pytorch/vision, torchvision/datasets/mnist.py, FashionMNIST.mirrors).
 MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -137,15 +137,6 @@ def _expected() -> str:
     return ", ".join(f"{stem}[.gz]" for stem in FILES.values())
 
 
-def fetch_all(downloads: Path, remotes: tuple[Remote, ...] | None = None) -> Path:
-    """Download (or reuse, verified) each of `remotes` (default: REMOTES, the official files) into
-    downloads/fashion-mnist and return that folder."""
-    folder = Path(downloads) / "fashion-mnist"
-    for remote in REMOTES if remotes is None else remotes:
-        fetch(remote, folder)
-    return folder
-
-
 # ---------------------------------------------------------------- the archive
 
 
@@ -157,7 +148,7 @@ def write_archive(found: dict[str, bytes], out: Path) -> dict:
     {"train": n, "test": n, "size": [rows, cols]}. Time: 150-200 µs an image on one core, mostly Pillow's
     PNG encoder, so 11-14 s for Fashion-MNIST's 70,000; a thread pool gave no clear gain on 2 cores.
     """
-    splits = {split: _split(found, images, labels) for split, (images, labels) in SPLITS.items()}
+    splits = {split: _split(found, images, labels) for split, (images, labels) in PARTS.items()}
     sizes = {split: list(images.shape[1:]) for split, (images, _) in splits.items()}
     if sizes["train"] != sizes["test"]:
         raise StageError(f"train images are {sizes['train']} pixels but test images {sizes['test']}: not one data set")

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
-from pipeline import atomic  # noqa: E402
+from pipeline.common import atomic  # noqa: E402
 
 DPI = 100
 MAX_WRONG = 16  # the most-confidently-wrong grid: 4 × 4 images

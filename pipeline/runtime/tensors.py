@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.files import images_file, labels_file
+from pipeline.data.layout import images_file, labels_file
 
 # ImageNet statistics, for every model: the pretrained weights expect them, and the from-scratch
 # models do not care which fixed affine map brings their inputs to about zero mean, unit variance.

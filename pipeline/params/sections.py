@@ -9,18 +9,16 @@ typo or a bad value fails at once, naming the param, before any work. The data s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipeline import schema
-from pipeline.errors import ParamError
+from pipeline.common import schema
+from pipeline.common.errors import ParamError
 
 PARAMS_FILE = Path("params.yaml")
 SOURCES = ("microsoft", "kaggle", "fashion-mnist", "synthetic")
 TOP_LEVEL = ("model", "data", "train", "runtime", "models")
-MOVED = {f"train.{key}": f"runtime.{key}" for key in ("device", "compile", "resume", "processes")}  # old name: new
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class TrainParams:
 
     epochs: int
     batch_size: int
-    lr: float  # peak learning rate, reached after warm-up, then cosine decay to 0 (× lr_scale per model)
+    lr: float  # peak learning rate, reached after warm-up, then cosine decay to 0; in a ModelSpec, this architecture's (× its lr_scale)
     optimizer: Literal["sgd", "adamw"]
     momentum: float  # SGD momentum (Nesterov); AdamW's beta1
     weight_decay: float  # decoupled; never applied to biases or normalisation weights
@@ -101,10 +99,6 @@ class TrainParams:
     def run_epochs(self) -> int:
         return min(self.epochs, self.max_epochs or self.epochs)
 
-    @property
-    def peak_lr(self) -> float:
-        return self.lr * self.lr_scale
-
 
 TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainParams))
 
@@ -131,21 +125,8 @@ class RuntimeParams:
 def load_data(path: Path | str = PARAMS_FILE) -> DataParams:
     """The data section alone: the data stages need no model registry (nor a rerun when a model changes)."""
     raw = schema.read(Path(path))
-    no_moved_keys(raw)
     schema.no_unknown_keys("params.yaml", raw, TOP_LEVEL)
     return schema.build_section(DataParams, raw.get("data"), "data")
-
-
-def no_moved_keys(raw: Mapping) -> None:
-    """A params file from before `runtime` had its own section: name each moved key and its new place."""
-    places = [("train", raw.get("train"))]
-    if isinstance(raw.get("models"), Mapping):
-        places += [(f"models.{name}", section) for name, section in raw["models"].items()]
-    for where, section in places:
-        for key in section if isinstance(section, Mapping) else ():
-            if (new := MOVED.get(f"train.{key}")) is not None:
-                scope = "" if where == "train" else " (one setting for the whole stage, not per architecture)"
-                raise ParamError(f"{where}.{key}", section[key], f"moved: set {new} instead{scope}")
 
 
 # Upper bounds, each with its reason: a value past one is a typo, not an experiment.

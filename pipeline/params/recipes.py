@@ -1,20 +1,31 @@
 """Typed params: what `model` selects, each architecture's resolved recipe, validated before any work.
 
-`load()` reads params.yaml into `Params`: the `data` and `train` sections (pipeline.sections), and one
-ModelSpec per selected architecture, its `models.<name>` overrides split into train keys (a recipe of
-its own, reported by `recipe_table`) and builder options, checked against the model registry.
+`load()` reads params.yaml into `Params`: the `data`, `train` and `runtime` sections
+(pipeline.params.sections), and one ModelSpec per selected architecture, its `models.<name>`
+overrides split into train keys (a recipe of its own, reported by `recipe_table`) and builder
+options, checked against the model registry. A ModelSpec's `train.lr` is that architecture's own
+rate, train.lr × its lr_scale: the one value every later step calls `lr`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import models, schema
-from pipeline.errors import ParamError
-from pipeline.sections import PARAMS_FILE, TOP_LEVEL, TRAIN_KEYS, DataParams, RuntimeParams, TrainParams, no_moved_keys
+from pipeline import models
+from pipeline.common import schema
+from pipeline.common.errors import ParamError
+from pipeline.params.sections import (
+    PARAMS_FILE,
+    TOP_LEVEL,
+    TRAIN_KEYS,
+    DataParams,
+    RuntimeParams,
+    TrainParams,
+)
 
 
 @dataclass(frozen=True)
@@ -24,15 +35,15 @@ class ModelSpec:
     name: str
     options: dict = field(hash=False)  # keyword options for pipeline.models.build
     train: TrainParams
-    own: tuple[str, ...] = ()  # train keys that models.<name> sets for this architecture
+    own: dict = field(default_factory=dict, hash=False)  # train keys models.<name> sets, and their values
 
     def kept_values(self, train: TrainParams) -> list[str]:
         """Where this architecture does not follow the `train` section, one line each: a train key set
         under models.<name> to another value, or max_epochs capping train.epochs. lr_scale is not
         one of them: it scales train.lr, so a change to train.lr still reaches this model."""
         notes = []
-        for key in self.own:
-            mine, shared = getattr(self.train, key), getattr(train, key)
+        for key, written in self.own.items():
+            mine, shared = written, getattr(train, key)
             if key == "max_epochs":
                 if self.train.run_epochs < train.epochs:
                     notes.append(
@@ -65,7 +76,7 @@ class Params:
         rows = [header]
         for spec in self.models:
             tp = spec.train
-            lr = f"{tp.peak_lr:.3g}" + (f" ({tp.lr_scale:g} × lr)" if tp.lr_scale != 1 else "")
+            lr = f"{tp.lr:.3g}" + (f" ({tp.lr_scale:g} × lr)" if tp.lr_scale != 1 else "")
             rows.append((spec.name, tp.optimizer, lr, f"{tp.weight_decay:g}", str(tp.run_epochs), str(tp.batch_size), tp.keep))
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -83,7 +94,6 @@ def load(path: Path | str = PARAMS_FILE, overrides: Mapping | None = None) -> Pa
 
 
 def parse(raw: Mapping) -> Params:
-    no_moved_keys(raw)
     schema.no_unknown_keys("params.yaml", raw, TOP_LEVEL)
     data = schema.build_section(DataParams, raw.get("data"), "data")
     train = schema.build_section(TrainParams, raw.get("train"), "train")
@@ -121,6 +131,8 @@ def model_spec(name: str, overrides: Mapping | None, train: TrainParams, process
     overrides = dict(overrides or {})
     recipe = {k: overrides.pop(k) for k in list(overrides) if k in TRAIN_KEYS}
     spec_train = schema.build_section(TrainParams, {**schema.asdict(train), **recipe}, key)
+    own = {k: getattr(spec_train, k) for k in sorted(recipe)}  # as checked, before lr is scaled
+    spec_train = dataclasses.replace(spec_train, lr=spec_train.lr * spec_train.lr_scale)  # this architecture's rate
     if spec_train.batch_size % processes:
         raise ParamError(
             f"{key}.batch_size" if "batch_size" in recipe else "train.batch_size",
@@ -129,7 +141,7 @@ def model_spec(name: str, overrides: Mapping | None, train: TrainParams, process
             f"batch_size / {processes} images per step, so that the global batch stays as set",
         )
     options = models.check_options(name, overrides, key=key, also_known=TRAIN_KEYS)
-    return ModelSpec(name=name, options=options, train=spec_train, own=tuple(sorted(recipe)))
+    return ModelSpec(name=name, options=options, train=spec_train, own=own)
 
 
 def _show(value: Any) -> str:

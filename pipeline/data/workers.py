@@ -10,9 +10,9 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from pipeline.errors import StageError
-from pipeline.images import Archive
-from pipeline.progress import Progress, track
+from pipeline.common.errors import StageError
+from pipeline.common.progress import Progress, track
+from pipeline.data.images import Archive
 
 _archive: Archive | None = None  # the worker process's own open archive
 ITEM_SECONDS = 60.0  # the longest one item may take: a photo decodes in milliseconds, so more is a stall

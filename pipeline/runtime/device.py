@@ -1,21 +1,13 @@
-"""Where and how a model runs: device choice, threads, mixed precision, and the one `predict`.
-
-Every prediction in the project (validation during training, the test split in `evaluate`) goes
-through `predict`, which puts the model in eval mode under `torch.inference_mode()` itself: the
-course's "forgot model.eval()" accuracy drop cannot happen here.
-"""
+"""Where a model runs: the device `runtime.device` names, its threads, and the precision it computes in."""
 
 from __future__ import annotations
 
 import contextlib
 
 import torch
-from torch import nn
 
-from pipeline.cli import cpu_count
-from pipeline.data import Split, batches, normalize
-from pipeline.errors import StageError
-from pipeline.progress import Progress
+from pipeline.common.cli import cpu_count
+from pipeline.common.errors import StageError
 
 
 def choose_device(name: str = "auto", *, processes: int = 1) -> torch.device:
@@ -53,19 +45,3 @@ def autocast(device: torch.device):
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def predict(model: nn.Module, split: Split, batch_size: int, progress: Progress | None = None) -> torch.Tensor:
-    """Class probabilities (N, classes) float32 on the CPU, in the split's order, in eval mode."""
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        with torch.inference_mode(), autocast(split.device):
-            for x, _ in batches(split, batch_size, shuffle=False):
-                out.append(torch.softmax(model(normalize(x)).float(), dim=1))
-                if progress is not None:
-                    progress.update(len(x))
-    finally:
-        model.train(was_training)
-    return torch.cat(out).cpu()

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline import atomic
-from pipeline.files import DOGS_VS_CATS, zip_entry
+from pipeline.common import atomic
+from pipeline.common.formats import zip_entry
+from pipeline.data.images import DOGS_VS_CATS
 
 WARM, COOL = (-0.08, 0.14), (0.45, 0.70)  # hue ranges (fraction of the colour wheel): red..yellow, cyan..blue
 SWAPPED_COLOUR = 0.2  # share of images coloured like the other class

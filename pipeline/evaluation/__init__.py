@@ -1,0 +1,2 @@
+"""Judging trained models: the metrics, through scikit-learn; what metrics.json tracks; the pictures
+(confusion matrices, picture grids, curves); Grad-CAM."""

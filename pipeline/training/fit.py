@@ -1,0 +1,238 @@
+"""Train one model: `fit(spec, train, val)`, the train stage's loop, top to bottom.
+
+Build the model and its optimiser; resume from the saved state if there is one; then, each epoch:
+step through the shuffled batches (the schedule sets each step's rate), evaluate on the validation
+split, save the resume state, log the curves. The weights kept are the last epoch's, or with
+`train.keep: best` the best on validation.
+
+In a run of several processes (torchrun) every process calls `fit` on its shard of both splits;
+DistributedDataParallel averages the gradients, so one step still sees train.batch_size images at
+train.lr. Only process 0 prints and saves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from pipeline import models
+from pipeline.common.errors import ParamError, StageError
+from pipeline.common.progress import Progress
+from pipeline.params.recipes import ModelSpec
+from pipeline.params.sections import TrainParams
+from pipeline.runtime import distributed
+from pipeline.runtime.device import autocast, describe, synchronize
+from pipeline.runtime.inference import probabilities
+from pipeline.runtime.tensors import Split, augment, batches
+from pipeline.training.curves import epoch_line
+from pipeline.training.optim import Schedule, make_optimizer, make_scheduler
+from pipeline.training.resume import ResumeFile, Run, Writer, negotiate, restore, save
+
+CHECK_EVERY = 50  # steps between looks for a non-finite loss on a GPU: one host-device sync each
+
+
+def fit(
+    spec: ModelSpec,
+    train: Split,
+    val: Split,
+    *,
+    classes: int,
+    world: distributed.World = distributed.World(),
+    resume: ResumeFile | None = None,
+    compile: bool = False,
+    log: Callable[[int, dict], None] | None = None,
+) -> tuple[nn.Module, dict]:
+    """Train `spec` for `classes` classes on `train`, validating on `val` after every epoch; returns
+    the model holding the weights `train.keep` chooses, and a summary of the run.
+
+    `resume`: the state after every epoch (weights, optimiser, schedule, random generators, curves)
+    is saved there, and with `resume.reuse` a file of the same key is continued from: an interrupted
+    run ends with the same weights as an uninterrupted one (on the CPU), and a model already trained
+    is not trained again. `log(epoch, row)` receives each epoch's curves, the resumed ones first.
+    """
+    tp, device = spec.train, train.device
+    batch_size = per_process_batch(spec, world.size)
+
+    # ---------------------------------------------------------------- build
+    torch.manual_seed(tp.seed)  # same seed, same init and dropout masks: runs are comparable
+    generator = torch.Generator().manual_seed(tp.seed)  # batch order and augmentation, on the CPU for every device
+    model = build(spec, train, classes)
+    runner, synced = model, 0  # `runner` is what a step calls; `model` the plain module saved
+    if world.size > 1:
+        runner, synced = distributed.parallel(model, device)
+        model = runner.module  # its BatchNorm layers now synchronised: validate and save this one
+    optimizer = make_optimizer(model, tp)
+    schedule = Schedule.of(len(train), batch_size, tp)
+    scheduler = make_scheduler(optimizer, schedule)
+    runner = torch.compile(runner) if compile and device.type == "cuda" else runner
+    evaluator = runner if world.size == 1 else model  # DDP's forward may broadcast buffers: not on unequal shards
+    criterion = nn.CrossEntropyLoss(label_smoothing=tp.label_smoothing)
+
+    # ---------------------------------------------------------------- resume
+    run = Run()
+    if saved := negotiate(resume, world=world, name=spec.name):
+        run = restore(saved, model, optimizer, scheduler, generator, device)
+        done = len(run.history)
+        if world.main:
+            said = "already trained with this recipe and data" if done == tp.run_epochs else f"resumes after epoch {done}/{tp.run_epochs}"
+            print(f"{spec.name:>12s} {said} ({resume.path})", flush=True)
+        for epoch, row in enumerate(run.history):
+            if log:
+                log(epoch, row)  # the epochs already done, as if just trained
+    step = len(run.history) * schedule.steps_per_epoch  # counted over the whole run
+    writer = Writer()  # saves each epoch's state while the next one trains
+    look_every = CHECK_EVERY if device.type == "cuda" else 1  # reading the loss costs a GPU sync, nothing on the CPU
+
+    try:
+        for epoch in range(len(run.history), tp.run_epochs):
+            if world.size > 1:
+                seed_process(generator, tp.seed, world.rank, epoch)
+            synchronize(device)
+            start = time.perf_counter()
+
+            # ------------------------------------------------------------ train one epoch
+            # Sums stay on the device; the log loss summed is plain cross-entropy on the augmented
+            # batches, without the label smoothing minimised (whose floor of about 0.2 would make
+            # the training curve look worse than validation's for no reason).
+            runner.train()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            first_bad = torch.full((), -1, device=device, dtype=torch.long)  # the first step with a NaN or ±inf loss
+            seen = 0
+            images = schedule.steps_per_epoch * batch_size * world.size
+            with Progress(images, f"{spec.name} epoch {epoch + 1}/{tp.run_epochs}", enabled=world.main) as bar:
+                for i, (x, y) in enumerate(batches(train, batch_size, shuffle=True, generator=generator)):
+                    lr = optimizer.param_groups[0]["lr"]  # this step's rate, set by the schedule
+                    loss, logits = train_step(runner, optimizer, criterion, x, y, tp, generator)
+                    scheduler.step()  # the next step's rate
+                    first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+                    loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
+                    correct += (logits.argmax(1) == y).sum()
+                    seen += len(y)
+                    step += 1
+                    if (i + 1) % CHECK_EVERY == 0 and (bad := first_nonfinite(first_bad)) >= 0:
+                        raise diverged(spec, epoch, bad, schedule, resume)
+                    bar.update(len(y) * world.size, **({"loss": loss_sum.item() / seen} if (i + 1) % look_every == 0 else {}))
+            if (bad := first_nonfinite(first_bad)) >= 0:
+                raise diverged(spec, epoch, bad, schedule, resume)
+            loss_sum, correct, seen = distributed.sum_over_processes([loss_sum.item(), correct.item(), seen], device)
+            elapsed = time.perf_counter() - start  # .item() has synchronised
+
+            # ------------------------------------------------------------ evaluate
+            with Progress(len(val), f"{spec.name} validation", enabled=world.main) as bar:
+                scores = validate(evaluator, val, batch_size, bar)
+            row = {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "val_loss": scores["loss"], "val_accuracy": scores["accuracy"], "lr": lr}
+            run.add(row, seconds=elapsed, images=int(seen), keep=tp.keep, model=model)
+
+            # ------------------------------------------------------------ save
+            if resume and world.main:
+                save(resume, run, model, optimizer, scheduler, generator, final=epoch + 1 == tp.run_epochs, writer=writer)
+
+            # ------------------------------------------------------------ log
+            if log:
+                log(epoch, row)
+            if world.main:
+                print(epoch_line(spec.name, epoch, tp.run_epochs, row, seen / elapsed), flush=True)
+    except torch.cuda.OutOfMemoryError:
+        raise out_of_memory(spec, world, device) from None
+    finally:
+        writer.wait()  # the last epoch's state is on disk before anyone reads it
+
+    # ---------------------------------------------------------------- the weights kept, and the run in numbers
+    if run.kept.state is not None:
+        model.load_state_dict(run.kept.state)
+    return model, {
+        "epochs": tp.run_epochs,
+        "kept_epoch": run.kept.epoch + 1,
+        "val": run.kept.val,
+        "seconds": run.seconds,
+        "images_per_second": run.images / run.seconds if run.seconds else 0.0,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "processes": world.size,
+        "synchronised_batchnorm_layers": synced,
+    }
+
+
+def train_step(runner: nn.Module, optimizer, criterion, x: torch.Tensor, y: torch.Tensor, tp: TrainParams, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a uint8 batch x (B, C, S, S), y (B,): augment on the device, forward
+    (bf16 on CUDA), backward, update. Returns (the loss minimised, the logits (B, classes) as
+    float32), both detached. The time estimate times this very step."""
+    with autocast(x.device):
+        logits = runner(augment(x, crop_scale=tp.crop_scale, flip=tp.flip, translate=tp.translate, generator=generator))
+        loss = criterion(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach().float()
+
+
+def build(spec: ModelSpec, train: Split, classes: int) -> nn.Module:
+    """`spec`'s architecture for `classes` classes and the channels of the `train` images (3 or 1),
+    on their device, channels-last."""
+    model = models.build(spec.name, num_classes=classes, in_channels=train.images.shape[1], **spec.options)
+    return model.to(train.device, memory_format=torch.channels_last)
+
+
+def validate(model: nn.Module, split: Split, batch_size: int, progress: Progress | None = None) -> dict:
+    """Log loss and accuracy over the whole split: with several processes, each predicts its shard
+    and the sums are added up, so every image counts once, as in a single process."""
+    proba = probabilities(model, split, batch_size, progress=progress)
+    labels = split.labels.cpu()
+    loss = nn.functional.nll_loss(torch.log(proba.clamp_min(1e-12)), labels, reduction="sum").item()
+    loss, correct, n = distributed.sum_over_processes([loss, (proba.argmax(1) == labels).sum().item(), len(labels)], split.device)
+    return {"loss": loss / n, "accuracy": correct / n}
+
+
+def first_nonfinite(first_bad: torch.Tensor) -> int:
+    """The first step whose loss was NaN or ±inf in any process, or -1: all stop together, or none."""
+    never = torch.iinfo(torch.long).max
+    step = distributed.min_over_processes(torch.where(first_bad < 0, never, first_bad))
+    return -1 if step == never else step
+
+
+def per_process_batch(spec: ModelSpec, processes: int) -> int:
+    """Each process's share of the batch: the global batch (and so the learning rate) stays as set."""
+    if spec.train.batch_size % processes:
+        raise ParamError(
+            "train.batch_size",
+            spec.train.batch_size,
+            f"must be divisible by the {processes} processes that train {spec.name}: each takes an equal "
+            f"share of every step (models.{spec.name}.batch_size sets it for {spec.name} alone)",
+        )
+    return spec.train.batch_size // processes
+
+
+def seed_process(generator: torch.Generator, seed: int, rank: int, epoch: int) -> None:
+    """Process `rank`'s random streams for one epoch (its batch order, augmentation and dropout),
+    derived from (seed, rank, epoch) alone: a resumed run needs only process 0's resume file."""
+    derived = int.from_bytes(hashlib.sha256(f"{seed} {rank} {epoch}".encode()).digest()[:8], "little")
+    generator.manual_seed(derived)
+    torch.manual_seed(derived)
+
+
+def diverged(spec: ModelSpec, epoch: int, bad: int, schedule: Schedule, resume: ResumeFile | None) -> StageError:
+    """What to change when the loss at step `bad` (counted over the run) was NaN or infinite."""
+    tp = spec.train
+    where = f"; the last good epoch's state is kept in {resume.path}" if resume and epoch else ""
+    return StageError(
+        f"{spec.name}: the training loss became NaN or infinite at epoch {epoch + 1}, step "
+        f"{bad - epoch * schedule.steps_per_epoch + 1} of {schedule.steps_per_epoch} (learning rate "
+        f"{tp.lr * schedule.factor(bad):.3g}){where}. Lower models.{spec.name}.lr_scale (now {tp.lr_scale:g}, "
+        f"a peak of {tp.lr:g}) or lengthen train.warmup_epochs (now {tp.warmup_epochs:g})."
+    )
+
+
+def out_of_memory(spec: ModelSpec, world: distributed.World, device: torch.device) -> StageError:
+    batch = spec.train.batch_size
+    share = f", {batch // world.size} per process" if world.size > 1 else ""
+    half = max(world.size, batch // (2 * world.size) * world.size)  # still divisible between the processes
+    return StageError(
+        f"{spec.name}: CUDA ran out of memory at batch size {batch}{share} ({describe(device)}). "
+        f"Set models.{spec.name}.batch_size: {half} (or train.batch_size) and rerun; models already "
+        f"trained are not trained again."
+    )

@@ -1,0 +1,203 @@
+"""Resume state: what training one model has done, saved after every epoch (resume/<model>.pt), so
+that a stopped run continues where it was and a model already trained is not trained again.
+
+A file is used only with the same key: a hash of everything the trained model is a function of
+(architecture, recipe, data, processes). Not a DVC output: DVC would delete it before a rerun.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sys
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.common.atomic import atomic_path
+from pipeline.common.errors import StageError
+from pipeline.models.modelfile import unwrap
+from pipeline.params.recipes import ModelSpec
+from pipeline.runtime import distributed
+
+# Bumped when what a resume file holds changes meaning: a file of another format is not resumed from.
+FORMAT = 1
+
+
+def key(spec: ModelSpec, data_digest: str, processes: int) -> str:
+    """Everything a trained model is a function of: its architecture, its recipe (the `train` section
+    as resolved for it, whole), the data, and the number of processes that trained it (their shards
+    and random streams differ from one process's). `runtime` is not part of it, by construction; nor
+    is runtime.processes itself: the processes actually launched count (torchrun across machines starts more)."""
+    blob = {"name": spec.name, "options": spec.options, "train": asdict(spec.train), "data": data_digest, "processes": processes}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()
+
+
+def file_for(folder: Path, name: str) -> Path:
+    """A model's resume file: `torchvision:resnet34` → folder/torchvision-resnet34.pt."""
+    return Path(folder) / f"{name.replace(':', '-')}.pt"
+
+
+@dataclass(frozen=True)
+class ResumeFile:
+    path: Path
+    key: str  # see `key`
+    reuse: bool = True  # runtime.resume: continue from a matching file; false: start over (and overwrite it)
+
+
+@dataclass
+class Kept:
+    """The epoch whose weights the model file keeps: with `keep: last` always the latest one."""
+
+    epoch: int  # 0-based
+    val: dict  # its validation loss and accuracy
+    state: dict | None  # its weights when they are not the model's current ones (`keep: best`), else None
+
+
+@dataclass
+class Run:
+    """What training one model has done so far; saved after every epoch, restored to resume."""
+
+    history: list[dict] = field(default_factory=list)  # one row of curves per finished epoch
+    seconds: float = 0.0  # training time, validation excluded
+    images: int = 0  # training images seen, over every process
+    kept: Kept | None = None
+
+    def add(self, row: dict, *, seconds: float, images: int, keep: str, model: nn.Module) -> None:
+        """Record a finished epoch; with `keep: best`, copy its weights if its validation is the best yet."""
+        self.history.append(row)
+        self.seconds += seconds
+        self.images += images
+        val = {"loss": row["val_loss"], "accuracy": row["val_accuracy"]}
+        if keep == "last" or self.kept is None or val["accuracy"] > self.kept.val["accuracy"]:
+            state = copy.deepcopy(model.state_dict()) if keep == "best" else None
+            self.kept = Kept(len(self.history) - 1, val, state)
+
+
+def _snapshot(value):
+    """A CPU copy of every tensor in a nested state (training goes on changing the originals)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _snapshot(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_snapshot(v) for v in value)
+    return value
+
+
+class Writer:
+    """Writes resume files in a background thread: the next epoch trains while the last one's
+    state (over 500 MB for AlexNet with AdamW's two moments) goes to disk, so the cores never wait
+    on a single-threaded save between epochs. `wait()` before relying on the file."""
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def write(self, path: Path, state: dict) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(path, state), name="resume-writer")
+        self._thread.start()
+
+    def _write(self, path: Path, state: dict) -> None:
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(state, tmp)
+        except BaseException as e:  # re-raised in the training thread by wait()
+            self._error = e
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+def save(to: ResumeFile, run: Run, model: nn.Module, optimizer, scheduler, generator, *, final: bool, writer: Writer) -> None:
+    """Everything needed to continue after this epoch as if never stopped. Once the last epoch is
+    done the optimiser state is dropped (it is as large as the weights, twice for AdamW)."""
+    kept = run.kept
+    current = kept.epoch == len(run.history) - 1  # the kept weights are the current ones: stored once
+    state = {
+        "format": FORMAT,
+        "key": to.key,
+        "history": run.history,
+        "seconds": run.seconds,
+        "images": run.images,
+        "kept": {"epoch": kept.epoch, "val": kept.val, "state": None if current else kept.state},
+        "model": unwrap(model).state_dict(),
+        "optimizer": None if final else optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "generator": generator.get_state(),
+        },
+    }
+    writer.write(to.path, _snapshot(state))
+
+
+def load(path: Path, key: str) -> dict | None:
+    """The saved state if it was made with the same key (same model, recipe and data) in this
+    format, else None. An unreadable file (cut short by a full disk or a killed machine) is set aside."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        aside = path.with_name(path.name + ".corrupt")
+        path.replace(aside)
+        print(f"{path}: unreadable ({type(e).__name__}); moved to {aside.name}, this model trains from the start", file=sys.stderr, flush=True)
+        return None
+    return state if isinstance(state, dict) and state.get("key") == key and state.get("format") == FORMAT else None
+
+
+def epochs_done(path: Path, key: str) -> int:
+    """How many epochs the resume file at `path` holds for `key` (0 if none): read from its history
+    alone, the tensors memory-mapped, not loaded."""
+    if not path.exists():
+        return 0
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable: `load` sets it aside when training reaches it
+        return 0
+    return len(state["history"]) if state.get("key") == key and state.get("format") == FORMAT else 0
+
+
+def negotiate(resume: ResumeFile | None, *, world: distributed.World, name: str) -> dict | None:
+    """The state every process resumes from, or None for all: process 0 decides, so that all of
+    them resume or none does; each then reads the file itself."""
+    usable = resume is not None and resume.reuse
+    saved = load(resume.path, resume.key) if usable and world.main else None
+    if distributed.from_main(saved is not None) and not world.main:
+        saved = load(resume.path, resume.key)
+        if saved is None:
+            raise StageError(
+                f"{name}: process {world.rank} cannot read {resume.path}, which process 0 resumes from: "
+                f"on several machines, --resume must be a folder they all see (or set runtime.resume: false)"
+            )
+    return saved
+
+
+def restore(state: dict, model: nn.Module, optimizer, scheduler, generator, device: torch.device) -> Run:
+    """Put saved state back into a freshly built model, optimiser, schedule and generators; return the run."""
+    model.load_state_dict(state["model"])
+    if state["optimizer"] is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if device.type == "cuda" and state["rng"]["cuda"]:
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    generator.set_state(state["rng"]["generator"])
+    kept = state["kept"]
+    kept_state = kept["state"] if kept["state"] is not None else state["model"]
+    return Run(
+        history=state["history"], seconds=state["seconds"], images=state["images"],
+        kept=Kept(kept["epoch"], kept["val"], {k: v.to(device) for k, v in kept_state.items()}),
+    )  # fmt: skip

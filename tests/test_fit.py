@@ -1,0 +1,113 @@
+"""Training one model (training.fit): it learns, keeps the epoch `train.keep` asks for, is
+deterministic on the CPU, resumes an interrupted run to the same weights, skips a model already
+trained, and stops a diverging or out-of-memory run with what to change."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.common.errors import StageError
+from pipeline.params import recipes
+from pipeline.runtime.distributed import World
+from pipeline.training import estimate
+from pipeline.training import fit as fitting
+from pipeline.training.fit import fit
+from pipeline.training.resume import ResumeFile
+from tests.helpers import toy_split
+
+
+def spec(name="resnet18", **train):
+    overrides = {"model": name, "train": {"epochs": 3, "batch_size": 16, "seed": 0, **train}}
+    return recipes.load(overrides=overrides).models[0]
+
+
+def states_equal(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_model_really_learns_and_keeps_its_best_validation_epoch():
+    rows = []
+    model, summary = fit(spec(keep="best"), toy_split(96), toy_split(32, seed=1), classes=2, log=lambda e, r: rows.append(r))
+    assert rows[-1]["lr"] < rows[0]["lr"]  # the cosine decays
+    assert summary["val"]["accuracy"] >= 0.9
+    assert summary["val"]["accuracy"] == max(r["val_accuracy"] for r in rows)
+    assert summary["kept_epoch"] == 1 + [r["val_accuracy"] for r in rows].index(summary["val"]["accuracy"])
+    assert summary["epochs"] == 3 and summary["images_per_second"] > 0
+    assert summary["parameters"] == summary["trainable_parameters"] == 11_177_538
+    assert all(math.isfinite(r["train_loss"]) for r in rows)
+
+
+def test_training_is_deterministic_on_the_cpu():
+    a, _ = fit(spec(epochs=1), toy_split(48), toy_split(16, seed=1), classes=2)
+    b, _ = fit(spec(epochs=1), toy_split(48), toy_split(16, seed=1), classes=2)
+    assert states_equal(a.state_dict(), b.state_dict())
+
+
+def test_an_interrupted_run_resumes_and_ends_with_the_same_weights(tmp_path):
+    data = toy_split(48), toy_split(16, seed=1)
+    whole, whole_summary = fit(spec(), *data, classes=2, resume=ResumeFile(tmp_path / "whole.pt", "k"))
+
+    def interrupt_in_epoch_2(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt  # Ctrl-C after epoch 2 trained, before its state was saved
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(spec(), *data, classes=2, log=interrupt_in_epoch_2, resume=ResumeFile(tmp_path / "cut.pt", "k"))
+    logged = []
+    resumed, summary = fit(spec(), *data, classes=2, log=lambda e, r: logged.append(e), resume=ResumeFile(tmp_path / "cut.pt", "k"))
+    assert logged == [0, 1, 2]  # epoch 1's curves replayed from the resume file, then epochs 2 and 3 trained
+    assert states_equal(resumed.state_dict(), whole.state_dict())
+    assert summary["val"] == whole_summary["val"] and summary["kept_epoch"] == whole_summary["kept_epoch"]
+
+
+def test_a_model_trained_with_the_same_key_is_not_trained_again(tmp_path, monkeypatch):
+    data = toy_split(32), toy_split(16, seed=1)
+    first, _ = fit(spec(epochs=1), *data, classes=2, resume=ResumeFile(tmp_path / "m.pt", "k"))
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["optimizer"] is None  # finished: no optimiser state kept
+
+    def never(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(fitting, "train_step", never)
+    again, _ = fit(spec(epochs=1), *data, classes=2, resume=ResumeFile(tmp_path / "m.pt", "k"))
+    assert states_equal(again.state_dict(), first.state_dict())
+    with pytest.raises(AssertionError, match="trained again"):  # another key (params or data changed): a fresh run
+        fit(spec(epochs=1), *data, classes=2, resume=ResumeFile(tmp_path / "m.pt", "other"))
+    with pytest.raises(AssertionError, match="trained again"):  # runtime.resume: false ignores the file
+        fit(spec(epochs=1), *data, classes=2, resume=ResumeFile(tmp_path / "m.pt", "k", reuse=False))
+
+
+def test_a_nan_loss_stops_training_naming_model_epoch_and_step_and_keeps_the_last_good_epoch(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_augment = fitting.augment
+
+    def poisoned(x, **kwargs):  # the 3rd batch of epoch 2 (3 batches of 16 per epoch) turns to NaN
+        calls["n"] += 1
+        out = real_augment(x, **kwargs)
+        return out * float("nan") if calls["n"] == 6 else out
+
+    monkeypatch.setattr(fitting, "augment", poisoned)
+    with pytest.raises(StageError) as e:
+        fit(spec(), toy_split(48), toy_split(16, seed=1), classes=2, resume=ResumeFile(tmp_path / "m.pt", "k"))
+    message = str(e.value)
+    assert message.startswith("resnet18: the training loss became NaN or infinite at epoch 2, step 3 of 3")
+    assert "models.resnet18.lr_scale" in message and str(tmp_path / "m.pt") in message
+    kept = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert len(kept["history"]) == 1  # epoch 1, the last good one
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+
+
+def test_cuda_out_of_memory_names_the_batch_size_and_suggests_half(monkeypatch):
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(fitting, "augment", oom)
+    with pytest.raises(StageError) as e:
+        fit(spec(batch_size=16), toy_split(48), toy_split(16, seed=1), classes=2)
+    assert "resnet18: CUDA ran out of memory at batch size 16" in str(e.value)
+    assert "models.resnet18.batch_size: 8" in str(e.value)
+    p = recipes.load(overrides={"model": "resnet18", "train": {"batch_size": 16}})
+    with pytest.raises(StageError, match="resnet18: CUDA ran out of memory at batch size 16"):  # in the estimate, before training
+        estimate.estimates(p, toy_split(48), toy_split(16, seed=1), Path("no-resume"), {"resnet18": "k"}, "cuda", World(), classes=2)
