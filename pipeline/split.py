@@ -94,7 +94,7 @@ def subsample(by_class: dict[int, list], keep: dict[int, int], seed: int) -> dic
 
 
 def assign(
-    members: list[tuple[str, int]], p: DataParams, classes: tuple[str, ...] = DOGS_VS_CATS, parts: dict[str, str] | None = None
+    members: list[tuple[str, int]], p: DataParams, classes: tuple[str, ...], parts: dict[str, str] | None = None
 ) -> dict[str, list[tuple[str, int]]]:
     """Cap each class at `max_per_class` (a seeded choice), then split stratified by class: test drawn
     with test_fraction, or, with `parts` (the archive's own split), its test part whole and validation

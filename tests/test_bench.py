@@ -33,6 +33,7 @@ def test_the_benchmark_measures_every_phase_and_writes_them(tmp_path):
     assert "dataloader_baseline" in result.stdout and str(out) in result.stdout
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_a_missing_archive_is_one_error_line(tmp_path):
     result = bench("--archive", str(tmp_path / "none.zip"))
     assert result.returncode == 2

@@ -57,12 +57,13 @@ def test_check_reports_the_data_source_and_the_missing_weights_together(offline,
     assert "resnet50-11ad3fa6.pth" in found[1] and "pretrained: false" in found[1]
 
 
+@pytest.mark.slow  # the stage in a fresh interpreter
 def test_check_stage_exits_2_with_one_clear_message_and_writes_nothing(tmp_path):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["train"]["batch_size"] = 0
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.check", "--out", "data/recipes.ok", "--downloads", "data/.downloads"],
+        [sys.executable, "-m", "pipeline.check", "--out", "data/params.ok", "--downloads", "data/.downloads"],
         cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
     )
     assert result.returncode == 2
@@ -70,6 +71,7 @@ def test_check_stage_exits_2_with_one_clear_message_and_writes_nothing(tmp_path)
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow  # the stage in a fresh interpreter
 def test_check_stage_prints_each_models_recipe_and_what_does_not_follow_train(tmp_path):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["data"].update(source="synthetic", image_size=96)
@@ -79,7 +81,7 @@ def test_check_stage_prints_each_models_recipe_and_what_does_not_follow_train(tm
     raw["models"]["resnet18"] = {"lr": 0.003}  # an absolute rate: train.lr no longer reaches resnet18
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.check", "--out", "data/recipes.ok", "--downloads", "data/.downloads"],
+        [sys.executable, "-m", "pipeline.check", "--out", "data/params.ok", "--downloads", "data/.downloads"],
         cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr

@@ -12,7 +12,7 @@ import pytest
 from pipeline import models
 from tests.helpers import dvc, run
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves these out of a quick loop
 
 # The stage: metrics.json for every architecture, from results that depend on train.lr and the seed.
 STAGE = """

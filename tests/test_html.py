@@ -16,7 +16,10 @@ from tests.helpers import fake_run, result
 
 MODELS = ["alexnet", "torchvision:resnet34"]  # a colon, as torchvision names have, in ids and file names
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install chromium)")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install chromium)"),
+    pytest.mark.slow,  # a real browser, started for each page
+]
 
 
 def chromium_dom(page: Path, profile: Path) -> tuple[str, str]:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from pipeline.data import images
-from pipeline.data.images import DOGS_VS_CATS, Archive, RejectError, decode, fit, label_of, load
+from pipeline.data.images import Archive, RejectError, decode, fit, label_of, load
 from tests import archives
 from tests.archives import WHITE, encode, image, jpeg, noise, png
 
@@ -76,10 +76,6 @@ def gradient(size: tuple[int, int]) -> Image.Image:
 )
 def test_label_of(name: str, label: int | None) -> None:
     assert label_of(name) == label
-
-
-def test_classes() -> None:
-    assert DOGS_VS_CATS == ("cat", "dog")
 
 
 # --- archives: every tricky member, zipped and as a folder ---------------------------------------

@@ -18,7 +18,7 @@ from pipeline.data import synthetic
 from tests.archives import THUMBS_DB
 from tests.helpers import REPO, copy_project, dvc, run, set_params
 
-pytestmark = pytest.mark.slow  # `pytest -m 'not slow'` leaves these out of a quick loop
+pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves these out of a quick loop
 
 PER_CLASS = 16  # 32 images: 16 train, 8 val, 8 test with the fractions below
 

@@ -26,7 +26,7 @@ from pipeline.models import modelfile
 from tests.archives import class_folder_members, encode, fashion_mnist_files, write_zip
 from tests.helpers import copy_project, dvc, run, set_params
 
-pytestmark = pytest.mark.slow  # `pytest -m 'not slow'` leaves these out of a quick loop
+pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves these out of a quick loop
 
 UP_TO_DATE = "Data and pipelines are up to date."
 FLOWERS = ("daisy", "rose", "tulip")  # sorted, as the split stage orders them

@@ -54,28 +54,28 @@ def members_of(n_cats, n_dogs):
 
 def test_the_split_is_stratified_disjoint_and_deterministic():
     members = members_of(100, 60)
-    first, second = assign(members, DATA), assign(list(reversed(members)), DATA)
+    first, second = assign(members, DATA, DOGS_VS_CATS), assign(list(reversed(members)), DATA, DOGS_VS_CATS)
     assert first == second  # same params, same split, whatever order the archive listed
     names = [set(m for m, _ in first[s]) for s in SPLITS]
     assert set.union(*names) == {m for m, _ in members} and sum(map(len, names)) == len(members)
     # 20% test and 20% val of each class (sklearn rounds the test size up, the train size down)
     count = {s: [sum(1 for _, c in first[s] if c == k) for k in (0, 1)] for s in SPLITS}
     assert count == {"train": [60, 36], "val": [20, 12], "test": [20, 12]}
-    other_seed = assign(members, dataclasses.replace(DATA, seed=1))
+    other_seed = assign(members, dataclasses.replace(DATA, seed=1), DOGS_VS_CATS)
     assert other_seed["test"] != first["test"]
 
 
 def test_max_per_class_caps_each_class_with_a_seeded_choice():
-    capped = assign(members_of(100, 60), dataclasses.replace(DATA, max_per_class=50))
+    capped = assign(members_of(100, 60), dataclasses.replace(DATA, max_per_class=50), DOGS_VS_CATS)
     chosen = [m for s in SPLITS for m in capped[s]]
     assert [sum(1 for _, c in chosen if c == k) for k in (0, 1)] == [50, 50]
-    again = assign(members_of(100, 60), dataclasses.replace(DATA, max_per_class=50))
+    again = assign(members_of(100, 60), dataclasses.replace(DATA, max_per_class=50), DOGS_VS_CATS)
     assert again == capped
 
 
 def test_max_per_class_larger_than_the_data_is_refused_with_the_counts():
     with pytest.raises(ParamError) as e:
-        assign(members_of(100, 60), dataclasses.replace(DATA, max_per_class=80))
+        assign(members_of(100, 60), dataclasses.replace(DATA, max_per_class=80), DOGS_VS_CATS)
     assert e.value.key == "data.max_per_class" and "100 cat, 60 dog usable images" in str(e.value)
 
 

@@ -43,6 +43,7 @@ pre.preprocess(archive, root / "split", root / "processed", image_size=40, resiz
 """
 
 
+@pytest.mark.slow  # a fresh interpreter
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
 def test_a_stage_stopped_midway_leaves_no_output_that_looks_finished(tmp_path, how):
     process = subprocess.Popen(
