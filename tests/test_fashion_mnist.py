@@ -1,6 +1,6 @@
 """Fashion-MNIST's IDX files: read, found, fetched from a local server, written as class-folder PNGs.
 
-The IDX files here are written by hand with struct, not by anything in pipeline.idx, so a reader and
+The IDX files here are written by hand with struct, not by anything in pipeline.data.fashion_mnist, so a reader and
 a writer that share one mistake cannot pass together.
 """
 

@@ -1,4 +1,4 @@
-"""pipeline.images against answers known by construction: labels, archives, rejects, conversions, sizes."""
+"""pipeline.data.images against answers known by construction: labels, archives, rejects, conversions, sizes."""
 
 from __future__ import annotations
 

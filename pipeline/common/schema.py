@@ -1,6 +1,6 @@
 """A YAML mapping checked against a dataclass: every key known, every value of its declared type.
 
-Generic: it knows nothing of this project's sections (pipeline.sections) or models (pipeline.models),
+Generic: it knows nothing of this project's sections (pipeline.params.sections) or models (pipeline.models),
 so both can use it without importing each other. Errors are ParamErrors naming the dotted key.
 """
 

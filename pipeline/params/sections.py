@@ -106,11 +106,11 @@ TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainParams))
 @dataclass(frozen=True)
 class RuntimeParams:
     """Where and how the stage runs: a trained model is the same function of its recipe and data
-    whatever these are, so none of them is part of a model's fingerprint (pipeline.train)."""
+    whatever these are, so none of them is part of the key a model's resume state is saved under (training.resume)."""
 
     device: str  # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N
     compile: bool  # torch.compile the model (CUDA only; the first epoch pays the compile time)
-    resume: bool  # continue from per-epoch checkpoints made with the same model, recipe and data
+    resume: bool  # continue from the per-epoch resume state saved with the same model, recipe and data
     processes: int = 1  # training processes on this machine (torchrun --nproc_per_node), one per GPU
 
     def __post_init__(self):
