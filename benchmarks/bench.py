@@ -1,4 +1,5 @@
-"""Benchmark: how fast this project's data path trains a model, against the course's way and the ceiling.
+"""Benchmark: how fast this project trains a model here, against the course's way, the ceiling, and
+every way of computing the machine offers.
 
     python -m benchmarks.bench --model resnet18 --image-size 224 --batch-size 64
 
@@ -7,20 +8,28 @@ images per second of:
   dataloader_baseline  the course material's loop: PIL decodes every JPEG every epoch, torchvision
              transforms (Resize, RandomHorizontalFlip, ToTensor, Normalize) in a DataLoader with a
              worker per core;
-  pipeline   this project's path: preprocessed uint8 tensors on the device, index-slice batches,
-             the recipe's augmentation (params.yaml `train`) and normalisation on whole batches on the device;
-  ceiling    the same model on random tensors already on the device: no data path at all;
-plus `evaluation` (predict in eval mode) and `epochs` (the train stage's whole epochs: training,
+  pipeline   this project's path with the shipped defaults (params.yaml `runtime`, `auto` resolved
+             here): preprocessed uint8 tensors on the device, index-slice batches, the recipe's
+             augmentation and normalisation on whole batches, the train stage's own step;
+  ceiling    the same step and model on random tensors already on the device: no data path at all;
+  fp32_eager the pipeline in plain fp32, eager, contiguous tensors: what the shipped choices buy;
+  combinations  the pipeline in every precision, memory format and compilation (`--no-compile`
+             leaves compilation out: each compiled model costs minutes), with the compile time;
+plus `evaluation` (prediction in eval mode) and `epochs` (the train stage's whole epochs: training,
 validation and the per-epoch resume state), whose "cores busy" shows any single-threaded stall,
 and preprocessing throughput (decode + resize to tensors) with one process and with every core.
+
+Each training phase also says its model FLOP utilisation: training FLOP/s (torch's FlopCounterMode
+over one step: forward and backward, convolutions and matrix products) over the peak of its
+precision here, taken as the best of a few large matrix products and convolutions on every core.
 It prints a table and writes a JSON file with every measurement and the ratios
-pipeline/dataloader_baseline and pipeline/ceiling. Every phase runs the same training step (optimiser, bf16 autocast on CUDA,
-channels-last), so the differences are the data path's alone.
+pipeline/dataloader_baseline, pipeline/ceiling and pipeline/fp32_eager.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import platform
 import tempfile
@@ -38,19 +47,22 @@ from pipeline.common.errors import StageError
 from pipeline.data.images import Archive, label_of, load
 from pipeline.data.workers import map_archive
 from pipeline.params import recipes
-from pipeline.runtime.device import autocast, choose_device, describe, synchronize
+from pipeline.runtime.device import Compute, describe, resolve, synchronize
 from pipeline.runtime.inference import probabilities
-from pipeline.runtime.tensors import MEAN, STD, Split, augment, batches
-from pipeline.training.fit import fit
+from pipeline.runtime.tensors import MEAN, STD, Split, batches
+from pipeline.training.fit import build, fit, train_step
+from pipeline.training.optim import make_optimizer
 from pipeline.training.resume import ResumeFile
 
 
-def training_step(model: nn.Module, optimizer, device: torch.device):
+def float_step(model: nn.Module, optimizer, compute: Compute):
+    """The train stage's step on batches that are already float tensors (the course's loop, the
+    ceiling's noise): forward in `compute`'s precision, the loss in fp32, backward, update."""
     criterion = nn.CrossEntropyLoss()
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        with autocast(device):
-            loss = criterion(model(x).float(), y)
+        with compute.autocast():
+            loss = criterion(model(x.contiguous(memory_format=compute.format)).float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -85,7 +97,7 @@ def on_device(loader, device: torch.device):
     """The course's batches, epoch after epoch, moved to the device as its loop did."""
     while True:
         for x, y in loader:
-            yield x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last), y.to(device, non_blocking=True)
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 def members(archive: Path, count: int) -> list[tuple[str, int]]:
@@ -128,65 +140,139 @@ class CourseDataset(torch.utils.data.Dataset):
         return self.transform(image), label
 
 
-def bench_training(model_name: str, archive: Path, *, image_size: int, batch_size: int, steps: int, warmup: int, device: torch.device, workers: int) -> dict:
+def bench_training(
+    model_name: str, archive: Path, *, image_size: int, batch_size: int, steps: int, warmup: int, compute: Compute, workers: int,
+    compile_too: bool = True, only: set[str] | None = None,
+) -> dict:
     chosen = members(archive, batch_size * 4)
     with Archive(archive) as a:  # the pipeline's preprocessed tensors for the same images
         images = np.stack([load(a.read(name), image_size, "crop") for name, _ in chosen])
     labels = torch.tensor([label for _, label in chosen])
+    device = compute.device
     split = Split(images=torch.from_numpy(images).to(device), labels=labels.to(device), device=device)
+    spec = recipes.load(overrides={"model": model_name, "train": {"batch_size": batch_size}}).models[0]
+    spec = recipes.ModelSpec(spec.name, {**spec.options, **_offline(model_name)}, spec.train)
 
-    def fresh_step():
+    def fresh(how: Compute):
         torch.manual_seed(0)
-        model = models.build(model_name, **_offline(model_name)).to(device, memory_format=torch.channels_last).train()
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        return training_step(model, torch.optim.SGD(trainable, lr=1e-3, momentum=0.9), device)
+        model = build(spec, split, 2, how).train()
+        return (torch.compile(model) if how.compile else model), make_optimizer(model, spec.train)
 
-    generator = torch.Generator().manual_seed(0)
+    def pipeline_phase(how: Compute) -> dict:
+        model, optimizer = fresh(how)
+        generator = torch.Generator().manual_seed(0)
+        criterion = nn.CrossEntropyLoss(label_smoothing=spec.train.label_smoothing)
+
+        def step(x, y):
+            train_step(model, optimizer, criterion, x, y, spec.train, generator, how)
+
+        first = time.perf_counter()
+        step(*next(batches(split, batch_size, shuffle=True, generator=generator)))  # compiles, when compiled
+        synchronize(device)
+        first = time.perf_counter() - first
+        found = timed(endless(lambda: batches(split, batch_size, shuffle=True, generator=generator)), step, device, warmup=warmup, steps=steps)
+        found["first_step_seconds"] = first
+        return found | utilisation(found, how)
+
+    flops = step_flops(spec, split, batch_size)
+    peaks = {precision: peak_flops(device, precision) for precision in ("fp32", "bf16")}
+
+    def utilisation(found: dict, how: Compute) -> dict:
+        achieved = found["images_per_second"] * flops / batch_size
+        return {"flops_per_second": achieved, "mfu": achieved / peaks[how.precision]}
+
     results = {}
-
     loader = torch.utils.data.DataLoader(
         CourseDataset(archive, chosen, image_size), batch_size=batch_size, shuffle=True, drop_last=True,
         num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=True,
     )  # fmt: skip
-    results["dataloader_baseline"] = timed(on_device(loader, device), fresh_step(), device, warmup=warmup, steps=steps)
+    model, optimizer = fresh(compute)
+    results["dataloader_baseline"] = timed(on_device(loader, device), float_step(model, optimizer, compute), device, warmup=warmup, steps=steps)
     del loader  # its persistent workers stop before the next phase
 
-    tp = recipes.load().train
-    ours = (
-        (augment(x, crop_scale=tp.crop_scale, flip=tp.flip, translate=tp.translate, generator=generator), y)
-        for x, y in endless(lambda: batches(split, batch_size, shuffle=True, generator=generator))
-    )
-    results["pipeline"] = timed(ours, fresh_step(), device, warmup=warmup, steps=steps)
-
-    noise = torch.randn(batch_size, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
+    results["pipeline"] = pipeline_phase(compute)
+    noise = torch.randn(batch_size, 3, image_size, image_size, device=device).contiguous(memory_format=compute.format)
     target = torch.randint(0, 2, (batch_size,), device=device)
-    results["ceiling"] = timed(endless(lambda: iter([(noise, target)])), fresh_step(), device, warmup=warmup, steps=steps)
-    results["evaluation"] = bench_evaluation(model_name, split, batch_size)
-    results["epochs"] = bench_epochs(model_name, split, batch_size)
-    return results
+    model, optimizer = fresh(compute)
+    results["ceiling"] = timed(endless(lambda: iter([(noise, target)])), float_step(model, optimizer, compute), device, warmup=warmup, steps=steps)
+    results["ceiling"] |= utilisation(results["ceiling"], compute)
+    plain = Compute(device, "fp32", "contiguous", False)
+    results["fp32_eager"] = pipeline_phase(plain)
+    combinations = {}
+    for precision in ("fp32", "bf16"):
+        for memory_format in ("contiguous", "channels_last"):
+            for compiled in (False, True) if compile_too else (False,):
+                how = Compute(device, precision, memory_format, compiled)
+                name = f"{precision}/{memory_format}/{'compiled' if compiled else 'eager'}"
+                if only is not None and name not in only:
+                    continue
+                combinations[name] = results["fp32_eager"] if how == plain else pipeline_phase(how)
+                if compiled:  # the first step compiles: its time beyond an ordinary step's
+                    found = combinations[name]
+                    found["compile_seconds"] = found["first_step_seconds"] - found["seconds"] / steps
+    results["evaluation"] = bench_evaluation(model_name, split, batch_size, compute)
+    results["epochs"] = bench_epochs(spec, split, batch_size, compute)
+    return results | {"combinations": combinations, "flops_per_image": flops / batch_size, "peak_flops_per_second": peaks}
 
 
-def bench_evaluation(model_name: str, split: Split, batch_size: int) -> dict:
-    """`predict` (eval mode, inference mode) over the split, as validation and evaluate run it."""
-    model = models.build(model_name, **_offline(model_name)).to(split.device, memory_format=torch.channels_last)
-    probabilities(model, split, batch_size)  # warm-up
+def step_flops(spec, split: Split, batch_size: int) -> float:
+    """FLOPs of one training step (forward and backward) of `spec` on a batch of `batch_size`, as
+    torch's FlopCounterMode counts them: convolutions and matrix products, fp32, eager."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    how = Compute(split.device)
+    model = build(spec, split, 2, how).train()
+    optimizer = make_optimizer(model, spec.train)
+    x, y = next(batches(split, batch_size, shuffle=False))
+    with FlopCounterMode(display=False) as counter:
+        train_step(model, optimizer, nn.CrossEntropyLoss(), x, y, spec.train, torch.Generator().manual_seed(0), how)
+    return float(counter.get_total_flops())
+
+
+def peak_flops(device: torch.device, precision: str, repeats: int = 5) -> float:
+    """The most FLOP/s this machine reaches in practice in `precision`, every core: the best of a few
+    2048 × 2048 matrix products (2 n³ FLOPs each) and of a few 3×3 convolutions, 256 channels in and
+    out at 28 × 28 px, batch 16, channels-last (oneDNN's kernels on a CPU, which on some CPUs run
+    well above the matrix library's)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = (torch.randn(2048, 2048, device=device).to(dtype) for _ in range(2))
+    x = torch.randn(16, 256, 28, 28, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(256, 256, 3, 3, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
+    work = {
+        "matmul": (lambda: a @ b, 2 * 2048**3),
+        "conv": (lambda: torch.nn.functional.conv2d(x, w, padding=1), 2 * 16 * 28 * 28 * 256 * 256 * 9),
+    }
+    best = 0.0
+    for run, flops in work.values():
+        run()  # warm-up: the kernel's choice, the threads
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            run()
+            synchronize(device)
+            best = max(best, flops / (time.perf_counter() - start))
+    return best
+
+
+def bench_evaluation(model_name: str, split: Split, batch_size: int, compute: Compute) -> dict:
+    """`probabilities` (eval mode, inference mode) over the split, as validation and evaluate run it."""
+    model = models.build(model_name, **_offline(model_name)).to(split.device, memory_format=compute.format)
+    probabilities(model, split, batch_size, compute=compute)  # warm-up
     synchronize(split.device)
     start, cpu = time.perf_counter(), time.process_time()
-    probabilities(model, split, batch_size)
+    probabilities(model, split, batch_size, compute=compute)
     wall = time.perf_counter() - start
     return {"images_per_second": len(split) / wall, "seconds": wall, "images": len(split), "cpu_busy": (time.process_time() - cpu) / wall}
 
 
-def bench_epochs(model_name: str, split: Split, batch_size: int, epochs: int = 2) -> dict:
+def bench_epochs(spec, split: Split, batch_size: int, compute: Compute, epochs: int = 2) -> dict:
     """Whole epochs of the train stage's own loop (`training.fit`): training, validation, the resume
     state saved after each epoch. Cores busy well below the core count would show a stall."""
-    overrides = {"model": model_name, "train": {"epochs": epochs, "batch_size": batch_size}, "runtime": {"device": split.device.type}}
-    spec = recipes.load(overrides=overrides).models[0]
-    spec = recipes.ModelSpec(spec.name, {**spec.options, **_offline(model_name)}, spec.train)
+    spec = recipes.ModelSpec(spec.name, spec.options, dataclasses.replace(spec.train, epochs=epochs, max_epochs=None))
     with tempfile.TemporaryDirectory() as tmp:
         synchronize(split.device)
         start, cpu = time.perf_counter(), time.process_time()
-        fit(spec, split, split, classes=2, resume=ResumeFile(Path(tmp) / "resume.pt", "bench"))
+        fit(spec, split, split, classes=2, compute=compute, resume=ResumeFile(Path(tmp) / "resume.pt", "bench"))
         wall = time.perf_counter() - start
     images = epochs * (len(split) // batch_size) * batch_size
     return {"images_per_second": images / wall, "seconds": wall, "images": images, "cpu_busy": (time.process_time() - cpu) / wall}
@@ -229,43 +315,55 @@ def main() -> None:
     parser.add_argument("--archive", type=Path, default=Path("data/raw/images.zip"), help="real JPEGs (Kaggle, Microsoft or class-folder layout)")
     parser.add_argument("--preprocess-images", type=int, default=4000)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-compile", action="store_true", help="leave the compiled combinations out (minutes of compiling each)")
+    parser.add_argument("--only", help="measure only these combinations, a comma list (e.g. bf16/channels_last/compiled)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/<model>-<size>px-<device>.json)")
     args = parser.parse_args()
     models.resolve(args.model)
     if not args.archive.exists():
         raise StageError(f"{args.archive} not found: run `dvc repro download` first, or pass --archive PATH to a zip of JPEGs")
-    device = choose_device(args.device)
+    compute = resolve(dataclasses.replace(recipes.load().runtime, device=args.device))  # the shipped defaults, here
     workers = cli.cpu_count()
     result = {
         "model": args.model, "image_size": args.image_size, "batch_size": args.batch_size, "steps": args.steps,
-        "device": describe(device), "cpu_cores": workers, "torch": torch.__version__, "platform": platform.platform(),
-        "training": bench_training(args.model, args.archive, image_size=args.image_size, batch_size=args.batch_size,
-                                   steps=args.steps, warmup=args.warmup, device=device, workers=workers),
+        "device": describe(compute.device), "shipped": compute.describe(), "why": list(compute.reasons), "cpu_cores": workers,
+        "torch": torch.__version__, "platform": platform.platform(),
+        "training": bench_training(args.model, args.archive, image_size=args.image_size, batch_size=args.batch_size, steps=args.steps,
+                                   warmup=args.warmup, compute=compute, workers=workers, compile_too=not args.no_compile,
+                                   only=set(args.only.split(",")) if args.only else None),
         "preprocess": bench_preprocess(args.archive, image_size=args.image_size, count=args.preprocess_images, workers=workers),
     }  # fmt: skip
     t = result["training"]
+    rate = {name: t[name]["images_per_second"] for name in ("dataloader_baseline", "pipeline", "ceiling", "fp32_eager")}
     result["ratios"] = {
-        "pipeline/dataloader_baseline": t["pipeline"]["images_per_second"] / t["dataloader_baseline"]["images_per_second"],
-        "pipeline/ceiling": t["pipeline"]["images_per_second"] / t["ceiling"]["images_per_second"],
+        "pipeline/dataloader_baseline": rate["pipeline"] / rate["dataloader_baseline"],
+        "pipeline/ceiling": rate["pipeline"] / rate["ceiling"],
+        "pipeline/fp32_eager": rate["pipeline"] / rate["fp32_eager"],
     }
     pre = result["preprocess"]
     if len(pre) > 1:
         result["ratios"]["preprocess_all_cores/one"] = pre[f"processes_{workers}"]["images_per_second"] / pre["processes_1"]["images_per_second"]
-    out = args.out or Path("bench") / f"{args.model.replace(':', '-')}-{args.image_size}px-{device.type}.json"
+    out = args.out or Path("bench") / f"{args.model.replace(':', '-')}-{args.image_size}px-{compute.device.type}.json"
     atomic.write_json(out, result)
     print(table(result))
     print(f"written to {out}")
 
 
 def table(result: dict) -> str:
+    t = result["training"]
     lines = [
-        f"{result['model']} at {result['image_size']} px, batch {result['batch_size']}, on {result['device']}",
-        f"{'phase':<20}{'images/s':>12}{'cores busy':>12}",
+        f"{result['model']} at {result['image_size']} px, batch {result['batch_size']}, on {result['device']}; shipped: {result['shipped']}",
+        f"{'phase':<34}{'images/s':>10}{'cores busy':>12}{'MFU':>8}{'compile s':>11}",
     ]
-    for phase, r in result["training"].items():
-        lines.append(f"{phase:<20}{r['images_per_second']:>12.1f}{r['cpu_busy']:>12.2f}")
+    phases = {k: v for k, v in t.items() if isinstance(v, dict) and "images_per_second" in v}
+    for phase, r in [*phases.items(), *t["combinations"].items()]:
+        mfu = f"{r['mfu']:.1%}" if "mfu" in r else ""
+        compiled = f"{r['compile_seconds']:.0f}" if "compile_seconds" in r else ""
+        lines.append(f"{phase:<34}{r['images_per_second']:>10.1f}{r['cpu_busy']:>12.2f}{mfu:>8}{compiled:>11}")
     for name, r in result["preprocess"].items():
-        lines.append(f"{'preprocess ' + name.split('_')[1] + '×':<20}{r['images_per_second']:>12.1f}{'':>12}")
+        lines.append(f"{'preprocess ' + name.split('_')[1] + '×':<34}{r['images_per_second']:>10.1f}")
+    peaks = ", ".join(f"{k} {v / 1e9:,.0f}" for k, v in t["peak_flops_per_second"].items())
+    lines.append(f"training FLOPs per image {t['flops_per_image'] / 1e9:.2f} G; peak GFLOP/s ({peaks}): the best of large matrix products and convolutions")
     lines += [f"{k:<36}{v:>8.2f}" for k, v in result["ratios"].items()]
     return "\n".join(lines)
 

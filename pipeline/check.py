@@ -17,8 +17,8 @@ from pipeline.common import atomic, cli
 from pipeline.common.errors import StageError
 from pipeline.data import fashion_mnist, images, sources
 from pipeline.params import recipes
-from pipeline.params.sections import DataParams
-from pipeline.runtime.device import choose_device
+from pipeline.params.sections import DataParams, RuntimeParams
+from pipeline.runtime.device import Compute, auto_precision, choose_device, cpu_features, resolve
 
 MARKER = "params.yaml is valid and its resources are at hand\n"
 
@@ -129,8 +129,19 @@ def main() -> None:
     atomic.write_text(args.out, MARKER)
     print(f"check: params.yaml is valid; training {', '.join(p.model_names)} at {p.data.image_size} px")
     print(p.recipe_table())
+    print(compute_lines(resolve(p.runtime, processes=p.runtime.processes), p.runtime))
     for note in copied_feature_maps(p) + random_backbones(p):
         print(note)
+
+
+def compute_lines(compute: Compute, rp: RuntimeParams) -> str:
+    """How training will compute here, and why each `auto` chose as it did; a note where an explicit
+    choice is slow on this device (bf16 a CPU only emulates)."""
+    lines = [f"check: training computes on {compute.describe()}" + (f" × {rp.processes} processes" if rp.processes > 1 else "")]
+    lines += [f"  {reason}" for reason in compute.reasons]
+    if rp.precision == "bf16" and compute.device.type == "cpu" and auto_precision(compute.device, cpu_features())[0] != "bf16":
+        lines.append("note: runtime.precision = 'bf16' on a CPU without AMX or AVX-512 BF16: emulated, slower than fp32")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -30,18 +30,20 @@ from pipeline.evaluation import gradcam, pictures, results
 from pipeline.evaluation.metrics import classification_metrics, confusion_rows, roc_rows
 from pipeline.models import modelfile
 from pipeline.params import recipes
-from pipeline.runtime.device import choose_device, synchronize
+from pipeline.runtime.device import Compute, resolve, synchronize
 from pipeline.runtime.inference import probabilities
 from pipeline.runtime.tensors import Split, load_split
 
 SAME_PHOTOS = 4  # Grad-CAM's first photos: the first two cats and the first two dogs of the test split (one of each class from three classes up)
 
 
-def evaluate_model(model, meta: dict, test: Split, batch_size: int, progress: Progress | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
-    """(result, labels, probabilities) of one trained model (and its model file's `meta`) on the test split."""
+def evaluate_model(model, meta: dict, test: Split, batch_size: int, progress: Progress | None = None, compute: Compute | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(result, labels, probabilities) of one trained model (and its model file's `meta`) on the test
+    split, computed as `compute` says (default fp32)."""
+    compute = compute or Compute(test.device)
     synchronize(test.device)
     start = time.perf_counter()
-    proba = probabilities(model, test, batch_size, progress=progress).numpy()
+    proba = probabilities(model, test, batch_size, progress=progress, compute=compute).numpy()
     seconds = time.perf_counter() - start
     labels = test.labels.cpu().numpy()
     result = {
@@ -50,6 +52,7 @@ def evaluate_model(model, meta: dict, test: Split, batch_size: int, progress: Pr
         "val": meta["val"],
         "train": {k: meta[k] for k in ("epochs", "kept_epoch", "seconds", "images_per_second")},
         "inference_images_per_second": len(labels) / seconds,
+        "inference": compute.describe(),
         "parameters": meta["parameters"],
         "trainable_parameters": meta["trainable_parameters"],
         "image_size": meta["image_size"],
@@ -99,9 +102,10 @@ def write_gradcam(folder: Path, name: str, model, images: np.ndarray, labels: np
     pictures.save_png(pictures.picture_grid(overlays, captions, title=title), folder / "gradcam" / f"{name}.png")
 
 
-def evaluate_all(names: list[str], data: Path, models: Path, *, device, batch_size: int, results_dir: Path, plots: Path) -> list[dict]:
+def evaluate_all(names: list[str], data: Path, models: Path, *, compute: Compute, batch_size: int, results_dir: Path, plots: Path) -> list[dict]:
     """Every model in `names` on the test split; returns their results in that order, having written
     results/<model>.json and the pictures of each, then the ROC and confusion tables of all."""
+    device = compute.device
     test = load_split(data, "test", device)
     photos = np.load(images_file(data, "test"), mmap_mode="r")  # on the host, wherever `test` is
     data_classes = len(read_json(data / "meta.json")["classes"])
@@ -110,7 +114,7 @@ def evaluate_all(names: list[str], data: Path, models: Path, *, device, batch_si
         path = models / f"{name}.pt"
         if not path.exists():
             raise StageError(f"{path} is missing: run the train stage first (dvc repro)")
-        model, meta = modelfile.load(path, device)
+        model, meta = modelfile.load(path, device, compute.format)
         classes = tuple(meta["classes"])
         if len(classes) != data_classes or meta["channels"] != photos.shape[1]:
             raise StageError(
@@ -118,7 +122,7 @@ def evaluate_all(names: list[str], data: Path, models: Path, *, device, batch_si
                 f"has {data_classes} classes of {photos.shape[1]}: train it again on this data (dvc repro)"
             )
         with Progress(len(test), f"{name} test") as bar:
-            result, labels, proba = evaluate_model(model, meta, test, batch_size, bar)
+            result, labels, proba = evaluate_model(model, meta, test, batch_size, bar, compute)
         atomic.write_json(results_dir / f"{name}.json", result)
         write_images(plots / "images", name, photos, labels, proba, classes)
         write_gradcam(plots / "images", name, model, photos, labels, proba, classes)
@@ -142,8 +146,8 @@ def main() -> None:
     parser.add_argument("--plots", type=Path, required=True)
     args = parser.parse_args()
     p = recipes.load()
-    device = choose_device(p.runtime.device)
-    found = evaluate_all(p.model_names, args.data, args.models, device=device, batch_size=p.train.batch_size,
+    compute = resolve(p.runtime)
+    found = evaluate_all(p.model_names, args.data, args.models, compute=compute, batch_size=p.train.batch_size,
                          results_dir=args.results, plots=args.plots)  # fmt: skip
     atomic.write_json(args.metrics, results.tracked(found))
 

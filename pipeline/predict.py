@@ -36,7 +36,8 @@ from pipeline.data import images
 from pipeline.data.images import DOGS_VS_CATS
 from pipeline.evaluation import gradcam
 from pipeline.models import modelfile
-from pipeline.runtime.device import choose_device, describe
+from pipeline.params.sections import RuntimeParams
+from pipeline.runtime.device import Compute, resolve
 from pipeline.runtime.inference import probabilities
 from pipeline.runtime.tensors import Split
 
@@ -114,20 +115,21 @@ class Prediction:
         return "" if self.proba is None else self.classes[int(self.proba.argmax())]
 
 
-def classify(model: torch.nn.Module, batch: np.ndarray, device: torch.device, batch_size: int, tta: bool) -> np.ndarray:
+def classify(model: torch.nn.Module, batch: np.ndarray, compute: Compute, batch_size: int, tta: bool) -> np.ndarray:
     """Probabilities (N, classes) of a (N, C, S, S) uint8 batch; with `tta`, the mean of the
     photo's and its mirror image's (horizontal flip: a flipped cat is still a cat)."""
+    device = compute.device
     x = torch.from_numpy(batch).to(device)
     split = Split(images=x, labels=torch.zeros(len(x), dtype=torch.long, device=device), device=device)
-    proba = probabilities(model, split, batch_size)
+    proba = probabilities(model, split, batch_size, compute=compute)
     if tta:
         mirrored = Split(images=x.flip(-1), labels=split.labels, device=device)
-        proba = (proba + probabilities(model, mirrored, batch_size)) / 2
+        proba = (proba + probabilities(model, mirrored, batch_size, compute=compute)) / 2
     return proba.numpy()
 
 
 def predict(
-    model: torch.nn.Module, meta: dict, found: list[Photo], *, device: torch.device, batch_size: int = 64, tta: bool = False,
+    model: torch.nn.Module, meta: dict, found: list[Photo], *, compute: Compute, batch_size: int = 64, tta: bool = False,
     explain: Path | None = None,
 ) -> list[Prediction]:
     """Every photo classified by `model` (its model file's `meta` gives the size, resize policy,
@@ -141,9 +143,9 @@ def predict(
             decoded = list(pool.map(lambda p: decode_photo(p, size, policy, channels), chunk))
             good = [i for i, (array, _) in enumerate(decoded) if array is not None]
             batch = np.stack([decoded[i][0] for i in good]) if good else None
-            proba = classify(model, batch, device, batch_size, tta) if good else []
+            proba = classify(model, batch, compute, batch_size, tta) if good else []
             if explain and good:
-                write_explanations(explain, model, [chunk[i] for i in good], batch, device, batch_size)
+                write_explanations(explain, model, [chunk[i] for i in good], batch, compute.device, batch_size)
             by_index = dict(zip(good, proba))
             out += [Prediction(photo, by_index.get(i), decoded[i][1], classes) for i, photo in enumerate(chunk)]
     return out
@@ -200,13 +202,13 @@ def submission(predictions: list[Prediction], classes: tuple[str, ...]) -> str:
     return csv_text(["id", "label"], sorted(rows))
 
 
-def summary(predictions: list[Prediction], name: str, seconds: float, device: torch.device, classes: tuple[str, ...]) -> str:
+def summary(predictions: list[Prediction], name: str, seconds: float, compute: Compute, classes: tuple[str, ...]) -> str:
     """`predict: 12,500 photos with resnet18: 6,301 cat, 6,199 dog, 0 unreadable; 412 img/s on cpu (2 threads)`"""
     counts = {c: sum(p.label == c for p in predictions) for c in classes}
     failed = sum(p.proba is None for p in predictions)
     by_class = ", ".join(f"{n:,} {c}" for c, n in counts.items())
     return (f"predict: {len(predictions):,} photos with {name}: {by_class}, {failed:,} unreadable; "
-            f"{len(predictions) / seconds:,.0f} img/s on {describe(device)}")  # fmt: skip
+            f"{len(predictions) / seconds:,.0f} img/s on {compute.describe()}")  # fmt: skip
 
 
 def main() -> None:
@@ -218,22 +220,23 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true", help="average each photo's prediction with its mirror image's")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="auto: bf16 where the device computes it natively, as in training")
     parser.add_argument("--explain", type=Path, metavar="DIR", help="write a Grad-CAM overlay of each photo here (PNG)")
     args = parser.parse_args()
     inputs = [*args.inputs, *([args.kaggle] if args.kaggle else [])]
     path = modelfile.find(args.model, cli.pipeline_paths())
     found = photos(inputs)
-    device = choose_device(args.device)
-    model, meta = modelfile.load(path, device)
+    compute = resolve(RuntimeParams(device=args.device, compile=False, resume=False, precision=args.precision))
+    model, meta = modelfile.load(path, compute.device, compute.format)
     start = time.perf_counter()
-    predictions = predict(model, meta, found, device=device, batch_size=args.batch_size, tta=args.tta, explain=args.explain)
+    predictions = predict(model, meta, found, compute=compute, batch_size=args.batch_size, tta=args.tta, explain=args.explain)
     classes = tuple(meta["classes"])
     text = submission(predictions, classes) if args.kaggle else table(predictions, classes)
     if args.out:
         atomic.write_text(args.out, text)
     else:
         sys.stdout.write(text)
-    print(summary(predictions, meta["name"], time.perf_counter() - start, device, classes), file=sys.stderr)
+    print(summary(predictions, meta["name"], time.perf_counter() - start, compute, classes), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -46,13 +46,14 @@ def train_all(p: recipes.Params, data: Path, out: Path, live_dir: Path, resume: 
     earlier = resume.parent / EARLIER_FOLDER
     if earlier.is_dir() and earlier.resolve() != resume.resolve():
         print(f"train: {earlier}/ holds resume state of an earlier version, which is not read: the state is in {resume}/ now; delete {earlier}/", flush=True)
-    with distributed.launch(p.runtime.device) as (world, device):
+    with distributed.launch(p.runtime) as (world, compute):
+        device = compute.device
         # what the arrays are, as preprocess wrote them: the one source of size, channels, classes and resize
         meta = read_json(data / "meta.json")
         size, channels, classes = meta["image_size"], meta["channels"], tuple(meta["classes"])
         models.preflight(p.models, size, channels)
         train, val = (load_split(data, name, device, rank=world.rank, processes=world.size) for name in ("train", "val"))
-        where = describe(device) + (f" × {world.size} processes" if world.size > 1 else "")
+        where = compute.describe() + (f" × {world.size} processes" if world.size > 1 else "")
         images = distributed.sum_over_processes([len(train), len(val)], device)
         if world.main:
             grey, named = "" if channels == 3 else " grey", ", ".join(classes[:4]) + ", ..." * (len(classes) > 4)
@@ -60,9 +61,9 @@ def train_all(p: recipes.Params, data: Path, out: Path, live_dir: Path, resume: 
             print(p.recipe_table(), flush=True)
         if world.main and world.size < p.runtime.processes:
             print(f"train: runtime.processes = {p.runtime.processes}, but torchrun did not start them: training in {world.size}")
-        keys = {spec.name: key(spec, meta["digest"], world.size) for spec in p.models}
+        keys = {spec.name: key(spec, meta["digest"], world.size, compute.precision) for spec in p.models}
         if world.main:
-            estimates(p, train, val, resume, keys, where, world, len(classes))
+            estimates(p, train, val, resume, keys, where, world, len(classes), compute)
         summaries = {}
         live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) if world.main else None  # process 0's
         with live or contextlib.nullcontext():
@@ -73,9 +74,9 @@ def train_all(p: recipes.Params, data: Path, out: Path, live_dir: Path, resume: 
                     epochs.add(name, epoch, row)
 
                 state = ResumeFile(file_for(resume, spec.name), keys[spec.name], reuse=p.runtime.resume)
-                model, summary = fit(spec, train, val, classes=len(classes), world=world, resume=state, compile=p.runtime.compile, log=log if live else None)
+                model, summary = fit(spec, train, val, classes=len(classes), compute=compute, world=world, resume=state, log=log if live else None)
                 summary |= {
-                    "device": where,
+                    "device": describe(device) + (f" × {world.size} processes" if world.size > 1 else ""),
                     "image_size": size,
                     "resize": meta["resize"],  # how a photo became the model's input: predict repeats it
                     "channels": channels,

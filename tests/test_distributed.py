@@ -22,6 +22,7 @@ from pipeline.common import cli
 from pipeline.common.errors import ParamError
 from pipeline.models import modelfile
 from pipeline.params import recipes
+from pipeline.runtime.device import Compute
 from pipeline.runtime.inference import probabilities
 from pipeline.runtime.tensors import shard_rows
 from pipeline.training import resume
@@ -79,7 +80,8 @@ def test_two_processes_write_once_synchronise_batchnorm_and_match_one_process(pr
     shown = two_processes
     assert len([line for line in shown.splitlines() if "resnet18 epoch" in line]) == EPOCHS  # process 0 prints, alone
     where = f"cpu ({max(1, cli.cpu_count() // 2)} threads) × 2 processes"  # the cores shared between them
-    assert f"96 train / 32 val images of 2 classes (cat, dog) at 32 px on {where}" in shown
+    said = next(line for line in shown.splitlines() if line.startswith("train: 96 train / 32 val images of 2 classes (cat, dog) at 32 px on "))
+    assert said.startswith(f"train: 96 train / 32 val images of 2 classes (cat, dog) at 32 px on {where.split(' × ')[0]}, ") and said.endswith(" × 2 processes")
 
     two = project / "two"
     assert [p.name for p in (two / "models").iterdir()] == ["resnet18.pt"]
@@ -90,11 +92,11 @@ def test_two_processes_write_once_synchronise_batchnorm_and_match_one_process(pr
     rows = json.loads((two / "dvclive" / "plots" / "custom" / "epochs.json").read_text())
     assert [(r["model"], r["epoch"]) for r in rows] == [("resnet18", e) for e in range(1, EPOCHS + 1)]  # written once
     spec = recipes.load(project / "params.yaml").models[0]
-    assert torch.load(two / "resume" / "resnet18.pt", weights_only=True)["key"] == resume.key(spec, "toy", 2)
+    assert torch.load(two / "resume" / "resnet18.pt", weights_only=True)["key"] == resume.key(spec, "toy", 2, meta["compute"]["precision"])
 
     # Each process validated its half; the summed metrics are those of the whole split.
     val = toy_split(32, seed=1)
-    proba = probabilities(model, val, 16)
+    proba = probabilities(model, val, 16, compute=Compute(torch.device("cpu"), **meta["compute"]))  # as the run computed
     assert meta["val"]["accuracy"] == (proba.argmax(1) == val.labels).float().mean().item()
     assert meta["val"]["loss"] == pytest.approx(nn.functional.nll_loss(proba.log(), val.labels).item(), rel=1e-4)
 

@@ -14,9 +14,12 @@ from PIL import Image
 
 from pipeline import export, models, predict
 from pipeline.models import modelfile
+from pipeline.runtime.device import Compute
 from pipeline.runtime.inference import probabilities
 from pipeline.runtime.tensors import Split
 from tests.helpers import REPO
+
+CPU = Compute(torch.device("cpu"))  # fp32, channels-last: what evaluate computes by default
 
 # Run in a fresh interpreter, from a folder without the project: torch alone loads and runs the file.
 ALONE = """
@@ -68,5 +71,5 @@ def test_the_readme_snippet_classifies_a_jpeg_as_predict_does(tmp_path):
     assert done.returncode == 0, done.stderr
     p_cat, p_dog = (float(word.strip(",")) for word in done.stdout.split()[1::2])
     model, meta = modelfile.load(path)
-    [expected] = predict.predict(model, meta, predict.photos([tmp_path / "my_photo.jpg"]), device=torch.device("cpu"))
+    [expected] = predict.predict(model, meta, predict.photos([tmp_path / "my_photo.jpg"]), compute=CPU)
     assert (p_cat, p_dog) == pytest.approx(tuple(expected.proba), abs=1e-3)  # printed to 3 decimals

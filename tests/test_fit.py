@@ -10,6 +10,7 @@ import torch
 
 from pipeline.common.errors import StageError
 from pipeline.params import recipes
+from pipeline.runtime.device import Compute
 from pipeline.runtime.distributed import World
 from pipeline.training import estimate
 from pipeline.training import fit as fitting
@@ -111,3 +112,50 @@ def test_cuda_out_of_memory_names_the_batch_size_and_suggests_half(monkeypatch):
     p = recipes.load(overrides={"model": "resnet18", "train": {"batch_size": 16}})
     with pytest.raises(StageError, match="resnet18: CUDA ran out of memory at batch size 16"):  # in the estimate, before training
         estimate.estimates(p, toy_split(48), toy_split(16, seed=1), Path("no-resume"), {"resnet18": "k"}, "cuda", World(), classes=2)
+
+
+# ---------------------------------------------------------------- the precisions and compilation a GPU takes, run on the CPU
+
+BF16 = Compute(torch.device("cpu"), "bf16")
+
+
+@pytest.mark.parametrize("compute", [BF16, Compute(torch.device("cpu"), "fp32", "contiguous")], ids=["bf16", "fp32-contiguous"])
+def test_bf16_and_contiguous_steps_learn_as_fp32_does(compute):
+    data = toy_split(96), toy_split(32, seed=1)
+    _, fp32 = fit(spec(epochs=4), *data, classes=2)  # 4 epochs: resnet18's BatchNorm statistics settle by then on this toy task
+    model, other = fit(spec(epochs=4), *data, classes=2, compute=compute)
+    assert fp32["val"]["accuracy"] >= 0.9 and other["val"]["accuracy"] >= 0.9  # the same band: the toy task learnt
+    assert other["compute"] == compute.record() and fp32["compute"]["precision"] == "fp32"  # the model file says how
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # bf16 autocast keeps fp32 weights
+
+
+def test_an_interrupted_bf16_run_resumes_to_the_same_weights(tmp_path):
+    data = toy_split(48), toy_split(16, seed=1)
+    whole, _ = fit(spec(), *data, classes=2, compute=BF16, resume=ResumeFile(tmp_path / "whole.pt", "k"))
+
+    def interrupt_in_epoch_2(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(spec(), *data, classes=2, compute=BF16, log=interrupt_in_epoch_2, resume=ResumeFile(tmp_path / "cut.pt", "k"))
+    resumed, _ = fit(spec(), *data, classes=2, compute=BF16, resume=ResumeFile(tmp_path / "cut.pt", "k"))
+    assert states_equal(resumed.state_dict(), whole.state_dict())
+
+
+@pytest.mark.slow  # torch.compile: tens of seconds of compiling, even for a small model
+def test_a_compiled_run_learns_saves_plain_weights_and_resumes(tmp_path):
+    compiled = Compute(torch.device("cpu"), "bf16", "channels_last", compile=True)
+    data = toy_split(48, size=32), toy_split(16, size=32, seed=1)
+    one = spec(epochs=2)
+
+    def interrupt_in_epoch_2(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(one, *data, classes=2, compute=compiled, log=interrupt_in_epoch_2, resume=ResumeFile(tmp_path / "m.pt", "k"))
+    model, summary = fit(one, *data, classes=2, compute=compiled, resume=ResumeFile(tmp_path / "m.pt", "k"))
+    assert summary["compute"]["compile"] is True and summary["kept_epoch"] == 2
+    assert not any(key.startswith("_orig_mod") for key in model.state_dict())  # the plain module's weights, loadable anywhere
+    assert torch.isfinite(torch.stack([p.float().norm() for p in model.parameters()])).all()

@@ -38,7 +38,7 @@ def test_the_leaves_import_nothing_of_the_project_but_errors():
 
 # The shared packages in layers, lowest first: each imports only from its own layer's package and
 # the layers below; the stages and commands (pipeline/<name>.py) use any of them, and none another.
-LAYERS = (("common",), ("data", "models"), ("params", "runtime"), ("training", "evaluation"))
+LAYERS = (("common",), ("data", "models"), ("params",), ("runtime",), ("training", "evaluation"))
 TOP = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
 

@@ -21,8 +21,11 @@ from pipeline import models, predict
 from pipeline.common.errors import StageError
 from pipeline.data import images
 from pipeline.models import modelfile
+from pipeline.runtime.device import Compute
 from pipeline.runtime.inference import probabilities
 from pipeline.runtime.tensors import Split
+
+CPU = Compute(torch.device("cpu"))  # fp32, channels-last: what evaluate computes by default
 
 SIZE = 32
 
@@ -78,7 +81,7 @@ def test_photos_come_in_the_inputs_order_named_as_given(inputs):
 def test_probabilities_are_the_evaluate_paths_and_tta_averages_the_mirror_image(model_file, inputs):
     model, meta = modelfile.load(model_file)
     found = predict.photos([inputs / "photos"])
-    got = predict.predict(model, meta, found, device=torch.device("cpu"), batch_size=2)
+    got = predict.predict(model, meta, found, compute=CPU, batch_size=2)
     arrays = np.stack([images.load(p.read(), SIZE, "crop") for p in found[:3]])  # what preprocess stores for evaluate
     split = Split(images=torch.from_numpy(arrays), labels=torch.zeros(3, dtype=torch.long), device=torch.device("cpu"))
     expected = probabilities(model, split, 64).numpy()
@@ -86,7 +89,7 @@ def test_probabilities_are_the_evaluate_paths_and_tta_averages_the_mirror_image(
     assert [p.error for p in got[3:]] == ["truncated or corrupt", "empty file", "not an image"]
     assert all(p.proba is None and p.label == "" for p in got[3:])
     mirrored = Split(images=split.images.flip(-1), labels=split.labels, device=split.device)
-    tta = predict.predict(model, meta, found[:3], device=torch.device("cpu"), tta=True)
+    tta = predict.predict(model, meta, found[:3], compute=CPU, tta=True)
     assert np.allclose(np.stack([p.proba for p in tta]), (expected + probabilities(model, mirrored, 64).numpy()) / 2, atol=1e-6)
 
 
@@ -195,7 +198,7 @@ def test_without_a_model_name_the_leaderboards_best_is_used(model_file, inputs, 
 def test_explain_writes_a_grad_cam_overlay_per_readable_photo(model_file, inputs, tmp_path):
     model, meta = modelfile.load(model_file)
     found = predict.photos([inputs / "photos"])
-    predict.predict(model, meta, found, device=torch.device("cpu"), explain=tmp_path / "why")
+    predict.predict(model, meta, found, compute=CPU, explain=tmp_path / "why")
     written = sorted(p.name for p in (tmp_path / "why").iterdir())
     assert written == sorted(predict.explanation_file(tmp_path / "why", p).name for p in found[:3])  # not the 3 bad files
     assert all(name.endswith(".png") and "/" not in name and ":" not in name for name in written)

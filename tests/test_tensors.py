@@ -97,6 +97,27 @@ def test_translation_moves_each_image_by_whole_pixels_within_the_limit_without_b
     assert len(set(shifts)) > 20  # each image its own shift
 
 
+@pytest.mark.parametrize("flip", [True, False])
+def test_shifts_and_flips_gather_the_pixels_the_affine_map_samples(flip):
+    """Without crops the shipped augmentation gathers whole pixels; with the same random draws, the
+    affine map through grid_sample (forced here by a crop area a hair below 1) lands on the same
+    pixel centres, reflected borders included: the two agree to rounding."""
+    x = torch.randint(0, 256, (64, 3, 20, 20), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    gathered = augment(x, crop_scale=(1.0, 1.0), flip=flip, translate=0.2, generator=torch.Generator().manual_seed(5))
+    sampled = augment(x, crop_scale=(1.0 - 1e-7, 1.0), flip=flip, translate=0.2, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(gathered, sampled, rtol=0, atol=1e-3)
+    assert not torch.allclose(gathered, normalize(x))  # the draws moved something
+
+
+def test_augment_and_normalize_write_the_memory_format_asked_for():
+    x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    for memory_format in (torch.channels_last, torch.contiguous_format):
+        for crop in ((1.0, 1.0), (0.5, 1.0)):
+            out = augment(x, crop_scale=crop, flip=True, translate=0.125, generator=torch.Generator().manual_seed(0), memory_format=memory_format)
+            assert out.is_contiguous(memory_format=memory_format) and out.dtype == torch.float32
+        assert normalize(x, memory_format).is_contiguous(memory_format=memory_format)
+
+
 def test_load_split_maps_the_arrays_without_copying_on_the_cpu(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (5, 3, 4, 4), dtype=np.uint8)
     np.save(images_file(tmp_path, "val"), images)
@@ -110,13 +131,13 @@ def test_load_split_maps_the_arrays_without_copying_on_the_cpu(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_pinned_host_batches_equal_device_batches(tmp_path, monkeypatch):
-    import pipeline.data as data
+    from pipeline.runtime import tensors
 
     np.save(images_file(tmp_path, "train"), np.random.default_rng(0).integers(0, 256, (50, 3, 8, 8), dtype=np.uint8))
     np.save(labels_file(tmp_path, "train"), np.arange(50) % 2)
     device = torch.device("cuda")
     on_gpu = load_split(tmp_path, "train", device)
-    monkeypatch.setattr(data, "GPU_MEMORY_SHARE", 0.0)  # nothing fits: the pinned-host path
+    monkeypatch.setattr(tensors, "GPU_MEMORY_SHARE", 0.0)  # nothing fits: the pinned-host path
     pinned = load_split(tmp_path, "train", device)
     assert not pinned.on_device and pinned.images.is_pinned()
     a = list(batches(on_gpu, 8, shuffle=True, generator=torch.Generator().manual_seed(0)))

@@ -47,7 +47,7 @@ def read(path: Path) -> dict:
     return content
 
 
-def load(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+def load(path: Path, device: torch.device | str = "cpu", memory_format: torch.memory_format = torch.channels_last) -> tuple[nn.Module, dict]:
     """Rebuild the architecture from its recorded options, classes and channels, and load the
     trained weights. Pretrained weights are not fetched again (`pretrained: false`): the file holds them."""
     content = read(path)
@@ -57,7 +57,7 @@ def load(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dic
     meta = content["meta"]
     model = build(content["name"], num_classes=len(meta["classes"]), in_channels=meta["channels"], **options)
     model.load_state_dict(content["state_dict"])
-    model.to(device, memory_format=torch.channels_last)
+    model.to(device, memory_format=memory_format)
     return model, {"name": content["name"], "options": content["options"], **meta}
 
 

@@ -105,13 +105,18 @@ TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainParams))
 
 @dataclass(frozen=True)
 class RuntimeParams:
-    """Where and how the stage runs: a trained model is the same function of its recipe and data
-    whatever these are, so none of them is part of the key a model's resume state is saved under (training.resume)."""
+    """Where and how the stage runs. A trained model is the same function of its recipe and data
+    whatever these are, up to the arithmetic: so none of these keys is part of the key a model's
+    resume state is saved under (training.resume), but the precision `auto` resolves to is, and the
+    model file records every choice (runtime.device.Compute)."""
 
     device: str  # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N
-    compile: bool  # torch.compile the model (CUDA only; the first epoch pays the compile time)
+    compile: bool | Literal["auto"]  # torch.compile the model's steps; auto: what is fastest on this kind of device
     resume: bool  # continue from the per-epoch resume state saved with the same model, recipe and data
     processes: int = 1  # training processes on this machine (torchrun --nproc_per_node), one per GPU
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16: autocast (fp32 weights); auto: bf16 where the device computes it natively
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    threads: int = 0  # CPU threads for the stage, shared between its processes; 0: every core it may use
 
     def __post_init__(self):
         _positive("runtime.processes", self.processes)
@@ -120,6 +125,9 @@ class RuntimeParams:
             self.device.startswith("cuda:") and self.device[5:].isdigit()
         ):
             raise ParamError("runtime.device", self.device, "use auto, cpu, cuda or cuda:N")
+        if self.threads < 0 or isinstance(self.threads, bool):
+            raise ParamError("runtime.threads", self.threads, "must be 0 (every core) or a positive whole number")
+        _at_most("runtime.threads", self.threads, LIMITS["threads"])
 
 
 def load_data(path: Path | str = PARAMS_FILE) -> DataParams:
@@ -135,6 +143,7 @@ LIMITS = {
     "batch_size": (8192, "far past what any of these networks trains well with, or a GPU holds at 224 px"),
     "epochs": (10_000, "each epoch sees every training photo"),
     "processes": (1024, "one process per GPU or a share of the CPU cores"),
+    "threads": (4096, "one thread per core"),
 }
 
 

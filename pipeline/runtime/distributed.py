@@ -17,7 +17,8 @@ import torch.distributed as dist
 from torch import nn
 
 from pipeline.common.errors import StageError
-from pipeline.runtime.device import choose_device
+from pipeline.params.sections import RuntimeParams
+from pipeline.runtime.device import Compute, choose_device, resolve
 
 
 @dataclass(frozen=True)
@@ -35,34 +36,34 @@ class World:
 
 
 @contextlib.contextmanager
-def launch(device_name: str) -> Iterator[tuple[World, torch.device]]:
-    """This process's World and device, in the process group of the launch torchrun started (its
-    RANK, WORLD_SIZE, LOCAL_RANK... variables), if any: process k on a machine takes cuda:k and
-    nccl, or a share of the cores and gloo on the CPU."""
+def launch(rp: RuntimeParams) -> Iterator[tuple[World, Compute]]:
+    """This process's World and how it computes (`runtime` resolved), in the process group of the
+    launch torchrun started (its RANK, WORLD_SIZE, LOCAL_RANK... variables), if any: process k on a
+    machine takes cuda:k and nccl, or a share of the cores and gloo on the CPU."""
     env = os.environ
     world = World(*(int(env.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0), ("LOCAL_WORLD_SIZE", 1))))
     if world.size == 1:
-        yield world, choose_device(device_name)
+        yield world, resolve(rp)
         return
-    if device_name.startswith("cuda:"):
+    if rp.device.startswith("cuda:"):
         raise StageError(
-            f"runtime.device = {device_name!r} names one GPU, but {world.local_size} processes run on this "
+            f"runtime.device = {rp.device!r} names one GPU, but {world.local_size} processes run on this "
             f"machine, one per GPU; use auto or cuda (choose the GPUs with CUDA_VISIBLE_DEVICES)"
         )
-    cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    cuda = rp.device == "cuda" or (rp.device == "auto" and torch.cuda.is_available())
     if cuda and world.local_size > torch.cuda.device_count():
         raise StageError(
             f"runtime.processes = {world.local_size} but only {torch.cuda.device_count()} GPU(s) are visible: "
             f"one process per GPU; lower runtime.processes"
         )
-    device = choose_device(f"cuda:{world.local_rank}" if cuda else "cpu", processes=world.local_size)
+    device = choose_device(f"cuda:{world.local_rank}" if cuda else "cpu", processes=world.local_size, threads=rp.threads)
     if cuda:
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", device_id=device)
     else:
         dist.init_process_group("gloo")
     try:
-        yield world, device
+        yield world, resolve(rp, processes=world.local_size, device=device)
     finally:
         dist.destroy_process_group()
 
@@ -124,6 +125,7 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (self.training and distributed()):
             return super().forward(x)
         self._check_input_dim(x)
+        dtype, x = x.dtype, x.float()  # statistics in fp32 under bf16 autocast, as BatchNorm's own kernels keep them
         dims, shape = [0, *range(2, x.dim())], [1, -1] + [1] * (x.dim() - 2)  # all but channels; (1, C, 1, 1)
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype)
         sums = SumOverProcesses.apply(torch.cat([x.sum(dims), count]))  # (C + 1): sums, then images × pixels
@@ -137,7 +139,8 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
                 self.running_mean.lerp_(sums[:-1] / n, momentum)
                 self.running_var.lerp_(var * n / (n - 1), momentum)  # unbiased, as BatchNorm keeps it
         out = centred * torch.rsqrt(var + self.eps).view(shape)
-        return out * self.weight.view(shape) + self.bias.view(shape) if self.affine else out
+        out = out * self.weight.view(shape) + self.bias.view(shape) if self.affine else out
+        return out.to(dtype)
 
 
 class SumOverProcesses(torch.autograd.Function):

@@ -135,13 +135,13 @@ def statistics(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     raise ValueError(f"images have 3 (RGB) or 1 (grey) channels, not {channels}")
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, C, S, S) → float32, channels-last, ImageNet-normalised: one fused multiply-add."""
+def normalize(x: torch.Tensor, memory_format: torch.memory_format = torch.channels_last) -> torch.Tensor:
+    """uint8 (B, C, S, S) → float32 in `memory_format`, ImageNet-normalised: one fused multiply-add."""
     mean, std = statistics(x.shape[1])
     scale = torch.tensor([1 / (255 * s) for s in std], device=x.device).view(1, -1, 1, 1)
     shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device).view(1, -1, 1, 1)
     x = x.float() if x.dtype == torch.uint8 else x
-    return torch.addcmul(shift, x, scale).contiguous(memory_format=torch.channels_last)
+    return torch.addcmul(shift, x, scale).contiguous(memory_format=memory_format)
 
 
 def augment(
@@ -151,6 +151,7 @@ def augment(
     flip: bool,
     translate: float = 0.0,
     generator: torch.Generator | None = None,
+    memory_format: torch.memory_format = torch.channels_last,
 ) -> torch.Tensor:
     """Random resized crop, translation and horizontal flip of a whole uint8 batch at once, then
     normalisation.
@@ -158,13 +159,14 @@ def augment(
     Each image gets its own crop (area fraction in `crop_scale`, aspect ratio in [3/4, 4/3]), its own
     shift (a whole number of pixels up to `translate` × the side, in each direction, the borders
     filled by reflection: the pad-and-crop of CIFAR-style training) and its own flip, expressed as one
-    affine map per image: a single `grid_sample` applies all of them, so the cost is one pass over
-    the batch on the device however many images it holds. A pure shift samples pixel centres
-    exactly, so it moves pixels without blurring them.
+    affine map per image. With crops, a single `grid_sample` applies all of them in one pass over
+    the batch. Without (the shipped recipe), a shift and a flip only move whole pixels: the uint8
+    pixels themselves are gathered, a quarter of the bytes and no resampling, with the same random
+    draws and the same result as the affine map sampled at pixel centres.
     """
     b, side, device = x.shape[0], x.shape[-1], x.device
     if crop_scale == (1.0, 1.0) and not flip and not translate:
-        return normalize(x)
+        return normalize(x, memory_format)
 
     def uniform(low: float, high: float) -> torch.Tensor:
         return low + (high - low) * torch.rand(b, generator=generator, device=generator.device if generator else "cpu")
@@ -176,15 +178,31 @@ def augment(
     h = torch.sqrt(area / log_ratio.exp())
     cx = (1 - w) * uniform(-1.0, 1.0)  # crop centre in grid_sample's [-1, 1] coordinates
     cy = (1 - h) * uniform(-1.0, 1.0)
+    shift_x = shift_y = torch.zeros(b)
     if translate:
-        shift = round(translate * side)  # px, at most, each way
-        # whole pixels, in [-shift, shift]; one pixel is 2 / side in grid_sample's coordinates
-        cx = cx + (uniform(-shift - 0.5, shift + 0.5).round().clamp(-shift, shift)) * 2 / side
-        cy = cy + (uniform(-shift - 0.5, shift + 0.5).round().clamp(-shift, shift)) * 2 / side
-    sign = torch.where(uniform(0.0, 1.0) < 0.5, -1.0, 1.0) if flip else torch.ones(b)
+        most = round(translate * side)  # px, at most, each way
+        shift_x = uniform(-most - 0.5, most + 0.5).round().clamp(-most, most)  # whole pixels, in [-most, most]
+        shift_y = uniform(-most - 0.5, most + 0.5).round().clamp(-most, most)
+    flipped = uniform(0.0, 1.0) < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
+    if crop_scale == (1.0, 1.0):
+        # output pixel (r, c) is input pixel (r + dy, c + dx) of the (mirrored) image, reflected at the borders
+        pixel = torch.arange(side)
+        rows = _reflect(pixel + shift_y.long()[:, None], side)  # (B, S)
+        cols = _reflect(torch.where(flipped[:, None], side - 1 - pixel, pixel) + shift_x.long()[:, None], side)
+        rows, cols = rows.to(device), cols.to(device)
+        moved = x[torch.arange(b, device=device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (B, S, S, C)
+        return normalize(moved.permute(0, 3, 1, 2), memory_format)  # a channels-last view: no copy for channels-last
+    cx, cy = cx + shift_x * 2 / side, cy + shift_y * 2 / side  # one pixel is 2 / side in grid_sample's coordinates
+    sign = torch.where(flipped, -1.0, 1.0)
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = w * sign, cx
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
     grid = F.affine_grid(theta.to(device), list(x.shape), align_corners=False)
     out = F.grid_sample(normalize(x), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    return out.contiguous(memory_format=torch.channels_last)
+    return out.contiguous(memory_format=memory_format)
+
+
+def _reflect(index: torch.Tensor, side: int) -> torch.Tensor:
+    """Pixel indices past either border mirrored back, the border pixel repeated (-1 → 0, side → side - 1),
+    as grid_sample's reflection at align_corners=False; shifts stay under half the side (train.translate)."""
+    return torch.where(index < 0, -index - 1, torch.where(index >= side, 2 * side - 1 - index, index))

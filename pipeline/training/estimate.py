@@ -3,6 +3,7 @@ that a CPU user learns within a minute that a run takes days, and what to change
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from torch import nn
 from pipeline.common.progress import about
 from pipeline.params.recipes import ModelSpec, Params
 from pipeline.runtime import distributed
-from pipeline.runtime.device import synchronize
+from pipeline.runtime.device import Compute, synchronize
 from pipeline.runtime.tensors import Split, batches
 from pipeline.training.fit import build, out_of_memory, per_process_batch, train_step
 from pipeline.training.optim import make_optimizer
@@ -22,34 +23,38 @@ from pipeline.training.resume import epochs_done, file_for
 TIMED_STEPS = 3  # training steps timed per model
 
 
-def step_seconds(spec: ModelSpec, train: Split, batch_size: int, classes: int, steps: int = TIMED_STEPS) -> float:
-    """Seconds one optimiser step of `spec` takes here: `steps` of them timed after one warm-up, on
-    a throwaway copy of the model (its own weights, optimiser and random stream)."""
-    model = build(spec, train, classes)
+def step_seconds(spec: ModelSpec, train: Split, batch_size: int, classes: int, compute: Compute | None = None, steps: int = TIMED_STEPS) -> float:
+    """Seconds one optimiser step of `spec` takes here, in `compute`'s precision and memory format:
+    `steps` of them timed after one warm-up, on a throwaway copy of the model (its own weights,
+    optimiser and random stream), never compiled (that would cost the compile time twice)."""
+    compute = dataclasses.replace(compute or Compute(train.device), compile=False)
+    model = build(spec, train, classes, compute)
     optimizer = make_optimizer(model, spec.train)
     generator = torch.Generator().manual_seed(0)
     x, y = next(batches(train, min(batch_size, len(train)), shuffle=True, generator=generator))
     criterion = nn.CrossEntropyLoss(label_smoothing=spec.train.label_smoothing)
-    train_step(model, optimizer, criterion, x, y, spec.train, generator)  # warm-up: allocations, cuDNN's choices
+    train_step(model, optimizer, criterion, x, y, spec.train, generator, compute)  # warm-up: allocations, cuDNN's choices
     synchronize(train.device)
     start = time.perf_counter()
     for _ in range(steps):
-        train_step(model, optimizer, criterion, x, y, spec.train, generator)
+        train_step(model, optimizer, criterion, x, y, spec.train, generator, compute)
     synchronize(train.device)
     return (time.perf_counter() - start) / steps
 
 
-def estimate(spec: ModelSpec, train: Split, val: Split, batch_size: int, epochs_left: int, where: str, classes: int) -> tuple[float, str]:
+def estimate(spec: ModelSpec, train: Split, val: Split, batch_size: int, epochs_left: int, where: str, classes: int, compute: Compute | None = None) -> tuple[float, str]:
     """(seconds, a line) for the epochs `spec` has left, from a few timed steps: a forward pass (validation)
     counted as a third of a training step."""
-    per_step = step_seconds(spec, train, batch_size, classes)
+    per_step = step_seconds(spec, train, batch_size, classes, compute)
     per_epoch = per_step * (max(1, len(train) // batch_size) + math.ceil(len(val) / batch_size) / 3)
     left = "" if epochs_left == spec.train.run_epochs else " left"
     line = f"{spec.name:>12s} {about(per_epoch)}/epoch, {about(per_epoch * epochs_left)} for {epochs_left} epochs{left} on {where}"
     return per_epoch * epochs_left, line
 
 
-def estimates(p: Params, train: Split, val: Split, resume: Path, keys: dict[str, str], where: str, world: distributed.World, classes: int) -> None:
+def estimates(
+    p: Params, train: Split, val: Split, resume: Path, keys: dict[str, str], where: str, world: distributed.World, classes: int, compute: Compute | None = None,
+) -> None:
     """One line per model left to train with the time it will take, and the sum. A model already
     trained with the same key is left out (its own line says so when its turn comes)."""
     total, trained = 0.0, 0
@@ -59,7 +64,7 @@ def estimates(p: Params, train: Split, val: Split, resume: Path, keys: dict[str,
             trained += 1
             continue
         try:
-            seconds, line = estimate(spec, train, val, per_process_batch(spec, world.size), spec.train.run_epochs - done, where, classes)
+            seconds, line = estimate(spec, train, val, per_process_batch(spec, world.size), spec.train.run_epochs - done, where, classes, compute)
         except torch.cuda.OutOfMemoryError:
             raise out_of_memory(spec, world, train.device) from None
         total += seconds
@@ -69,6 +74,8 @@ def estimates(p: Params, train: Split, val: Split, resume: Path, keys: dict[str,
     else:
         also = f", {trained} model{'s' * (trained > 1)} already trained" if trained else ""
         print(f"train: {about(total)} in all (estimated from {TIMED_STEPS} timed steps of each model{also})", flush=True)
+        if compute is not None and compute.compile:
+            print("train: the steps were timed eager; compiled, each model's first epoch also compiles (minutes), the rest run faster", flush=True)
     if total > 3600 and train.device.type == "cpu":
         print(
             "train: that is long for a CPU. `python -m pipeline.preset cpu-64` trains ResNet-18 on 64 px "

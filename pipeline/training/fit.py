@@ -25,7 +25,7 @@ from pipeline.common.progress import Progress
 from pipeline.params.recipes import ModelSpec
 from pipeline.params.sections import TrainParams
 from pipeline.runtime import distributed
-from pipeline.runtime.device import autocast, describe, synchronize
+from pipeline.runtime.device import Compute, describe, synchronize
 from pipeline.runtime.inference import probabilities
 from pipeline.runtime.tensors import Split, augment, batches
 from pipeline.training.curves import epoch_line
@@ -41,26 +41,27 @@ def fit(
     val: Split,
     *,
     classes: int,
+    compute: Compute | None = None,
     world: distributed.World = distributed.World(),
     resume: ResumeFile | None = None,
-    compile: bool = False,
     log: Callable[[int, dict], None] | None = None,
 ) -> tuple[nn.Module, dict]:
     """Train `spec` for `classes` classes on `train`, validating on `val` after every epoch; returns
     the model holding the weights `train.keep` chooses, and a summary of the run.
 
-    `resume`: the state after every epoch (weights, optimiser, schedule, random generators, curves)
+    `compute`: the precision, memory format and compilation of every step (default: fp32,
+    channels-last, eager, on the splits' device). `resume`: the state after every epoch (weights, optimiser, schedule, random generators, curves)
     is saved there, and with `resume.reuse` a file of the same key is continued from: an interrupted
     run ends with the same weights as an uninterrupted one (on the CPU), and a model already trained
     is not trained again. `log(epoch, row)` receives each epoch's curves, the resumed ones first.
     """
-    tp, device = spec.train, train.device
+    tp, device, compute = spec.train, train.device, compute or Compute(train.device)
     batch_size = per_process_batch(spec, world.size)
 
     # ---------------------------------------------------------------- build
     torch.manual_seed(tp.seed)  # same seed, same init and dropout masks: runs are comparable
     generator = torch.Generator().manual_seed(tp.seed)  # batch order and augmentation, on the CPU for every device
-    model = build(spec, train, classes)
+    model = build(spec, train, classes, compute)
     runner, synced = model, 0  # `runner` is what a step calls; `model` the plain module saved
     if world.size > 1:
         runner, synced = distributed.parallel(model, device)
@@ -68,7 +69,7 @@ def fit(
     optimizer = make_optimizer(model, tp)
     schedule = Schedule.of(len(train), batch_size, tp)
     scheduler = make_scheduler(optimizer, schedule)
-    runner = torch.compile(runner) if compile and device.type == "cuda" else runner
+    runner = torch.compile(runner) if compute.compile else runner
     evaluator = runner if world.size == 1 else model  # DDP's forward may broadcast buffers: not on unequal shards
     criterion = nn.CrossEntropyLoss(label_smoothing=tp.label_smoothing)
 
@@ -107,7 +108,7 @@ def fit(
             with Progress(images, f"{spec.name} epoch {epoch + 1}/{tp.run_epochs}", enabled=world.main) as bar:
                 for i, (x, y) in enumerate(batches(train, batch_size, shuffle=True, generator=generator)):
                     lr = optimizer.param_groups[0]["lr"]  # this step's rate, set by the schedule
-                    loss, logits = train_step(runner, optimizer, criterion, x, y, tp, generator)
+                    loss, logits = train_step(runner, optimizer, criterion, x, y, tp, generator, compute)
                     scheduler.step()  # the next step's rate
                     first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
                     loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
@@ -124,7 +125,7 @@ def fit(
 
             # ------------------------------------------------------------ evaluate
             with Progress(len(val), f"{spec.name} validation", enabled=world.main) as bar:
-                scores = validate(evaluator, val, batch_size, bar)
+                scores = validate(evaluator, val, batch_size, bar, compute)
             row = {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "val_loss": scores["loss"], "val_accuracy": scores["accuracy"], "lr": lr}
             run.add(row, seconds=elapsed, images=int(seen), keep=tp.keep, model=model)
 
@@ -155,15 +156,17 @@ def fit(
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "processes": world.size,
         "synchronised_batchnorm_layers": synced,
+        "compute": compute.record(),  # the arithmetic these weights came from
     }
 
 
-def train_step(runner: nn.Module, optimizer, criterion, x: torch.Tensor, y: torch.Tensor, tp: TrainParams, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step on a uint8 batch x (B, C, S, S), y (B,): augment on the device, forward
-    (bf16 on CUDA), backward, update. Returns (the loss minimised, the logits (B, classes) as
-    float32), both detached. The time estimate times this very step."""
-    with autocast(x.device):
-        logits = runner(augment(x, crop_scale=tp.crop_scale, flip=tp.flip, translate=tp.translate, generator=generator))
+def train_step(runner: nn.Module, optimizer, criterion, x: torch.Tensor, y: torch.Tensor, tp: TrainParams, generator, compute: Compute) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a uint8 batch x (B, C, S, S), y (B,): augment on the device, forward in
+    `compute`'s precision, the loss in fp32, backward, update. Returns (the loss minimised, the
+    logits (B, classes) as float32), both detached. The time estimate times this very step."""
+    inputs = augment(x, crop_scale=tp.crop_scale, flip=tp.flip, translate=tp.translate, generator=generator, memory_format=compute.format)
+    with compute.autocast():
+        logits = runner(inputs)
         loss = criterion(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -171,17 +174,17 @@ def train_step(runner: nn.Module, optimizer, criterion, x: torch.Tensor, y: torc
     return loss.detach(), logits.detach().float()
 
 
-def build(spec: ModelSpec, train: Split, classes: int) -> nn.Module:
+def build(spec: ModelSpec, train: Split, classes: int, compute: Compute) -> nn.Module:
     """`spec`'s architecture for `classes` classes and the channels of the `train` images (3 or 1),
-    on their device, channels-last."""
+    on their device, in `compute`'s memory format."""
     model = models.build(spec.name, num_classes=classes, in_channels=train.images.shape[1], **spec.options)
-    return model.to(train.device, memory_format=torch.channels_last)
+    return model.to(train.device, memory_format=compute.format)
 
 
-def validate(model: nn.Module, split: Split, batch_size: int, progress: Progress | None = None) -> dict:
+def validate(model: nn.Module, split: Split, batch_size: int, progress: Progress | None = None, compute: Compute | None = None) -> dict:
     """Log loss and accuracy over the whole split: with several processes, each predicts its shard
     and the sums are added up, so every image counts once, as in a single process."""
-    proba = probabilities(model, split, batch_size, progress=progress)
+    proba = probabilities(model, split, batch_size, progress=progress, compute=compute)
     labels = split.labels.cpu()
     loss = nn.functional.nll_loss(torch.log(proba.clamp_min(1e-12)), labels, reduction="sum").item()
     loss, correct, n = distributed.sum_over_processes([loss, (proba.argmax(1) == labels).sum().item(), len(labels)], split.device)

@@ -28,12 +28,13 @@ from pipeline.runtime import distributed
 FORMAT = 1
 
 
-def key(spec: ModelSpec, data_digest: str, processes: int) -> str:
+def key(spec: ModelSpec, data_digest: str, processes: int, precision: str = "fp32") -> str:
     """Everything a trained model is a function of: its architecture, its recipe (the `train` section
-    as resolved for it, whole), the data, and the number of processes that trained it (their shards
-    and random streams differ from one process's). `runtime` is not part of it, by construction; nor
-    is runtime.processes itself: the processes actually launched count (torchrun across machines starts more)."""
-    blob = {"name": spec.name, "options": spec.options, "train": asdict(spec.train), "data": data_digest, "processes": processes}
+    as resolved for it, whole), the data, the number of processes that trained it (their shards and
+    random streams differ from one process's) and the precision it computed in (bf16 and fp32 steps
+    give other weights). The `runtime` params are not part of it, by construction: what they resolve
+    to counts (the processes torchrun launched, the precision `auto` chose), not what they say."""
+    blob = {"name": spec.name, "options": spec.options, "train": asdict(spec.train), "data": data_digest, "processes": processes, "precision": precision}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()
 
 
