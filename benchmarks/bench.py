@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import io
 import platform
+import statistics
 import tempfile
 import time
 from functools import partial
@@ -71,21 +72,27 @@ def float_step(model: nn.Module, optimizer, compute: Compute):
 
 
 def timed(batches_iter, step, device: torch.device, *, warmup: int, steps: int) -> dict:
-    """Images/s over `steps` batches after `warmup` batches; CPU time over wall time says how busy
-    the cores were (2.0 on two cores is both of them all the time)."""
-    images, start, cpu = 0, None, None
+    """Images/s of `steps` batches after `warmup` batches, from the median step (a step the machine
+    interrupted counts no more than any other), and over all of them (`mean_images_per_second`);
+    CPU time over wall time says how busy the cores were (2.0 on two cores: both, all the time)."""
+    images, start, cpu, times = 0, None, None, []
     for i, (x, y) in enumerate(batches_iter):
         if i == warmup:
             synchronize(device)
             start, cpu = time.perf_counter(), time.process_time()
+        began = time.perf_counter()
         step(x, y)
         if i >= warmup:
+            synchronize(device)
+            times.append(time.perf_counter() - began)
             images += len(y)
         if i + 1 == warmup + steps:
             break
-    synchronize(device)
     wall = time.perf_counter() - start
-    return {"images_per_second": images / wall, "seconds": wall, "images": images, "cpu_busy": (time.process_time() - cpu) / wall}
+    return {
+        "images_per_second": images / len(times) / statistics.median(times), "mean_images_per_second": images / wall,
+        "seconds": wall, "images": images, "cpu_busy": (time.process_time() - cpu) / wall,
+    }  # fmt: skip
 
 
 def endless(make_iter):

@@ -129,8 +129,12 @@ def main() -> None:
     atomic.write_text(args.out, MARKER)
     print(f"check: params.yaml is valid; training {', '.join(p.model_names)} at {p.data.image_size} px")
     print(p.recipe_table())
-    print(compute_lines(resolve(p.runtime, processes=p.runtime.processes), p.runtime))
-    for note in copied_feature_maps(p) + random_backbones(p):
+    compute = resolve(p.runtime, processes=p.runtime.processes)
+    print(compute_lines(compute, p.runtime))
+    for name in p.model_names:
+        if (own := compute.for_model(name, models.bf16_ok(name))) != compute:
+            print("  " + "; ".join(own.reasons))
+    for note in copied_feature_maps(p) + random_backbones(p) + p.mistakes():
         print(note)
 
 

@@ -26,10 +26,11 @@ from pipeline.common.errors import StageError
 from pipeline.common.formats import csv_text, read_json
 from pipeline.common.progress import Progress
 from pipeline.data.layout import images_file
-from pipeline.evaluation import gradcam, pictures, results
+from pipeline.evaluation import gradcam, mistakes, pictures, results
 from pipeline.evaluation.metrics import classification_metrics, confusion_rows, roc_rows
-from pipeline.models import modelfile
+from pipeline.models import bf16_ok, modelfile
 from pipeline.params import recipes
+from pipeline.params.sections import EvaluateParams
 from pipeline.runtime.device import Compute, resolve, synchronize
 from pipeline.runtime.inference import probabilities
 from pipeline.runtime.tensors import Split, load_split
@@ -37,13 +38,22 @@ from pipeline.runtime.tensors import Split, load_split
 SAME_PHOTOS = 4  # Grad-CAM's first photos: the first two cats and the first two dogs of the test split (one of each class from three classes up)
 
 
-def evaluate_model(model, meta: dict, test: Split, batch_size: int, progress: Progress | None = None, compute: Compute | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+def evaluate_model(
+    model, meta: dict, test: Split, batch_size: int, progress: Progress | None = None, compute: Compute | None = None,
+    how: EvaluateParams = EvaluateParams(),
+) -> tuple[dict, np.ndarray, np.ndarray]:
     """(result, labels, probabilities) of one trained model (and its model file's `meta`) on the test
-    split, computed as `compute` says (default fp32)."""
+    split, computed as `compute` says (default fp32), in eval mode unless `how` asks for the course's
+    mistake (a) (evaluation.mistakes). The result keeps every photo's predicted class, in the split's
+    order, for paired comparisons (pipeline.compare)."""
     compute = compute or Compute(test.device)
     synchronize(test.device)
     start = time.perf_counter()
-    proba = probabilities(model, test, batch_size, progress=progress, compute=compute).numpy()
+    batch_size = how.batch_size or batch_size
+    if how.eval_mode:
+        proba = probabilities(model, test, batch_size, progress=progress, compute=compute).numpy()
+    else:
+        proba = mistakes.without_eval(model, test, batch_size, order=how.order, compute=compute).numpy()
     seconds = time.perf_counter() - start
     labels = test.labels.cpu().numpy()
     result = {
@@ -53,12 +63,15 @@ def evaluate_model(model, meta: dict, test: Split, batch_size: int, progress: Pr
         "train": {k: meta[k] for k in ("epochs", "kept_epoch", "seconds", "images_per_second")},
         "inference_images_per_second": len(labels) / seconds,
         "inference": compute.describe(),
+        "evaluation": {"eval_mode": how.eval_mode, "order": how.order, "batch_size": batch_size},
         "parameters": meta["parameters"],
         "trainable_parameters": meta["trainable_parameters"],
         "image_size": meta["image_size"],
         "channels": meta["channels"],
         "classes": list(meta["classes"]),
         "device": meta["device"],
+        "labels": labels.tolist(),  # each test photo's class, in the split's order
+        "predicted": proba.argmax(1).tolist(),  # and what the model said
     }
     return result, labels, proba
 
@@ -102,7 +115,9 @@ def write_gradcam(folder: Path, name: str, model, images: np.ndarray, labels: np
     pictures.save_png(pictures.picture_grid(overlays, captions, title=title), folder / "gradcam" / f"{name}.png")
 
 
-def evaluate_all(names: list[str], data: Path, models: Path, *, compute: Compute, batch_size: int, results_dir: Path, plots: Path) -> list[dict]:
+def evaluate_all(
+    names: list[str], data: Path, models: Path, *, compute: Compute, batch_size: int, results_dir: Path, plots: Path, how: EvaluateParams = EvaluateParams(),
+) -> list[dict]:
     """Every model in `names` on the test split; returns their results in that order, having written
     results/<model>.json and the pictures of each, then the ROC and confusion tables of all."""
     device = compute.device
@@ -115,6 +130,7 @@ def evaluate_all(names: list[str], data: Path, models: Path, *, compute: Compute
         if not path.exists():
             raise StageError(f"{path} is missing: run the train stage first (dvc repro)")
         model, meta = modelfile.load(path, device, compute.format)
+        model_compute = compute.for_model(name, bf16_ok(name))  # as it trained: GoogLeNet keeps fp32 under auto
         classes = tuple(meta["classes"])
         if len(classes) != data_classes or meta["channels"] != photos.shape[1]:
             raise StageError(
@@ -122,7 +138,7 @@ def evaluate_all(names: list[str], data: Path, models: Path, *, compute: Compute
                 f"has {data_classes} classes of {photos.shape[1]}: train it again on this data (dvc repro)"
             )
         with Progress(len(test), f"{name} test") as bar:
-            result, labels, proba = evaluate_model(model, meta, test, batch_size, bar, compute)
+            result, labels, proba = evaluate_model(model, meta, test, batch_size, bar, model_compute, how)
         atomic.write_json(results_dir / f"{name}.json", result)
         write_images(plots / "images", name, photos, labels, proba, classes)
         write_gradcam(plots / "images", name, model, photos, labels, proba, classes)
@@ -148,7 +164,7 @@ def main() -> None:
     p = recipes.load()
     compute = resolve(p.runtime)
     found = evaluate_all(p.model_names, args.data, args.models, compute=compute, batch_size=p.train.batch_size,
-                         results_dir=args.results, plots=args.plots)  # fmt: skip
+                         results_dir=args.results, plots=args.plots, how=p.evaluate)  # fmt: skip
     atomic.write_json(args.metrics, results.tracked(found))
 
 

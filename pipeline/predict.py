@@ -35,7 +35,7 @@ from pipeline.common.formats import csv_text
 from pipeline.data import images
 from pipeline.data.images import DOGS_VS_CATS
 from pipeline.evaluation import gradcam
-from pipeline.models import modelfile
+from pipeline.models import bf16_ok, modelfile
 from pipeline.params.sections import RuntimeParams
 from pipeline.runtime.device import Compute, resolve
 from pipeline.runtime.inference import probabilities
@@ -228,6 +228,7 @@ def main() -> None:
     found = photos(inputs)
     compute = resolve(RuntimeParams(device=args.device, compile=False, resume=False, precision=args.precision))
     model, meta = modelfile.load(path, compute.device, compute.format)
+    compute = compute.for_model(meta["name"], bf16_ok(meta["name"]))
     start = time.perf_counter()
     predictions = predict(model, meta, found, compute=compute, batch_size=args.batch_size, tta=args.tta, explain=args.explain)
     classes = tuple(meta["classes"])

@@ -61,9 +61,10 @@ def train_all(p: recipes.Params, data: Path, out: Path, live_dir: Path, resume: 
             print(p.recipe_table(), flush=True)
         if world.main and world.size < p.runtime.processes:
             print(f"train: runtime.processes = {p.runtime.processes}, but torchrun did not start them: training in {world.size}")
-        keys = {spec.name: key(spec, meta["digest"], world.size, compute.precision) for spec in p.models}
+        computes = {spec.name: compute.for_model(spec.name, models.bf16_ok(spec.name)) for spec in p.models}
+        keys = {spec.name: key(spec, meta["digest"], world.size, computes[spec.name].precision) for spec in p.models}
         if world.main:
-            estimates(p, train, val, resume, keys, where, world, len(classes), compute)
+            estimates(p, train, val, resume, keys, where, world, len(classes), computes)
         summaries = {}
         live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) if world.main else None  # process 0's
         with live or contextlib.nullcontext():
@@ -74,7 +75,7 @@ def train_all(p: recipes.Params, data: Path, out: Path, live_dir: Path, resume: 
                     epochs.add(name, epoch, row)
 
                 state = ResumeFile(file_for(resume, spec.name), keys[spec.name], reuse=p.runtime.resume)
-                model, summary = fit(spec, train, val, classes=len(classes), compute=compute, world=world, resume=state, log=log if live else None)
+                model, summary = fit(spec, train, val, classes=len(classes), compute=computes[spec.name], world=world, resume=state, log=log if live else None)
                 summary |= {
                     "device": describe(device) + (f" × {world.size} processes" if world.size > 1 else ""),
                     "image_size": size,

@@ -10,8 +10,10 @@ import torch
 import yaml
 
 from pipeline import check
+from pipeline.check import compute_lines
 from pipeline.data.sources import MICROSOFT, source_problem
 from pipeline.params import recipes
+from pipeline.runtime.device import resolve
 from tests.helpers import REPO
 
 
@@ -92,6 +94,11 @@ def test_check_stage_prints_each_models_recipe_and_what_does_not_follow_train(tm
     assert lines[3].split()[:3] == ["resnet18", optimizer, "0.003"]
     assert "warning: resnet18 keeps its own lr = 0.003 (models.resnet18.lr), not train.lr = 0.01" in lines
     assert not any(line.startswith("warning: alexnet") for line in lines)
+    # how training will compute here, and why each auto chose as it did
+    computes = next(i for i, line in enumerate(lines) if line.startswith("check: training computes on cpu ("))
+    precision = compute_lines(resolve(recipes.load(tmp_path / "params.yaml").runtime), recipes.load(tmp_path / "params.yaml").runtime).splitlines()
+    assert lines[computes : computes + len(precision)] == precision
+    assert lines[computes + 1].startswith("  precision ") and any(line.startswith("  eager, not compiled: ") for line in precision)
     # at 96 px AlexNet's last map is 1×1, and its pool copies it to the 5×5 of the course's 224 px
     assert any(line.startswith("note: at 96 px alexnet's last feature map is 1×1") and "5×5" in line for line in lines)
     assert not any("resnet18's last feature map" in line for line in lines)

@@ -42,6 +42,20 @@ def test_auto_picks_channels_last_and_eager_and_explicit_choices_are_kept():
     assert chosen.record() == {"precision": "bf16", "memory_format": "contiguous", "compile": True}
 
 
+def test_auto_keeps_fp32_for_an_architecture_bf16_costs_accuracy_and_an_explicit_bf16_is_kept():
+    from pipeline import models
+
+    assert not models.bf16_ok("googlenet") and models.bf16_ok("resnet18") and models.bf16_ok("torchvision:resnet18")
+    auto = resolve(runtime(), device=CPU, features=frozenset({"avx512_bf16"}))
+    assert auto.for_model("resnet18", True) is auto
+    kept = auto.for_model("googlenet", False)
+    assert kept.precision == "fp32" and kept.reasons == ("precision fp32 for googlenet: bf16 was measured to cost it accuracy",)
+    asked = resolve(runtime(precision="bf16"), device=CPU, features=frozenset({"avx512_bf16"}))
+    assert asked.for_model("googlenet", False).precision == "bf16"  # the user's own choice
+    plain = resolve(runtime(), device=CPU, features=frozenset())
+    assert plain.for_model("googlenet", False) is plain  # fp32 already
+
+
 def test_bf16_autocasts_the_matrix_products_and_fp32_leaves_them_alone():
     layer = torch.nn.Linear(4, 3)
     with Compute(CPU, "bf16").autocast():

@@ -49,7 +49,7 @@ def test_a_zoo_model_gives_a_map_per_photo_of_its_size_on_its_last_block():
     assert model.training  # gradcam explains in eval mode, then restores the mode it found
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", models.registered())
 def test_every_architecture_has_a_feature_map_to_explain(name):
     model = models.build(name, **({"pretrained": False} if "pretrained" in models.option_types(name) else {}))
     shape = output_shape(model, gradcam.last_feature_map(model, 96), 96)

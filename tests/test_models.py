@@ -60,6 +60,8 @@ EXPECTED = {
     "googlenet": GOOGLENET,
     "resnet18": 11_177_538,  # torchvision's ResNet-18 (11,689,512) with a 512 → 2 classifier
     "resnet50": 23_508_032 + dense(2048, 512) + dense(512, 2),  # torchvision's backbone + 2048 → 512 → 2
+    # EfficientNet-Lite0's published 4,652,008 less its 1,280 → 1,000 ImageNet layer, + 1,280 → 512 → 2
+    "efficientnet_lite0": 4_652_008 - dense(1280, 1000) + dense(1280, 512) + dense(512, 2),
 }
 OFFLINE = {"resnet50": {"pretrained": False}}
 
@@ -70,10 +72,11 @@ def build(name, **options):
 
 def test_the_zoo_is_the_course_plus_batchnorm_and_transfer():
     assert models.names() == ["alexnet", "alexnet_bn", "vgg11", "vgg11_bn", "nin", "googlenet", "resnet18", "resnet50"]
+    assert models.registered() == [*models.names(), "efficientnet_lite0"]  # trained when named, not by `model: all`
     assert EXPECTED["alexnet"] == 46_755_202  # the figure quoted in the issue
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", models.registered())
 def test_every_architecture_gives_two_logits_at_96_and_224_px_with_its_known_size(name):
     model = build(name).eval()
     assert sum(p.numel() for p in model.parameters()) == EXPECTED[name]
@@ -82,7 +85,7 @@ def test_every_architecture_gives_two_logits_at_96_and_224_px_with_its_known_siz
             assert model(torch.randn(2, 3, size, size)).shape == (2, 2)
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", models.registered())
 def test_minimum_image_size_is_exact(name):
     model, size = build(name).eval(), models.min_image_size(name)
     with torch.inference_mode():
@@ -123,7 +126,7 @@ def test_alexnet_lrn_is_optional_and_parameter_free():
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ParamError) as e:
         models.build("lenet")
-    assert "lenet" in str(e.value) and all(name in str(e.value) for name in models.names())
+    assert "lenet" in str(e.value) and all(name in str(e.value) for name in models.registered())
 
 
 # ---------------------------------------------------------------- transfer learning

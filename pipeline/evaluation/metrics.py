@@ -111,3 +111,18 @@ def confusion_rows(name: str, labels: np.ndarray, proba: np.ndarray, classes: tu
     index = list(range(len(classes)))
     counts = skm.confusion_matrix(labels, proba.argmax(1), labels=index)
     return [(name, classes[a], classes[p], int(counts[a, p])) for a in index for p in index]
+
+
+def paired(a_correct: np.ndarray, b_correct: np.ndarray, z: float = Z95) -> dict:
+    """A against B on the same photos (two boolean arrays, True where each is right): the accuracy
+    difference A − B with its paired 95% interval (Wald, on the discordant pairs), the discordant
+    counts, and McNemar's exact test of them (two-sided binomial test of a_only among a_only + b_only)."""
+    from scipy.stats import binomtest  # scipy comes with scikit-learn
+
+    a_correct, b_correct = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
+    n = len(a_correct)
+    a_only, b_only = int((a_correct & ~b_correct).sum()), int((~a_correct & b_correct).sum())
+    difference = (a_only - b_only) / n
+    half = z * math.sqrt(max(0.0, a_only + b_only - (a_only - b_only) ** 2 / n)) / n
+    p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    return {"images": n, "difference": difference, "difference_ci95": [difference - half, difference + half], "a_only": a_only, "b_only": b_only, "p_value": float(p)}

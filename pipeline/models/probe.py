@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from pipeline.common.errors import StageError
-from pipeline.models.registry import build, option_types
-from pipeline.models.transfer import TORCHVISION, ensure_weights
+from pipeline.models.registry import build, ensure_weights, option_types
 
 
 def preflight(specs, image_size: int, channels: int = 3) -> None:
@@ -17,12 +16,13 @@ def preflight(specs, image_size: int, channels: int = 3) -> None:
     for spec in specs:
         options = dict(spec.options)
         if "pretrained" in option_types(spec.name):
-            if options.get("pretrained", option_types(spec.name)["pretrained"][1]):
-                ensure_weights(spec.name.removeprefix(TORCHVISION), options.get("weights"))
+            ensure_weights(spec.name, options)
             options["pretrained"] = False
         with torch.device("meta"):
             try:
                 build(spec.name, in_channels=channels, **options).eval()(torch.empty(2, channels, image_size, image_size))
+            except StageError:
+                raise
             except RuntimeError as e:
                 raise StageError(f"{spec.name} cannot take {image_size} px images: {e}") from None
 

@@ -26,6 +26,9 @@ class Arch:
     builder: Callable[..., nn.Module]
     min_image_size: int  # px: smallest square input whose feature maps stay at least 1×1
     check: Callable[..., None] | None  # check(key=..., **options): option values beyond their types
+    zoo: bool = True  # trained by `model: all`; else only when named
+    weights: Callable[..., None] | None = None  # weights(**options): the pretrained weights at hand, or a StageError saying how
+    bf16: bool = True  # runtime.precision auto may train it in bf16; False: measured to cost it accuracy, auto keeps fp32
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Family:
     members: Callable[[], list[str]]
     builder: Callable[..., nn.Module]  # builder(member, *, num_classes, in_channels, **options)
     check: Callable[..., None] | None  # check(member, key=..., **options)
+    weights: Callable[..., None] | None = None  # weights(member, **options)
 
     def member(self, name: str) -> str | None:
         """`name` without the prefix, if it names a member of this family."""
@@ -51,9 +55,12 @@ _ARCHS: dict[str, Arch] = {}
 _FAMILIES: list[Family] = []
 
 
-def register(name: str, *, min_image_size: int = 32, check: Callable[..., None] | None = None):
+def register(
+    name: str, *, min_image_size: int = 32, check: Callable[..., None] | None = None, zoo: bool = True, weights: Callable[..., None] | None = None,
+    bf16: bool = True,
+):
     def add(builder):
-        _ARCHS[name] = Arch(builder, min_image_size, check)
+        _ARCHS[name] = Arch(builder, min_image_size, check, zoo, weights, bf16)
         return builder
 
     return add
@@ -66,13 +73,31 @@ def register_family(
     *,
     members: Callable[[], list[str]],
     check: Callable[..., None] | None = None,
+    weights: Callable[..., None] | None = None,
 ) -> None:
-    _FAMILIES.append(Family(prefix, about, members, builder, check))
+    _FAMILIES.append(Family(prefix, about, members, builder, check, weights))
 
 
 def names() -> list[str]:
     """The zoo that `model: all` trains, in registration order (cheapest idea first, as in the course)."""
-    return list(_ARCHS)
+    return [name for name, arch in _ARCHS.items() if arch.zoo]
+
+
+def registered() -> list[str]:
+    """Every registered architecture: the zoo, then the ones trained only when named."""
+    return names() + [name for name, arch in _ARCHS.items() if not arch.zoo]
+
+
+def ensure_weights(name: str, options: dict) -> None:
+    """Make sure a pretrained model's weights are at hand (fetched into a cache where that is how
+    they come), or raise the StageError that says what to do; nothing for other models."""
+    if name in _ARCHS:
+        if _ARCHS[name].weights:
+            _ARCHS[name].weights(**options)
+    elif found := _family(name):
+        family, member = found
+        if family.weights:
+            family.weights(member, **options)
 
 
 def resolve(value, key: str = "model") -> list[str]:
@@ -81,19 +106,19 @@ def resolve(value, key: str = "model") -> list[str]:
         return names()
     requested = [value] if isinstance(value, str) else value
     if not isinstance(requested, list) or not requested or not all(isinstance(n, str) for n in requested):
-        raise ParamError(key, value, f"use all, one name or a list of names from: {', '.join(names())}")
+        raise ParamError(key, value, f"use all, one name or a list of names from: {', '.join(registered())}")
     for name in requested:
         if name not in _ARCHS and not _family(name):
             raise _unknown(name, key)
     if len(set(requested)) != len(requested):
         raise ParamError(key, value, "names each architecture more than once")
-    order = {name: i for i, name in enumerate(names())}
+    order = {name: i for i, name in enumerate(registered())}
     return sorted(requested, key=lambda n: order.get(n, len(order)))
 
 
 def _unknown(name: str, key: str) -> ParamError:
     families = "".join(f", or {f.prefix}<name> for {f.about}" for f in _FAMILIES)
-    return ParamError(key, name, f"unknown architecture; valid names: all, {', '.join(names())}{families}")
+    return ParamError(key, name, f"unknown architecture; valid names: all, {', '.join(registered())}{families}")
 
 
 def _family(name: str) -> tuple[Family, str] | None:
@@ -110,6 +135,11 @@ def _builder(name: str) -> Callable[..., nn.Module]:
         family, member = found
         return functools.partial(family.builder, member)
     raise _unknown(name, "name")
+
+
+def bf16_ok(name: str) -> bool:
+    """Whether `runtime.precision: auto` may choose bf16 for this architecture (families: yes)."""
+    return _ARCHS[name].bf16 if name in _ARCHS else True
 
 
 def min_image_size(name: str) -> int:

@@ -34,13 +34,26 @@ def _tv():
 
 
 class TransferModel(nn.Module):
-    """backbone (B, C, S, S) → (B, features), then head → (B, classes)."""
+    """backbone (B, C, S, S) → (B, features), then head → (B, classes).
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, frozen: list[str], backbone_lr_scale: float):
+    `freeze_epochs`: the frozen parts train from that epoch on, at the backbone's rate (fastai's
+    `fine_tune`: the head first, then everything); they are in the optimiser from the start, where
+    parameters without a gradient are skipped, so the schedule and the resume state need no change.
+
+    `head_only` reproduces the course's `requirse_grad` typo on purpose (models.<name>.requirse_grad):
+    nothing is frozen (every BatchNorm in train mode, every weight requires a gradient, so every step
+    back-propagates through the whole network), but the optimiser is given the head alone, as the
+    course's `optim.Adam(net.fc.parameters())` was: the backbone's weights stay, its statistics drift."""
+
+    def __init__(
+        self, backbone: nn.Module, head: nn.Module, frozen: list[str], backbone_lr_scale: float, *, head_only: bool = False, freeze_epochs: int | None = None,
+    ):
         super().__init__()
         self.backbone, self.head = backbone, head
-        self.frozen = frozen  # submodules of the backbone that never train (eval mode, no grad)
+        self.frozen = frozen  # submodules of the backbone that do not train (eval mode, no grad), for now
         self.backbone_lr_scale = backbone_lr_scale
+        self.head_only = head_only
+        self.freeze_epochs = freeze_epochs if frozen else None
         for name in frozen:
             backbone.get_submodule(name).requires_grad_(False)
 
@@ -52,14 +65,23 @@ class TransferModel(nn.Module):
             self.backbone.get_submodule(name).eval()
         return self
 
+    def thaw(self, epoch: int) -> None:
+        """Before epoch `epoch` (from 0): from `freeze_epochs` on, nothing is frozen any more."""
+        if self.freeze_epochs is not None and epoch >= self.freeze_epochs and self.frozen:
+            self.frozen = []
+            self.backbone.requires_grad_(True)
+            self.train(self.training)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
     def param_groups(self, lr: float) -> list[dict]:
-        """Trainable parameters only; an unfrozen backbone learns `backbone_lr_scale` times slower."""
-        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        """The head at `lr`; the backbone's parameters that train (or will, after `freeze_epochs`)
+        `backbone_lr_scale` times slower; none of them for the course's `requirse_grad`."""
+        later = self.freeze_epochs is not None
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad or later]
         groups = [{"params": list(self.head.parameters()), "lr": lr}]
-        if backbone:
+        if backbone and not self.head_only:
             groups.append({"params": backbone, "lr": lr * self.backbone_lr_scale})
         return groups
 
@@ -106,20 +128,14 @@ def _classifier_path(model: nn.Module) -> str:
 def grey_input(model: nn.Module) -> None:
     """Make the model's first convolution take one channel, its filters (out, 3, k, k) summed over
     R, G and B into (out, 1, k, k): a grey photo is R = G = B, so the pretrained layer's response to
-    it is unchanged (up to the per-channel normalisation, which grey input shares: pipeline.data)."""
-    path, first = next((name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    it is unchanged (up to the per-channel normalisation, which grey input shares: runtime.tensors).
+    The layer is changed in place, so a subclass of Conv2d (TensorFlow-style padding) keeps its forward."""
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     if first.in_channels != 3 or first.groups != 1:
         raise ParamError("data.channels", 1, f"{type(model).__name__}'s first convolution does not read 3 channels")
-    grey = nn.Conv2d(
-        1, first.out_channels, first.kernel_size, first.stride, first.padding, first.dilation,
-        bias=first.bias is not None, padding_mode=first.padding_mode,
-    )  # fmt: skip
     with torch.no_grad():
-        grey.weight.copy_(first.weight.sum(dim=1, keepdim=True))
-        if first.bias is not None:
-            grey.bias.copy_(first.bias)
-    parent, _, leaf = path.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, grey)
+        first.weight = nn.Parameter(first.weight.sum(dim=1, keepdim=True))
+    first.in_channels = 1
 
 
 def weights_file(tv_name: str, weights: str | None) -> tuple[Path, str]:
@@ -142,7 +158,7 @@ def _names_a_file(tv_name: str, weights: str | None) -> bool:
     return bool(weights) and weights not in _tv().get_model_weights(tv_name).__members__
 
 
-def ensure_weights(tv_name: str, weights: str | None) -> Path:
+def hub_weights(tv_name: str, weights: str | None) -> Path:
     """The weights file, downloaded into the cache if needed; fails at once with what to do, rather
     than letting a run silently train from random weights."""
     path, url = weights_file(tv_name, weights)
@@ -177,13 +193,15 @@ def torchvision_model(
     dropout: float = 0.5,
     backbone_lr_scale: float = 0.1,
     weights: str | None = None,  # a published set (IMAGENET1K_V1...) or a state-dict file; null: DEFAULT
+    requirse_grad: bool = False,  # the course's typo, on purpose: nothing frozen, the optimiser given only the head
+    freeze_epochs: int | None = None,  # epochs `freeze` holds for, then everything trains (fastai's fine_tune); null: all
 ) -> TransferModel:
     extra = {"aux_logits": True} if tv_name in ("googlenet", "inception_v3") else {}
     if pretrained and extra and in_channels == 3:
         extra["transform_input"] = True  # these weights expect their own input scaling (of RGB)
     model = _tv().get_model(tv_name, weights=None, **extra)
     if pretrained:
-        state = torch.load(ensure_weights(tv_name, weights), map_location="cpu", weights_only=True)
+        state = torch.load(hub_weights(tv_name, weights), map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     if extra:  # training uses the main output only
         model.aux_logits = False
@@ -200,32 +218,52 @@ def torchvision_model(
     return TransferModel(
         model,
         make_head(features, list(head), num_classes, dropout),
-        frozen_modules(model, freeze) if pretrained else [],
+        frozen_modules(model, freeze) if pretrained and not requirse_grad else [],
         backbone_lr_scale if pretrained else 1.0,
+        head_only=requirse_grad,
+        freeze_epochs=freeze_epochs,
     )
 
 
-def check_options(tv_name: str, key: str, **options) -> None:
-    """Values beyond their types, checked on a skeleton built on the meta device (no memory, no weights)."""
+def check_head(key: str, **options) -> None:
+    """The options every transfer model shares, beyond their types."""
     if any(w <= 0 for w in options.get("head", ())):
         raise ParamError(f"{key}.head", options["head"], "hidden widths must be positive")
     if not 0 <= options.get("dropout", 0) < 1:
         raise ParamError(f"{key}.dropout", options["dropout"], "must be in [0, 1)")
     if options.get("backbone_lr_scale", 1) <= 0:
         raise ParamError(f"{key}.backbone_lr_scale", options["backbone_lr_scale"], "must be positive")
-    freeze = options.get("freeze", "backbone")
-    if freeze not in ("backbone", "none"):
+    if (epochs := options.get("freeze_epochs")) is not None and epochs < 0:
+        raise ParamError(f"{key}.freeze_epochs", epochs, "must be 0 or more epochs (null: freeze holds for every epoch)")
+
+
+def check_freeze(skeleton: nn.Module, name: str, key: str, freeze: str) -> None:
+    """`freeze` is backbone, none, or a submodule of `skeleton` (that has parameters) to train from."""
+    if freeze in ("backbone", "none"):
+        return
+    children = [n for n, m in skeleton.named_modules() if n and any(True for _ in m.parameters())]
+    if freeze not in children or freeze == _classifier_path(skeleton):
+        top = [n for n, _ in skeleton.named_children()]
+        raise ParamError(
+            f"{key}.freeze",
+            freeze,
+            f"use backbone (only the head trains), none (everything trains) or a submodule of "
+            f"{name} to train from, e.g. one of {', '.join(top)}",
+        )
+
+
+def check_options(tv_name: str, key: str, **options) -> None:
+    """Values beyond their types, `freeze` checked on a skeleton built on the meta device (no memory, no weights)."""
+    check_head(key, **options)
+    if options.get("freeze", "backbone") not in ("backbone", "none"):
         with torch.device("meta"):
             skeleton = _tv().get_model(tv_name, weights=None)
-        children = [name for name, m in skeleton.named_modules() if name and any(True for _ in m.parameters())]
-        if freeze not in children or freeze == _classifier_path(skeleton):
-            top = [n for n, _ in skeleton.named_children()]
-            raise ParamError(
-                f"{key}.freeze",
-                freeze,
-                f"use backbone (only the head trains), none (everything trains) or a submodule of "
-                f"{tv_name} to train from, e.g. one of {', '.join(top)}",
-            )
+        check_freeze(skeleton, tv_name, key, options["freeze"])
+
+
+def _torchvision_weights(tv_name: str, *, pretrained: bool = True, weights: str | None = None, **_) -> None:
+    if pretrained:
+        hub_weights(tv_name, weights)
 
 
 register_family(
@@ -234,10 +272,11 @@ register_family(
     torchvision_model,
     members=lambda: _tv().list_models(module=_tv()),
     check=check_options,
+    weights=_torchvision_weights,
 )
 
 
-@register("resnet50", check=functools.partial(check_options, "resnet50"))
+@register("resnet50", check=functools.partial(check_options, "resnet50"), weights=functools.partial(_torchvision_weights, "resnet50"))
 def resnet50(
     *,
     num_classes: int = 2,
@@ -248,6 +287,8 @@ def resnet50(
     dropout: float = 0.5,
     backbone_lr_scale: float = 0.1,
     weights: str | None = None,
+    requirse_grad: bool = False,
+    freeze_epochs: int | None = None,
 ) -> TransferModel:
     """torchvision's ResNet-50 with ImageNet weights; `freeze: layer4` trains layer4 and the head."""
     return torchvision_model(
@@ -260,4 +301,6 @@ def resnet50(
         dropout=dropout,
         backbone_lr_scale=backbone_lr_scale,
         weights=weights,
+        requirse_grad=requirse_grad,
+        freeze_epochs=freeze_epochs,
     )

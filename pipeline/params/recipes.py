@@ -23,6 +23,7 @@ from pipeline.params.sections import (
     TOP_LEVEL,
     TRAIN_KEYS,
     DataParams,
+    EvaluateParams,
     RuntimeParams,
     TrainParams,
 )
@@ -64,6 +65,7 @@ class Params:
     data: DataParams
     train: TrainParams
     runtime: RuntimeParams
+    evaluate: EvaluateParams = EvaluateParams()
 
     @property
     def model_names(self) -> list[str]:
@@ -83,6 +85,27 @@ class Params:
         lines += [f"warning: {note}" for spec in self.models for note in spec.kept_values(self.train)]
         return "\n".join(lines)
 
+    def mistakes(self) -> list[str]:
+        """One `warning:` line for each of the course's three fine-tuning mistakes in effect (see
+        evaluation/mistakes.py): each is reproduced only when asked for."""
+        found = []
+        if not self.evaluate.eval_mode:
+            size = self.evaluate.batch_size or self.train.batch_size
+            found.append(
+                f"warning: evaluate.eval_mode = false: the course's mistake (a), on purpose: the test photos are predicted without "
+                f"model.eval(), {self.evaluate.order} in batches of {size}: BatchNorm on each batch's own statistics, dropout on"
+            )
+        for spec in self.models:
+            if spec.options.get("requirse_grad"):
+                found.append(
+                    f"warning: models.{spec.name}.requirse_grad = true: the course's mistake (b), on purpose: nothing is frozen "
+                    f"and only the head is optimised: every step back-propagates through the whole backbone, whose weights stay "
+                    f"while its BatchNorm statistics drift"
+                )
+            if spec.options.get("head") == []:
+                found.append(f"warning: models.{spec.name}.head = []: the course's mistake (c), on purpose: one Linear layer from the backbone's features to the classes")
+        return found
+
 
 # ---------------------------------------------------------------- loading
 
@@ -98,6 +121,7 @@ def parse(raw: Mapping) -> Params:
     data = schema.build_section(DataParams, raw.get("data"), "data")
     train = schema.build_section(TrainParams, raw.get("train"), "train")
     run = schema.build_section(RuntimeParams, raw.get("runtime"), "runtime")
+    evaluating = schema.build_section(EvaluateParams, raw.get("evaluate"), "evaluate")
 
     per_model = raw.get("models")
     per_model = {} if per_model is None else per_model  # `models:` with nothing under it; `[]` is refused below
@@ -120,7 +144,7 @@ def parse(raw: Mapping) -> Params:
                 f"{spec.name} needs at least {minimum} px (its strided stem and three pools leave "
                 f"nothing smaller); raise data.image_size or leave {spec.name} out of `model`",
             )
-    return Params(models=specs, data=data, train=train, runtime=run)
+    return Params(models=specs, data=data, train=train, runtime=run, evaluate=evaluating)
 
 
 def model_spec(name: str, overrides: Mapping | None, train: TrainParams, processes: int = 1) -> ModelSpec:

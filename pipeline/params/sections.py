@@ -18,7 +18,7 @@ from pipeline.common.errors import ParamError
 
 PARAMS_FILE = Path("params.yaml")
 SOURCES = ("microsoft", "kaggle", "fashion-mnist", "synthetic")
-TOP_LEVEL = ("model", "data", "train", "runtime", "models")
+TOP_LEVEL = ("model", "data", "train", "runtime", "evaluate", "models")
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,22 @@ class RuntimeParams:
         if self.threads < 0 or isinstance(self.threads, bool):
             raise ParamError("runtime.threads", self.threads, "must be 0 (every core) or a positive whole number")
         _at_most("runtime.threads", self.threads, LIMITS["threads"])
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """How the evaluate stage predicts the test split. The defaults are right: eval mode, where the
+    order and the size of the batches change nothing. `eval_mode: false` reproduces the course's
+    mistake (a) on purpose, where both matter (README, "The course's three mistakes, measured")."""
+
+    eval_mode: bool = True  # false: no model.eval(): BatchNorm normalises with each test batch's own statistics, dropout drops
+    order: Literal["split", "shuffled", "sorted"] = "split"  # the test photos' order in batches: the split's | a seeded shuffle | by class (the course's loader)
+    batch_size: int | None = None  # test photos per batch; null: train.batch_size
+
+    def __post_init__(self):
+        if self.batch_size is not None:
+            _positive("evaluate.batch_size", self.batch_size)
+            _at_most("evaluate.batch_size", self.batch_size, LIMITS["batch_size"])
 
 
 def load_data(path: Path | str = PARAMS_FILE) -> DataParams:

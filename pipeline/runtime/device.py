@@ -5,7 +5,8 @@ The same code runs on the CPU and on CUDA: bf16 autocast, channels-last tensors 
 are one path on both, so the CPU test suite executes the branches a GPU takes. What `auto` picks:
 - precision: bf16 autocast where the device multiplies bf16 natively (a CUDA GPU from Ampere on;
   a CPU with AMX or AVX-512 BF16, whose oneDNN kernels run bf16 convolutions at about twice fp32's
-  rate), else fp32. The weights stay fp32; the loss and every probability are computed in fp32.
+  rate), else fp32; but fp32 for an architecture registered as losing accuracy in bf16 (GoogLeNet:
+  Compute.for_model). The weights stay fp32; the loss and every probability are computed in fp32.
 - memory format: channels-last (measured faster on this project's CPU for fp32 and bf16 alike, and
   what CUDA's tensor cores want).
 - compile: off. On the CPU compiled steps were measured no faster than eager ones (README, *Speed*)
@@ -15,7 +16,7 @@ are one path on both, so the CPU test suite executes the branches a GPU takes. W
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +38,7 @@ class Compute:
     memory_format: str = "channels_last"  # channels_last | contiguous
     compile: bool = False
     reasons: tuple[str, ...] = field(default=(), compare=False)  # why `auto` chose as it did, one line each
+    chosen: bool = field(default=False, compare=False)  # the precision is `auto`'s choice, not the user's
 
     @property
     def format(self) -> torch.memory_format:
@@ -51,6 +53,13 @@ class Compute:
     def describe(self) -> str:
         """`cpu (2 threads), bf16, channels-last, eager`"""
         return f"{describe(self.device)}, {self.precision}, {self.memory_format.replace('_', '-')}, {'compiled' if self.compile else 'eager'}"
+
+    def for_model(self, name: str, bf16_ok: bool) -> Compute:
+        """How model `name` computes: as this, but fp32 where `auto` chose bf16 for an architecture
+        measured to lose accuracy in it (models.bf16_ok); a bf16 the user asked for is kept."""
+        if self.precision == "bf16" and self.chosen and not bf16_ok:
+            return replace(self, precision="fp32", reasons=(f"precision fp32 for {name}: bf16 was measured to cost it accuracy",))
+        return self
 
     def record(self) -> dict:
         return {"precision": self.precision, "memory_format": self.memory_format, "compile": self.compile}
@@ -72,7 +81,7 @@ def resolve(rp: RuntimeParams, *, processes: int = 1, device: torch.device | Non
     if rp.compile == "auto":
         why = "compiled steps measured no faster than eager on the CPU" if device.type == "cpu" else "not yet measured on a GPU: set runtime.compile: true to try"
         reasons.append(f"eager, not compiled: {why}")
-    return Compute(device, precision, memory_format, compile, tuple(reasons))
+    return Compute(device, precision, memory_format, compile, tuple(reasons), chosen=rp.precision == "auto")
 
 
 def auto_precision(device: torch.device, features: frozenset[str]) -> tuple[str, str]:

@@ -53,12 +53,14 @@ def estimate(spec: ModelSpec, train: Split, val: Split, batch_size: int, epochs_
 
 
 def estimates(
-    p: Params, train: Split, val: Split, resume: Path, keys: dict[str, str], where: str, world: distributed.World, classes: int, compute: Compute | None = None,
+    p: Params, train: Split, val: Split, resume: Path, keys: dict[str, str], where: str, world: distributed.World, classes: int, computes: dict[str, Compute] | None = None,
 ) -> None:
     """One line per model left to train with the time it will take, and the sum. A model already
     trained with the same key is left out (its own line says so when its turn comes)."""
     total, trained = 0.0, 0
+    computes = computes or {}
     for spec in p.models:
+        compute = computes.get(spec.name)
         done = epochs_done(file_for(resume, spec.name), keys[spec.name]) if p.runtime.resume else 0
         if done >= spec.train.run_epochs:
             trained += 1
@@ -74,7 +76,7 @@ def estimates(
     else:
         also = f", {trained} model{'s' * (trained > 1)} already trained" if trained else ""
         print(f"train: {about(total)} in all (estimated from {TIMED_STEPS} timed steps of each model{also})", flush=True)
-        if compute is not None and compute.compile:
+        if any(c.compile for c in computes.values()):
             print("train: the steps were timed eager; compiled, each model's first epoch also compiles (minutes), the rest run faster", flush=True)
     if total > 3600 and train.device.type == "cpu":
         print(

@@ -64,6 +64,8 @@ def fit(
     model = build(spec, train, classes, compute)
     runner, synced = model, 0  # `runner` is what a step calls; `model` the plain module saved
     if world.size > 1:
+        if getattr(model, "freeze_epochs", None) is not None:  # DDP reduces only the gradients that exist when it wraps
+            raise StageError(f"{spec.name}: freeze_epochs (a backbone that thaws mid-run) trains in one process only; set runtime.processes: 1")
         runner, synced = distributed.parallel(model, device)
         model = runner.module  # its BatchNorm layers now synchronised: validate and save this one
     optimizer = make_optimizer(model, tp)
@@ -94,6 +96,9 @@ def fit(
                 seed_process(generator, tp.seed, world.rank, epoch)
             synchronize(device)
             start = time.perf_counter()
+
+            if thaw := getattr(model, "thaw", None):  # a transfer model's backbone, after its `freeze_epochs`
+                thaw(epoch)
 
             # ------------------------------------------------------------ train one epoch
             # Sums stay on the device; the log loss summed is plain cross-entropy on the augmented

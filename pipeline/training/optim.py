@@ -48,12 +48,16 @@ class Schedule:
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
-    """Trainable parameters only (a frozen backbone never reaches the optimiser), and no weight decay
-    on biases and normalisation scales (1-d tensors): decaying them only fights the normalisation."""
-    base = model.param_groups(lr) if hasattr(model, "param_groups") else [{"params": list(model.parameters()), "lr": lr}]
+    """Trainable parameters only (a frozen backbone never reaches the optimiser, unless it thaws
+    later), and no weight decay on biases and normalisation scales (1-d tensors): decaying them
+    only fights the normalisation."""
+    if hasattr(model, "param_groups"):  # a transfer model says which of its parameters train, now or later
+        base, trains = model.param_groups(lr), lambda p: True
+    else:
+        base, trains = [{"params": list(model.parameters()), "lr": lr}], lambda p: p.requires_grad
     groups = []
     for group in base:
-        trainable = [p for p in group["params"] if p.requires_grad]
+        trainable = [p for p in group["params"] if trains(p)]
         for decay, chosen in ((weight_decay, [p for p in trainable if p.ndim > 1]), (0.0, [p for p in trainable if p.ndim <= 1])):
             if chosen:
                 groups.append({"params": chosen, "lr": group["lr"], "weight_decay": decay})
