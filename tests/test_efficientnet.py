@@ -84,7 +84,7 @@ def test_freeze_names_a_submodule_and_a_wrong_one_is_refused():
 
 @pytest.mark.slow  # real photos, 1,000 of them
 def test_one_short_epoch_of_the_head_on_real_photos_tells_cats_from_dogs(sample_archive, tmp_path):
-    p = recipes.load(REPO / "params.yaml", {"model": "efficientnet_lite0", "data": {"image_size": 128}, "train": {"epochs": 1}})
+    p = recipes.load(REPO / "params.yaml", {"model": "efficientnet_lite0", "data": {"image_size": 128}, "train": {"epochs": 1}, "models": {"efficientnet_lite0": {"freeze": "backbone"}}})
     data = dataclasses.replace(p.data, source=str(sample_archive))
     split.split(sample_archive, tmp_path / "split", data, workers=2)
     preprocess.preprocess(sample_archive, tmp_path / "split", tmp_path / "data", image_size=128, resize="crop", channels=3, workers=2)

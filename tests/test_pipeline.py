@@ -208,3 +208,17 @@ def test_an_unknown_model_fails_at_once_naming_the_valid_ones(experimenting: Pat
     assert all(name in result.stderr + result.stdout for name in models.names())
     assert "Running stage 'check'" in result.stdout
     assert "Running stage" not in result.stdout.split("Running stage 'check'")[1]  # check stopped it: nothing else ran
+
+
+def test_the_courses_first_mistake_is_an_experiment_that_reevaluates_only_and_compare_pairs_it(experimenting: Path):
+    reproduced = experimenting
+    out = dvc(reproduced, "exp", "run", "-n", "no-eval", "-S", "evaluate.eval_mode=false", "-S", "evaluate.order=sorted", "-S", "evaluate.batch_size=4").stdout
+    assert "warning: evaluate.eval_mode = false: the course's mistake (a), on purpose" in out and "sorted in batches of 4" in out
+    assert "Stage 'train' didn't change, skipping" in out and "Running stage 'evaluate'" in out  # the trained weights are reused
+    result = json.loads((reproduced / "results" / "resnet18.json").read_text())
+    assert result["evaluation"] == {"eval_mode": False, "order": "sorted", "batch_size": 4}
+    table = run(reproduced, sys.executable, "-m", "pipeline.compare", "HEAD", "no-eval", "--model", "resnet18").stdout
+    baseline, mistaken = (line for line in table.splitlines() if line.startswith(("| HEAD ", "| no-eval ")))
+    assert "| (baseline) |" in baseline  # the first is what the others are compared with
+    right = sum(p == y for p, y in zip(result["predicted"], result["labels"]))
+    assert f"| {right / len(result['labels']):.3f} (" in mistaken  # the experiment's own accuracy, read at its revision
