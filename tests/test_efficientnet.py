@@ -38,7 +38,7 @@ def test_the_weights_are_the_installed_wheels():
 
 def test_a_frozen_backbone_and_its_batchnorm_statistics_stay_bit_identical_while_the_head_learns():
     data = toy_split(32, size=64), toy_split(16, size=64, seed=1)
-    model, _ = fit(spec(), *data, classes=2)
+    model, _ = fit(spec(freeze="backbone"), *data, classes=2)
     trained, released = model.backbone.state_dict(), torch.load(efficientnet.weights_file(None), weights_only=True)
     assert all(torch.equal(trained[k], released[k]) for k in trained)  # running means and variances included
     assert not torch.equal(model.head[0].weight, models.build("efficientnet_lite0").head[0].weight)  # seeded alike, then trained
@@ -46,7 +46,7 @@ def test_a_frozen_backbone_and_its_batchnorm_statistics_stay_bit_identical_while
 
 def test_freeze_epochs_trains_the_head_first_then_everything_at_the_backbones_rate():
     data = toy_split(32, size=64), toy_split(16, size=64, seed=1)
-    one = spec(freeze_epochs=1)
+    one = spec(freeze="backbone", freeze_epochs=1)
     optimizer = make_optimizer(models.build("efficientnet_lite0", freeze_epochs=1), one.train)
     rates = sorted({group["lr"] for group in optimizer.param_groups})
     assert rates == pytest.approx([one.train.lr * 0.1, one.train.lr])  # the backbone is in the optimiser from the start
