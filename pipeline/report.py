@@ -2,8 +2,11 @@
 accuracy against training time, and reports/index.html: all of it and each model's pictures on one
 page that works offline.
 
-Sorted by test accuracy; each accuracy carries its 95% interval, so two models whose intervals
-overlap are seen to be within noise of each other.
+Sorted by test accuracy; each accuracy carries its 95% interval. Every model is scored on the same
+test photos, so two models are compared photo by photo (evaluation/results.pairwise): each row says
+whether it beats the next one down by more than chance (McNemar's exact test on the photos only one
+of the two gets right, with the paired interval of the difference), and the page shows every pair.
+Overlapping intervals are not that test: two models can overlap and still differ significantly.
 """
 
 from __future__ import annotations
@@ -32,10 +35,15 @@ CSS = (
 
 
 def leaderboard(found: list[dict]) -> list[dict]:
-    """One row per model, best first (results.ranked: test accuracy, then lower log loss, then name)."""
+    """One row per model, best first (results.ranked: test accuracy, then lower log loss, then name),
+    each with its paired comparison against the next one down (`versus_next`; None for the last, or
+    when the two were scored on other photos)."""
     rows = []
-    for rank, r in enumerate(results.ranked(found), 1):
+    ordered = results.ranked(found)
+    pairs = results.pairwise(ordered)
+    for rank, r in enumerate(ordered, 1):
         t = r["test"]
+        below = ordered[rank]["model"] if rank < len(ordered) else None
         rows.append(
             {
                 "rank": rank,
@@ -54,12 +62,13 @@ def leaderboard(found: list[dict]) -> list[dict]:
                 "epochs": r["train"]["epochs"],
                 "kept_epoch": r["train"]["kept_epoch"],
                 "device": r["device"],
+                "versus_next": {"model": below, **pairs[r["model"]][below]} if below in pairs[r["model"]] else None,
             }
         )
     return rows
 
 
-COLUMNS = ("#", "model", "test accuracy (95% CI)", "F1", "ROC AUC", "log loss", "parameters", "train time", "train img/s", "infer img/s")
+COLUMNS = ("#", "model", "test accuracy (95% CI)", "F1", "ROC AUC", "log loss", "parameters", "train time", "train img/s", "infer img/s", "than the next one down (paired)")
 
 
 def columns(rows: list[dict]) -> tuple[str, ...]:
@@ -74,8 +83,21 @@ def cells(r: dict) -> list[str]:
     return [
         str(r["rank"]), r["model"], f"{r['accuracy']:.3f} ({low:.3f}–{high:.3f})", *top5, f"{r['f1_macro']:.3f}",
         _num(r["roc_auc"]), f"{r['log_loss']:.3f}", _params(r), duration(r["train_seconds"]),
-        f"{r['train_images_per_second']:,.0f}", f"{r['inference_images_per_second']:,.0f}",
+        f"{r['train_images_per_second']:,.0f}", f"{r['inference_images_per_second']:,.0f}", versus(r["versus_next"]),
     ]  # fmt: skip
+
+
+def versus(v: dict | None) -> str:
+    """`better: +0.040 (+0.021 to +0.059), p 0.0001` or `within noise: +0.004 (...), p 0.61`; – for none."""
+    if v is None:
+        return "–"
+    low, high = v["difference_ci95"]
+    verdict = "better" if v["significant"] else "within noise"
+    return f"{verdict}: {v['difference']:+.3f} ({low:+.3f} to {high:+.3f}), p {_p(v['p_value'])}"
+
+
+def _p(p: float) -> str:
+    return f"{p:.2g}"  # 0.023, 1, 1.9e-06
 
 
 def classes_of(found: list[dict]) -> tuple[str, ...]:
@@ -98,11 +120,18 @@ def summary(found: list[dict]) -> str:
     return f"{found[0]['test']['images']} test images{of} at {found[0]['image_size']} px{grey}, trained on {devices}."
 
 
+PAIRED = (
+    "Intervals are 95% (Wilson). The last column compares each model with the next one down on the same test photos: "
+    f"McNemar's exact test of the photos only one of the two gets right (significant below p {results.ALPHA}, not corrected "
+    "for the number of pairs) and the paired 95% interval of the difference."
+)
+
+
 def markdown(rows: list[dict], intro: str) -> str:
     names = columns(rows)
-    align = "|---:|---|" + "---|" + "---:|" * (len(names) - 3)
+    align = "|---:|---|" + "---|" + "---:|" * (len(names) - 4) + "---|"
     head = "| " + " | ".join(names) + " |\n" + align + "\n"
-    return f"# Leaderboard\n\n{intro}\n\n" + head + "\n".join("| " + " | ".join(cells(r)) + " |" for r in rows) + "\n"
+    return f"# Leaderboard\n\n{intro} {PAIRED}\n\n" + head + "\n".join("| " + " | ".join(cells(r)) + " |" for r in rows) + "\n"
 
 
 def _num(value: float | None) -> str:
@@ -171,6 +200,23 @@ def _html_row(r: dict) -> str:
     return "<tr>" + "".join(tds) + "</tr>"
 
 
+def matrix_table(names: list[str], pairs: dict[str, dict[str, dict]]) -> str:
+    """Every pair: the row's model minus the column's, in accuracy, and McNemar's p; bold where
+    significant. Best first along both axes, so the upper right holds each model against those below."""
+    head = "<th></th>" + "".join(f"<th>{escape(n)}</th>" for n in names)
+    body = []
+    for a in names:
+        tds = []
+        for b in names:
+            v = pairs[a].get(b)
+            text = "–" if v is None else f"{v['difference']:+.3f}, p {_p(v['p_value'])}"
+            tds.append(f"<td><b>{escape(text)}</b></td>" if v and v["significant"] else f"<td>{escape(text)}</td>")
+        body.append(f"<tr><th>{escape(a)}</th>{''.join(tds)}</tr>")
+    caption = ("Every pair on the same test photos: the row's accuracy minus the column's, and McNemar's exact p; "
+               f"bold: significant (p < {results.ALPHA}, not corrected for the number of pairs)")  # fmt: skip
+    return f'<table id="pairwise"><caption>{escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
 def html_page(rows: list[dict], found: list[dict], *, charts: list[tuple[bytes, str]], curves: dict, images: Path) -> str:
     """reports/index.html: the leaderboard and the charts of every model, then each model's figures,
     curves and pictures; one self-contained file (inline CSS, images as data URIs, no script), so
@@ -181,9 +227,9 @@ def html_page(rows: list[dict], found: list[dict], *, charts: list[tuple[bytes, 
     heading = escape(title(classes_of(found)))
     parts = [
         f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{heading}</title><style>{CSS}</style></head><body>",
-        f"<h1>{heading}</h1><p>{escape(summary(found))} "
-        "Intervals are 95% (Wilson): models whose intervals overlap are within noise of each other.</p>",
+        f"<h1>{heading}</h1><p>{escape(summary(found))} {escape(PAIRED)}</p>",
         f'<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>',
+        matrix_table([r["model"] for r in rows], results.pairwise(found)),
         *(_img(png, alt) for png, alt in charts),
     ]
     for r in rows:
@@ -206,7 +252,9 @@ def report(found: list[dict], out: Path, *, live: Path, plots: Path) -> list[dic
     stage's DVCLive folder, `plots` evaluate's folder (roc.csv, images/)."""
     rows = leaderboard(found)
     atomic.write_text(out / "leaderboard.md", markdown(rows, summary(found)))
-    atomic.write_json(out / "leaderboard.json", {"best": rows[0]["model"], "models": rows})
+    pairs = results.pairwise(found)
+    every = [{"a": r["model"], "b": s["model"], **pairs[r["model"]][s["model"]]} for i, r in enumerate(rows) for s in rows[i + 1 :] if s["model"] in pairs[r["model"]]]
+    atomic.write_json(out / "leaderboard.json", {"best": rows[0]["model"], "models": rows, "pairs": every})
     curves, roc = read_curves(live), read_roc(plots / "roc.csv")
     order = [r["model"] for r in rows]  # legends list the models best first
     val = {name: curves[name]["val_accuracy"] for name in order}

@@ -74,8 +74,9 @@ def test_the_page_shows_the_leaderboard_and_a_section_per_model(loaded):
     dom, _ = loaded
     text = " ".join(dom.text)
     assert all(name in text for name in MODELS)
-    assert [a.get("id") for a in dom.all("table")] == ["leaderboard"]
-    assert len(dom.all("tr")) == 1 + len(MODELS)  # header, then one row per model
+    assert [a.get("id") for a in dom.all("table")] == ["leaderboard", "pairwise"]
+    assert len(dom.all("tr")) == 2 * (1 + len(MODELS))  # each table: a header, then one row per model
+    assert "better: +0.320 (+0.229 to +0.411), p 4.7e-10" in text  # 93 right against 61 on the same photos: 32 discordant, all one way, p = 2 × 2⁻³²
     assert [a["id"] for a in dom.all("section")] == ["torchvision:resnet34", "alexnet"]  # leaderboard order
     assert [a["href"] for a in dom.all("a")] == ["#torchvision:resnet34", "#alexnet"]
 

@@ -2,7 +2,9 @@
 training curves it reads back from DVCLive's files."""
 
 import json
+import math
 
+import pytest
 from PIL import Image
 
 from pipeline.report import leaderboard, read_curves, report
@@ -37,3 +39,31 @@ def test_curves_are_read_back_per_model_per_epoch_counted_from_one(tmp_path):
     assert set(curves["nin"]) == {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr"}
     assert curves["nin"]["val_loss"] == ([1, 2, 3], [2.1, 2.2, 2.3])  # CURVES[2], epochs 1-3
     assert curves["resnet18"]["lr"] == ([1, 2, 3], [4.1, 4.2, 4.3])
+
+
+def test_each_model_is_tested_against_the_next_one_down_on_the_same_photos(tmp_path):
+    # helpers.result: the first round(100 × accuracy) photos right. 0.90 against 0.70: 20 photos only
+    # the first gets right and none the other way, McNemar p = 2 × 2⁻²⁰; 0.70 against 0.69: one photo, p = 1
+    found = [result("vgg11", 0.70, 0.5), result("resnet18", 0.90, 0.3), result("nin", 0.69, 0.6)]
+    rows = leaderboard(found)
+    first, second, last = (r["versus_next"] for r in rows)
+    assert (first["model"], first["a_only"], first["b_only"], first["significant"]) == ("vgg11", 20, 0, True)
+    assert first["p_value"] == pytest.approx(2 * 0.5**20) and first["difference"] == pytest.approx(0.20)
+    half = 1.959964 * math.sqrt(20 - 20**2 / 100) / 100  # the paired (Wald) interval on the discordant photos
+    assert first["difference_ci95"] == pytest.approx([0.20 - half, 0.20 + half], abs=1e-6)
+    assert (second["model"], second["a_only"], second["b_only"], second["p_value"], second["significant"]) == ("nin", 1, 0, 1.0, False)
+    assert last is None
+    live, plots = fake_run(tmp_path, ["resnet18", "vgg11", "nin"])
+    report(found, tmp_path / "reports", live=live, plots=plots)
+    md = (tmp_path / "reports" / "leaderboard.md").read_text()
+    assert "| better: +0.200 (+0.122 to +0.278), p 1.9e-06 |" in md and "| within noise: +0.010 (-0.010 to +0.030), p 1 |" in md
+    board = json.loads((tmp_path / "reports" / "leaderboard.json").read_text())
+    assert [(p["a"], p["b"], p["significant"]) for p in board["pairs"]] == [("resnet18", "vgg11", True), ("resnet18", "nin", True), ("vgg11", "nin", False)]
+    page = (tmp_path / "reports" / "index.html").read_text()
+    assert "<td><b>+0.210, p 9.5e-07</b></td>" in page and "<td>-0.010, p 1</td>" in page  # resnet18 − nin; nin − vgg11
+
+
+def test_models_scored_on_other_photos_are_not_compared():
+    other = result("nin", 0.69, 0.6) | {"labels": [1, 0] * 50}
+    rows = leaderboard([result("resnet18", 0.90, 0.3), other])
+    assert rows[0]["versus_next"] is None

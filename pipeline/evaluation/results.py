@@ -2,6 +2,8 @@
 
 - results/<model>.json: everything about one model (plain JSON: per-class metrics, confusion
   counts, intervals, balanced accuracy, the epoch kept, the device), read by the report.
+- the paired comparisons of the report (`pairwise`, `ALPHA`): every two models scored on the same
+  test photos, photo by photo (metrics.paired: McNemar's exact test and the paired interval).
 - metrics.json: the few numbers people compare across experiments, tracked by DVC as metrics,
   laid out by metric, then model (`acc.resnet18`), so that `dvc exp show`'s first columns are every
   model's test accuracy under short headers; `best` (the leaderboard's top model) comes last.
@@ -16,6 +18,10 @@ number of epochs, a param already).
 from __future__ import annotations
 
 from collections.abc import Callable
+
+import numpy as np
+
+from pipeline.evaluation.metrics import paired
 
 # metrics.json's metrics: key → (how to read it off a model's result, decimals kept)
 TRACKED: dict[str, tuple[Callable[[dict], float | None], int]] = {
@@ -43,3 +49,29 @@ def tracked(results: list[dict]) -> dict:
         table[key] = {name: round(v, decimals) for name, v in values.items() if v is not None}
     table["best"] = ranked(results)[0]["model"]
     return table
+
+
+ALPHA = 0.05  # a pair's McNemar p below this: the difference is significant (not corrected for the number of pairs)
+
+
+def right(result: dict) -> np.ndarray:
+    """(N,) bool: which test photos the model classified correctly, in the split's order."""
+    return np.asarray(result["predicted"]) == np.asarray(result["labels"])
+
+
+def pairwise(results: list[dict]) -> dict[str, dict[str, dict]]:
+    """For every two models evaluated on the same test photos (the same labels, in the same order),
+    `pairs[a][b]` = metrics.paired(a, b) with `significant` added: a − b, its paired 95% interval,
+    the photos only a (a_only) or only b (b_only) gets right, McNemar's exact p. Models scored on
+    other photos are not compared (absent from each other's row)."""
+    pairs: dict[str, dict[str, dict]] = {r["model"]: {} for r in results}
+    for i, a in enumerate(results):
+        for b in results[i + 1 :]:
+            if a["labels"] != b["labels"]:
+                continue
+            ab = paired(right(a), right(b))
+            ba = ab | {"difference": -ab["difference"], "difference_ci95": [-ab["difference_ci95"][1], -ab["difference_ci95"][0]],
+                       "a_only": ab["b_only"], "b_only": ab["a_only"]}  # fmt: skip
+            pairs[a["model"]][b["model"]] = ab | {"significant": ab["p_value"] < ALPHA}
+            pairs[b["model"]][a["model"]] = ba | {"significant": ab["p_value"] < ALPHA}
+    return pairs
