@@ -1,0 +1,215 @@
+"""One experiment on several training seeds, the DVC way, and what holds across them.
+
+    python -m pipeline.seeds run NAME --seeds 3 [--preset cpu-64] [dvc exp run flags: -S ...]
+    python -m pipeline.seeds summary NAME [--out seeds.md] [--json seeds.json]
+
+`run` queues one DVC experiment per seed (`dvc exp run --queue -n NAME-seedK -S train.seed=K`, with
+the preset's flags and any others), starts DVC's queue with one worker (every experiment already
+uses every core) and prints a line whenever an experiment ends, until all have. Each experiment
+runs in its own copy of the workspace, so the workspace is left as it is; a relative
+`data.source` is made absolute for them.
+
+`summary` reads `dvc exp show --json`: the experiments named NAME-seedK (or the names given) give,
+per model and metric of metrics.json, the mean, the sample standard deviation and the range over
+the seeds; and for every two models, the accuracy difference on each seed, how many seeds it held
+on, and a paired t-test over the seeds (each seed scores both models on the same test photos, so
+the seeds are the pairs: the test asks whether the mean difference is zero, with seed-to-seed noise
+as the yardstick). With three seeds the t-test has two degrees of freedom: only large, steady gaps
+reach significance, which is the honest answer at that budget.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline.common import atomic, cli
+from pipeline.common.errors import StageError
+
+POLL = 10.0  # seconds between looks at the queue
+
+
+def names(name: str, seeds: list[int]) -> list[str]:
+    return [f"{name}-seed{seed}" for seed in seeds]
+
+
+def queue_commands(name: str, seeds: list[int], preset: str | None, extra: list[str]) -> list[list[str]]:
+    """One `dvc exp run --queue` per seed with `extra`, as modules to run (`python -m ...`): through
+    `pipeline.preset` when a preset is named (which checks its flags against params.yaml and passes
+    the rest to dvc)."""
+    extra = absolute_source(extra)
+    head = ["pipeline.preset", preset] if preset else ["dvc", "exp", "run"]
+    return [[*head, "--queue", "-n", exp, "-S", f"train.seed={seed}", *extra] for seed, exp in zip(seeds, names(name, seeds))]
+
+
+def absolute_source(extra: list[str]) -> list[str]:
+    """`-S data.source=PATH` with PATH absolute when it is a file or folder here: queued experiments
+    run in a copy of the workspace elsewhere, where a relative path means nothing."""
+    out = list(extra)
+    for i, (flag, value) in enumerate(zip(extra, extra[1:])):
+        if flag in ("-S", "--set-param") and value.startswith("data.source="):
+            path = Path(value.partition("=")[2])
+            if not path.is_absolute() and path.exists():
+                out[i + 1] = f"data.source={path.resolve()}"
+    return out
+
+
+def experiments(shown: list[dict]) -> dict[str, dict]:
+    """`dvc exp show --json` → {experiment name: {"params": params.yaml, "metrics": metrics.json}}."""
+    found = {}
+    for row in shown:
+        for exp in row.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                if rev.get("name") and data.get("metrics"):
+                    found[rev["name"]] = {
+                        "params": data.get("params", {}).get("params.yaml", {}).get("data", {}),
+                        "metrics": data["metrics"].get("metrics.json", {}).get("data", {}),
+                    }
+    return found
+
+
+def summarise(runs: dict[str, dict]) -> dict:
+    """The experiments `runs` (name → params and metrics), one per seed, summarised: per metric and
+    model the mean, standard deviation, min and max over seeds; per pair of models (better mean
+    accuracy first) the difference on each seed, the seeds it held on and a paired t-test."""
+    from scipy import stats
+
+    seeds = {name: run["params"].get("train", {}).get("seed") for name, run in runs.items()}
+    if len(set(seeds.values())) != len(seeds):
+        raise StageError(f"the experiments do not differ by train.seed: {seeds}")
+    metrics = sorted({m for run in runs.values() for m, v in run["metrics"].items() if isinstance(v, dict)})
+    table: dict = {}
+    for metric in metrics:
+        models = sorted({model for run in runs.values() for model in run["metrics"].get(metric, {})})
+        for model in models:
+            values = [run["metrics"][metric][model] for run in runs.values() if model in run["metrics"].get(metric, {})]
+            table.setdefault(metric, {})[model] = {
+                "mean": sum(values) / len(values),
+                "sd": _sd(values),
+                "min": min(values),
+                "max": max(values),
+                "seeds": len(values),
+            }
+    accuracy = table.get("acc", {})
+    order = sorted(accuracy, key=lambda m: -accuracy[m]["mean"])
+    pairs = []
+    for i, a in enumerate(order):
+        for b in order[i + 1 :]:
+            both = [run["metrics"]["acc"] for run in runs.values() if a in run["metrics"].get("acc", {}) and b in run["metrics"]["acc"]]
+            differences = [acc[a] - acc[b] for acc in both]
+            p = float(stats.ttest_rel([acc[a] for acc in both], [acc[b] for acc in both]).pvalue) if len(both) > 1 and _sd(differences) > 0 else None
+            pairs.append({"a": a, "b": b, "differences": differences, "held": sum(d > 0 for d in differences), "seeds": len(both), "p_value": p})
+    return {"experiments": {name: seeds[name] for name in runs}, "metrics": table, "pairs": pairs}
+
+
+def _sd(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def markdown(summary: dict) -> str:
+    seeds = ", ".join(f"{name} (seed {seed})" for name, seed in summary["experiments"].items())
+    lines = [f"Over {len(summary['experiments'])} seeds: {seeds}.", "", "| metric | model | mean | sd | range |", "|---|---|---:|---:|---|"]
+    for metric, models in summary["metrics"].items():
+        for model, s in sorted(models.items(), key=lambda kv: -kv[1]["mean"]):
+            lines.append(f"| {metric} | {model} | {s['mean']:.4g} | {s['sd']:.2g} | {s['min']:.4g}–{s['max']:.4g} |")
+    if summary["pairs"]:
+        lines += ["", "| models | accuracy difference per seed | held on | paired t-test over seeds |", "|---|---|---:|---:|"]
+        for pair in summary["pairs"]:
+            p = "–" if pair["p_value"] is None else f"p {pair['p_value']:.2g}"
+            per_seed = ", ".join(f"{d:+.3f}" for d in pair["differences"])
+            lines.append(f"| {pair['a']} − {pair['b']} | {per_seed} | {pair['held']} of {pair['seeds']} | {p} |")
+    return "\n".join(lines) + "\n"
+
+
+def dvc(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
+
+
+def wait(expected: list[str], poll: float = POLL) -> None:
+    """Print a line as each queued experiment ends; return when all have (an error if one failed)."""
+    reported: set[str] = set()
+    while True:
+        status = dvc("queue", "status").stdout
+        states = {}
+        for line in status.splitlines():
+            words = line.split()
+            for exp in expected:
+                if exp in words:
+                    states[exp] = next((w for w in words if w in ("Queued", "Running", "Success", "Failed")), "?")
+        for exp, state in states.items():
+            if state in ("Success", "Failed") and exp not in reported:
+                reported.add(exp)
+                print(f"seeds: {exp} {'done' if state == 'Success' else 'FAILED'} ({len(reported)} of {len(expected)}); dvc queue logs {exp}", flush=True)
+        if len(reported) == len(expected):
+            failed = [exp for exp in expected if states.get(exp) == "Failed"]
+            if failed:
+                raise StageError(f"{', '.join(failed)} failed: `dvc queue logs <name>` shows why")
+            return
+        time.sleep(poll)
+
+
+def main() -> None:
+    parser = cli.parser(__spec__.name, __doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="queue and run one experiment per seed")
+    run.add_argument("name", help="the experiments are named NAME-seedK")
+    run.add_argument("--seeds", type=int, default=3, help="how many: train.seed 0, 1, ..., N-1 (default 3)")
+    run.add_argument("--first", type=int, default=0, help="the first seed")
+    run.add_argument("--preset", help="a preset of presets/ to run on each seed")
+    run.add_argument("--no-start", action="store_true", help="only queue them (start later with `dvc queue start`)")
+    summary = sub.add_parser("summary", help="mean, spread and paired tests over the seeds, from dvc exp show")
+    summary.add_argument("name", nargs="+", help="NAME (the experiments NAME-seedK) or the experiments' names")
+    summary.add_argument("--out", type=Path, help="also write the Markdown here")
+    summary.add_argument("--json", type=Path, help="and the numbers here")
+    args, extra = parser.parse_known_args()
+    if args.command == "run":
+        if args.seeds < 1:
+            raise StageError(f"--seeds {args.seeds}: at least one")
+        seeds = list(range(args.first, args.first + args.seeds))
+        for cmd in queue_commands(args.name, seeds, args.preset, extra):
+            print(shlex.join(cmd if args.preset else ["dvc", *cmd[1:]]), flush=True)
+            done = subprocess.run([sys.executable, "-m", *cmd])
+            if done.returncode:
+                sys.exit(done.returncode)
+        if args.no_start:
+            return
+        print("seeds: dvc queue start -j 1 (one worker: each experiment uses every core)", flush=True)
+        started = dvc("queue", "start", "-j", "1")
+        if started.returncode:
+            raise StageError(f"dvc queue start: {started.stderr.strip()}")
+        wait(names(args.name, seeds))
+        print(f"seeds: all {len(seeds)} done; python -m pipeline.seeds summary {args.name}", flush=True)
+        return
+    shown = dvc("exp", "show", "--json")
+    if shown.returncode:
+        raise StageError(f"dvc exp show: {shown.stderr.strip()}")
+    found = experiments(json.loads(shown.stdout))
+    if len(args.name) == 1 and args.name[0] not in found:
+        pattern = re.compile(re.escape(args.name[0]) + r"-seed\d+")
+        chosen = sorted(n for n in found if pattern.fullmatch(n))
+    else:
+        chosen = args.name
+    missing = [n for n in chosen if n not in found]
+    if not chosen or missing:
+        raise StageError(f"no experiment {', '.join(missing) or args.name[0] + '-seedK'} in `dvc exp show`; known: {', '.join(sorted(found)) or 'none'}")
+    result = summarise({n: found[n] for n in chosen})
+    text = markdown(result)
+    print(text, end="")
+    if args.out:
+        atomic.write_text(args.out, text)
+    if args.json:
+        atomic.write_json(args.json, result)
+
+
+if __name__ == "__main__":
+    cli.run(main)
