@@ -158,7 +158,7 @@ def nin(*, num_classes: int = 2, in_channels: int = 3, dropout: float = 0.5) -> 
 
 
 # bf16 cost GoogLeNet accuracy in the CPU zoo (72 px, 4,500 test photos): 0.683 against fp32's 0.723
-# (seed 0), 0.721 against 0.739 (seed 1); the other models moved within their seed noise (README, *Speed*)
+# (train.seed 2), 0.721 against 0.739 (seed 1); the other models moved within their seed noise (README, *Speed*)
 @register("googlenet", bf16=False)
 def googlenet(*, num_classes: int = 2, in_channels: int = 3) -> nn.Module:
     b1 = nn.Sequential(conv(in_channels, 64, 7, 2, 3), nn.MaxPool2d(3, 2, 1))  # 224 → 112 → 56
