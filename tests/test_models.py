@@ -11,9 +11,11 @@ from torchvision import models as tv
 from pipeline import models
 from pipeline.common.errors import ParamError, StageError
 from pipeline.models.transfer import TransferModel
+from pipeline.params import recipes
 from pipeline.runtime.inference import probabilities as predict
 from pipeline.runtime.tensors import Split
 from pipeline.training import optim
+from tests.helpers import REPO
 
 
 def conv(k, c_in, c_out, bias=True):
@@ -347,3 +349,16 @@ def test_resnet18_blocks_start_as_the_identity_only_when_asked():
     x = torch.rand(2, 64, 8, 8)  # non-negative, as after the stem's ReLU; the first block keeps 64 channels
     with torch.inference_mode():
         assert torch.equal(block.eval()(x), x)
+
+
+def test_alexnets_three_ideas_can_each_be_replaced_by_what_came_before():
+    plain = models.build("alexnet")
+    lenet_like = models.build("alexnet", activation="sigmoid", pool="avg", dropout=0.0)
+    kinds = lambda m: {type(x) for x in m.modules()}  # noqa: E731
+    assert {nn.ReLU, nn.MaxPool2d} <= kinds(plain) and nn.Sigmoid not in kinds(plain)
+    assert {nn.Sigmoid, nn.AvgPool2d} <= kinds(lenet_like) and not {nn.ReLU, nn.MaxPool2d} & kinds(lenet_like)
+    assert [m.p for m in lenet_like.modules() if isinstance(m, nn.Dropout)] == [0.0, 0.0]
+    assert sum(p.numel() for p in lenet_like.parameters()) == EXPECTED["alexnet"]  # the same weights, other functions
+    assert lenet_like(torch.randn(2, 3, 72, 72)).shape == (2, 2)
+    with pytest.raises(ParamError, match=r"models.alexnet.pool.*use one of max, avg"):
+        recipes.load(REPO / "params.yaml", {"model": "alexnet", "data": {"image_size": 72}, "models": {"alexnet": {"pool": "min"}}})

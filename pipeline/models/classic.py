@@ -7,6 +7,8 @@ the parameter counts, for any input size.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -24,34 +26,36 @@ INCEPTION_B4 = (
     (256, (160, 320), (32, 128), 128),
 )
 INCEPTION_B5 = ((256, (160, 320), (32, 128), 128), (384, (192, 384), (48, 128), 128))
+# AlexNet's three ideas, each replaceable to measure what it buys (README, *What the course claims*)
+ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "sigmoid": nn.Sigmoid}  # sigmoid: LeNet's, before AlexNet
+POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}  # avg: LeNet's subsampling
 
 
 # ---------------------------------------------------------------- blocks
 
 
-def conv(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0, *, bn: bool = False) -> nn.Sequential:
+def conv(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0, *, bn: bool = False, activation: str = "relu") -> nn.Sequential:
     """Conv → (BatchNorm) → ReLU. With BatchNorm the conv's bias is redundant (BN's shift replaces it)."""
     layers = [nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=not bn)]
     if bn:
         layers.append(nn.BatchNorm2d(c_out))
-    layers.append(nn.ReLU(inplace=True))
+    layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
 
 
-def dense(f_in: int, f_out: int, *, bn: bool = False, dropout: float = 0.5) -> nn.Sequential:
+def dense(f_in: int, f_out: int, *, bn: bool = False, dropout: float = 0.5, activation: str = "relu") -> nn.Sequential:
     """Hidden dense layer: Linear → (BatchNorm) → ReLU → Dropout."""
     layers = [nn.Linear(f_in, f_out, bias=not bn)]
     if bn:
         layers.append(nn.BatchNorm1d(f_out))
-    layers += [nn.ReLU(inplace=True), nn.Dropout(dropout)]
+    layers += [ACTIVATIONS[activation](), nn.Dropout(dropout)]
     return nn.Sequential(*layers)
 
 
-def classifier(features: int, num_classes: int, *, bn: bool = False) -> nn.Sequential:
+def classifier(features: int, num_classes: int, *, bn: bool = False, dropout: float = 0.5, activation: str = "relu") -> nn.Sequential:
     """The AlexNet/VGG head: features → 4096 → 4096 → classes."""
-    return nn.Sequential(
-        nn.Flatten(), dense(features, 4096, bn=bn), dense(4096, 4096, bn=bn), nn.Linear(4096, num_classes)
-    )
+    hidden = {"bn": bn, "dropout": dropout, "activation": activation}
+    return nn.Sequential(nn.Flatten(), dense(features, 4096, **hidden), dense(4096, 4096, **hidden), nn.Linear(4096, num_classes))
 
 
 def vgg_block(num_convs: int, c_in: int, c_out: int, *, bn: bool = False) -> nn.Sequential:
@@ -99,28 +103,39 @@ def inception_stage(c_in: int, arch) -> tuple[list[nn.Module], int]:
 # ---------------------------------------------------------------- architectures
 
 
-def _alexnet(num_classes: int, in_channels: int, *, bn: bool, lrn: bool) -> nn.Module:
+Activation = Literal["relu", "sigmoid"]
+Pool = Literal["max", "avg"]
+
+
+def _alexnet(num_classes: int, in_channels: int, *, bn: bool, lrn: bool, activation: str, pool: str, dropout: float) -> nn.Module:
     # LRN as in the 2012 paper: after the ReLU of the first two convs, before their pools.
     norm = (lambda: nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)) if lrn else nn.Identity
+    c = {"bn": bn, "activation": activation}
     features = nn.Sequential(
-        conv(in_channels, 96, 11, stride=4, padding=1, bn=bn), norm(), nn.MaxPool2d(3, 2),  # 224 → 54 → 26
-        conv(96, 256, 5, padding=2, bn=bn), norm(), nn.MaxPool2d(3, 2),  # → 26 → 12
-        conv(256, 384, 3, padding=1, bn=bn),
-        conv(384, 384, 3, padding=1, bn=bn),
-        conv(384, 256, 3, padding=1, bn=bn), nn.MaxPool2d(3, 2),  # → 12 → 5
+        conv(in_channels, 96, 11, stride=4, padding=1, **c), norm(), POOLS[pool](3, 2),  # 224 → 54 → 26
+        conv(96, 256, 5, padding=2, **c), norm(), POOLS[pool](3, 2),  # → 26 → 12
+        conv(256, 384, 3, padding=1, **c),
+        conv(384, 384, 3, padding=1, **c),
+        conv(384, 256, 3, padding=1, **c), POOLS[pool](3, 2),  # → 12 → 5
         nn.AdaptiveAvgPool2d(5),  # identity at 224 px; other sizes keep 256×5×5 = 6400 features
     )  # fmt: skip
-    return init_weights(nn.Sequential(features, classifier(256 * 5 * 5, num_classes, bn=bn)))
+    return init_weights(nn.Sequential(features, classifier(256 * 5 * 5, num_classes, **c, dropout=dropout)))
 
 
 @register("alexnet", min_image_size=65)
-def alexnet(*, num_classes: int = 2, in_channels: int = 3, lrn: bool = False) -> nn.Module:
-    return _alexnet(num_classes, in_channels, bn=False, lrn=lrn)
+def alexnet(
+    *, num_classes: int = 2, in_channels: int = 3, lrn: bool = False, activation: Activation = "relu", pool: Pool = "max", dropout: float = 0.5,
+) -> nn.Module:
+    """`activation`, `pool` and `dropout` replace AlexNet's three ideas with what came before it
+    (sigmoid, average pooling, no dropout) to measure what each buys."""
+    return _alexnet(num_classes, in_channels, bn=False, lrn=lrn, activation=activation, pool=pool, dropout=dropout)
 
 
 @register("alexnet_bn", min_image_size=65)
-def alexnet_bn(*, num_classes: int = 2, in_channels: int = 3, lrn: bool = False) -> nn.Module:
-    return _alexnet(num_classes, in_channels, bn=True, lrn=lrn)
+def alexnet_bn(
+    *, num_classes: int = 2, in_channels: int = 3, lrn: bool = False, activation: Activation = "relu", pool: Pool = "max", dropout: float = 0.5,
+) -> nn.Module:
+    return _alexnet(num_classes, in_channels, bn=True, lrn=lrn, activation=activation, pool=pool, dropout=dropout)
 
 
 def _vgg(arch, num_classes: int, in_channels: int, *, bn: bool) -> nn.Module:
