@@ -181,3 +181,21 @@ def test_the_data_stages_read_the_data_section_alone(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ParamError, match="data.seed"):
         sections.load_data(tmp_path / "params.yaml")
+
+
+def test_every_key_the_readme_sets_with_dash_s_is_in_params_yaml():
+    # dvc exp run -S only overrides keys that exist ("Key ... is not in struct"): a documented command must not hit that
+    import re
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    keys = set(re.findall(r"-S '?([a-z_][\w.]*)=", (REPO / "README.md").read_text()))
+    assert len(keys) > 10
+    missing = []
+    for key in sorted(keys):
+        node = params
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                missing.append(key)
+                break
+            node = node[part]
+    assert missing == []
