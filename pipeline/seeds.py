@@ -155,6 +155,8 @@ def wait(expected: list[str], poll: float = POLL) -> None:
             if failed:
                 raise StageError(f"{', '.join(failed)} failed: `dvc queue logs <name>` shows why")
             return
+        if "Worker status: 0 active" in status and "Queued" in states.values():
+            dvc("queue", "start", "-j", "1")  # an idle worker exits after about 10 s: one to run what is left
         time.sleep(poll)
 
 
