@@ -20,6 +20,7 @@ from pipeline.common import atomic, cli
 from pipeline.common.errors import StageError
 from pipeline.common.progress import duration
 from pipeline.evaluation.metrics import paired
+from pipeline.evaluation.results import right
 
 WORKSPACE = "workspace"
 
@@ -38,10 +39,6 @@ def read_result(rev: str, path: str) -> dict:
         raise StageError(f"{path} at {rev!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")) from None
 
 
-def correct(result: dict) -> list[bool]:
-    return [p == y for p, y in zip(result["predicted"], result["labels"])]
-
-
 def compare(revs: list[str], results: list[dict]) -> list[dict]:
     """One row per experiment: its accuracy, and the paired comparison with the first (None for it)."""
     base = results[0]
@@ -54,7 +51,7 @@ def compare(revs: list[str], results: list[dict]) -> list[dict]:
         rows.append(
             {
                 "experiment": rev, "model": r["model"], "accuracy": t["accuracy"], "accuracy_ci95": t["accuracy_ci95"],
-                "versus_first": None if r is base else paired(correct(r), correct(base)), "train_seconds_per_epoch": per_epoch,
+                "versus_first": None if r is base else paired(right(r), right(base)), "train_seconds_per_epoch": per_epoch,
             }
         )  # fmt: skip
     return rows

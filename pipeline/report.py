@@ -34,13 +34,13 @@ CSS = (
 )
 
 
-def leaderboard(found: list[dict]) -> list[dict]:
+def leaderboard(found: list[dict], pairs: dict | None = None) -> list[dict]:
     """One row per model, best first (results.ranked: test accuracy, then lower log loss, then name),
     each with its paired comparison against the next one down (`versus_next`; None for the last, or
-    when the two were scored on other photos)."""
+    when the two were scored on other photos). `pairs`: results.pairwise(found), if already at hand."""
     rows = []
     ordered = results.ranked(found)
-    pairs = results.pairwise(ordered)
+    pairs = pairs or results.pairwise(ordered)
     for rank, r in enumerate(ordered, 1):
         t = r["test"]
         below = ordered[rank]["model"] if rank < len(ordered) else None
@@ -217,7 +217,7 @@ def matrix_table(names: list[str], pairs: dict[str, dict[str, dict]]) -> str:
     return f'<table id="pairwise"><caption>{escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def html_page(rows: list[dict], found: list[dict], *, charts: list[tuple[bytes, str]], curves: dict, images: Path) -> str:
+def html_page(rows: list[dict], found: list[dict], pairs: dict, *, charts: list[tuple[bytes, str]], curves: dict, images: Path) -> str:
     """reports/index.html: the leaderboard and the charts of every model, then each model's figures,
     curves and pictures; one self-contained file (inline CSS, images as data URIs, no script), so
     it opens offline."""
@@ -229,7 +229,7 @@ def html_page(rows: list[dict], found: list[dict], *, charts: list[tuple[bytes, 
         f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{heading}</title><style>{CSS}</style></head><body>",
         f"<h1>{heading}</h1><p>{escape(summary(found))} {escape(PAIRED)}</p>",
         f'<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>',
-        matrix_table([r["model"] for r in rows], results.pairwise(found)),
+        matrix_table([r["model"] for r in rows], pairs),
         *(_img(png, alt) for png, alt in charts),
     ]
     for r in rows:
@@ -250,9 +250,9 @@ def html_page(rows: list[dict], found: list[dict], *, charts: list[tuple[bytes, 
 def report(found: list[dict], out: Path, *, live: Path, plots: Path) -> list[dict]:
     """Leaderboard (Markdown, JSON), the charts and the HTML page, into `out`. `live` is the train
     stage's DVCLive folder, `plots` evaluate's folder (roc.csv, images/)."""
-    rows = leaderboard(found)
+    pairs = results.pairwise(found)  # every two models, photo by photo: once, for the three tables
+    rows = leaderboard(found, pairs)
     atomic.write_text(out / "leaderboard.md", markdown(rows, summary(found)))
-    pairs = results.pairwise(found)
     every = [{"a": r["model"], "b": s["model"], **pairs[r["model"]][s["model"]]} for i, r in enumerate(rows) for s in rows[i + 1 :] if s["model"] in pairs[r["model"]]]
     atomic.write_json(out / "leaderboard.json", {"best": rows[0]["model"], "models": rows, "pairs": every})
     curves, roc = read_curves(live), read_roc(plots / "roc.csv")
@@ -263,7 +263,7 @@ def report(found: list[dict], out: Path, *, live: Path, plots: Path) -> list[dic
         (pictures.png_bytes(pictures.models_figure(val, title="Validation accuracy per epoch", xlabel="epoch", ylabel="validation accuracy", epochs=True)), "validation accuracy per epoch, every model"),
         (pictures.png_bytes(pictures.roc_figure({name: roc[name] for name in order}, classes_of(found))), "ROC curves of every model on the test split"),
     ]  # fmt: skip
-    atomic.write_text(out / "index.html", html_page(rows, found, charts=charts, curves=curves, images=plots / "images"))
+    atomic.write_text(out / "index.html", html_page(rows, found, pairs, charts=charts, curves=curves, images=plots / "images"))
     return rows
 
 

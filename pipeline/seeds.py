@@ -21,9 +21,9 @@ reach significance, which is the honest answer at that budget.
 from __future__ import annotations
 
 import json
-import math
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -91,7 +91,7 @@ def summarise(runs: dict[str, dict]) -> dict:
         for model in models:
             values = [run["metrics"][metric][model] for run in runs.values() if model in run["metrics"].get(metric, {})]
             table.setdefault(metric, {})[model] = {
-                "mean": sum(values) / len(values),
+                "mean": statistics.fmean(values),
                 "sd": _sd(values),
                 "min": min(values),
                 "max": max(values),
@@ -110,10 +110,8 @@ def summarise(runs: dict[str, dict]) -> dict:
 
 
 def _sd(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    """The sample standard deviation; 0 for one seed."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def markdown(summary: dict) -> str:
