@@ -150,7 +150,7 @@ def read_curves(live: Path) -> dict[str, dict[str, tuple[list[int], list[float]]
     curves: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
     for row in formats.read_json(epochs_file(live)):
         model = curves.setdefault(row["model"], {})
-        for column in CURVES:
+        for column in (c for c in CURVES if c in row):  # a run resumed from an older version lacks the newer columns
             epochs, values = model.setdefault(column, ([], []))
             epochs.append(row["epoch"])
             values.append(row[column])

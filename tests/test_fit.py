@@ -159,3 +159,33 @@ def test_a_compiled_run_learns_saves_plain_weights_and_resumes(tmp_path):
     assert summary["compute"]["compile"] is True and summary["kept_epoch"] == 2
     assert not any(key.startswith("_orig_mod") for key in model.state_dict())  # the plain module's weights, loadable anywhere
     assert torch.isfinite(torch.stack([p.float().norm() for p in model.parameters()])).all()
+
+
+def test_the_step_spread_is_the_noise_about_the_trend():
+    spread = fitting.StepSpread(torch.device("cpu"))
+    for loss in (1.0, 0.8, 1.0, 0.7):  # jumps -0.2, +0.2, -0.3
+        spread.add(torch.tensor(loss))
+    assert fitting.StepSpread.value(*spread.sums()) == pytest.approx(math.sqrt((0.04 + 0.04 + 0.09) / 3 / 2))
+    steady = fitting.StepSpread(torch.device("cpu"))
+    for loss in (1.0, 0.9, 0.8, 0.7):  # a falling loss without noise: standard deviation 0.13, spread 0.07
+        steady.add(torch.tensor(loss))
+    assert fitting.StepSpread.value(*steady.sums()) == pytest.approx(0.1 / math.sqrt(2))
+    assert fitting.StepSpread.value(0.0, 0) == 0.0
+
+
+def test_each_epoch_logs_the_spread_of_its_steps_plain_log_loss(monkeypatch):
+    losses = []  # each step's plain cross-entropy, recomputed from what the step returned
+    real_step = fitting.train_step
+
+    def recording(runner, optimizer, criterion, x, y, *rest):
+        loss, logits = real_step(runner, optimizer, criterion, x, y, *rest)
+        losses.append(torch.nn.functional.cross_entropy(logits, y).item())
+        return loss, logits
+
+    monkeypatch.setattr(fitting, "train_step", recording)
+    rows = []
+    fit(spec("resnet18", epochs=2, label_smoothing=0.1), toy_split(64), toy_split(16, seed=1), classes=2, log=lambda e, r: rows.append(r))
+    per_epoch = len(losses) // 2
+    for row, epoch in zip(rows, (losses[:per_epoch], losses[per_epoch:])):
+        jumps = [(b - a) ** 2 for a, b in zip(epoch, epoch[1:])]
+        assert row["train_loss_spread"] == pytest.approx(math.sqrt(sum(jumps) / len(jumps) / 2), rel=1e-4)

@@ -71,3 +71,21 @@ def test_sgd_is_nesterov_with_the_recipes_momentum():
     optimizer = make_optimizer(nn.Linear(3, 2), spec.train)
     assert isinstance(optimizer, torch.optim.SGD)
     assert all(g["nesterov"] and g["momentum"] == 0.8 for g in optimizer.param_groups)
+
+
+def test_a_constant_schedule_holds_the_peak_after_the_warm_up():
+    assert [lr_factor(s, 10, 2, "constant") for s in (0, 1, 2, 5, 9)] == pytest.approx([0.01, 0.505, 1, 1, 1])
+    tp = recipes.load(overrides={"model": "alexnet", "train": {"schedule": "constant", "warmup_epochs": 0}}).models[0].train
+    schedule = Schedule.of(images=40, batch_size=10, tp=tp)
+    assert {schedule.factor(s) for s in range(schedule.total)} == {1.0}
+
+
+def test_sgd_without_momentum_is_the_courses_plain_sgd():
+    tp = recipes.load(overrides={"model": "alexnet", "train": {"optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0}}).models[0].train
+    layer = nn.Linear(3, 1, bias=False)
+    before = layer.weight.detach().clone()
+    optimizer = make_optimizer(layer, tp)
+    layer(torch.ones(1, 3)).sum().backward()  # gradient: ones
+    optimizer.step()
+    assert optimizer.param_groups[0]["nesterov"] is False
+    assert torch.allclose(layer.weight, before - tp.lr * torch.ones(1, 3))  # w - lr·g, nothing else

@@ -36,7 +36,7 @@ def test_curves_are_read_back_per_model_per_epoch_counted_from_one(tmp_path):
     live, _ = fake_run(tmp_path, ["resnet18", "nin"], epochs=3)
     curves = read_curves(live)
     assert set(curves) == {"resnet18", "nin"}
-    assert set(curves["nin"]) == {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr"}
+    assert set(curves["nin"]) == {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr", "train_loss_spread"}
     assert curves["nin"]["val_loss"] == ([1, 2, 3], [2.1, 2.2, 2.3])  # CURVES[2], epochs 1-3
     assert curves["resnet18"]["lr"] == ([1, 2, 3], [4.1, 4.2, 4.3])
 

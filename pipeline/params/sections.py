@@ -60,8 +60,9 @@ class TrainParams:
     epochs: int
     batch_size: int
     lr: float  # peak learning rate, reached after warm-up, then cosine decay to 0; in a ModelSpec, this architecture's (× its lr_scale)
+    schedule: Literal["cosine", "constant"]  # after the warm-up: cosine decay to 0, or lr to the end (the course's)
     optimizer: Literal["sgd", "adamw"]
-    momentum: float  # SGD momentum (Nesterov); AdamW's beta1
+    momentum: float  # SGD momentum (Nesterov; 0: plain SGD); AdamW's beta1
     weight_decay: float  # decoupled; never applied to biases or normalisation weights
     warmup_epochs: float  # linear warm-up from lr/100; fractions of an epoch allowed
     label_smoothing: float

@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 EPOCHS = "epochs"  # the table's name, a DVCLive custom plot
-CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")  # beside `model` and `epoch` (from 1)
+CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "train_loss_spread")  # beside `model` and `epoch` (from 1)
 
 
 def epochs_file(live: Path) -> Path:
     """Where DVCLive writes the table under the train stage's `live` folder: a JSON list of rows
-    {model, epoch (from 1), train_loss, train_accuracy, val_loss, val_accuracy, lr}."""
+    {model, epoch (from 1), train_loss, train_accuracy, val_loss, val_accuracy, lr, train_loss_spread}
+    (the step-to-step spread of the batches' loss: training.fit.StepSpread)."""
     return Path(live) / "plots" / "custom" / f"{EPOCHS}.json"
 
 

@@ -13,6 +13,7 @@ train.lr. Only process 0 prints and saves.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
 
@@ -108,6 +109,7 @@ def fit(
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             first_bad = torch.full((), -1, device=device, dtype=torch.long)  # the first step with a NaN or ±inf loss
+            jumps = StepSpread(device)
             seen = 0
             images = schedule.steps_per_epoch * batch_size * world.size
             with Progress(images, f"{spec.name} epoch {epoch + 1}/{tp.run_epochs}", enabled=world.main) as bar:
@@ -116,7 +118,9 @@ def fit(
                     loss, logits = train_step(runner, optimizer, criterion, x, y, tp, generator, compute)
                     scheduler.step()  # the next step's rate
                     first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-                    loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
+                    batch_loss = nn.functional.cross_entropy(logits, y, reduction="sum")
+                    loss_sum += batch_loss
+                    jumps.add(batch_loss / len(y))
                     correct += (logits.argmax(1) == y).sum()
                     seen += len(y)
                     step += 1
@@ -125,13 +129,13 @@ def fit(
                     bar.update(len(y) * world.size, **({"loss": loss_sum.item() / seen} if (i + 1) % look_every == 0 else {}))
             if (bad := first_nonfinite(first_bad)) >= 0:
                 raise diverged(spec, epoch, bad, schedule, resume)
-            loss_sum, correct, seen = distributed.sum_over_processes([loss_sum.item(), correct.item(), seen], device)
+            loss_sum, correct, seen, squares, pairs = distributed.sum_over_processes([loss_sum.item(), correct.item(), seen, *jumps.sums()], device)
             elapsed = time.perf_counter() - start  # .item() has synchronised
 
             # ------------------------------------------------------------ evaluate
             with Progress(len(val), f"{spec.name} validation", enabled=world.main) as bar:
                 scores = validate(evaluator, val, batch_size, bar, compute)
-            row = {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "val_loss": scores["loss"], "val_accuracy": scores["accuracy"], "lr": lr}
+            row = {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "val_loss": scores["loss"], "val_accuracy": scores["accuracy"], "lr": lr, "train_loss_spread": StepSpread.value(squares, pairs)}
             run.add(row, seconds=elapsed, images=int(seen), keep=tp.keep, model=model)
 
             # ------------------------------------------------------------ save
@@ -163,6 +167,32 @@ def fit(
         "synchronised_batchnorm_layers": synced,
         "compute": compute.record(),  # the arithmetic these weights came from
     }
+
+
+class StepSpread:
+    """How much the training loss jumps from one step to the next, over an epoch: each batch's log
+    loss l_k (nats per image, on the augmented batch), and the spread sqrt(mean((l_k - l_{k-1})^2) / 2).
+    For losses that are a smooth trend plus independent noise this is the noise's standard deviation:
+    the trend hardly moves it, where the plain standard deviation of the l_k would count a falling
+    loss as unstable. Sums stay on the device."""
+
+    def __init__(self, device: torch.device):
+        self.previous: torch.Tensor | None = None
+        self.squares = torch.zeros((), device=device)
+        self.pairs = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        if self.previous is not None:
+            self.squares += (loss.detach() - self.previous) ** 2
+            self.pairs += 1
+        self.previous = loss.detach()
+
+    def sums(self) -> tuple[float, int]:
+        return self.squares.item(), self.pairs
+
+    @staticmethod
+    def value(squares: float, pairs: int) -> float:
+        return math.sqrt(squares / pairs / 2) if pairs else 0.0  # one step per epoch: no jump to measure
 
 
 def train_step(runner: nn.Module, optimizer, criterion, x: torch.Tensor, y: torch.Tensor, tp: TrainParams, generator, compute: Compute) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,6 @@
-"""The optimiser and its learning-rate schedule (params `train`): AdamW or Nesterov SGD, a linear
-warm-up then a cosine decay to 0, stepped once per batch.
+"""The optimiser and its learning-rate schedule (params `train`): AdamW or SGD (Nesterov when it has
+momentum), a linear warm-up then a cosine decay to 0 (or, `schedule: constant`, the course's
+unchanging rate), stepped once per batch.
 
 One name for the rate, from params.yaml to the optimiser: `lr` is this architecture's peak (train.lr
 × models.<name>.lr_scale, resolved by pipeline.params.recipes); each parameter group's `lr` is its
@@ -20,11 +21,14 @@ from pipeline.params.sections import TrainParams
 WARMUP_START = 0.01  # warm-up starts at 1% of the peak learning rate
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
+def lr_factor(step: int, total: int, warmup: int, shape: str = "cosine") -> float:
     """Learning rate before optimiser step `step` (0-based) of `total`, as a fraction of each parameter
-    group's peak: linear warm-up from WARMUP_START, then cosine decay to 0."""
+    group's peak: linear warm-up from WARMUP_START, then cosine decay to 0 (`shape` "cosine") or the
+    peak to the end ("constant")."""
     if step < warmup:
         return WARMUP_START + (1 - WARMUP_START) * step / warmup
+    if shape == "constant":
+        return 1.0
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -36,15 +40,16 @@ class Schedule:
     steps_per_epoch: int
     total: int
     warmup: int
+    shape: str = "cosine"  # after the warm-up: cosine | constant
 
     @classmethod
     def of(cls, images: int, batch_size: int, tp: TrainParams) -> Schedule:
         steps_per_epoch = max(1, images // batch_size)  # batches() drops a partial last batch, unless it is the only one
         total = steps_per_epoch * tp.run_epochs
-        return cls(steps_per_epoch, total, min(total, round(tp.warmup_epochs * steps_per_epoch)))
+        return cls(steps_per_epoch, total, min(total, round(tp.warmup_epochs * steps_per_epoch)), tp.schedule)
 
     def factor(self, step: int) -> float:
-        return lr_factor(step, self.total, self.warmup)
+        return lr_factor(step, self.total, self.warmup, self.shape)
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
@@ -65,15 +70,14 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]
 
 
 def make_optimizer(model: nn.Module, tp: TrainParams) -> torch.optim.Optimizer:
-    """Nesterov SGD, or AdamW in its fused form (one kernel over all parameters, on the CPU and CUDA
+    """SGD (Nesterov with momentum; plain, as in the course, with `momentum: 0`), or AdamW in its fused form (one kernel over all parameters, on the CPU and CUDA
     alike: a quarter less optimiser time than the per-tensor loops, measured on ResNet-18)."""
     groups = param_groups(model, tp.lr, tp.weight_decay)
     if tp.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=tp.lr, momentum=tp.momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=tp.lr, momentum=tp.momentum, nesterov=tp.momentum > 0)
     return torch.optim.AdamW(groups, lr=tp.lr, betas=(tp.momentum, 0.999), fused=True)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule) -> torch.optim.lr_scheduler.LambdaLR:
     """Sets every group's rate for step 0 now, and for the next step at each `scheduler.step()`."""
-    total, warmup = schedule.total, schedule.warmup
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
