@@ -45,7 +45,7 @@ from torch import nn
 from pipeline import models
 from pipeline.common import atomic, cli
 from pipeline.common.errors import StageError
-from pipeline.data.images import Archive, label_of, load
+from pipeline.data.images import PHOTO_FORMATS, Archive, label_of, load
 from pipeline.data.workers import map_archive
 from pipeline.params import recipes
 from pipeline.runtime.device import Compute, describe, resolve, synchronize
@@ -143,7 +143,7 @@ class CourseDataset(torch.utils.data.Dataset):
         if self.archive is None:  # one open archive per worker process
             self.archive = Archive(self.archive_path)
         name, label = self.chosen[i]
-        image = Image.open(io.BytesIO(self.archive.read(name))).convert("RGB")
+        image = Image.open(io.BytesIO(self.archive.read(name)), formats=PHOTO_FORMATS).convert("RGB")  # never a decoder outside the photo formats
         return self.transform(image), label
 
 

@@ -57,7 +57,9 @@ class Photo:
     member: str | None = None  # its name inside `source`, when `source` is a folder or a zip
 
     def read(self) -> bytes:
-        if self.member is None:
+        if self.member is None:  # the same cap as inside a folder or a zip, before a byte is read
+            if self.source.stat().st_size > images.MAX_FILE_BYTES:
+                raise images.RejectError("too large")
             return self.source.read_bytes()
         return _open_archive(self.source).read(self.member)
 

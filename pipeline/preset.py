@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.common import cli
+from pipeline.common import cli, schema
 from pipeline.common.errors import ParamError, StageError
 from pipeline.params import recipes, sections
 
@@ -41,10 +41,8 @@ def preset_file(name: str, folder: Path = PRESETS) -> Path:
 
 
 def read(path: Path) -> dict:
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, Mapping):
-        raise ParamError(f"preset {path}", raw, "must be a mapping of params, as in params.yaml")
-    return raw
+    """A preset file, read as strictly as params.yaml (size cap, UTF-8, no aliases or repeated keys)."""
+    return schema.read(path)
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:

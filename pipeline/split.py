@@ -20,7 +20,7 @@ from pipeline.common import atomic, cli
 from pipeline.common.errors import ParamError, StageError
 from pipeline.common.formats import csv_text
 from pipeline.data.images import DOGS_VS_CATS, Archive, RejectError, decode, labelling
-from pipeline.data.layout import SPLITS, index_file, index_text
+from pipeline.data.layout import SPLITS, classes_problem, index_file, index_text
 from pipeline.data.workers import map_archive
 from pipeline.params import sections
 from pipeline.params.sections import DataParams
@@ -42,9 +42,11 @@ def scan(archive: Path, workers: int) -> tuple[tuple[str, ...], list[tuple[str, 
     """(the classes, usable members with their label, rejected members with their reason), sorted by name."""
     with Archive(archive) as opened:
         listed = opened.names()
-    repeated = {name for name in listed if listed.count(name) > 1} if len(set(listed)) < len(listed) else set()
+    repeated = {name for name, n in Counter(listed).items() if n > 1}  # one pass: a count per name would be quadratic
     names = sorted(set(listed) - repeated)  # a name given twice is ambiguous: which one is the photo?
     classes, found = labelling(names)
+    if len(classes) > 1 and (problem := classes_problem(classes)):  # before a photo is decoded (fewer: refuse_classes says it better)
+        raise StageError(f"{archive}: {problem} (the classes are the folders that hold the photos)")
     labels = dict(zip(names, found))
     rejects = [(name, "name repeated in the archive") for name in sorted(repeated)]
     rejects += [(name, "no class in its path") for name in names if labels[name] is None]
@@ -99,7 +101,9 @@ def assign(
     """Cap each class at `max_per_class` (a seeded choice), then split stratified by class: test drawn
     with test_fraction, or, with `parts` (the archive's own split), its test part whole and validation
     a val_fraction of its train part. A capped own split keeps its train:test proportion per class."""
-    by_class = {c: [m for m in members if m[1] == c] for c in range(len(classes))}
+    by_class: dict[int, list] = {c: [] for c in range(len(classes))}
+    for member in members:  # one pass, whatever the number of classes
+        by_class[member[1]].append(member)
     if parts is None:
         refuse_classes(_cap_fits(_counts(by_class, classes), p), 3)
         if p.max_per_class is not None:

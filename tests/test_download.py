@@ -178,9 +178,13 @@ def test_competition_zip_gives_its_train_zip(tmp_path):
 
 def test_folder_becomes_a_reproducible_stored_zip(tmp_path):
     folder = tmp_path / "PetImages"
-    for name in ("Dog/1.jpg", "Cat/10.jpg", "Cat/2.jpg"):
+    photos = {}
+    for i, name in enumerate(("Dog/1.jpg", "Cat/10.jpg", "Cat/2.jpg")):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(name.encode() * 100)
+        out = io.BytesIO()
+        Image.new("RGB", (20, 20), (i * 80, 100, 50)).save(out, "JPEG")
+        photos[name] = out.getvalue()
+        (folder / name).write_bytes(photos[name])
     first = download.download(str(folder), tmp_path / "a", tmp_path / "downloads").read_bytes()
     time.sleep(0.01)
     (folder / "Cat/2.jpg").touch()  # a newer modification time must not change the bytes
@@ -189,7 +193,7 @@ def test_folder_becomes_a_reproducible_stored_zip(tmp_path):
     with zipfile.ZipFile(io.BytesIO(first)) as z:
         assert z.namelist() == ["Cat/10.jpg", "Cat/2.jpg", "Dog/1.jpg"]
         assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED}
-        assert z.read("Dog/1.jpg") == b"Dog/1.jpg" * 100
+        assert z.read("Dog/1.jpg") == photos["Dog/1.jpg"]
 
 
 def test_missing_path_lists_the_accepted_values(tmp_path):

@@ -80,7 +80,7 @@ def test_non_square_images_keep_rows_and_cols():
         (images_file(TRAIN_IMAGES)[:10], fashion_mnist.read_images, r"truncated: 10 bytes, expected a 16-byte header"),
         (labels_file(TRAIN_LABELS) + b"\x00", fashion_mnist.read_labels, r"trailing data: 16 bytes, expected 15"),
         (b"\x1f\x8b" + bytes(30), fashion_mnist.read_images, r"t.idx: not gzip data"),
-        (gzip.compress(images_file(TRAIN_IMAGES))[:-100], fashion_mnist.read_images, r"not gzip data"),  # a cut-off download
+        (gzip.compress(images_file(TRAIN_IMAGES))[:-100], fashion_mnist.read_images, r"cut-off gzip stream"),  # a cut-off download
     ],
     ids=["magic", "zip", "short", "labels-as-images", "images-as-labels", "truncated", "header", "trailing", "gzip"]
     + ["cut-gzip"],

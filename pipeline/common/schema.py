@@ -40,11 +40,20 @@ class StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+# Bytes a params file may hold: params.yaml is about 10 kB with its comments, a preset under 2 kB. A
+# bigger file (3 million keys) would take minutes and gigabytes to parse before a key was checked.
+MAX_PARAMS_BYTES = 1 << 20
+
+
 def read(path: Path) -> dict:
-    """A params file as a mapping of sections; a missing file, text that is not UTF-8 or bad YAML
-    (aliases and repeated keys included) is a ParamError."""
+    """A params file as a mapping of sections; a missing file, one over MAX_PARAMS_BYTES, text that
+    is not UTF-8 or bad YAML (aliases and repeated keys included) is a ParamError."""
     try:
-        raw = yaml.load(path.read_bytes().decode("utf-8"), Loader=StrictLoader) or {}
+        size = Path(path).stat().st_size
+        if size > MAX_PARAMS_BYTES:
+            raise ParamError("params file", str(path), f"is {size:,} bytes, more than a params file needs ({MAX_PARAMS_BYTES >> 20} MiB at most): is it the right file?")
+        with open(path, "rb") as f:
+            raw = yaml.load(f.read(MAX_PARAMS_BYTES + 1).decode("utf-8"), Loader=StrictLoader) or {}
     except FileNotFoundError:
         raise ParamError("params file", str(path), "not found: run from the repository root") from None
     except UnicodeDecodeError as e:

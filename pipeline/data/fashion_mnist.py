@@ -7,8 +7,8 @@ zip the rest of the pipeline reads like any photo archive: train/<class>/<index>
 
 from __future__ import annotations
 
-import gzip
 import io
+import math
 import struct
 import zipfile
 import zlib
@@ -51,6 +51,9 @@ REMOTES: tuple[Remote, ...] = tuple(
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801  # 0x08: unsigned bytes; last byte: number of dimensions
 _KINDS = {IMAGES_MAGIC: "image", LABELS_MAGIC: "label"}
 _GZIP_MAGIC = b"\x1f\x8b"
+# Bytes one IDX file may hold, gzip'd or not: 2.7× Fashion-MNIST's largest (train images, 47 MB). A
+# gzip bomb (8 MB that inflate to 8 GiB) stops at this many, and so does a huge file under the name.
+MAX_IDX_BYTES = 128 << 20
 
 
 # ---------------------------------------------------------------- reading
@@ -68,10 +71,7 @@ def read_labels(data: bytes, name: str) -> np.ndarray:
 
 def _read(data: bytes, name: str, magic: int) -> np.ndarray:
     if data[:2] == _GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:  # a bad header, a cut-off stream, corrupt deflate data
-            raise StageError(f"{name}: not gzip data, or a damaged copy ({e or type(e).__name__})") from e
+        data = _inflate(data, name)
     ndim = magic & 0xFF
     header = 4 + 4 * ndim  # bytes: the magic, then one big-endian uint32 per dimension
     found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
@@ -82,12 +82,36 @@ def _read(data: bytes, name: str, magic: int) -> np.ndarray:
     if len(data) < header:
         raise StageError(f"{name}: truncated: {len(data)} bytes, expected a {header}-byte header")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + int(np.prod(dims))
+    expected = header + math.prod(dims)  # Python integers: 4 declared sizes of 2³² cannot overflow
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "trailing data"
         shape = " × ".join(map(str, dims))
         raise StageError(f"{name}: {problem}: {len(data):,} bytes, expected {expected:,} (a header and {shape} bytes)")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()  # writable, owns its memory
+
+
+def _inflate(data: bytes, name: str) -> bytes:
+    """A gzip stream's content, at most MAX_IDX_BYTES of it: inflating stops there, whatever the
+    stream claims, so memory stays bounded."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip's header and trailer
+    try:
+        out = inflater.decompress(data, MAX_IDX_BYTES + 1)
+    except zlib.error as e:  # a bad header, corrupt deflate data
+        raise StageError(f"{name}: not gzip data, or a damaged copy ({e})") from e
+    if len(out) > MAX_IDX_BYTES:
+        raise StageError(f"{name}: inflates to more than {MAX_IDX_BYTES >> 20} MiB, more than any Fashion-MNIST file (a damaged or hostile file)")
+    if not inflater.eof:
+        raise StageError(f"{name}: a cut-off gzip stream (a damaged copy)")
+    return out
+
+
+def _bounded(name: str, size: int, read: Callable[[], bytes]) -> Callable[[], bytes]:
+    """`read`, refused from the file's size alone when it is larger than MAX_IDX_BYTES."""
+    def checked() -> bytes:
+        if size > MAX_IDX_BYTES:
+            raise StageError(f"{name}: {size:,} bytes, more than any Fashion-MNIST file ({MAX_IDX_BYTES >> 20} MiB at most)")
+        return read()
+    return checked
 
 
 # ---------------------------------------------------------------- finding and fetching
@@ -102,12 +126,12 @@ def find(source: Path) -> dict[str, bytes]:
     """
     source = Path(source)
     if source.is_dir():
-        names = {str(p): p.read_bytes for p in sorted(source.rglob("*")) if p.is_file()}
+        names = {str(p): _bounded(str(p), p.stat().st_size, p.read_bytes) for p in sorted(source.rglob("*")) if p.is_file()}
         where = f"{source} (searched recursively)"
         return _pick(names, where)
     if source.is_file() and zipfile.is_zipfile(source):
         with zipfile.ZipFile(source) as archive:
-            names = {n: (lambda n=n: archive.read(n)) for n in archive.namelist() if not n.endswith("/")}
+            names = {i.filename: _bounded(i.filename, i.file_size, lambda n=i.filename: archive.read(n)) for i in archive.infolist() if not i.is_dir()}
             return _pick(names, f"the zip {source}")
     if source.exists():
         raise StageError(f"{source} is neither a folder nor a .zip: give the folder or zip that holds {_expected()}")

@@ -26,7 +26,16 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 POLICIES = ("crop", "squash")
 MAX_FILE_BYTES = 64 << 20  # one photo's file: a 50-megapixel camera JPEG is about 25 MB
 MIN_SIDE = 4  # px: a smaller "image" (a 1×1 tracking pixel) cannot show a cat or a dog
-Reason = Literal["empty file", "not an image", "truncated or corrupt", "too large", "too small"]
+# The formats a photo can be, and the only decoders Pillow may pick. Pillow chooses a decoder from
+# the content, not the name, and some of its formats are programs: EPS is PostScript that Pillow
+# hands to Ghostscript. So nothing outside this list is ever opened.
+#   JPEG: what cameras and phones write (and Dogs-vs-Cats is), including the multi-picture JPEG of
+#   many phones, which Pillow's JPEG decoder opens as MPO; PNG: screenshots and lossless exports;
+#   WEBP: photos saved from the web; GIF and BMP: old web pages and old Windows tools; TIFF: scanners
+#   and photo editors. All are pixel containers decoded inside Pillow (libjpeg, zlib, libwebp,
+#   libtiff), none runs an external program.
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+Reason = Literal["empty file", "not an image", "not a photo format", "truncated or corrupt", "too large", "too small", "encrypted"]
 REASONS: tuple[Reason, ...] = get_args(Reason)
 # width × height; above it is rejected. Pillow only warns up to twice its limit, we reject from 1×.
 MAX_PIXELS: int | None = Image.MAX_IMAGE_PIXELS
@@ -115,6 +124,8 @@ class Archive:
                 raise RejectError("too large")
             return path.read_bytes()
         info = self._zip.getinfo(name)
+        if info.flag_bits & 0x1:  # `zip -P`: no password to give, so no bytes to read
+            raise RejectError("encrypted")
         if info.file_size > MAX_FILE_BYTES:
             raise RejectError("too large")
         try:
@@ -175,18 +186,46 @@ def decode(data: bytes, *, min_side: int | None = None) -> Image.Image:
 
 
 def _open(data: bytes) -> Image.Image:
-    """Identify `data` and check its size from the header, before any pixel is decoded."""
+    """Identify `data` among PHOTO_FORMATS only and check its size from the header, before any pixel
+    is decoded: a file another of Pillow's decoders would take (PostScript named .jpg) is "not a
+    photo format", never handed to that decoder."""
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=PHOTO_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise RejectError("too large") from e
     except UnidentifiedImageError as e:
-        raise RejectError("not an image") from e
+        raise RejectError("not a photo format" if _other_format(data) else "not an image") from e
     except Exception as e:  # a known signature followed by a broken header
         raise RejectError("truncated or corrupt") from e
     if MAX_PIXELS is not None and img.width * img.height > MAX_PIXELS:
         raise RejectError("too large")
     return img
+
+
+def is_photo(path: Path) -> bool:
+    """Whether the file's header is one of PHOTO_FORMATS' (only the header is read, nothing decoded)."""
+    try:
+        with Image.open(path, formats=PHOTO_FORMATS):
+            return True
+    except Image.DecompressionBombError:  # a photo, too large: split rejects it with that reason
+        return True
+    except Exception:  # not one of them, unreadable, or a broken header
+        return False
+
+
+def _other_format(data: bytes) -> bool:
+    """Whether some decoder outside PHOTO_FORMATS claims `data`, judged by the format's own signature
+    check only (`_accept`, a look at the first bytes): nothing is opened, nothing is run."""
+    Image.init()
+    head = data[:64]
+    for name, (_, accept) in Image.OPEN.items():
+        if name not in PHOTO_FORMATS and accept is not None:
+            try:
+                if accept(head):
+                    return True
+            except Exception:  # a check that needs more bytes than it got: not this format
+                pass
+    return False
 
 
 def _make_upright(img: Image.Image) -> None:

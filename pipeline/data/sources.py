@@ -28,7 +28,7 @@ from pipeline.common import atomic
 from pipeline.common.errors import StageError
 from pipeline.common.formats import zip_entry
 from pipeline.common.progress import track
-from pipeline.data import fashion_mnist
+from pipeline.data import fashion_mnist, images
 from pipeline.data.fetch import CHUNK, Remote, fetch, local_hint
 from pipeline.data.images import IMAGE_SUFFIXES
 
@@ -169,26 +169,44 @@ def from_local(source: str, path: Path, archive: Path) -> None:
 
 
 def zip_folder(folder: Path, archive: Path) -> None:
-    """Every file under `folder`, names relative to it and sorted, stored uncompressed: same files,
-    same bytes. A symbolic link that leads out of the folder is skipped (and listed): it would carry
-    whatever it points at (a key, /etc/passwd) into DVC's cache and every `dvc push`. A folder with
-    no photo at all (a virtualenv, a home folder) is refused before anything is written."""
+    """The photos under `folder`, names relative to it and sorted, stored uncompressed: same files,
+    same bytes. Only photos go in (a file whose header is one of images.PHOTO_FORMATS', whatever its
+    name), and nothing hidden (a file or folder whose name starts with a dot: .ssh, .git, .kaggle):
+    the archive is cached by DVC and sent by every `dvc push`, so a key or a kaggle.json beside the
+    photos must not travel with them. A symbolic link that leads out of the folder is skipped too.
+    Each kind of skip is counted on stderr. A folder with no photo at all (a virtualenv, a home
+    folder) is refused before anything is written."""
     root = folder.resolve()
-    files, outside = [], []
-    for path in sorted(folder.rglob("*")):
-        name = path.relative_to(folder).as_posix()
-        if path.is_symlink() and not path.resolve().is_relative_to(root):
-            outside.append(f"{name} → {os.readlink(path)}")
-        elif path.is_file():
-            files.append((name, path))
-    if outside:
-        shown = "; ".join(outside[:5]) + (f"; and {len(outside) - 5} more" if len(outside) > 5 else "")
-        print(f"download: skipped {len(outside)} symbolic link(s) leading out of {folder}: {shown}", file=sys.stderr)
-    if not any(name.lower().endswith(IMAGE_SUFFIXES) for name, _ in files):
+    files: list[tuple[str, Path]] = []
+    skipped: dict[str, list[str]] = {"symbolic link(s) leading out of it": [], "hidden file(s) or folder(s)": [], "file(s) that are not photos": []}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        here = Path(dirpath)
+        for hidden in sorted(d for d in dirnames if d.startswith(".")):
+            skipped["hidden file(s) or folder(s)"].append((here / hidden).relative_to(folder).as_posix() + "/")
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # never walked into
+        for filename in sorted(filenames):
+            path = here / filename
+            name = path.relative_to(folder).as_posix()
+            if filename.startswith("."):
+                skipped["hidden file(s) or folder(s)"].append(name)
+            elif path.is_symlink() and not path.resolve().is_relative_to(root):
+                skipped["symbolic link(s) leading out of it"].append(f"{name} → {os.readlink(path)}")
+            elif not path.is_file():
+                continue  # a socket, a fifo, a dangling link: nothing to take
+            elif images.is_photo(path):
+                files.append((name, path))
+            else:
+                skipped["file(s) that are not photos"].append(name)
+    for what, names in skipped.items():
+        if names:
+            shown = "; ".join(sorted(names)[:5]) + (f"; and {len(names) - 5} more" if len(names) > 5 else "")
+            print(f"download: skipped {len(names):,} {what} in {folder}: {shown}", file=sys.stderr)
+    if not files:
         raise StageError(
-            f"the folder {folder} (data.source) holds {len(files):,} files but no photo "
-            f"({', '.join(IMAGE_SUFFIXES)}): point data.source at the photos' folder"
+            f"the folder {folder} (data.source) holds no photo ({', '.join(images.PHOTO_FORMATS)}; "
+            f"{sum(map(len, skipped.values())):,} other files or folders skipped): point data.source at the photos' folder"
         )
+    files.sort()
     with atomic.atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w") as z:
         for name, path in track(files, total=len(files), desc=f"zipping {folder.name}", unit="file"):
             z.writestr(zip_entry(name), path.read_bytes())

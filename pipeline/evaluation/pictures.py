@@ -14,6 +14,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # before anything imports pyplot (scikit-learn's display does)
+# Class names are the user's folder names: `price_$1_$2` is text, not a formula for math-text to parse
+# (and fail on, after hours of training). No figure here writes mathematics.
+matplotlib.rcParams["text.parse_math"] = False
 
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -24,6 +27,9 @@ from pipeline.common import atomic  # noqa: E402
 
 DPI = 100
 MAX_WRONG = 16  # the most-confidently-wrong grid: 4 × 4 images
+# Above this many classes the confusion figure shows the classes most involved in mistakes only: a
+# readable cell is half an inch, and 300 classes would be a 300-inch, gigabyte figure.
+MAX_CONFUSION_CLASSES = 20
 GRID_COLUMNS = 4
 
 
@@ -51,18 +57,36 @@ def confusion_matrices(labels: np.ndarray, predicted: np.ndarray, k: int) -> tup
 def confusion_figure(labels: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...], *, title: str) -> Figure:
     """Counts beside the row-normalised matrix, drawn by scikit-learn's ConfusionMatrixDisplay:
     800 × 400 px for two classes, wider with more (half an inch a class and a panel), the numbers
-    smaller and the predicted names upright from five classes up."""
+    smaller and the predicted names upright from five classes up. With more than
+    MAX_CONFUSION_CLASSES classes, only the rows and columns of the MAX_CONFUSION_CLASSES classes
+    most involved in mistakes (wrong as the actual class or as the prediction), each row still
+    normalised over all its images; the whole matrix is in plots/confusion.csv."""
     k = len(classes)
-    side = max(4.0, 0.5 * k + 1.5)  # inches per panel
+    counts, shares = confusion_matrices(labels, predicted, k)
+    shown = most_confused(counts, MAX_CONFUSION_CLASSES)
+    counts, shares = counts[np.ix_(shown, shown)], shares[np.ix_(shown, shown)]
+    names = [classes[i] for i in shown]
+    n = len(shown)
+    side = max(4.0, 0.5 * n + 1.5)  # inches per panel
     fig = Figure(figsize=(2 * side, side), layout="constrained")
-    panels = zip(confusion_matrices(labels, predicted, k), ("counts", "share of each actual class"), ("d", ".2f"))
+    panels = zip((counts, shares), ("counts", "share of each actual class"), ("d", ".2f"))
     for ax, (matrix, name, fmt) in zip(fig.subplots(1, 2), panels):
-        display = skm.ConfusionMatrixDisplay(matrix, display_labels=list(classes))
-        text = {} if k <= 4 else {"text_kw": {"fontsize": 7}}
-        display.plot(ax=ax, colorbar=False, cmap="Blues", values_format=fmt, xticks_rotation="horizontal" if k <= 4 else "vertical", **text)
+        display = skm.ConfusionMatrixDisplay(matrix, display_labels=names)
+        text = {} if n <= 4 else {"text_kw": {"fontsize": 7}}
+        display.plot(ax=ax, colorbar=False, cmap="Blues", values_format=fmt, xticks_rotation="horizontal" if n <= 4 else "vertical", **text)
         ax.set(title=name, xlabel="predicted", ylabel="actual")
-    fig.suptitle(title)
+    fig.suptitle(title if n == k else f"{title}\nthe {n} classes of {k} most involved in mistakes (all of them: plots/confusion.csv)")
     return fig
+
+
+def most_confused(counts: np.ndarray, limit: int) -> list[int]:
+    """Every class index when there are at most `limit`; else the `limit` classes with the most
+    mistakes as actual class plus as prediction (off-diagonal row + column sums), in class order."""
+    k = len(counts)
+    if k <= limit:
+        return list(range(k))
+    wrong = counts.sum(0) + counts.sum(1) - 2 * np.diag(counts)
+    return sorted(np.argsort(-wrong, kind="stable")[:limit].tolist())
 
 
 def most_wrong(labels: np.ndarray, proba: np.ndarray, limit: int = MAX_WRONG) -> np.ndarray:

@@ -11,12 +11,17 @@ import torch
 from torch import nn
 
 from pipeline.common.atomic import atomic_path
-from pipeline.common.errors import StageError
+from pipeline.common.errors import ParamError, StageError
 from pipeline.common.formats import read_json
-from pipeline.models.registry import build, option_types
+from pipeline.data.images import POLICIES
+from pipeline.data.layout import classes_problem
+from pipeline.models.registry import build, check_options, min_image_size, option_types
+from pipeline.params.sections import LIMITS
 
 # Bumped whenever a model file's content changes meaning; a file of any other format is refused, by name.
 FORMAT = 3
+# Bytes a model file may hold: VGG-11, the zoo's largest, is 515 MB in fp32.
+MAX_MODEL_BYTES = 2 << 30
 
 
 def save(path: Path, model: nn.Module, *, name: str, options: dict, meta: dict[str, Any]) -> None:
@@ -31,6 +36,8 @@ def read(path: Path) -> dict:
     run code); StageError naming the file if it is missing, not a model file, or of another format."""
     if not Path(path).is_file():
         raise StageError(f"{path}: no such model file")
+    if (size := Path(path).stat().st_size) > MAX_MODEL_BYTES:
+        raise StageError(f"{path}: {size:,} bytes, more than any model of the zoo ({MAX_MODEL_BYTES >> 30} GiB at most): not a model file this code writes")
     try:
         with warnings.catch_warnings():  # torch warns about the pickle it is about to refuse: the error says it
             warnings.simplefilter("ignore")
@@ -44,13 +51,66 @@ def read(path: Path) -> dict:
             f"{path} was written by another version of this code (model format {content.get('format', 'unknown')}, "
             f"this one reads {FORMAT}): train it again (dvc repro -f train)"
         )
+    validate(content, path)
     return content
+
+
+def validate(content: dict, path: Path) -> None:
+    """A model file is a stranger's input: every field its loading uses is checked against the
+    bounds params have (architecture, options, image size, resize policy, channels, classes), and
+    its weights against the architecture it names (every tensor's name and shape, built on the meta
+    device: no memory), before anything is allocated. StageError naming the file and the field."""
+    def bad(field: str, value: Any, why: str) -> StageError:
+        return StageError(f"{path}: {ParamError(field, value, why)} (a damaged or hostile model file)")
+
+    name = content.get("name")
+    if not _architecture(name):
+        raise bad("name", name, "not an architecture of this code (python -m pipeline.check lists them)")
+    options = content.get("options")
+    if not isinstance(options, dict):
+        raise bad("options", options, "must be a mapping of the builder's options")
+    try:
+        check_options(name, options, key="options")
+    except ParamError as e:
+        raise StageError(f"{path}: {e} (a damaged or hostile model file)") from None
+    meta = content.get("meta")
+    if not isinstance(meta, dict):
+        raise bad("meta", meta, "must be a mapping")
+    size, low, (high, _) = meta.get("image_size"), min_image_size(name), LIMITS["image_size"]
+    if type(size) is not int or not low <= size <= high:
+        raise bad("meta.image_size", size, f"must be a whole number of pixels from {low} ({name}'s smallest) to {high:,}")
+    if meta.get("resize") not in POLICIES:
+        raise bad("meta.resize", meta.get("resize"), f"must be one of {', '.join(POLICIES)}")
+    if meta.get("channels") not in (1, 3) or type(meta.get("channels")) is not int:
+        raise bad("meta.channels", meta.get("channels"), "must be 3 (RGB) or 1 (grey)")
+    if problem := classes_problem(meta.get("classes")):
+        raise bad("meta.classes", meta.get("classes"), problem)
+    state = content["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise bad("state_dict", type(state).__name__, "must map parameter names to tensors")
+    with torch.device("meta"):
+        arguments = {**options, **({"pretrained": False} if "pretrained" in option_types(name) else {})}
+        built = {k: v.shape for k, v in build(name, num_classes=len(meta["classes"]), in_channels=meta["channels"], **arguments).state_dict().items()}
+    missing, unexpected = sorted(built.keys() - state.keys()), sorted(state.keys() - built.keys())
+    if missing or unexpected:
+        said = "; ".join(f"{what} {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}" for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
+        raise bad("state_dict", f"{len(state)} tensors", f"not the weights of {name} with these options ({said})")
+    for key, shape in built.items():
+        if state[key].shape != shape:
+            raise bad(f"state_dict[{key!r}]", tuple(state[key].shape), f"must have {name}'s shape {tuple(shape)}")
+
+
+def _architecture(name: Any) -> bool:
+    try:
+        return isinstance(name, str) and option_types(name) is not None
+    except ParamError:  # not a registered name
+        return False
 
 
 def load(path: Path, device: torch.device | str = "cpu", memory_format: torch.memory_format = torch.channels_last) -> tuple[nn.Module, dict]:
     """Rebuild the architecture from its recorded options, classes and channels, and load the
     trained weights. Pretrained weights are not fetched again (`pretrained: false`): the file holds them."""
-    content = read(path)
+    content = read(path)  # validated: every field below is in bounds and the weights fit
     options = dict(content["options"])
     if "pretrained" in option_types(content["name"]):
         options["pretrained"] = False

@@ -1,0 +1,302 @@
+"""Hostile input, second round: each attack of the second review reproduced at a small scale (limits
+patched down where the real ones would take gigabytes). Each ends in a reject with its reason or one
+line naming what is wrong, before the expensive part: never a program run, a hang, unbounded memory,
+a secret copied, a traceback, or a file left behind."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pipeline import download, split
+from pipeline.common.errors import StageError
+from pipeline.data import fashion_mnist, images
+from pipeline.data.images import Archive, RejectError
+from tests.helpers import REPO
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\nshowpage\n"
+
+
+def jpeg(size=(40, 30), colour=(200, 120, 40)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, "JPEG")
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------- 1. a "photo" that runs a program
+
+
+@pytest.fixture
+def fake_ghostscript(tmp_path) -> tuple[dict, Path]:
+    """An environment whose PATH starts with a `gs` that records each call in a witness file."""
+    bin_dir, witness = tmp_path / "bin", tmp_path / "gs-was-called"
+    bin_dir.mkdir()
+    gs = bin_dir / "gs"
+    gs.write_text(f"#!/bin/sh\necho \"$@\" >> {witness}\nexit 1\n")
+    gs.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(tmp_path)}
+    return env, witness
+
+
+def test_the_fake_ghostscript_is_what_pillow_alone_would_run(fake_ghostscript, tmp_path):
+    env, witness = fake_ghostscript  # the control: without the allow-list the attack works
+    (tmp_path / "eps.jpg").write_bytes(EPS)
+    code = "from PIL import Image\ntry:\n    Image.open('eps.jpg').load()\nexcept Exception:\n    pass"
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, timeout=60, check=True)
+    assert witness.exists()
+
+
+def test_postscript_named_jpg_never_reaches_ghostscript_in_predict_or_split(fake_ghostscript, tmp_path):
+    env, witness = fake_ghostscript
+    (tmp_path / "eps.jpg").write_bytes(EPS)
+    with zipfile.ZipFile(tmp_path / "train.zip", "w") as z:
+        z.writestr("train/cat.1.jpg", EPS)
+        for i in range(2, 5):
+            z.writestr(f"train/cat.{i}.jpg", jpeg())
+            z.writestr(f"train/dog.{i}.jpg", jpeg(colour=(10, 20, 200)))
+    code = (
+        "import sys\nfrom pipeline import split\nfrom pipeline.data import images\n"
+        "try:\n    images.decode(open('eps.jpg','rb').read())\nexcept images.RejectError as e:\n    print('predict:', e.reason)\n"
+        "classes, usable, rejects = split.scan('train.zip', workers=2)\nprint('split:', rejects)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, timeout=120, capture_output=True, text=True, check=True).stdout
+    assert "predict: not a photo format" in out
+    assert "split: [('train/cat.1.jpg', 'not a photo format')]" in out
+    assert not witness.exists()
+
+
+def test_only_the_photo_formats_are_decoded():
+    for format in ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"):
+        out = io.BytesIO()
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(out, format)
+        assert images.decode(out.getvalue()).size == (8, 8)
+    for format in ("PPM", "TGA", "PCX", "ICO"):  # images Pillow reads, but not photo formats
+        out = io.BytesIO()
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(out, format)
+        with pytest.raises(RejectError, match="not a photo format"):
+            images.decode(out.getvalue())
+    with pytest.raises(RejectError, match="not an image"):
+        images.decode(b"just some text, nothing any decoder claims")
+
+
+def test_the_benchmarks_course_loop_opens_photo_formats_only():
+    text = (REPO / "benchmarks" / "bench.py").read_text()
+    assert "Image.open(" in text and text.count("Image.open(") == text.count("formats=PHOTO_FORMATS")
+
+
+# ---------------------------------------------------------------- 3. linear time, bounded memory
+
+
+def test_one_repeated_name_among_many_is_found_in_linear_time(tmp_path, monkeypatch):
+    listed = sorted([f"train/cat.{i}.png" for i in range(40_000)] + ["train/cat.7.png"])
+    monkeypatch.setattr(Archive, "__init__", lambda self, path: setattr(self, "_zip", None))
+    monkeypatch.setattr(Archive, "names", lambda self: listed)
+    monkeypatch.setattr(split, "map_archive", lambda archive, fn, names, **kw: [None] * len(names))
+    start = time.perf_counter()
+    classes, usable, rejects = split.scan(tmp_path / "x.zip", workers=1)
+    assert time.perf_counter() - start < 5  # the quadratic count took minutes at this size
+    assert rejects == [("train/cat.7.png", "name repeated in the archive")] and len(usable) == 39_999
+
+
+def test_a_gzip_bomb_as_an_idx_file_stops_at_the_bound(monkeypatch):
+    monkeypatch.setattr(fashion_mnist, "MAX_IDX_BYTES", 1 << 20)
+    bomb = gzip.compress(struct.pack(">IIII", 0x803, 100_000, 28, 28) + bytes(8 << 20))  # 8 MiB of zeros, 8 kB gzip'd
+    assert len(bomb) < 100_000
+    with pytest.raises(StageError, match=r"train-images-idx3-ubyte: inflates to more than 1 MiB"):
+        fashion_mnist.read_images(bomb, "train-images-idx3-ubyte")
+
+
+def test_declared_idx_sizes_are_checked_against_what_is_there_without_allocating_them():
+    huge = struct.pack(">IIII", 0x803, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF) + bytes(100)  # 2⁹⁶ bytes declared
+    with pytest.raises(StageError, match="truncated"):
+        fashion_mnist.read_images(huge, "x")
+
+
+def test_a_huge_file_under_an_idx_name_is_refused_from_its_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(fashion_mnist, "MAX_IDX_BYTES", 1000)
+    for name in fashion_mnist.FILES.values():
+        (tmp_path / name).write_bytes(b"x" * 10)
+    with open(tmp_path / "train-images-idx3-ubyte", "wb") as f:
+        f.truncate(5000)  # sparse: big on paper
+    with pytest.raises(StageError, match="5,000 bytes, more than any Fashion-MNIST file"):
+        fashion_mnist.find(tmp_path)
+
+
+# ---------------------------------------------------------------- 4. a folder source takes photos only
+
+
+def test_a_folder_source_takes_photos_only_and_never_a_key_or_a_token(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    for name in ("cat/1.jpg", "dog/2.jpg", "dog/3.png"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(jpeg())
+    (folder / ".ssh").mkdir()
+    (folder / ".ssh" / "id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n")
+    (folder / "kaggle.json").write_text('{"username": "me", "key": "0123456789abcdef"}')
+    (folder / "cat" / ".hidden.jpg").write_bytes(jpeg())  # a photo, but hidden
+    (folder / "dog" / "id_rsa.jpg").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")  # a key named as a photo
+    archive = download.download(str(folder), tmp_path / "raw", tmp_path / "downloads")
+    with zipfile.ZipFile(archive) as z:
+        assert z.namelist() == ["cat/1.jpg", "dog/2.jpg", "dog/3.png"]
+        assert not any(b"PRIVATE KEY" in z.read(n) or b"0123456789abcdef" in z.read(n) for n in z.namelist())
+    err = capsys.readouterr().err
+    assert "skipped 2 hidden file(s) or folder(s)" in err and ".ssh/" in err and "cat/.hidden.jpg" in err
+    assert "skipped 2 file(s) that are not photos" in err and "kaggle.json" in err and "dog/id_rsa.jpg" in err
+    assert "id_rsa\n" not in err.replace(".ssh/", "")  # what is inside a hidden folder is never even listed
+
+
+# ---------------------------------------------------------------- 5. an encrypted member
+
+
+def test_an_encrypted_member_is_a_reject_with_its_reason(tmp_path):
+    path = tmp_path / "train.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("train/cat.1.jpg", jpeg())
+    data = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # the general-purpose flag, bit 0: encrypted
+        at = data.index(signature) + offset
+        data[at] |= 1
+    path.write_bytes(bytes(data))
+    with Archive(path) as archive, pytest.raises(RejectError, match="encrypted"):
+        archive.read("train/cat.1.jpg")
+
+
+# ---------------------------------------------------------------- figures for any class names, any number of classes
+
+
+def test_the_confusion_figure_for_300_classes_stays_small_and_shows_the_most_confused():
+    import numpy as np
+
+    from pipeline.evaluation import pictures
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(300), 5)
+    predicted = labels.copy()
+    predicted[labels == 7] = 8  # class 7 always taken for 8, and a few other mistakes
+    noisy = rng.choice(len(labels), 30, replace=False)
+    predicted[noisy] = rng.integers(0, 300, 30)
+    classes = tuple(f"class{i:03d}" for i in range(300))
+    start = time.perf_counter()
+    fig = pictures.confusion_figure(labels, predicted, classes, title="nin")
+    png = pictures.png_bytes(fig)
+    assert time.perf_counter() - start < 30  # 300 classes took minutes and over 6 GB before
+    width, height = Image.open(io.BytesIO(png)).size
+    assert width <= 2 * (0.5 * pictures.MAX_CONFUSION_CLASSES + 1.5) * pictures.DPI and height <= width
+    assert "class007" in str([t.get_text() for ax in fig.axes for t in ax.get_yticklabels()])
+    assert "the 20 classes of 300 most involved in mistakes" in fig.get_suptitle()
+
+
+def test_a_class_named_like_math_text_is_drawn_as_text():
+    import numpy as np
+
+    from pipeline.evaluation import pictures
+
+    classes = ("price_$1_$2", "a $\\frac{x}{", "dog")
+    labels, predicted = np.array([0, 1, 2, 0]), np.array([0, 2, 2, 1])
+    png = pictures.png_bytes(pictures.confusion_figure(labels, predicted, classes, title="nin"))
+    assert png.startswith(b"\x89PNG")
+
+
+# ---------------------------------------------------------------- 2. model files are untrusted input
+
+
+@pytest.fixture(scope="module")
+def nin_file(tmp_path_factory) -> Path:
+    import torch
+
+    from pipeline import models
+    from pipeline.models import modelfile
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("models") / "nin.pt"
+    meta = {"image_size": 72, "resize": "crop", "channels": 3, "classes": ["cat", "dog"], "device": "cpu", "epochs": 1}
+    modelfile.save(path, models.build("nin"), name="nin", options={}, meta=meta)
+    return path
+
+
+def tampered(source: Path, target: Path, change) -> Path:
+    import torch
+
+    content = torch.load(source, weights_only=True)
+    change(content)
+    torch.save(content, target)
+    return target
+
+
+def _set(field: str, value):
+    def change(content):
+        part, _, key = field.rpartition(".")
+        (content[part] if part else content)[key] = value
+    return change
+
+
+def _other_weights(content):
+    from pipeline import models
+
+    content["state_dict"] = models.build("resnet18").state_dict()
+
+
+def _reshaped(content):
+    import torch
+
+    key = next(k for k, v in content["state_dict"].items() if v.ndim == 4)
+    content["state_dict"][key] = torch.zeros(3, 3, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (_set("meta.image_size", 100_000), "meta.image_size = 100000: must be a whole number of pixels from 67"),
+        (_set("meta.image_size", 8), "meta.image_size = 8"),
+        (_set("meta.image_size", "72"), "meta.image_size = '72'"),
+        (_set("meta.resize", "zoom"), "meta.resize = 'zoom': must be one of crop, squash"),
+        (_set("meta.channels", 5), "meta.channels = 5: must be 3 (RGB) or 1 (grey)"),
+        (_set("meta.classes", []), "meta.classes = []: 0 classes"),
+        (_set("meta.classes", ["cat"] * 2), "a class name is given twice"),
+        (_set("meta.classes", [f"c{i}" for i in range(10**6)]), "1000000 classes"),
+        (_set("meta", None), "meta = None"),
+        (_set("name", "skynet"), "name = 'skynet': not an architecture"),
+        (_set("options", {"dropout": 7}), "options.dropout = 7"),
+        (_set("options", {"widths": "x"}), "options.widths = 'x': unknown key"),
+        (_other_weights, "state_dict = '"),
+        (_reshaped, "must have nin's shape"),
+        (_set("state_dict", {"a": 1}), "state_dict = 'dict': must map parameter names to tensors"),
+    ],
+    ids=["size-huge", "size-small", "size-text", "resize", "channels", "no-classes", "repeated-class", "million-classes",
+         "no-meta", "name", "option-value", "option-key", "other-architecture", "wrong-shape", "not-tensors"],
+)
+def test_every_field_of_a_model_file_is_checked_before_any_allocation(nin_file, tmp_path, change, field):
+    from pipeline.models import modelfile
+
+    path = tampered(nin_file, tmp_path / "evil.pt", change)
+    with pytest.raises(StageError) as error:
+        modelfile.load(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and field in message and "\n" not in message
+
+
+def test_predict_with_a_model_file_claiming_100000_px_is_one_line_in_seconds(nin_file, tmp_path):
+    path = tampered(nin_file, tmp_path / "big.pt", _set("meta.image_size", 100_000))
+    (tmp_path / "a.jpg").write_bytes(jpeg())
+    run = subprocess.run([sys.executable, "-m", "pipeline.predict", "--model", str(path), str(tmp_path / "a.jpg")],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert run.returncode == 2 and run.stderr.strip().count("\n") == 0
+    assert "meta.image_size = 100000" in run.stderr
+
+
+def test_a_photo_given_directly_has_the_same_size_cap_as_inside_a_folder(tmp_path, monkeypatch):
+    from pipeline import predict
+
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", 1000)
+    with open(tmp_path / "huge.jpg", "wb") as f:
+        f.truncate(5000)  # sparse: 8 GB in the attack, read whole before
+    assert predict.decode_photo(predict.Photo(str(tmp_path / "huge.jpg"), tmp_path / "huge.jpg"), 32, "crop") == (None, "too large")
