@@ -133,6 +133,23 @@ def dvc(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
 
 
+def start_worker() -> subprocess.CompletedProcess:
+    """`dvc queue start -j 1`, its output in .dvc/tmp/seeds-queue-start.log."""
+    return run_detached([sys.executable, "-m", "dvc", "queue", "start", "-j", "1"], Path(".dvc", "tmp", "seeds-queue-start.log"))
+
+
+def run_detached(cmd: list[str], log: Path) -> subprocess.CompletedProcess:
+    """Run `cmd`, which leaves a daemon behind (DVC's queue worker), and return when `cmd` itself
+    ends, its output (stdout and stderr) read back from `log`. The daemon inherits the command's
+    output: through a pipe, that pipe would stay open for the worker's whole life, and the call
+    would return only once the queue is empty, with no progress line before."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w+") as out:
+        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
+        out.seek(0)
+        return subprocess.CompletedProcess(done.args, done.returncode, out.read(), "")
+
+
 def wait(expected: list[str], poll: float = POLL) -> None:
     """Print a line as each queued experiment ends; return when all have (an error if one failed)."""
     reported: set[str] = set()
@@ -154,7 +171,7 @@ def wait(expected: list[str], poll: float = POLL) -> None:
                 raise StageError(f"{', '.join(failed)} failed: `dvc queue logs <name>` shows why")
             return
         if "Worker status: 0 active" in status and "Queued" in states.values():
-            dvc("queue", "start", "-j", "1")  # an idle worker exits after about 10 s: one to run what is left
+            start_worker()  # an idle worker exits after about 10 s: one to run what is left
         time.sleep(poll)
 
 
@@ -184,9 +201,9 @@ def main() -> None:
         if args.no_start:
             return
         print("seeds: dvc queue start -j 1 (one worker: each experiment uses every core)", flush=True)
-        started = dvc("queue", "start", "-j", "1")
+        started = start_worker()
         if started.returncode:
-            raise StageError(f"dvc queue start: {started.stderr.strip()}")
+            raise StageError(f"dvc queue start: {started.stdout.strip()}")
         wait(names(args.name, seeds))
         print(f"seeds: all {len(seeds)} done; python -m pipeline.seeds summary {args.name}", flush=True)
         return

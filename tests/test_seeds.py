@@ -2,6 +2,7 @@
 the queued commands (the real DVC queue runs in test_pipeline)."""
 
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,10 @@ def test_a_preset_on_several_seeds_goes_through_the_preset_command():
     assert seeds.queue_commands("cpu-64", [2], "cpu-64", ["-S", "train.epochs=3"]) == [
         ["pipeline.preset", "cpu-64", "--queue", "-n", "cpu-64-seed2", "-S", "train.seed=2", "-S", "train.epochs=3"]
     ]
+
+
+def test_starting_the_worker_returns_while_the_daemon_it_left_still_runs(tmp_path):
+    start = time.perf_counter()  # the daemon holds the command's output for 30 s: a pipe would wait for it
+    done = seeds.run_detached(["sh", "-c", "sleep 30 & echo worker started"], tmp_path / "start.log")
+    assert time.perf_counter() - start < 10
+    assert done.returncode == 0 and done.stdout == "worker started\n"
