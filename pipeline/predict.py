@@ -15,7 +15,9 @@ submission instead: `id,label`, rows sorted by id, label the probability of a do
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import re
 import sys
 import threading
@@ -111,6 +113,7 @@ class Prediction:
     proba: np.ndarray | None  # (classes,) float32; None if the photo could not be read
     error: str
     classes: tuple[str, ...]  # the model's, in the order of `proba`
+    explanation: str = ""  # with --explain: the Grad-CAM picture's file name, or why there is none
 
     @property
     def label(self) -> str:
@@ -138,6 +141,7 @@ def predict(
     channels and classes), decoded on all cores a chunk at a time. With `explain`, a Grad-CAM overlay
     of each readable photo's predicted class is written there too (see explanation_file)."""
     size, policy, channels, classes = meta["image_size"], meta["resize"], meta["channels"], tuple(meta["classes"])
+    names = explanation_names(found) if explain else {}
     out: list[Prediction] = []
     with ThreadPoolExecutor(cli.cpu_count()) as pool:  # Pillow decodes with the GIL released
         for start in range(0, len(found), CHUNK):
@@ -146,20 +150,39 @@ def predict(
             good = [i for i, (array, _) in enumerate(decoded) if array is not None]
             batch = np.stack([decoded[i][0] for i in good]) if good else None
             proba = classify(model, batch, compute, batch_size, tta) if good else []
-            if explain and good:
-                write_explanations(explain, model, [chunk[i] for i in good], batch, compute.device, batch_size)
+            failed = write_explanations(explain, names, model, [chunk[i] for i in good], batch, compute.device, batch_size) if explain and good else {}
             by_index = dict(zip(good, proba))
-            out += [Prediction(photo, by_index.get(i), decoded[i][1], classes) for i, photo in enumerate(chunk)]
+            for i, photo in enumerate(chunk):
+                explained = "" if not explain or i not in by_index else failed.get(photo.name, names[photo.name])
+                out.append(Prediction(photo, by_index.get(i), decoded[i][1], classes, explained))
     return out
 
 
-def explanation_file(folder: Path, photo: Photo) -> Path:
-    """folder/<the photo's name, every run of other characters than letters, digits, . - _ as one _>.png"""
-    return folder / (re.sub(r"[^A-Za-z0-9._-]+", "_", photo.name).strip("_") + ".png")
+MAX_PICTURE_NAME = 120  # characters of a picture's name before its suffix: far below any file system's 255 bytes
 
 
-def write_explanations(folder: Path, model: torch.nn.Module, chosen: list[Photo], batch: np.ndarray, device: torch.device, batch_size: int) -> None:
-    """A Grad-CAM overlay (PNG, the model's input size) per photo: where the evidence for the class it was given lies."""
+def explanation_names(found: list[Photo]) -> dict[str, str]:
+    """Each photo's Grad-CAM file name (`<name>.png`), one per photo and never two photos to one file.
+    The photo's name as given with every run of other characters than letters, digits, `.`, `-`,
+    `_` as one `_`, cut to MAX_PICTURE_NAME characters; when that changed the name, or two names
+    would meet on a file system that ignores case, the first 8 hex digits of the name's sha256 are
+    added (`a b.jpg` → `a_b.jpg-1f0e3a2b.png`, while `a_b.jpg` stays `a_b.jpg.png`)."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in dict.fromkeys(p.name for p in found):  # the same photo given twice: one picture
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.")[:MAX_PICTURE_NAME] or "photo"
+        if safe != name or safe.casefold() in taken:
+            safe = f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+        taken.add(safe.casefold())
+        out[name] = safe + ".png"
+    return out
+
+
+def write_explanations(folder: Path, names: dict[str, str], model: torch.nn.Module, chosen: list[Photo], batch: np.ndarray, device: torch.device, batch_size: int) -> dict[str, str]:
+    """A Grad-CAM overlay (PNG, the model's input size) per photo: where the evidence for the class
+    it was given lies. Returns {photo name: why its picture could not be written} (a full disk, a
+    folder that went away): the predictions stand whatever happens to the pictures."""
+    failed: dict[str, str] = {}
     layer = gradcam.last_feature_map(model, batch.shape[-1], batch.shape[1])
     for start in range(0, len(batch), batch_size):
         part = batch[start : start + batch_size]
@@ -167,16 +190,21 @@ def write_explanations(folder: Path, model: torch.nn.Module, chosen: list[Photo]
         for photo, image, h in zip(chosen[start : start + batch_size], part, heat):
             png = io.BytesIO()
             Image.fromarray(gradcam.overlay(image, h)).save(png, "PNG")
-            atomic.write_bytes(explanation_file(folder, photo), png.getvalue())
+            try:
+                atomic.write_bytes(folder / names[photo.name], png.getvalue())
+            except OSError as e:
+                failed[photo.name] = f"picture not written ({e.strerror or type(e).__name__})"
+    return failed
 
 
-def table(predictions: list[Prediction], classes: tuple[str, ...]) -> str:
-    """The CSV: file, label, one probability per class to 4 decimals, error."""
+def table(predictions: list[Prediction], classes: tuple[str, ...], *, explained: bool = False) -> str:
+    """The CSV: file, label, one probability per class to 4 decimals, error; `explained` (--explain):
+    and `explanation`, the Grad-CAM picture's file name in the --explain folder."""
     rows = []
     for p in predictions:
         probs = [""] * len(classes) if p.proba is None else [f"{v:.4f}" for v in p.proba]
-        rows.append([p.photo.name, p.label, *probs, p.error])
-    return csv_text(columns(classes), rows)
+        rows.append([p.photo.name, p.label, *probs, p.error, *([p.explanation] if explained else [])])
+    return csv_text(columns(classes) + (["explanation"] if explained else []), rows, for_people=True)
 
 
 def kaggle_id(photo: Photo) -> int:
@@ -201,7 +229,7 @@ def submission(predictions: list[Prediction], classes: tuple[str, ...]) -> str:
     ids = [r[0] for r in rows]
     if len(set(ids)) != len(ids):
         raise StageError("two Kaggle test photos have the same id")
-    return csv_text(["id", "label"], sorted(rows))
+    return csv_text(["id", "label"], sorted(rows), for_people=True)
 
 
 def summary(predictions: list[Prediction], name: str, seconds: float, compute: Compute, classes: tuple[str, ...]) -> str:
@@ -211,6 +239,27 @@ def summary(predictions: list[Prediction], name: str, seconds: float, compute: C
     by_class = ", ".join(f"{n:,} {c}" for c, n in counts.items())
     return (f"predict: {len(predictions):,} photos with {name}: {by_class}, {failed:,} unreadable; "
             f"{len(predictions) / seconds:,.0f} img/s on {compute.describe()}")  # fmt: skip
+
+
+def check_outputs(out: Path | None, explain: Path | None) -> None:
+    """--out must be a file that can be written, --explain a folder (made now); StageError otherwise."""
+    if out is not None:
+        if out.is_dir():
+            raise StageError(f"--out {out} is a folder: give a file name for the CSV")
+        folder = out.parent if str(out.parent) else Path(".")
+        if not folder.is_dir():
+            raise StageError(f"--out {out}: the folder {folder} does not exist")
+        if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+            raise StageError(f"--out {out}: not writable here")
+    if explain is not None:
+        if explain.exists() and not explain.is_dir():
+            raise StageError(f"--explain {explain} is a file: give a folder for the pictures")
+        try:
+            explain.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StageError(f"--explain {explain}: cannot make the folder ({e.strerror})") from None
+        if not os.access(explain, os.W_OK):
+            raise StageError(f"--explain {explain}: not writable here")
 
 
 def main() -> None:
@@ -225,6 +274,9 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="auto: bf16 where the device computes it natively, as in training")
     parser.add_argument("--explain", type=Path, metavar="DIR", help="write a Grad-CAM overlay of each photo here (PNG)")
     args = parser.parse_args()
+    if args.batch_size < 1:
+        raise StageError(f"--batch-size {args.batch_size}: must be a positive whole number")
+    check_outputs(args.out, args.explain)  # before a photo is read: a bad path must not cost the predictions
     inputs = [*args.inputs, *([args.kaggle] if args.kaggle else [])]
     path = modelfile.find(args.model, cli.pipeline_paths())
     found = photos(inputs)
@@ -234,7 +286,7 @@ def main() -> None:
     start = time.perf_counter()
     predictions = predict(model, meta, found, compute=compute, batch_size=args.batch_size, tta=args.tta, explain=args.explain)
     classes = tuple(meta["classes"])
-    text = submission(predictions, classes) if args.kaggle else table(predictions, classes)
+    text = submission(predictions, classes) if args.kaggle else table(predictions, classes, explained=bool(args.explain))
     if args.out:
         atomic.write_text(args.out, text)
     else:

@@ -152,7 +152,7 @@ def split(archive: Path, out: Path, p: DataParams, *, workers: int) -> dict:
     splits = assign(usable, p, classes, parts)
     for name in SPLITS:
         atomic.write_text(index_file(out, name), index_text(splits[name], classes))
-    atomic.write_text(out / "rejects.csv", csv_text(["member", "reason"], rejects))
+    atomic.write_text(out / "rejects.csv", csv_text(["member", "reason"], rejects, for_people=True))
     summary = {
         "images": {name: {cls: sum(1 for _, c in splits[name] if c == i) for i, cls in enumerate(classes)} for name in SPLITS},
         "usable": len(usable),

@@ -198,9 +198,11 @@ def test_without_a_model_name_the_leaderboards_best_is_used(model_file, inputs, 
 def test_explain_writes_a_grad_cam_overlay_per_readable_photo(model_file, inputs, tmp_path):
     model, meta = modelfile.load(model_file)
     found = predict.photos([inputs / "photos"])
-    predict.predict(model, meta, found, compute=CPU, explain=tmp_path / "why")
+    predictions = predict.predict(model, meta, found, compute=CPU, explain=tmp_path / "why")
     written = sorted(p.name for p in (tmp_path / "why").iterdir())
-    assert written == sorted(predict.explanation_file(tmp_path / "why", p).name for p in found[:3])  # not the 3 bad files
+    names = predict.explanation_names(found)
+    assert written == sorted(names[p.name] for p in found[:3])  # not the 3 bad files
+    assert [p.explanation for p in predictions] == [names[p.name] for p in found[:3]] + ["", "", ""]
     assert all(name.endswith(".png") and "/" not in name and ":" not in name for name in written)
     with Image.open(tmp_path / "why" / written[0]) as overlay:
         assert overlay.size == (SIZE, SIZE) and overlay.mode == "RGB"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import struct
 import subprocess
 import sys
@@ -300,3 +301,146 @@ def test_a_photo_given_directly_has_the_same_size_cap_as_inside_a_folder(tmp_pat
     with open(tmp_path / "huge.jpg", "wb") as f:
         f.truncate(5000)  # sparse: 8 GB in the attack, read whole before
     assert predict.decode_photo(predict.Photo(str(tmp_path / "huge.jpg"), tmp_path / "huge.jpg"), 32, "crop") == (None, "too large")
+
+
+# ---------------------------------------------------------------- 6. fail before the expensive part
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"just text", "is not a state-dict file"),
+    ("list", "holds a list, not a state dict"),
+    ("other", r"is not a state dict of efficientnet_lite0: Error\(s\) in loading state_dict"),
+], ids=["text", "list", "another-network"])
+def test_a_weights_file_that_is_not_the_networks_state_dict_stops_check(tmp_path, content, message):
+    import torch
+
+    from pipeline import models
+    from pipeline.params import recipes
+
+    path = tmp_path / "weights.pt"
+    if content == "list":
+        torch.save([torch.zeros(2)], path)
+    elif content == "other":
+        torch.save(models.build("nin").state_dict(), path)
+    else:
+        path.write_bytes(content)
+    p = recipes.load(overrides={"model": "efficientnet_lite0", "models": {"efficientnet_lite0": {"weights": str(path)}}})
+    with pytest.raises(StageError, match=message) as error:
+        models.preflight(p.models, 64)
+    assert str(path) in str(error.value)
+
+
+# ---------------------------------------------------------------- 8. predict --explain, and predict's outputs
+
+
+@pytest.fixture
+def tricky_photos(tmp_path) -> Path:
+    folder = tmp_path / "in"
+    (folder / "a").mkdir(parents=True)
+    for i, name in enumerate(("a b.jpg", "a_b.jpg", "a,b.jpg", "a/b.jpg", "A_B.jpg", "x" * 240 + ".jpg", "=cmd|' -C calc'!A0.jpg", "-2.jpg")):
+        (folder / name).write_bytes(jpeg(colour=(i * 30, 100, 200 - i * 20)))
+    return folder
+
+
+def run_predict(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.predict", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def test_explain_writes_one_picture_per_photo_with_readable_safe_names_and_the_csv_says_which(nin_file, tricky_photos, tmp_path):
+    import csv
+
+    done = run_predict("--model", nin_file, "--explain", tmp_path / "why", "--out", tmp_path / "out.csv", tricky_photos)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(open(tmp_path / "out.csv")))
+    pictures = sorted(p.name for p in (tmp_path / "why").iterdir())
+    assert len(rows) == 8 and len(pictures) == 8  # 5 rows but 2 pictures before
+    assert sorted(r["explanation"] for r in rows) == pictures
+    assert len({p.casefold() for p in pictures}) == 8  # distinct on a file system that ignores case too
+    assert all(len(p.encode()) <= 255 for p in pictures)  # a 240-character name is shortened, not ENAMETOOLONG
+    by_file = {r["file"].partition("/in/")[2]: r["explanation"] for r in rows}
+    for name in ("a b.jpg", "a_b.jpg", "a,b.jpg", "a/b.jpg"):  # readable: the name as far as it is safe, then its hash
+        assert re.fullmatch(r".*_in_a_b\.jpg-[0-9a-f]{8}\.png", by_file[name])
+    assert predict_names(["a_b.jpg", "A_B.jpg", "a b.jpg"]) == ["a_b.jpg.png", "A_B.jpg-" + sha8("A_B.jpg") + ".png", "a_b.jpg-" + sha8("a b.jpg") + ".png"]
+
+
+def sha8(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def predict_names(names: list[str]) -> list[str]:
+    from pipeline import predict
+
+    found = [predict.Photo(n, Path(n)) for n in names]
+    return [predict.explanation_names(found)[n] for n in names]
+
+
+def test_predicts_csv_neutralises_cells_a_spreadsheet_would_run(nin_file, tricky_photos, tmp_path):
+    import csv
+
+    from pipeline.common.formats import csv_text
+
+    assert csv_text(["a", "b", "c"], [["=1+1", "-0.5", "@x"], ["+A1", "\tx", "ok"]], for_people=True) == "a,b,c\n'=1+1,-0.5,'@x\n'+A1,'\tx,ok\n"
+    (tricky_photos.parent / "f").mkdir()
+    for name in ("=cmd|' -C calc'!A0.jpg", "+1.jpg", "@SUM(A1).jpg", "-2+3.jpg"):
+        (tricky_photos.parent / "f" / name).write_bytes(jpeg())
+    done = run_predict("--model", nin_file, "--out", tmp_path / "out.csv", *sorted((tricky_photos.parent / "f").iterdir()))
+    assert done.returncode == 0, done.stderr
+    cells = [row[0] for row in csv.reader(open(tmp_path / "out.csv"))][1:]
+    assert cells and all(not c.startswith(("=", "+", "-", "@")) for c in cells)
+
+
+def test_rejects_csv_neutralises_member_names(tmp_path):
+    from pipeline.params.sections import load_data
+
+    with zipfile.ZipFile(tmp_path / "t.zip", "w") as z:
+        for i in range(6):
+            z.writestr(f"train/cat.{i}.jpg", jpeg())
+            z.writestr(f"train/dog.{i}.jpg", jpeg(colour=(0, 0, 250)))
+        z.writestr("=HYPERLINK(1).jpg", b"not a photo")
+    import dataclasses
+
+    split.split(tmp_path / "t.zip", tmp_path / "s", dataclasses.replace(load_data(REPO / "params.yaml"), val_fraction=0.2, test_fraction=0.2, max_per_class=None), workers=1)
+    text = (tmp_path / "s" / "rejects.csv").read_text()
+    assert "\n'=HYPERLINK(1).jpg,no class in its path\n" in text
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--out", "{tmp}"], "is a folder: give a file name"),
+    (["--out", "{tmp}/no/such/dir/out.csv"], "does not exist"),
+    (["--explain", "{tmp}/file.txt"], "is a file: give a folder"),
+    (["--batch-size", "0"], "--batch-size 0: must be a positive whole number"),
+], ids=["out-is-a-dir", "out-nowhere", "explain-is-a-file", "batch-size"])
+def test_a_bad_output_path_is_refused_before_any_prediction(nin_file, tmp_path, flags, message):
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "a.jpg").write_bytes(jpeg())
+    done = run_predict("--model", nin_file, *[f.format(tmp=tmp_path) for f in flags], tmp_path / "a.jpg")
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert "predict:" not in done.stderr  # the summary line: no photo was classified
+
+
+def test_a_picture_that_cannot_be_written_costs_its_picture_not_the_csv(nin_file, tmp_path, monkeypatch):
+    from pipeline import predict
+    from pipeline.common import atomic
+    from pipeline.models import modelfile
+    from pipeline.runtime.device import Compute
+
+    (tmp_path / "in").mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / "in" / name).write_bytes(jpeg())
+    real = atomic.write_bytes
+
+    def full_disk(path, data):
+        if "in_b.jpg" in path.name:
+            raise OSError(28, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(atomic, "write_bytes", full_disk)
+    model, meta = modelfile.load(nin_file)
+    import torch
+
+    found = predict.photos([tmp_path / "in"])
+    out = predict.predict(model, meta, found, compute=Compute(torch.device("cpu")), explain=tmp_path / "why")
+    assert [p.label != "" for p in out] == [True, True]
+    assert out[1].explanation == "picture not written (No space left on device)" and out[0].explanation.endswith(".png")

@@ -13,12 +13,30 @@ from typing import Any
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date: a fixed stamp, so equal content gives equal bytes
 
 
-def csv_text(header: list[str], rows) -> str:
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet runs as a formula (OWASP, CSV injection)
+
+
+def csv_text(header: list[str], rows, *, for_people: bool = False) -> str:
+    """CSV with a header row. `for_people`: a file people open in a spreadsheet (predict's output,
+    the rejects list), where a cell such as `=cmd|' /C calc'!A0` from a photo's name would run as a
+    formula: such cells are written with a leading `'` (OWASP's rule), numbers (-0.5) left as they
+    are. The pipeline's own files (index files, plot data) are read back verbatim and left alone."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows(([neutralised(cell) for cell in row] for row in rows) if for_people else rows)
     return buffer.getvalue()
+
+
+def neutralised(cell: Any) -> Any:
+    """`cell`, with a leading `'` when it is text a spreadsheet would take for a formula."""
+    if not isinstance(cell, str) or not cell.startswith(FORMULA_START):
+        return cell
+    try:
+        float(cell)
+        return cell  # a negative number is data, not a formula
+    except ValueError:
+        return "'" + cell
 
 
 def read_json(path: Path | str) -> Any:

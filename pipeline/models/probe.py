@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -17,6 +19,8 @@ def preflight(specs, image_size: int, channels: int = 3) -> None:
         options = dict(spec.options)
         if "pretrained" in option_types(spec.name):
             ensure_weights(spec.name, options)
+            if options.get("pretrained", True) and options.get("weights") and Path(options["weights"]).expanduser().is_file():
+                build(spec.name, in_channels=channels, **options)  # a weights file of the user's: loaded once, here, to know it fits
             options["pretrained"] = False
         with torch.device("meta"):
             try:

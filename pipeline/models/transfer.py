@@ -158,6 +158,23 @@ def _names_a_file(tv_name: str, weights: str | None) -> bool:
     return bool(weights) and weights not in _tv().get_model_weights(tv_name).__members__
 
 
+def load_weights(model: nn.Module, path: Path, name: str) -> None:
+    """Load the state-dict file at `path` into `model`, as data only (`weights_only`); StageError
+    naming the file when it is not a state dict, or not one of this network (the names or shapes of
+    its tensors differ): a `weights:` file is checked by `check` this way, before any work."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # not a torch file, a pickle that wants more than tensors, a truncated copy
+        raise StageError(f"{name}: weights file {path} is not a state-dict file ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise StageError(f"{name}: weights file {path} holds a {type(state).__name__}, not a state dict (parameter names to tensors)")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # missing or unexpected keys, or shapes that differ
+        first = " ".join(str(e).split())[:240]
+        raise StageError(f"{name}: weights file {path} is not a state dict of {name}: {first}") from None
+
+
 def hub_weights(tv_name: str, weights: str | None) -> Path:
     """The weights file, downloaded into the cache if needed; fails at once with what to do, rather
     than letting a run silently train from random weights."""
@@ -201,8 +218,7 @@ def torchvision_model(
         extra["transform_input"] = True  # these weights expect their own input scaling (of RGB)
     model = _tv().get_model(tv_name, weights=None, **extra)
     if pretrained:
-        state = torch.load(hub_weights(tv_name, weights), map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        load_weights(model, hub_weights(tv_name, weights), tv_name)
     if extra:  # training uses the main output only
         model.aux_logits = False
         for aux in ("aux1", "aux2", "AuxLogits"):
