@@ -8,7 +8,9 @@ archive, the split and the params, never on the number of worker processes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import shutil
 from functools import partial
 from pathlib import Path
@@ -40,6 +42,28 @@ def fill(archive: Archive, task: tuple[str, int, list[str]], *, size: int, polic
         array[start + i] = load(archive.read(name), size, policy, channels)  # (C, S, S) uint8
     array.flush()
     return len(names)
+
+
+def reserve(path: Path, split: str) -> None:
+    """Give the (sparse) array file its disk blocks now. A memory-mapped page written where the disk
+    has no block left kills the writer with SIGBUS and no message (or, with worker processes, looks
+    like the out-of-memory killer); reserved, a full disk is one error here, before any decoding."""
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without fallocate: the free-space check above stands
+                return
+            raise
+        free = shutil.disk_usage(path.parent).free
+        raise StageError(
+            f"the disk is full: preprocess needs {size / 2**30:.2f} GiB for the {split} array in {path.parent}, and "
+            f"{free / 2**30:.2f} GiB are free; free some space or lower data.image_size (nothing was kept)"
+        ) from None
+    finally:
+        os.close(fd)
 
 
 def archive_sha256(archive: Path) -> str:
@@ -75,6 +99,7 @@ def preprocess(archive: Path, split_dir: Path, out: Path, *, image_size: int, re
         with atomic.atomic_path(images_file(out, name)) as tmp:
             shape = (len(members), channels, image_size, image_size)
             np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
+            reserve(tmp, name)
             tasks = [(str(tmp), i, members[i : i + CHUNK]) for i in range(0, len(members), CHUNK)]
             map_archive(archive, partial(fill, size=image_size, policy=resize, channels=channels), tasks, workers=workers, desc=name)
         with atomic.atomic_path(labels_file(out, name)) as tmp, open(tmp, "wb") as f:

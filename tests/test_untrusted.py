@@ -444,3 +444,87 @@ def test_a_picture_that_cannot_be_written_costs_its_picture_not_the_csv(nin_file
     out = predict.predict(model, meta, found, compute=Compute(torch.device("cpu")), explain=tmp_path / "why")
     assert [p.label != "" for p in out] == [True, True]
     assert out[1].explanation == "picture not written (No space left on device)" and out[0].explanation.endswith(".png")
+
+
+# ---------------------------------------------------------------- 7. a disk that fills
+
+
+@pytest.fixture
+def split_photos(tmp_path) -> tuple[Path, Path]:
+    import dataclasses
+
+    from pipeline.params.sections import load_data
+
+    archive = tmp_path / "train.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for i in range(40):
+            z.writestr(f"train/cat.{i}.jpg", jpeg(colour=(200, i, 40)))
+            z.writestr(f"train/dog.{i}.jpg", jpeg(colour=(10, i, 200)))
+    data = dataclasses.replace(load_data(REPO / "params.yaml"), val_fraction=0.2, test_fraction=0.2, max_per_class=None)
+    split.split(archive, tmp_path / "split", data, workers=1)
+    return archive, tmp_path / "split"
+
+
+def run_stage(fn, capsys) -> tuple[int, str]:
+    from pipeline.common import cli
+
+    with pytest.raises(SystemExit) as exit:
+        cli.run(fn)
+    return exit.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_full_disk_when_the_arrays_are_reserved_is_one_line_saying_how_much(split_photos, tmp_path, monkeypatch, capsys, workers):
+    import errno
+    import os
+
+    from pipeline import preprocess
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    archive, split_dir = split_photos
+    out = tmp_path / "processed"
+    code, err = run_stage(lambda: preprocess.preprocess(archive, split_dir, out, image_size=32, resize="crop", channels=3, workers=workers), capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "error: the disk is full: preprocess needs 0.00 GiB for the train array" in err and "GiB are free" in err
+    assert list(out.iterdir()) == []  # no .tmp array, no partial output
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_disk_that_fills_while_decoding_is_one_line_and_leaves_nothing(split_photos, tmp_path, monkeypatch, capsys, workers):
+    import errno
+
+    from pipeline import preprocess
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "data/processed/.train_images.npy.tmp")
+
+    monkeypatch.setattr(preprocess, "load", full)  # in every worker too: they are forked
+    archive, split_dir = split_photos
+    out = tmp_path / "processed"
+    code, err = run_stage(lambda: preprocess.preprocess(archive, split_dir, out, image_size=32, resize="crop", channels=3, workers=workers), capsys)
+    assert code == 2 and err.count("\n") == 1 and "out-of-memory" not in err
+    assert err.startswith("error: the disk is full (No space left on device) writing data/processed/.train_images.npy.tmp")
+    assert list(out.iterdir()) == []
+
+
+def test_a_full_disk_while_saving_a_model_is_the_same_line_and_no_partial_file(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import torch
+
+    from pipeline import models
+    from pipeline.models import modelfile
+
+    def failing_save(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0; PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
+    meta = {"image_size": 72, "resize": "crop", "channels": 3, "classes": ["cat", "dog"]}
+    code, err = run_stage(lambda: modelfile.save(tmp_path / "nin.pt", models.build("nin"), name="nin", options={}, meta=meta), capsys)
+    assert code == 2 and err.startswith("error: the disk is full (No space left on device) writing ") and str(tmp_path / "nin.pt") in err
+    assert list(tmp_path.iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -40,6 +41,22 @@ def write_text(path: Path | str, text: str) -> None:
 def write_bytes(path: Path | str, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def torch_save(obj: Any, path: Path | str) -> None:
+    """torch.save, atomically. torch reports a full disk as a RuntimeError ("file write failed"):
+    it becomes the OSError it is (ENOSPC when the disk has under 64 MiB left), so the command's
+    one-line disk-full message applies, and the partial file is removed like any other."""
+    import torch  # here: the data stages' worker processes never import torch
+
+    with atomic_path(path) as tmp:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:
+            if "write" not in str(e):
+                raise
+            full = shutil.disk_usage(tmp.parent).free < 64 << 20
+            raise OSError(errno.ENOSPC if full else errno.EIO, "No space left on device" if full else "write failed", str(path)) from e
 
 
 def write_json(path: Path | str, obj: Any) -> None:

@@ -4,6 +4,7 @@ pipeline's own paths (dvc.yaml's `vars`) for the commands that run beside it."""
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -30,6 +31,12 @@ def run(main: Callable[[], Any]) -> None:
         sys.exit(2)
     except StageError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"error: the disk is full ({e.strerror}){where}: free some space and rerun; no partial output was kept", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: no output of this stage was completed", file=sys.stderr)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.common.atomic import atomic_path
+from pipeline.common.atomic import torch_save
 from pipeline.common.errors import ParamError, StageError
 from pipeline.common.formats import read_json
 from pipeline.data.images import POLICIES
@@ -27,8 +27,7 @@ MAX_MODEL_BYTES = 2 << 30
 def save(path: Path, model: nn.Module, *, name: str, options: dict, meta: dict[str, Any]) -> None:
     """Weights (on the CPU, so any machine can load them) plus the builder name and options."""
     state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "name": name, "options": options, "state_dict": state, "meta": meta}, tmp)
+    torch_save({"format": FORMAT, "name": name, "options": options, "state_dict": state, "meta": meta}, path)
 
 
 def read(path: Path) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.common.atomic import atomic_path
+from pipeline.common.atomic import torch_save
 from pipeline.common.errors import StageError
 from pipeline.models.modelfile import unwrap
 from pipeline.params.recipes import ModelSpec
@@ -106,8 +106,7 @@ class Writer:
 
     def _write(self, path: Path, state: dict) -> None:
         try:
-            with atomic_path(path) as tmp:
-                torch.save(state, tmp)
+            torch_save(state, path)
         except BaseException as e:  # re-raised in the training thread by wait()
             self._error = e
 
