@@ -15,6 +15,7 @@ averages, top-5 accuracy from six classes up); the classes are those the model f
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -117,9 +118,12 @@ def write_gradcam(folder: Path, name: str, model, images: np.ndarray, labels: np
 
 def evaluate_all(
     names: list[str], data: Path, models: Path, *, compute: Compute, batch_size: int, results_dir: Path, plots: Path, how: EvaluateParams = EvaluateParams(),
+    recipes_now: dict[str, dict] | None = None,
 ) -> list[dict]:
     """Every model in `names` on the test split; returns their results in that order, having written
-    results/<model>.json and the pictures of each, then the ROC and confusion tables of all."""
+    results/<model>.json and the pictures of each, then the ROC and confusion tables of all.
+    `recipes_now`: each model's training recipe as params.yaml gives it now (asdict of its
+    TrainParams); a model file trained with another is refused (see trained_with_other)."""
     device = compute.device
     test = load_split(data, "test", device)
     photos = np.load(images_file(data, "test"), mmap_mode="r")  # on the host, wherever `test` is
@@ -130,6 +134,11 @@ def evaluate_all(
         if not path.exists():
             raise StageError(f"{path} is missing: run the train stage first (dvc repro)")
         model, meta = modelfile.load(path, device, compute.format)
+        if recipes_now and (changed := trained_with_other(meta.get("train") or {}, recipes_now[name])):
+            raise StageError(
+                f"{path} was trained with {changed}: params.yaml changed after the train stage ran (another "
+                f"`dvc exp run` in this workspace?). Run experiments one at a time, or queue them (dvc exp run --queue)"
+            )
         model_compute = compute.for_model(name, bf16_ok(name))  # as it trained: GoogLeNet keeps fp32 under auto
         classes = tuple(meta["classes"])
         if len(classes) != data_classes or meta["channels"] != photos.shape[1]:
@@ -153,6 +162,16 @@ def evaluate_all(
     return found
 
 
+def trained_with_other(trained: dict, now: dict) -> str:
+    """'train.seed = 0, and params.yaml says 1' for the first key the two recipes both hold and
+    disagree on; "" when they agree."""
+    for key in sorted(trained.keys() & now.keys()):
+        old, new = (list(v) if isinstance(v, tuple) else v for v in (trained[key], now[key]))
+        if old != new:
+            return f"train.{key} = {old!r}, and params.yaml says {new!r}"
+    return ""
+
+
 def main() -> None:
     parser = cli.parser(__spec__.name, __doc__)
     parser.add_argument("--data", type=Path, required=True, help="preprocessed tensors")
@@ -164,7 +183,9 @@ def main() -> None:
     p = recipes.load()
     compute = resolve(p.runtime)
     found = evaluate_all(p.model_names, args.data, args.models, compute=compute, batch_size=p.train.batch_size,
-                         results_dir=args.results, plots=args.plots, how=p.evaluate)  # fmt: skip
+                         results_dir=args.results, plots=args.plots, how=p.evaluate,
+                         recipes_now={spec.name: dataclasses.asdict(spec.train) for spec in p.models})  # fmt: skip
+    recipes.unchanged(p, "evaluate")  # the metrics must be those of the params DVC will record
     atomic.write_json(args.metrics, results.tracked(found))
 
 

@@ -85,6 +85,7 @@ def train_all(p: recipes.Params, data: Path, out: Path, live_dir: Path, resume: 
                     "train": asdict(spec.train),
                 }
                 if world.main:
+                    recipes.unchanged(p, "train")  # the params file must still say what this model was trained with
                     modelfile.save(out / f"{spec.name}.pt", model, name=spec.name, options=spec.options, meta=summary)
                 summaries[spec.name] = summary
                 del model

@@ -528,3 +528,37 @@ def test_a_full_disk_while_saving_a_model_is_the_same_line_and_no_partial_file(t
     code, err = run_stage(lambda: modelfile.save(tmp_path / "nin.pt", models.build("nin"), name="nin", options={}, meta=meta), capsys)
     assert code == 2 and err.startswith("error: the disk is full (No space left on device) writing ") and str(tmp_path / "nin.pt") in err
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- 6. two `dvc exp run` in one workspace
+
+
+def test_params_changed_while_training_stop_the_stage_before_it_saves_a_model(tmp_path, monkeypatch):
+    import shutil
+
+    from pipeline import train
+    from pipeline.params import recipes
+    from tests.helpers import toy_split, write_processed
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    data = write_processed(tmp_path / "processed", {"train": toy_split(32), "val": toy_split(16, seed=1)})
+    p = recipes.load(params, {"model": "resnet18", "train": {"epochs": 1, "batch_size": 16}, "runtime": {"device": "cpu"}})
+    real_fit = train.fit
+
+    def second_exp_run_writes_its_seed(*args, **kwargs):
+        out = real_fit(*args, **kwargs)
+        params.write_text(params.read_text().replace("  seed: 0\n", "  seed: 1\n", 1))  # what `dvc exp run -S train.seed=1` does
+        return out
+
+    monkeypatch.setattr(train, "fit", second_exp_run_writes_its_seed)
+    with pytest.raises(StageError, match=r"train: params\.yaml changed while this stage ran \(.*seed: 0 → 1\): another `dvc exp run`"):
+        train.train_all(p, data, tmp_path / "models", tmp_path / "dvclive", tmp_path / "resume")
+    assert not (tmp_path / "models" / "resnet18.pt").exists()
+
+
+def test_evaluate_refuses_a_model_trained_with_other_params():
+    from pipeline.evaluate import trained_with_other
+
+    assert trained_with_other({"seed": 0, "crop_scale": (1.0, 1.0)}, {"seed": 0, "crop_scale": [1.0, 1.0]}) == ""
+    assert trained_with_other({"seed": 0, "lr": 0.1}, {"seed": 1, "lr": 0.1}) == "train.seed = 0, and params.yaml says 1"

@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline import models
 from pipeline.common import schema
-from pipeline.common.errors import ParamError
+from pipeline.common.errors import ParamError, StageError
 from pipeline.params.sections import (
     PARAMS_FILE,
     TOP_LEVEL,
@@ -66,6 +66,8 @@ class Params:
     train: TrainParams
     runtime: RuntimeParams
     evaluate: EvaluateParams = EvaluateParams()
+    raw: Mapping = field(default_factory=dict, compare=False, repr=False)  # the values as read: for saying what changed
+    origin: tuple | None = field(default=None, compare=False, repr=False)  # (params file, overrides) it was loaded from
 
     @property
     def model_names(self) -> list[str]:
@@ -113,7 +115,8 @@ class Params:
 def load(path: Path | str = PARAMS_FILE, overrides: Mapping | None = None) -> Params:
     """Read and validate params.yaml (plus optional nested overrides, as `dvc exp run -S` would set)."""
     raw = schema.read(Path(path))
-    return parse(schema.merge(raw, overrides) if overrides else raw)
+    p = parse(schema.merge(raw, overrides) if overrides else raw)
+    return dataclasses.replace(p, origin=(Path(path).resolve(), overrides))
 
 
 def parse(raw: Mapping) -> Params:
@@ -144,7 +147,37 @@ def parse(raw: Mapping) -> Params:
                 f"{spec.name} needs at least {minimum} px (its strided stem and three pools leave "
                 f"nothing smaller); raise data.image_size or leave {spec.name} out of `model`",
             )
-    return Params(models=specs, data=data, train=train, runtime=run, evaluate=evaluating)
+    return Params(models=specs, data=data, train=train, runtime=run, evaluate=evaluating, raw=raw)
+
+
+def unchanged(p: Params, stage: str) -> None:
+    """StageError when params.yaml no longer says what `p` was read from. A second `dvc exp run` in
+    the same workspace writes its -S values into params.yaml before DVC's lock refuses it, while the
+    first is still running: the first would then save models trained with one set of params and
+    record another. The stages look again before they write what they made. (Params not read from
+    a file pass.)"""
+    if p.origin is None:
+        return
+    now = load(*p.origin)
+    if now == p:
+        return
+    before, after = _flat(p.raw), _flat(now.raw)
+    changed = [f"{k}: {_show(before.get(k))} → {_show(after.get(k))}" for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)]
+    raise StageError(
+        f"{stage}: params.yaml changed while this stage ran ({'; '.join(changed[:4]) or 'its values'}"
+        f"{'; …' if len(changed) > 4 else ''}): another `dvc exp run` in this workspace? Nothing more was saved. "
+        f"Run experiments one at a time, or queue them (dvc exp run --queue, then dvc queue start): each then runs in its own copy"
+    )
+
+
+def _flat(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def model_spec(name: str, overrides: Mapping | None, train: TrainParams, processes: int = 1) -> ModelSpec:
