@@ -35,6 +35,7 @@ import platform
 import statistics
 import tempfile
 import time
+import zipfile
 from functools import partial
 from pathlib import Path
 
@@ -327,8 +328,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/<model>-<size>px-<device>.json)")
     args = parser.parse_args()
     models.resolve(args.model)
+    # the flags that are params are checked as params (bounds, and the model's smallest size)
+    recipes.load(overrides={"model": args.model, "data": {"image_size": args.image_size}, "train": {"batch_size": args.batch_size}})
+    for flag, value, low in (("--steps", args.steps, 1), ("--warmup", args.warmup, 0), ("--preprocess-images", args.preprocess_images, 1)):
+        if value < low:
+            raise StageError(f"{flag} {value}: must be at least {low}")
     if not args.archive.exists():
         raise StageError(f"{args.archive} not found: run `dvc repro download` first, or pass --archive PATH to a zip of JPEGs")
+    if not args.archive.is_dir() and not zipfile.is_zipfile(args.archive):
+        raise StageError(f"--archive {args.archive} is neither a zip nor a folder of photos")
     compute = resolve(dataclasses.replace(recipes.load().runtime, device=args.device))  # the shipped defaults, here
     workers = cli.cpu_count()
     result = {

@@ -27,6 +27,12 @@ WORKSPACE = "workspace"
 
 def read_result(rev: str, path: str) -> dict:
     """results/<model>.json at `rev` (an experiment, a git revision, or the workspace)."""
+    return read_json_at(rev, path)
+
+
+def read_json_at(rev: str, path: str) -> dict:
+    """A JSON file at `rev` (an experiment, a git revision, or the workspace); StageError naming
+    both when that revision has no such file, or the revision does not exist."""
     if rev == WORKSPACE:
         if not Path(path).is_file():
             raise StageError(f"{path}: not in the workspace; run `dvc repro` (or name an experiment)")
@@ -96,12 +102,7 @@ def main() -> None:
 
 def default_model(rev: str, paths: dict) -> str:
     """The baseline's best model (its metrics.json's `best`), which is its only one when it trained one."""
-    metrics = paths.get("metrics", "metrics.json")
-    if rev == WORKSPACE:
-        return json.loads(Path(metrics).read_text())["best"]
-    import dvc.api
-
-    return json.loads(dvc.api.read(metrics, rev=rev))["best"]
+    return read_json_at(rev, paths.get("metrics", "metrics.json"))["best"]
 
 
 if __name__ == "__main__":

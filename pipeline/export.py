@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--model", help="a model name from the models folder, or a model file (default: the best)")
     parser.add_argument("--out", type=Path, required=True, help="the file to write (.pt2)")
     args = parser.parse_args()
+    cli.writable_file(args.out, "--out")  # before minutes of torch.export
     path = modelfile.find(args.model, cli.pipeline_paths())
     info = export(path, args.out)
     size, channels, classes = info["input"]["size"], info["input"]["shape"][1], info["output"]["probabilities"]

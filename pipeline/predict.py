@@ -244,13 +244,7 @@ def summary(predictions: list[Prediction], name: str, seconds: float, compute: C
 def check_outputs(out: Path | None, explain: Path | None) -> None:
     """--out must be a file that can be written, --explain a folder (made now); StageError otherwise."""
     if out is not None:
-        if out.is_dir():
-            raise StageError(f"--out {out} is a folder: give a file name for the CSV")
-        folder = out.parent if str(out.parent) else Path(".")
-        if not folder.is_dir():
-            raise StageError(f"--out {out}: the folder {folder} does not exist")
-        if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-            raise StageError(f"--out {out}: not writable here")
+        cli.writable_file(out, "--out")
     if explain is not None:
         if explain.exists() and not explain.is_dir():
             raise StageError(f"--explain {explain} is a file: give a folder for the pictures")

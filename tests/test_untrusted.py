@@ -562,3 +562,26 @@ def test_evaluate_refuses_a_model_trained_with_other_params():
 
     assert trained_with_other({"seed": 0, "crop_scale": (1.0, 1.0)}, {"seed": 0, "crop_scale": [1.0, 1.0]}) == ""
     assert trained_with_other({"seed": 0, "lr": 0.1}, {"seed": 1, "lr": 0.1}) == "train.seed = 0, and params.yaml says 1"
+
+
+# ---------------------------------------------------------------- command-line values
+
+
+@pytest.mark.parametrize("command, message", [
+    ("benchmarks.bench --archive {zip} --image-size 100000", "data.image_size = 100000: must be at most 1,024"),
+    ("benchmarks.bench --archive {zip} --steps 0", "--steps 0: must be at least 1"),
+    ("benchmarks.bench --archive {photo}", "is neither a zip nor a folder of photos"),
+    ("pipeline.export --model {model} --out {tmp}", "is a folder: give a file name"),
+    ("pipeline.compare HEAD other", "metrics.json at 'HEAD'"),
+], ids=["bench-size", "bench-steps", "bench-archive", "export-out", "compare-rev"])
+def test_a_bad_command_line_value_is_one_line_not_a_traceback(nin_file, tmp_path, command, message):
+    (tmp_path / "a.jpg").write_bytes(jpeg())
+    with zipfile.ZipFile(tmp_path / "t.zip", "w") as z:
+        z.writestr("train/cat.1.jpg", jpeg())
+    args = command.format(zip=tmp_path / "t.zip", photo=tmp_path / "a.jpg", model=nin_file, tmp=tmp_path).split()
+    cwd = tmp_path if args[0] == "pipeline.compare" else REPO  # no metrics.json at HEAD of a repository without one
+    if args[0] == "pipeline.compare":
+        subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "x"], cwd=tmp_path, check=True)
+    done = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120, cwd=cwd, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent)})
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr[-500:]

@@ -57,3 +57,15 @@ def pipeline_paths(dvc_yaml: Path = Path("dvc.yaml")) -> dict[str, str]:
         if isinstance(block, dict) and "paths" in block:
             return dict(block["paths"])
     return {}
+
+
+def writable_file(path: Path, flag: str) -> None:
+    """StageError unless `path` can be written as a file: not a folder, in a folder that exists and
+    is writable. Checked before the work whose result it will hold."""
+    if path.is_dir():
+        raise StageError(f"{flag} {path} is a folder: give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise StageError(f"{flag} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise StageError(f"{flag} {path}: not writable here")
