@@ -17,10 +17,11 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from pipeline.common import atomic, cli
+from pipeline.common.bounds import classes_problem
 from pipeline.common.errors import ParamError, StageError
 from pipeline.common.formats import csv_text
 from pipeline.data.images import DOGS_VS_CATS, Archive, RejectError, decode, labelling
-from pipeline.data.layout import SPLITS, classes_problem, index_file, index_text
+from pipeline.data.layout import SPLITS, index_file, index_text
 from pipeline.data.workers import map_archive
 from pipeline.params import sections
 from pipeline.params.sections import DataParams

@@ -585,3 +585,33 @@ def test_a_bad_command_line_value_is_one_line_not_a_traceback(nin_file, tmp_path
         subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "x"], cwd=tmp_path, check=True)
     done = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120, cwd=cwd, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent)})
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr[-500:]
+
+
+def test_a_params_file_over_the_cap_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
+    from pipeline.common import schema
+    from pipeline.common.errors import ParamError
+
+    monkeypatch.setattr(schema, "MAX_PARAMS_BYTES", 1000)
+    path = tmp_path / "params.yaml"
+    path.write_text("models:\n" + "".join(f"  k{i}: {i}\n" for i in range(500)))  # 3 million keys in the attack
+    with pytest.raises(ParamError, match=r"is 5,\d{3} bytes, more than a params file needs \(1,000 bytes at most\)"):
+        schema.read(path)
+
+
+def test_an_encrypted_member_is_one_row_of_predicts_csv_and_the_others_are_classified(nin_file, tmp_path):
+    import csv
+
+    path = tmp_path / "photos.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("a.jpg", jpeg())
+        z.writestr("b.jpg", jpeg(colour=(0, 0, 200)))
+    data = bytearray(path.read_bytes())
+    first_local, first_central = data.index(b"PK\x03\x04"), data.index(b"PK\x01\x02")
+    data[first_local + 6] |= 1  # a.jpg, as `zip -P` marks it
+    data[first_central + 8] |= 1
+    path.write_bytes(bytes(data))
+    done = run_predict("--model", nin_file, "--out", tmp_path / "out.csv", path)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(open(tmp_path / "out.csv")))
+    assert [(r["file"].rpartition(":")[2], r["error"]) for r in rows] == [("a.jpg", "encrypted"), ("b.jpg", "")]
+    assert rows[1]["label"] in ("cat", "dog")

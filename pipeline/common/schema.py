@@ -51,7 +51,7 @@ def read(path: Path) -> dict:
     try:
         size = Path(path).stat().st_size
         if size > MAX_PARAMS_BYTES:
-            raise ParamError("params file", str(path), f"is {size:,} bytes, more than a params file needs ({MAX_PARAMS_BYTES >> 20} MiB at most): is it the right file?")
+            raise ParamError("params file", str(path), f"is {size:,} bytes, more than a params file needs ({MAX_PARAMS_BYTES:,} bytes at most): is it the right file?")
         with open(path, "rb") as f:
             raw = yaml.load(f.read(MAX_PARAMS_BYTES + 1).decode("utf-8"), Loader=StrictLoader) or {}
     except FileNotFoundError:

@@ -19,11 +19,12 @@ from typing import Literal, get_args
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
+from pipeline.common.bounds import POLICIES
+
 # Dogs-vs-Cats' classes: label 0 is cat, 1 is dog, as in the Kaggle competition's submissions. Any
 # other data brings its own classes (`labelling` finds them), sorted by name.
 DOGS_VS_CATS = ("cat", "dog")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-POLICIES = ("crop", "squash")
 MAX_FILE_BYTES = 64 << 20  # one photo's file: a 50-megapixel camera JPEG is about 25 MB
 MIN_SIDE = 4  # px: a smaller "image" (a 1×1 tracking pixel) cannot show a cat or a dog
 # The formats a photo can be, and the only decoders Pillow may pick. Pillow chooses a decoder from

@@ -10,25 +10,6 @@ import numpy as np
 from pipeline.common.formats import csv_text, read_json
 
 SPLITS = ("train", "val", "test")
-MAX_CLASSES = 1000  # ImageNet's count; every class needs photos in three splits and a column in every table
-MAX_CLASS_NAME = 100  # characters: a class name is a folder name, printed in every table and figure
-
-
-def classes_problem(classes: list | tuple) -> str | None:
-    """Why these classes cannot go through every later stage (tables, CSVs, figures, the HTML
-    report, a model file), or None: 2 to MAX_CLASSES distinct names, each printable text of 1 to
-    MAX_CLASS_NAME characters."""
-    if not isinstance(classes, (list, tuple)) or not 2 <= len(classes) <= MAX_CLASSES:
-        count = len(classes) if isinstance(classes, (list, tuple)) else type(classes).__name__
-        return f"{count} classes: a classifier needs 2 to {MAX_CLASSES:,}"
-    for name in classes:
-        if not isinstance(name, str) or not 1 <= len(name) <= MAX_CLASS_NAME or not name.isprintable():
-            return f"the class name {name!r:.120} is not printable text of 1 to {MAX_CLASS_NAME} characters"
-    if len(set(classes)) != len(classes):
-        return "a class name is given twice"
-    return None
-
-
 def index_file(folder: Path, split: str) -> Path:
     return Path(folder) / f"{split}.csv"
 

@@ -11,12 +11,10 @@ import torch
 from torch import nn
 
 from pipeline.common.atomic import torch_save
+from pipeline.common.bounds import LIMITS, POLICIES, classes_problem
 from pipeline.common.errors import ParamError, StageError
 from pipeline.common.formats import read_json
-from pipeline.data.images import POLICIES
-from pipeline.data.layout import classes_problem
 from pipeline.models.registry import build, check_options, min_image_size, option_types
-from pipeline.params.sections import LIMITS
 
 # Bumped whenever a model file's content changes meaning; a file of any other format is refused, by name.
 FORMAT = 3

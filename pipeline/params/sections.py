@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.common import schema
+from pipeline.common.bounds import LIMITS
 from pipeline.common.errors import ParamError
 
 PARAMS_FILE = Path("params.yaml")
@@ -154,14 +155,6 @@ def load_data(path: Path | str = PARAMS_FILE) -> DataParams:
     return schema.build_section(DataParams, raw.get("data"), "data")
 
 
-# Upper bounds, each with its reason: a value past one is a typo, not an experiment.
-LIMITS = {
-    "image_size": (1024, "the photos are about 500 px (the 9k set 200 px); 1,024 px already makes 3 MB per image"),
-    "batch_size": (8192, "far past what any of these networks trains well with, or a GPU holds at 224 px"),
-    "epochs": (10_000, "each epoch sees every training photo"),
-    "processes": (1024, "one process per GPU or a share of the CPU cores"),
-    "threads": (4096, "one thread per core"),
-}
 
 
 def _at_most(key: str, value: int, limit: tuple[int, str]) -> None:
