@@ -615,3 +615,18 @@ def test_an_encrypted_member_is_one_row_of_predicts_csv_and_the_others_are_class
     rows = list(csv.DictReader(open(tmp_path / "out.csv")))
     assert [(r["file"].rpartition(":")[2], r["error"]) for r in rows] == [("a.jpg", "encrypted"), ("b.jpg", "")]
     assert rows[1]["label"] in ("cat", "dog")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train": {"seed": -1}}, "train.seed = -1: must be a whole number from 0 to 4,294,967,295"),
+    ({"train": {"seed": 2**70}}, "train.seed = 1180591620717411303424"),
+    ({"data": {"seed": 2**32}}, "data.seed = 4294967296"),
+    ({"models": {"resnet50": {"head": [10**9]}}}, "models.resnet50.head = [1000000000]: at most 8 hidden layers of at most 16,384 units"),
+], ids=["negative-seed", "huge-seed", "huge-split-seed", "huge-head"])
+def test_values_that_crashed_later_are_param_errors(overrides, message):
+    from pipeline.common.errors import ParamError
+    from pipeline.params import recipes
+
+    with pytest.raises(ParamError) as error:
+        recipes.load(REPO / "params.yaml", overrides)
+    assert message in str(error.value)

@@ -241,10 +241,15 @@ def torchvision_model(
     )
 
 
+MAX_HEAD_WIDTH = 16_384
+
+
 def check_head(key: str, **options) -> None:
     """The options every transfer model shares, beyond their types."""
     if any(w <= 0 for w in options.get("head", ())):
         raise ParamError(f"{key}.head", options["head"], "hidden widths must be positive")
+    if any(w > MAX_HEAD_WIDTH for w in options.get("head", ())) or len(options.get("head", ())) > 8:
+        raise ParamError(f"{key}.head", options["head"], f"at most 8 hidden layers of at most {MAX_HEAD_WIDTH:,} units (AlexNet's and VGG's heads are 4,096 wide)")
     if not 0 <= options.get("dropout", 0) < 1:
         raise ParamError(f"{key}.dropout", options["dropout"], "must be in [0, 1)")
     if options.get("backbone_lr_scale", 1) <= 0:

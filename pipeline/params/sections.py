@@ -38,6 +38,7 @@ class DataParams:
             raise ParamError("data.channels", self.channels, "use 3 (RGB) or 1 (grey)")
         _positive("data.image_size", self.image_size)
         _at_most("data.image_size", self.image_size, LIMITS["image_size"])
+        _seed("data.seed", self.seed)
         if self.max_per_class is not None:
             _positive("data.max_per_class", self.max_per_class)
         for key in ("val_fraction", "test_fraction"):
@@ -79,6 +80,7 @@ class TrainParams:
         for key in ("epochs", "batch_size"):
             _positive(f"train.{key}", getattr(self, key))
             _at_most(f"train.{key}", getattr(self, key), LIMITS[key])
+        _seed("train.seed", self.seed)
         if self.max_epochs is not None:
             _positive("train.max_epochs", self.max_epochs)
         for key in ("lr", "lr_scale"):
@@ -161,6 +163,11 @@ def _at_most(key: str, value: int, limit: tuple[int, str]) -> None:
     most, why = limit
     if value > most:
         raise ParamError(key, value, f"must be at most {most:,}: {why}")
+
+
+def _seed(key: str, value: int) -> None:
+    if not 0 <= value < 2**32:  # what numpy and scikit-learn take (torch takes more, the split stage does not)
+        raise ParamError(key, value, "must be a whole number from 0 to 4,294,967,295")
 
 
 def _positive(key: str, value: int) -> None:
