@@ -17,7 +17,7 @@ from pipeline.models import modelfile
 from pipeline.runtime.device import Compute
 from pipeline.runtime.inference import probabilities
 from pipeline.runtime.tensors import Split
-from tests.helpers import REPO
+from tests.helpers import documentation
 
 CPU = Compute(torch.device("cpu"))  # fp32, channels-last: what evaluate computes by default
 
@@ -57,7 +57,7 @@ def test_the_export_classifies_uint8_photos_without_the_project(tmp_path, name="
 
 @pytest.mark.slow  # a fresh interpreter
 def test_the_readme_snippet_classifies_a_jpeg_as_predict_does(tmp_path):
-    readme = (REPO / "README.md").read_text()
+    readme = documentation()
     snippet = next(block for block in readme.split("```python\n")[1:] if 'torch.export.load("exports/best.pt2"' in block).split("```")[0]
     torch.manual_seed(0)
     path = tmp_path / "models" / "resnet18.pt"

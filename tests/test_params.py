@@ -7,7 +7,7 @@ import yaml
 from pipeline import models
 from pipeline.common.errors import ParamError
 from pipeline.params import recipes, sections
-from tests.helpers import REPO
+from tests.helpers import REPO, documentation
 
 RAW = yaml.safe_load((REPO / "params.yaml").read_text())
 
@@ -188,7 +188,7 @@ def test_every_key_the_readme_sets_with_dash_s_is_in_params_yaml():
     import re
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    keys = set(re.findall(r"-S '?([a-z_][\w.]*)=", (REPO / "README.md").read_text()))
+    keys = set(re.findall(r"-S '?([a-z_][\w.]*)=", documentation()))
     assert len(keys) > 10
     missing = []
     for key in sorted(keys):

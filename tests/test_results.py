@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import models
-from tests.helpers import dvc, run
+from tests.helpers import documentation, dvc, run
 
 pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves these out of a quick loop
 
@@ -59,7 +59,7 @@ def test_exp_show_only_changed_fits_200_columns_with_every_models_test_accuracy(
 
 
 def test_the_readme_one_liner_puts_the_changed_params_beside_the_accuracies(compared: Path):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = documentation()
     command = "dvc exp show --only-changed --drop '(auc|log_loss|f1|train_s|img_s)\\.'"
     assert command in readme
     shown = dvc(compared, "exp", "show", "--only-changed", "--no-pager", "--drop", "(auc|log_loss|f1|train_s|img_s)\\.", env={"COLUMNS": "200"}).stdout
@@ -69,7 +69,7 @@ def test_the_readme_one_liner_puts_the_changed_params_beside_the_accuracies(comp
 
 
 def test_the_readme_accuracy_only_view_is_one_column_per_model(compared: Path):
-    assert "dvc exp show --drop '.*' --keep 'Experiment|acc\\.'" in (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "dvc exp show --drop '.*' --keep 'Experiment|acc\\.'" in documentation()
     rows = dvc(compared, "exp", "show", "--csv", "--drop", ".*", "--keep", "Experiment|acc\\.").stdout.splitlines()
     assert rows[0].split(",") == ["Experiment", *(f"acc.{name}" for name in models.names())]
     assert len(rows) == 1 + 4  # the workspace, the baseline and its two experiments
