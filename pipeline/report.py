@@ -50,6 +50,7 @@ def leaderboard(found: list[dict], pairs: dict | None = None) -> list[dict]:
                 "model": r["model"],
                 "accuracy": t["accuracy"],
                 "accuracy_ci95": t["accuracy_ci95"],
+                "test_images": len(r["labels"]),
                 **({TOP5: t[TOP5]} if TOP5 in t else {}),
                 "f1_macro": t["f1_macro"],
                 "roc_auc": t["roc_auc"],
