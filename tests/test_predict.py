@@ -206,3 +206,27 @@ def test_explain_writes_a_grad_cam_overlay_per_readable_photo(model_file, inputs
     assert all(name.endswith(".png") and "/" not in name and ":" not in name for name in written)
     with Image.open(tmp_path / "why" / written[0]) as overlay:
         assert overlay.size == (SIZE, SIZE) and overlay.mode == "RGB"
+
+
+def test_from_python_in_two_lines_the_same_probabilities_as_the_command(model_file, inputs, tmp_path):
+    import csv
+
+    from pipeline import Classifier
+
+    clf = Classifier.load(model_file, device="cpu", precision="fp32")
+    one = clf.predict(inputs / "photos" / "a.jpg")
+    assert one.label in ("cat", "dog") and set(one.probabilities) == {"cat", "dog"}
+    assert abs(sum(one.probabilities.values()) - 1) < 1e-5
+    done = run_predict("--model", str(model_file), "--precision", "fp32", "--device", "cpu", str(inputs / "photos"))
+    rows = {r["file"].rpartition("/")[2]: r for r in csv.DictReader(io.StringIO(done.stdout))}
+    assert one.label == rows["a.jpg"]["label"] and f"{one.probabilities['dog']:.4f}" == rows["a.jpg"]["p_dog"]
+    many = clf.predict(inputs / "photos")  # a folder: one Prediction per file, errors as predict gives them
+    assert [(p.source.rpartition("/")[2], p.label, p.error) for p in many] == [(n, rows[n]["label"], rows[n]["error"]) for n in rows]
+    pixels = np.random.default_rng(3).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "x.png")  # lossless: the array and the file are the same photo
+    from_array, from_file = clf.predict(pixels), clf.predict(tmp_path / "x.png")
+    assert from_array.label == from_file.label
+    assert all(abs(from_array.probabilities[c] - from_file.probabilities[c]) < 1e-6 for c in ("cat", "dog"))
+    assert clf.predict(Image.fromarray(pixels)).probabilities == from_array.probabilities
+    with pytest.raises(StageError, match="uint8"):
+        clf.predict(pixels.astype(np.float32))

@@ -183,7 +183,7 @@ def decode(data: bytes, *, min_side: int | None = None) -> Image.Image:
         except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, ValueError, struct.error...
             raise RejectError("truncated or corrupt") from e
         _make_upright(img)
-    return _to_rgb(img)
+    return to_rgb(img)
 
 
 def _open(data: bytes) -> Image.Image:
@@ -236,7 +236,7 @@ def _make_upright(img: Image.Image) -> None:
         pass
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     if img.has_transparency_data:  # RGBA, LA, PA, a transparent palette entry, or an L/RGB colour key
         rgba = img.convert("RGBA")
         rgb = Image.new("RGB", img.size, _WHITE)
