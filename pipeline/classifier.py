@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline import predict as predicting
 from pipeline.common import cli
 from pipeline.common.errors import StageError
 from pipeline.data import images
+from pipeline.evaluation import predicting
 from pipeline.models import bf16_ok, modelfile
 from pipeline.params.sections import RuntimeParams
 from pipeline.runtime.device import Compute, resolve

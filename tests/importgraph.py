@@ -20,10 +20,15 @@ def modules(root: Path = ROOT) -> dict[str, Path]:
 
 
 def imported(path: Path, known: dict[str, Path]) -> set[str]:
-    """The project modules a file imports anywhere in it (module level or inside a function).
+    """The project modules a file imports anywhere in it (module level or inside a function, but
+    for a module's lazy `__getattr__`).
     `from pipeline.x import y` counts as importing pipeline.x.y when y is a module, else pipeline.x."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    # A package's module-level __getattr__ imports only when its attribute is asked for
+    # (`from pipeline import Classifier`): not when a stage imports the package.
+    tree.body = [n for n in tree.body if not (isinstance(n, ast.FunctionDef) and n.name == "__getattr__")]
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "pipeline"}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "pipeline":

@@ -60,7 +60,9 @@ def test_stage_params_are_the_keys_each_stage_reads():
 
 
 def test_the_package_inits_that_no_stage_lists_run_no_code():
-    # every stage imports them, and none lists them: that is only sound while they hold nothing but a docstring
+    # every stage imports them, and none lists them: that is only sound while they hold nothing but a
+    # docstring, and at most a lazy __getattr__ (`from pipeline import Classifier`), which runs only
+    # when its attribute is asked for, which no stage does
     for name in DOCSTRING_ONLY:
-        body = ast.parse(module_file(name).read_text()).body
+        body = [n for n in ast.parse(module_file(name).read_text()).body if not (isinstance(n, ast.FunctionDef) and n.name == "__getattr__")]
         assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), name
