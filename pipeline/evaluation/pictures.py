@@ -134,6 +134,20 @@ def picture_grid(pictures: list[np.ndarray], captions: list[str], *, title: str,
     return fig
 
 
+def lr_find_figure(rates: list[float], losses: list[float], suggested: float, *, title: str) -> Figure:
+    """The learning-rate range test: the smoothed training loss against the rate (log axis), the
+    suggested rate marked. 700 × 450 px."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(rates, losses)
+    ax.axvline(suggested, color="tab:red", linestyle="--", label=f"steepest descent: {suggested:.2g}")
+    ax.set_xscale("log")
+    ax.set(xlabel="learning rate (log scale)", ylabel="training loss (smoothed)", title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return fig
+
+
 def accuracy_vs_time_figure(rows: list[dict]) -> Figure:
     """Test accuracy with its 95% interval against training time, one labelled point per model.
     Time on a log axis: the zoo spans seconds (a frozen backbone) to hours."""
