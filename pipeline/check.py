@@ -8,17 +8,23 @@ Its marker file never changes, so rerunning it (any param changed) reruns nothin
 
 from __future__ import annotations
 
+import math
 import shutil
 import zipfile
 from pathlib import Path
 
+import torch
+
 from pipeline import models
 from pipeline.common import atomic, cli
 from pipeline.common.errors import StageError
+from pipeline.common.progress import about
 from pipeline.data import fashion_mnist, images, sources
 from pipeline.params import recipes
 from pipeline.params.sections import DataParams, RuntimeParams
 from pipeline.runtime.device import Compute, auto_precision, choose_device, cpu_features, resolve
+from pipeline.runtime.tensors import Split
+from pipeline.training import estimate
 
 MARKER = "params.yaml is valid and its resources are at hand\n"
 
@@ -26,6 +32,7 @@ MARKER = "params.yaml is valid and its resources are at hand\n"
 KAGGLE_PHOTOS = 25_000  # labelled photos in the competition's train.zip (and the Microsoft mirror, about)
 FASHION_MNIST_IMAGES = 70_000  # 60,000 train and 10,000 test
 SYNTHETIC_PHOTOS = 600  # synthetic.make_archive's default: 300 per class
+TIMED_IMAGES = 16  # photos per timed step of check's estimate on a CPU
 DISK_MARGIN = 1 << 30  # bytes left free after the arrays and DVC's copy of them
 
 
@@ -88,6 +95,49 @@ def disk_problem(data: DataParams, free: int) -> str | None:
     )
 
 
+def training_estimate(p: recipes.Params, compute: Compute) -> tuple[float, list[str]]:
+    """(seconds, one line per model and the sum): how long training the selected models will take
+    here, before any download: a few timed steps of each (training.estimate.step_seconds) on random
+    photos of the configured size, times the steps of an epoch at the number of photos the source
+    holds (photos_at_most, split by data.val_fraction and data.test_fraction), times the epochs. An
+    upper bound: models the resume state already holds are not trained again."""
+    photos = photos_at_most(p.data)
+    train_n = max(1, round(photos * (1 - p.data.val_fraction - p.data.test_fraction)))
+    val_n = max(1, round(photos * p.data.val_fraction))
+    where = compute.describe() + (f" × {p.runtime.processes} processes" if p.runtime.processes > 1 else "")
+    total, lines = 0.0, []
+    for spec in p.models:
+        batch = spec.train.batch_size // p.runtime.processes
+        # on a CPU a step's time grows with the batch in proportion: timing TIMED_IMAGES and scaling
+        # keeps the whole estimate near a minute even for VGG at 224 px; a GPU is timed at the full batch
+        timed = batch if compute.device.type == "cuda" else min(batch, TIMED_IMAGES)
+        own = compute.for_model(spec.name, models.bf16_ok(spec.name))
+        generator = torch.Generator().manual_seed(0)
+        shape = (timed, p.data.channels, p.data.image_size, p.data.image_size)
+        sample = Split(torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator).to(compute.device),
+                       torch.arange(timed).remainder(2).to(compute.device), compute.device)  # fmt: skip
+        per_step = estimate.step_seconds(spec, sample, timed, 2, own, steps=1) * batch / timed
+        per_epoch = per_step * (max(1, train_n // spec.train.batch_size) + math.ceil(val_n / spec.train.batch_size) / 3)
+        seconds = per_epoch * spec.train.run_epochs
+        total += seconds
+        lines.append(f"check: {spec.name:>12s} {about(per_epoch)}/epoch, {about(seconds)} for {spec.train.run_epochs} epochs of ~{train_n:,} photos on {where}")
+    lines.append(f"check: training {about(total)} in all (one timed step of {TIMED_IMAGES} photos of each model, after one untimed: on a CPU an upper bound, since a small batch runs less efficiently; the train stage times them again at the full batch)")
+    return total, lines
+
+
+def over_budget(p: recipes.Params, seconds: float) -> str | None:
+    """Why a run this long should not start unless asked: runtime.budget_hours, and what fits."""
+    budget = p.runtime.budget_hours
+    if not budget or seconds <= budget * 3600:
+        return None
+    return (
+        f"training would take {about(seconds)} here, more than runtime.budget_hours = {budget:g}: raise it "
+        f"(-S runtime.budget_hours={math.ceil(seconds / 3600)}, or 0 for no limit) to train anyway, or run less: "
+        f"the presets cpu-64 (2 min), cpu-transfer (5 min), cpu-course (5 min) and cpu-zoo (18 min) fit a 2-core CPU "
+        f"(python -m pipeline.preset cpu-zoo -S data.source=...), or lower data.image_size, train.epochs or choose fewer models"
+    )
+
+
 def copied_feature_maps(p: recipes.Params) -> list[str]:
     """One note per model whose classifier reads a feature map larger than the network makes at this
     image size (AlexNet and VGG below 224 px): honest about what the adaptive pool does."""
@@ -126,10 +176,14 @@ def main() -> None:
         if len(found) == 1:
             raise StageError(found[0])
         raise StageError(f"{len(found)} problems stop this run:\n" + "\n".join(f"- {problem}" for problem in found))
+    compute = resolve(p.runtime, processes=p.runtime.processes)
+    seconds, lines = training_estimate(p, compute)
+    print("\n".join(lines), flush=True)
+    if problem := over_budget(p, seconds):
+        raise StageError(problem)
     atomic.write_text(args.out, MARKER)
     print(f"check: params.yaml is valid; training {', '.join(p.model_names)} at {p.data.image_size} px")
     print(p.recipe_table())
-    compute = resolve(p.runtime, processes=p.runtime.processes)
     print(compute_lines(compute, p.runtime))
     for name in p.model_names:
         if (own := compute.for_model(name, models.bf16_ok(name))) != compute:

@@ -123,3 +123,29 @@ def test_the_readmes_quick_run_passes_the_check_offline(offline, tmp_path):
     overrides["data.source"] = str(tmp_path / "train.zip")
     p = recipes.load(REPO / "params.yaml", preset.nest(overrides))
     assert check.problems(p, tmp_path / "downloads") == []  # no download, no ImageNet weights needed
+
+
+def test_check_estimates_each_models_training_time_before_any_download(tmp_path):
+    from pipeline.data import synthetic
+    from pipeline.runtime.device import Compute
+
+    synthetic.make_archive(tmp_path / "train.zip", per_class=50, size=40)
+    p = recipes.load(REPO / "params.yaml", {"model": ["resnet18", "nin"], "data": {"source": str(tmp_path / "train.zip"), "image_size": 72, "val_fraction": 0.1, "test_fraction": 0.5},
+                                            "train": {"epochs": 3, "batch_size": 16}})  # fmt: skip
+    seconds, lines = check.training_estimate(p, Compute(torch.device("cpu")))
+    assert [line.split()[1] for line in lines[:2]] == ["nin", "resnet18"]  # the registry's order
+    assert all("for 3 epochs of ~40 photos on cpu" in line for line in lines[:2])  # 100 photos, 40% of them train
+    assert lines[-1].startswith("check: training ") and seconds > 0
+
+
+def test_a_run_over_the_budget_is_stopped_naming_the_key_and_what_fits():
+    p = recipes.load(REPO / "params.yaml", {"runtime": {"budget_hours": 2}})
+    assert check.over_budget(p, 3600) is None
+    message = check.over_budget(p, 3 * 86400 + 7200)
+    assert "more than runtime.budget_hours = 2: raise it (-S runtime.budget_hours=74, or 0 for no limit)" in message
+    assert all(name in message for name in ("cpu-64", "cpu-zoo", "cpu-transfer"))
+    assert check.over_budget(recipes.load(REPO / "params.yaml", {"runtime": {"budget_hours": 0}}), 10**9) is None
+    from pipeline.common.errors import ParamError
+
+    with pytest.raises(ParamError, match="runtime.budget_hours"):
+        recipes.load(REPO / "params.yaml", {"runtime": {"budget_hours": -1}})

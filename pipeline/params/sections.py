@@ -9,6 +9,7 @@ typo or a bad value fails at once, naming the param, before any work. The data s
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -121,8 +122,11 @@ class RuntimeParams:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16: autocast (fp32 weights); auto: bf16 where the device computes it natively
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     threads: int = 0  # CPU threads for the stage, shared between its processes; 0: every core it may use
+    budget_hours: float = 12.0  # check stops a run whose estimated training time is longer; 0: no limit
 
     def __post_init__(self):
+        if not (self.budget_hours >= 0 and math.isfinite(self.budget_hours)) or isinstance(self.budget_hours, bool):
+            raise ParamError("runtime.budget_hours", self.budget_hours, "must be 0 (no limit) or a positive number of hours")
         _positive("runtime.processes", self.processes)
         _at_most("runtime.processes", self.processes, LIMITS["processes"])
         if self.device not in ("auto", "cpu", "cuda") and not (
