@@ -26,6 +26,7 @@ import numpy as np
 from pipeline.common import atomic, cli
 from pipeline.common.errors import StageError
 from pipeline.common.formats import csv_text
+from pipeline.common.progress import plural
 from pipeline.data.images import DOGS_VS_CATS
 from pipeline.evaluation.predicting import Photo, Prediction, classify, decode_photo, explanation_names, photos, predict  # noqa: F401 (predict's API)
 from pipeline.models import bf16_ok, modelfile
@@ -80,7 +81,7 @@ def summary(predictions: list[Prediction], name: str, seconds: float, compute: C
     counts = {c: sum(p.label == c for p in predictions) for c in classes}
     failed = sum(p.proba is None for p in predictions)
     by_class = ", ".join(f"{n:,} {c}" for c, n in counts.items())
-    return (f"predict: {len(predictions):,} photos with {name}: {by_class}, {failed:,} unreadable; "
+    return (f"predict: {plural(len(predictions), 'photo')} with {name}: {by_class}, {failed:,} unreadable; "
             f"{len(predictions) / seconds:,.0f} img/s on {compute.describe()}")  # fmt: skip
 
 

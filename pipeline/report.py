@@ -17,7 +17,7 @@ from html import escape
 from pathlib import Path
 
 from pipeline.common import atomic, cli, formats
-from pipeline.common.progress import duration
+from pipeline.common.progress import duration, plural
 from pipeline.data.images import DOGS_VS_CATS
 from pipeline.evaluation import pictures, results
 from pipeline.params import recipes
@@ -278,7 +278,7 @@ def main() -> None:
     p = recipes.load()
     found = [formats.read_json(args.results / f"{name}.json") for name in p.model_names]
     rows = report(found, args.out, live=args.live, plots=args.plots)
-    print(f"report: {len(rows)} models, best {rows[0]['model']} at {rows[0]['accuracy']:.3f}")
+    print(f"report: {plural(len(rows), 'model')}, best {rows[0]['model']} at {rows[0]['accuracy']:.3f}")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ def run(main: Callable[[], Any]) -> None:
         print(f"error: the disk is full ({e.strerror}){where}: free some space and rerun; no partial output was kept", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: no output of this stage was completed", file=sys.stderr)
+        print("interrupted: no output of this stage was completed (nothing half-written is kept); the epochs "
+              "training finished are in resume/, and a rerun (dvc repro, or the same dvc exp run) continues from them", file=sys.stderr)
         sys.exit(130)
 
 

@@ -31,6 +31,11 @@ def duration(seconds: float) -> str:
     return f"{days} d {hours:02d} h"
 
 
+def plural(n: int, word: str) -> str:
+    """`1 model`, `2 models`, `12,500 photos`: a count and its noun, in the number it takes."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def about(seconds: float) -> str:
     """An estimate: `~3 min 05 s`, or `under 1 s`."""
     return "under 1 s" if seconds < 1 else f"~{duration(seconds)}"
