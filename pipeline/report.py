@@ -118,7 +118,25 @@ def summary(found: list[dict]) -> str:
     classes = classes_of(found)
     of = "" if classes == DOGS_VS_CATS else f" of {len(classes)} classes"
     grey = ", grey" if found[0]["channels"] == 1 else ""
-    return f"{found[0]['test']['images']} test images{of} at {found[0]['image_size']} px{grey}, trained on {devices}."
+    said = f"{found[0]['test']['images']} test images{of} at {found[0]['image_size']} px{grey}, trained on {devices}."
+    return f"{said} {note}" if (note := noise_note(found)) else said
+
+
+WIDE = 0.05  # an accuracy interval's half-width from which the page says in words what it means
+
+
+def noise_note(found: list[dict]) -> str | None:
+    """What the intervals mean, in words, when the test split is small: None when every accuracy is
+    known to within WIDE (about 300 test photos and more)."""
+    half = max((r["test"]["accuracy_ci95"][1] - r["test"]["accuracy_ci95"][0]) / 2 for r in found)
+    if half < WIDE:
+        return None
+    n, points = found[0]["test"]["images"], round(100 * half)
+    return (
+        f"Only {n:,} test photos: each accuracy is known to about ±{points} points, so gaps of up to "
+        f"{2 * points} points between two models can be the photos drawn, not the models; only a `better` in the "
+        f"last column is a difference. More test photos narrow it (data.test_fraction, or more photos)."
+    )
 
 
 PAIRED = (
@@ -279,6 +297,8 @@ def main() -> None:
     found = [formats.read_json(args.results / f"{name}.json") for name in p.model_names]
     rows = report(found, args.out, live=args.live, plots=args.plots)
     print(f"report: {plural(len(rows), 'model')}, best {rows[0]['model']} at {rows[0]['accuracy']:.3f}")
+    if note := noise_note(found):
+        print(f"report: {note}")
 
 
 if __name__ == "__main__":

@@ -67,3 +67,20 @@ def test_models_scored_on_other_photos_are_not_compared():
     other = result("nin", 0.69, 0.6) | {"labels": [1, 0] * 50}
     rows = leaderboard([result("resnet18", 0.90, 0.3), other])
     assert rows[0]["versus_next"] is None
+
+
+def test_a_small_test_split_says_in_words_what_its_intervals_mean():
+    from pipeline import report
+    from pipeline.evaluation.metrics import wilson_interval
+    from tests.helpers import result
+
+    def scored(name, accuracy, n):
+        r = result(name, accuracy, 0.6, ci=wilson_interval(round(accuracy * n), n))
+        r["test"]["images"] = n
+        return r
+
+    small = [scored(name, acc, 40) for name, acc in (("nin", 0.5), ("resnet18", 0.7))]
+    note = report.noise_note(small)
+    assert note.startswith("Only 40 test photos: each accuracy is known to about ±15 points, so gaps of up to 30 points")
+    assert note in report.summary(small)
+    assert report.noise_note([scored("nin", 0.8, 4500)]) is None  # ±1.2 points: the table says enough
