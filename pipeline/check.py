@@ -18,7 +18,7 @@ import torch
 from pipeline import models
 from pipeline.common import atomic, cli
 from pipeline.common.errors import StageError
-from pipeline.common.progress import about
+from pipeline.common.progress import about, plural
 from pipeline.data import fashion_mnist, images, sources
 from pipeline.params import recipes
 from pipeline.params.sections import DataParams, RuntimeParams
@@ -120,7 +120,7 @@ def training_estimate(p: recipes.Params, compute: Compute) -> tuple[float, list[
         per_epoch = per_step * (max(1, train_n // spec.train.batch_size) + math.ceil(val_n / spec.train.batch_size) / 3)
         seconds = per_epoch * spec.train.run_epochs
         total += seconds
-        lines.append(f"check: {spec.name:>12s} {about(per_epoch)}/epoch, {about(seconds)} for {spec.train.run_epochs} epochs of ~{train_n:,} photos on {where}")
+        lines.append(f"check: {spec.name:>12s} {about(per_epoch)}/epoch, {about(seconds)} for {plural(spec.train.run_epochs, 'epoch')} of ~{train_n:,} photos on {where}")
     lines.append(f"check: training {about(total)} in all (one timed step of {TIMED_IMAGES} photos of each model, after one untimed: on a CPU an upper bound, since a small batch runs less efficiently; the train stage times them again at the full batch)")
     return total, lines
 
@@ -177,11 +177,6 @@ def main() -> None:
             raise StageError(found[0])
         raise StageError(f"{len(found)} problems stop this run:\n" + "\n".join(f"- {problem}" for problem in found))
     compute = resolve(p.runtime, processes=p.runtime.processes)
-    seconds, lines = training_estimate(p, compute)
-    print("\n".join(lines), flush=True)
-    if problem := over_budget(p, seconds):
-        raise StageError(problem)
-    atomic.write_text(args.out, MARKER)
     print(f"check: params.yaml is valid; training {', '.join(p.model_names)} at {p.data.image_size} px")
     print(p.recipe_table())
     print(compute_lines(compute, p.runtime))
@@ -190,6 +185,11 @@ def main() -> None:
             print("  " + "; ".join(own.reasons))
     for note in copied_feature_maps(p) + random_backbones(p) + p.mistakes():
         print(note)
+    seconds, lines = training_estimate(p, compute)  # last: the time, and the budget it must fit
+    print("\n".join(lines), flush=True)
+    if problem := over_budget(p, seconds):
+        raise StageError(problem)
+    atomic.write_text(args.out, MARKER)
 
 
 def compute_lines(compute: Compute, rp: RuntimeParams) -> str:

@@ -408,7 +408,7 @@ def test_rejects_csv_neutralises_member_names(tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (["--out", "{tmp}"], "is a folder: give a file name"),
-    (["--out", "{tmp}/no/such/dir/out.csv"], "does not exist"),
+    (["--out", "{tmp}/file.txt/out.csv"], "file.txt is a file, not a folder"),
     (["--explain", "{tmp}/file.txt"], "is a file: give a folder"),
     (["--batch-size", "0"], "--batch-size 0: must be a positive whole number"),
 ], ids=["out-is-a-dir", "out-nowhere", "explain-is-a-file", "batch-size"])

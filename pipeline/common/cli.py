@@ -61,12 +61,15 @@ def pipeline_paths(dvc_yaml: Path = Path("dvc.yaml")) -> dict[str, str]:
 
 
 def writable_file(path: Path, flag: str) -> None:
-    """StageError unless `path` can be written as a file: not a folder, in a folder that exists and
-    is writable. Checked before the work whose result it will hold."""
+    """StageError unless `path` can be written as a file: not a folder, and under a folder that is
+    writable (missing folders are made by the write, so the nearest one that exists must be a
+    folder one can write in). Checked before the work whose result it will hold."""
     if path.is_dir():
         raise StageError(f"{flag} {path} is a folder: give a file name")
-    folder = path.parent
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
     if not folder.is_dir():
-        raise StageError(f"{flag} {path}: the folder {folder} does not exist")
+        raise StageError(f"{flag} {path}: {folder} is a file, not a folder")
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise StageError(f"{flag} {path}: not writable here")
