@@ -23,7 +23,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from pipeline.common import atomic, cli
+from pipeline.common import atomic, cli, schema
 from pipeline.common.errors import StageError
 from pipeline.evaluation.metrics import wilson_interval
 
@@ -48,17 +48,7 @@ def _row(rev: dict, name: str, state: str) -> dict:
     data = rev.get("data") or {}
     params = (data.get("params") or {}).get("params.yaml", {}).get("data") or {}
     metrics = (data.get("metrics") or {}).get("metrics.json", {}).get("data") or {}
-    return {"name": name, "rev": rev.get("rev", ""), "state": state, "params": _flat(params), "metrics": metrics}
-
-
-def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out |= _flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+    return {"name": name, "rev": rev.get("rev", ""), "state": state, "params": schema.flatten(params), "metrics": metrics}
 
 
 def against_baseline(rows: list[dict]) -> list[dict[str, Any]]:

@@ -45,16 +45,7 @@ def read(path: Path) -> dict:
     return schema.read(path)
 
 
-def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-    """{"train": {"epochs": 8}} → {"train.epochs": 8}: the dotted keys `dvc exp run -S` takes; a list is one value."""
-    flat = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{dotted}."))
-        else:
-            flat[dotted] = value
-    return flat
+flatten = schema.flatten  # preset.flatten: what tests and callers have used
 
 
 def nest(flat: Mapping[str, Any]) -> dict:

@@ -65,6 +65,19 @@ def read(path: Path) -> dict:
     return raw
 
 
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"epochs": 8}} → {"train.epochs": 8}: the dotted keys `dvc exp run -S` takes; a list
+    (or an empty mapping) is one value."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
 def merge(base: Mapping, overrides: Mapping) -> dict:
     """Nested dict update: overrides win, sections merge key by key."""
     out = dict(base)

@@ -161,23 +161,13 @@ def unchanged(p: Params, stage: str) -> None:
     now = load(*p.origin)
     if now == p:
         return
-    before, after = _flat(p.raw), _flat(now.raw)
+    before, after = schema.flatten(p.raw), schema.flatten(now.raw)
     changed = [f"{k}: {_show(before.get(k))} → {_show(after.get(k))}" for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)]
     raise StageError(
         f"{stage}: params.yaml changed while this stage ran ({'; '.join(changed[:4]) or 'its values'}"
         f"{'; …' if len(changed) > 4 else ''}): another `dvc exp run` in this workspace? Nothing more was saved. "
         f"Run experiments one at a time, or queue them (dvc exp run --queue, then dvc queue start): each then runs in its own copy"
     )
-
-
-def _flat(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping) and value:
-            out |= _flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def model_spec(name: str, overrides: Mapping | None, train: TrainParams, processes: int = 1) -> ModelSpec:
