@@ -105,9 +105,13 @@ def training_estimate(p: recipes.Params, compute: Compute) -> tuple[float, list[
     train_n = max(1, round(photos * (1 - p.data.val_fraction - p.data.test_fraction)))
     val_n = max(1, round(photos * p.data.val_fraction))
     where = compute.describe() + (f" × {p.runtime.processes} processes" if p.runtime.processes > 1 else "")
-    total, lines = 0.0, []
+    total, lines, few = 0.0, [], 0
     for spec in p.models:
         batch = spec.train.batch_size // p.runtime.processes
+        if (steps := estimate.steps_in_all(train_n // p.runtime.processes, batch, spec.train.run_epochs)) <= estimate.FEW_STEPS:
+            lines.append(f"check: {estimate.not_timed(spec.name, steps)}")
+            few += 1
+            continue
         # on a CPU a step's time grows with the batch in proportion: timing TIMED_IMAGES and scaling
         # keeps the whole estimate near a minute even for VGG at 224 px; a GPU is timed at the full batch
         timed = batch if compute.device.type == "cuda" else min(batch, TIMED_IMAGES)
@@ -121,7 +125,8 @@ def training_estimate(p: recipes.Params, compute: Compute) -> tuple[float, list[
         seconds = per_epoch * spec.train.run_epochs
         total += seconds
         lines.append(f"check: {spec.name:>12s} {about(per_epoch)}/epoch, {about(seconds)} for {plural(spec.train.run_epochs, 'epoch')} of ~{train_n:,} photos on {where}")
-    lines.append(f"check: training {about(total)} in all (one timed step of {TIMED_IMAGES} photos of each model, after one untimed: on a CPU an upper bound, since a small batch runs less efficiently; the train stage times them again at the full batch)")
+    if few < len(p.models):
+        lines.append(f"check: training {about(total)} in all (one timed step of {TIMED_IMAGES} photos of each model, after one untimed: on a CPU an upper bound, since a small batch runs less efficiently; the train stage times them again at the full batch)")
     return total, lines
 
 

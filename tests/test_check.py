@@ -131,12 +131,14 @@ def test_check_estimates_each_models_training_time_before_any_download(tmp_path)
     from pipeline.runtime.device import Compute
 
     synthetic.make_archive(tmp_path / "train.zip", per_class=50, size=40)
-    p = recipes.load(REPO / "params.yaml", {"model": ["resnet18", "nin"], "data": {"source": str(tmp_path / "train.zip"), "image_size": 72, "val_fraction": 0.1, "test_fraction": 0.5},
-                                            "train": {"epochs": 3, "batch_size": 16}})  # fmt: skip
+    data = {"source": str(tmp_path / "train.zip"), "image_size": 72, "val_fraction": 0.1, "test_fraction": 0.5}
+    p = recipes.load(REPO / "params.yaml", {"model": ["resnet18", "nin"], "data": data, "train": {"epochs": 5, "batch_size": 16}})
     seconds, lines = check.training_estimate(p, Compute(torch.device("cpu")))
     assert [line.split()[1] for line in lines[:2]] == ["nin", "resnet18"]  # the registry's order
-    assert all("for 3 epochs of ~40 photos on cpu" in line for line in lines[:2])  # 100 photos, 40% of them train
+    assert all("for 5 epochs of ~40 photos on cpu" in line for line in lines[:2])  # 100 photos, 40% of them train: 10 steps
     assert lines[-1].startswith("check: training ") and seconds > 0
+    few = recipes.load(REPO / "params.yaml", {"model": "nin", "data": data, "train": {"epochs": 4, "batch_size": 16}})
+    assert check.training_estimate(few, Compute(torch.device("cpu"))) == (0.0, ["check:          nin 8 steps in all: not timed (timing would take about as long as training)"])
 
 
 def test_a_run_over_the_budget_is_stopped_naming_the_key_and_what_fits():

@@ -156,7 +156,7 @@ def test_an_experiment_on_one_model_trains_only_it_and_diffs_show_the_change(exp
     out = dvc(reproduced, "exp", "run", "-n", "longer", "-S", "model=resnet18", "-S", "train.epochs=2", "-S", "train.lr=0.0123").stdout
     # the effective recipe, printed by check before anything trains: the new rate reached the model
     assert any(line.split()[0:3:2] == ["resnet18", "0.0123"] for line in out.splitlines() if line.strip()), out
-    assert any(line.split()[:1] == ["resnet18"] and "/epoch, " in line and " for 2 epochs on cpu" in line for line in out.splitlines())
+    assert "    resnet18 4 steps in all: not timed" in out  # 2 epochs of 16 photos at batch 8: trained, not timed
     assert sorted(p.name for p in (reproduced / "models").iterdir()) == ["resnet18.pt"]
     assert sorted(p.name for p in (reproduced / "results").iterdir()) == ["resnet18.json"]
     board = json.loads((reproduced / "reports" / "leaderboard.json").read_text())
@@ -224,21 +224,21 @@ def test_the_courses_first_mistake_is_an_experiment_that_reevaluates_only_and_co
     assert f"| {right / len(result['labels']):.3f} (" in mistaken  # the experiment's own accuracy, read at its revision
 
 
-def test_three_seeds_run_as_queued_experiments_and_their_summary_is_their_metrics(experimenting: Path, tmp_path: Path):
+def test_seeds_run_as_queued_experiments_and_their_summary_is_their_metrics(experimenting: Path, tmp_path: Path):
     reproduced = experimenting
-    done = run(reproduced, sys.executable, "-m", "pipeline.seeds", "run", "tiny", "--seeds", "3", "-S", "model=[resnet18,nin]")
-    assert done.stdout.count("dvc exp run --queue -n tiny-seed") == 3 and "seeds: all 3 done" in done.stdout
+    done = run(reproduced, sys.executable, "-m", "pipeline.seeds", "run", "tiny", "--seeds", "2", "-S", "model=[resnet18,nin]")
+    assert done.stdout.count("dvc exp run --queue -n tiny-seed") == 2 and "seeds: all 2 done" in done.stdout
     assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith("seeds: tiny-seed")] != []
     shown = json.loads(dvc(reproduced, "exp", "show", "--json").stdout)
     runs = {rev["name"]: rev["data"] for row in shown for x in row.get("experiments") or [] for rev in x["revs"] if (rev.get("name") or "").startswith("tiny-seed")}
-    assert sorted(runs) == ["tiny-seed0", "tiny-seed1", "tiny-seed2"]
-    assert sorted(r["params"]["params.yaml"]["data"]["train"]["seed"] for r in runs.values()) == [0, 1, 2]
+    assert sorted(runs) == ["tiny-seed0", "tiny-seed1"]
+    assert sorted(r["params"]["params.yaml"]["data"]["train"]["seed"] for r in runs.values()) == [0, 1]
     run(reproduced, sys.executable, "-m", "pipeline.seeds", "summary", "tiny", "--json", str(tmp_path / "seeds.json"))
     summary = json.loads((tmp_path / "seeds.json").read_text())
     for model in ("resnet18", "nin"):
         accuracies = [r["metrics"]["metrics.json"]["data"]["acc"][model] for r in runs.values()]
-        assert summary["metrics"]["acc"][model]["mean"] == pytest.approx(sum(accuracies) / 3)
+        assert summary["metrics"]["acc"][model]["mean"] == pytest.approx(sum(accuracies) / 2)
         assert (summary["metrics"]["acc"][model]["min"], summary["metrics"]["acc"][model]["max"]) == (min(accuracies), max(accuracies))
     (pair,) = summary["pairs"]
-    assert pair["seeds"] == 3 and len(pair["differences"]) == 3
+    assert pair["seeds"] == 2 and len(pair["differences"]) == 2
     assert (reproduced / "params.yaml").read_text() == run(reproduced, "git", "show", "HEAD:params.yaml").stdout  # the workspace left alone

@@ -112,8 +112,13 @@ def load(path: Path, device: torch.device | str = "cpu", memory_format: torch.me
     if "pretrained" in option_types(content["name"]):
         options["pretrained"] = False
     meta = content["meta"]
-    model = build(content["name"], num_classes=len(meta["classes"]), in_channels=meta["channels"], **options)
-    model.load_state_dict(content["state_dict"])
+    arguments = {"num_classes": len(meta["classes"]), "in_channels": meta["channels"], **options}
+    with torch.device("meta"):  # no memory and no random initialisation for weights about to be replaced
+        model = build(content["name"], **arguments)
+    model.load_state_dict(content["state_dict"], assign=True)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):  # a tensor no state dict holds
+        model = build(content["name"], **arguments)
+        model.load_state_dict(content["state_dict"])
     model.to(device, memory_format=memory_format)
     return model, {"name": content["name"], "options": content["options"], **meta}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.common.progress import about
+from pipeline.common.progress import about, plural
 from pipeline.params.recipes import ModelSpec, Params
 from pipeline.runtime import distributed
 from pipeline.runtime.device import Compute, synchronize
@@ -21,6 +21,19 @@ from pipeline.training.optim import make_optimizer
 from pipeline.training.resume import epochs_done, file_for
 
 TIMED_STEPS = 3  # training steps timed per model
+# A model whose whole training is this few optimiser steps is not timed: timing it (a warm-up and
+# TIMED_STEPS steps, on a fresh copy) would take about as long as training it (tests, smoke runs).
+FEW_STEPS = 2 * (TIMED_STEPS + 1)
+
+
+def steps_in_all(train_images: int, batch_size: int, epochs: int) -> int:
+    """The optimiser steps of a whole training run (a last partial batch is dropped)."""
+    return epochs * max(1, train_images // batch_size)
+
+
+def not_timed(name: str, steps: int) -> str:
+    """The line for a model trained in FEW_STEPS steps or fewer, in place of its estimate."""
+    return f"{name:>12s} {plural(steps, 'step')} in all: not timed (timing would take about as long as training)"
 
 
 def step_seconds(spec: ModelSpec, train: Split, batch_size: int, classes: int, compute: Compute | None = None, steps: int = TIMED_STEPS) -> float:
@@ -57,7 +70,7 @@ def estimates(
 ) -> None:
     """One line per model left to train with the time it will take, and the sum. A model already
     trained with the same key is left out (its own line says so when its turn comes)."""
-    total, trained = 0.0, 0
+    total, trained, timed, few = 0.0, 0, 0, 0
     computes = computes or {}
     for spec in p.models:
         compute = computes.get(spec.name)
@@ -65,16 +78,22 @@ def estimates(
         if done >= spec.train.run_epochs:
             trained += 1
             continue
+        batch = per_process_batch(spec, world.size)
+        if (steps := steps_in_all(len(train), batch, spec.train.run_epochs - done)) <= FEW_STEPS:
+            print(not_timed(spec.name, steps), flush=True)
+            few += 1
+            continue
         try:
-            seconds, line = estimate(spec, train, val, per_process_batch(spec, world.size), spec.train.run_epochs - done, where, classes, compute)
+            seconds, line = estimate(spec, train, val, batch, spec.train.run_epochs - done, where, classes, compute)
         except torch.cuda.OutOfMemoryError:
             raise out_of_memory(spec, world, train.device) from None
         total += seconds
+        timed += 1
         print(line, flush=True)
     if trained == len(p.models):
         print("train: every model is already trained with this recipe and data", flush=True)
-    else:
-        also = f", {trained} model{'s' * (trained > 1)} already trained" if trained else ""
+    elif timed:
+        also = f", {plural(trained, 'model')} already trained" * (trained > 0) + f", {few} of a few steps not timed" * (few > 0)
         print(f"train: {about(total)} in all (estimated from {TIMED_STEPS} timed steps of each model{also})", flush=True)
         if any(c.compile for c in computes.values()):
             print("train: the steps were timed eager; compiled, each model's first epoch also compiles (minutes), the rest run faster", flush=True)
