@@ -9,6 +9,7 @@ Its marker file never changes, so rerunning it (any param changed) reruns nothin
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -47,7 +48,7 @@ def problems(p: recipes.Params, downloads: Path, *, free: int | None = None) -> 
         choose_device(p.runtime.device)
     except StageError as e:
         found.append(str(e))
-    if problem := disk_problem(p.data, shutil.disk_usage(".").free if free is None else free):
+    if problem := disk_problem(p.data, shutil.disk_usage(".").free if free is None else free, cache_copies()):
         found.append(problem)
     try:
         models.preflight(p.models, p.data.image_size, p.data.channels)
@@ -80,17 +81,34 @@ def photos_at_most(data: DataParams) -> int:
     return min(count, classes * data.max_per_class) if data.max_per_class else count
 
 
-def disk_problem(data: DataParams, free: int) -> str | None:
-    """The preprocessed arrays (uint8, channels × image_size² bytes a photo) and DVC's cache copy of
-    them must fit in the free space with a margin: else say so now, not when the disk is full."""
+def cache_copies(workspace: Path = Path(".")) -> int:
+    """How many more copies of a stage's output DVC's cache takes: 0 where it hardlinks them (this
+    project's .dvc/config: `cache.type = hardlink,copy`, a cache on the workspace's file system),
+    else 1 (DVC copies; also outside a DVC project, to be safe)."""
+    try:
+        from dvc.repo import Repo
+
+        with Repo(str(workspace)) as repo:
+            cache = repo.cache.local
+            first = next(iter(cache.cache_types), None)
+            linked = first == "hardlink" and os.stat(cache.path if os.path.exists(cache.path) else repo.dvc_dir).st_dev == os.stat(workspace).st_dev
+    except Exception:  # not a DVC project, an unreadable config: assume the cache copies
+        return 1
+    return 0 if linked else 1
+
+
+def disk_problem(data: DataParams, free: int, copies: int = 1) -> str | None:
+    """The preprocessed arrays (uint8, channels × image_size² bytes a photo), and `copies` more of
+    them in DVC's cache, must fit in the free space with a margin: else say so now, not when the disk is full."""
     arrays = photos_at_most(data) * data.channels * data.image_size**2
-    need = 2 * arrays + DISK_MARGIN
+    need = (1 + copies) * arrays + DISK_MARGIN
     if need <= free:
         return None
     gib = 1 << 30
+    cache = "DVC's cache as much again" if copies else "DVC's cache links them, no copy"
     return (
         f"data.image_size = {data.image_size}: the preprocessed arrays would take {arrays / gib:,.1f} GiB, and "
-        f"DVC's cache as much again; with a 1 GiB margin that needs {need / gib:,.1f} GiB but {free / gib:,.1f} GiB "
+        f"{cache}; with a 1 GiB margin that needs {need / gib:,.1f} GiB but {free / gib:,.1f} GiB "
         f"are free here. Lower data.image_size or data.max_per_class, or free some space."
     )
 

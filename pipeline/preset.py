@@ -13,9 +13,9 @@ applied is checked first: a stale preset or a typo stops here, naming the key, b
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import shlex
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -100,7 +100,26 @@ def main() -> None:
     cmd = command(read(preset_file(args.preset)), extra)
     print(shlex.join(cmd), flush=True)
     if not args.print:
-        sys.exit(subprocess.call([sys.executable, "-m", "dvc", *cmd[1:]]))
+        sys.exit(run_dvc(cmd[1:]))
+
+
+class NothingToRestore(logging.Filter):
+    """DVC's `No file hash info found for '<output>'. It won't be created.`, one line per output:
+    before an experiment DVC restores the outputs dvc.lock records, and without a dvc.lock (a fresh
+    clone) there are none to restore. Said of every output of a first run, it only alarms."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No file hash info found for ")
+
+
+def run_dvc(argv: list[str]) -> int:
+    """DVC's command line, in this process, without the warnings above while there is no dvc.lock
+    (anything else DVC says, it still says)."""
+    from dvc.cli import main as dvc
+
+    if not Path("dvc.lock").exists():
+        logging.getLogger("dvc_data.index.checkout").addFilter(NothingToRestore())
+    return dvc(argv)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ as a real `dvc exp run` whose experiment records the preset's values."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -65,7 +66,8 @@ def test_a_preset_runs_as_a_real_dvc_experiment(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     (tmp_path / "presets").mkdir()
     (tmp_path / "presets" / "tiny.yaml").write_text("model: nin\ndata:\n  image_size: 72\ntrain:\n  epochs: 2\n")
-    stage = {"stages": {"echo": {"cmd": "python -c \"print('stage ran')\"", "params": ["model", "data", "train"]}}}
+    write = "python -c \"print('stage ran'); open('out.txt', 'w').write('x')\""
+    stage = {"stages": {"echo": {"cmd": write, "params": ["model", "data", "train"], "outs": ["out.txt"]}}}
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(stage))
     env = {
         **os.environ,
@@ -75,16 +77,20 @@ def test_a_preset_runs_as_a_real_dvc_experiment(tmp_path):
         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
     }  # fmt: skip
 
-    def run(*args):
-        result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True)
+    def run(*args, cwd=tmp_path, both=False):
+        result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
         assert result.returncode == 0, f"{args}\n{result.stdout}\n{result.stderr}"
-        return result.stdout
+        return (result.stdout, result.stderr) if both else result.stdout
 
     run("git", "init", "-q", "-b", "main")
     run(sys.executable, "-m", "dvc", "init", "-q")
     run("git", "add", "-A")
     run("git", "commit", "-qm", "project")
-    out = run(sys.executable, "-m", "pipeline.preset", "tiny", "-S", "data.source=synthetic", "-n", "tiny-run")
+    control = tmp_path.parent / "control"
+    shutil.copytree(tmp_path, control)  # a fresh clone's first run, in plain DVC: a warning per output
+    assert "control/out.txt'. It won't be created" in run(sys.executable, "-m", "dvc", "exp", "run", cwd=control, both=True)[1]
+    out, err = run(sys.executable, "-m", "pipeline.preset", "tiny", "-S", "data.source=synthetic", "-n", "tiny-run", both=True)
+    assert "No file hash info found for" not in err
     assert out.splitlines()[0] == (
         "dvc exp run -S model=nin -S data.image_size=72 -S train.epochs=2 -S data.source=synthetic -n tiny-run"
     )
@@ -95,3 +101,4 @@ def test_a_preset_runs_as_a_real_dvc_experiment(tmp_path):
     recorded = experiment["data"]["params"]["params.yaml"]["data"]
     assert recorded["model"] == "nin" and recorded["train"]["epochs"] == 2
     assert recorded["data"]["image_size"] == 72 and recorded["data"]["source"] == "synthetic"
+
