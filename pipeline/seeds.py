@@ -184,6 +184,7 @@ def main() -> None:
     run.add_argument("--first", type=int, default=0, help="the first seed")
     run.add_argument("--preset", help="a preset of presets/ to run on each seed")
     run.add_argument("--no-start", action="store_true", help="only queue them (start later with `dvc queue start`)")
+    run.add_argument("--poll", type=float, default=POLL, help=f"seconds between looks at the queue (default {POLL:g}: each look is a dvc process, which a 2-core CPU feels)")
     summary = sub.add_parser("summary", help="mean, spread and paired tests over the seeds, from dvc exp show")
     summary.add_argument("name", nargs="+", help="NAME (the experiments NAME-seedK) or the experiments' names")
     summary.add_argument("--out", type=Path, help="also write the Markdown here")
@@ -192,6 +193,8 @@ def main() -> None:
     if args.command == "run":
         if args.seeds < 1:
             raise StageError(f"--seeds {args.seeds}: at least one")
+        if not 0 < args.poll <= 3600:
+            raise StageError(f"--poll {args.poll:g}: a number of seconds from above 0 to 3600")
         seeds = list(range(args.first, args.first + args.seeds))
         for cmd in queue_commands(args.name, seeds, args.preset, extra):
             print(shlex.join(cmd if args.preset else ["dvc", *cmd[1:]]), flush=True)
@@ -204,7 +207,7 @@ def main() -> None:
         started = start_worker()
         if started.returncode:
             raise StageError(f"dvc queue start: {started.stdout.strip()}")
-        wait(names(args.name, seeds))
+        wait(names(args.name, seeds), args.poll)
         print(f"seeds: all {len(seeds)} done; python -m pipeline.seeds summary {args.name}", flush=True)
         return
     shown = dvc("exp", "show", "--json")

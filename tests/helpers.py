@@ -3,6 +3,7 @@ the project driven by the real git and dvc CLIs, a toy training task, and a fake
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -55,6 +56,13 @@ def run(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None =
 
 def dvc(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return run(repo, str(Path(sys.executable).parent / "dvc"), *args, check=check, env=env)
+
+
+def vega_plots(repo: Path, *args: str) -> tuple[dict, list]:
+    """{plot id: Vega-Lite spec} of every data chart `dvc plots show|diff --json` renders, and its errors."""
+    shown = json.loads(dvc(repo, "plots", *args, "--json").stdout)
+    specs = {pid: items[0]["content"] for pid, items in shown["data"].items() if items[0]["type"] == "vega"}
+    return specs, shown.get("errors") or []
 
 
 def set_params(repo: Path, overrides: dict) -> None:

@@ -1,5 +1,5 @@
 """Several seeds: the summary's means, spreads and paired t-tests against hand-computed answers, and
-the queued commands (the real DVC queue runs in test_pipeline)."""
+the queued commands (the real DVC queue runs in test_experiments)."""
 
 import math
 import time

@@ -155,6 +155,15 @@ def test_a_folder_source_takes_photos_only_and_never_a_key_or_a_token(tmp_path, 
     assert "id_rsa\n" not in err.replace(".ssh/", "")  # what is inside a hidden folder is never even listed
 
 
+def test_a_folder_given_to_predict_lists_no_hidden_file(tmp_path):
+    folder = tmp_path / "holiday"
+    for name in ("a.jpg", "day 2/b.jpg", ".DS_Store", ".git/objects/ab/cdef", "day 2/.thumb.jpg"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(jpeg())
+    with Archive(folder) as archive:
+        assert archive.names() == ["a.jpg", "day 2/b.jpg"]  # no reject row for a .git of thousands of objects
+
+
 # ---------------------------------------------------------------- 5. an encrypted member
 
 
@@ -573,7 +582,8 @@ def test_evaluate_refuses_a_model_trained_with_other_params():
     ("benchmarks.bench --archive {photo}", "is neither a zip nor a folder of photos"),
     ("pipeline.export --model {model} --out {tmp}", "is a folder: give a file name"),
     ("pipeline.compare HEAD other", "metrics.json at 'HEAD'"),
-], ids=["bench-size", "bench-steps", "bench-archive", "export-out", "compare-rev"])
+    ("pipeline.seeds run x --poll 0", "--poll 0: a number of seconds from above 0 to 3600"),
+], ids=["bench-size", "bench-steps", "bench-archive", "export-out", "compare-rev", "seeds-poll"])
 def test_a_bad_command_line_value_is_one_line_not_a_traceback(nin_file, tmp_path, command, message):
     (tmp_path / "a.jpg").write_bytes(jpeg())
     with zipfile.ZipFile(tmp_path / "t.zip", "w") as z:

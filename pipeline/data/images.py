@@ -108,9 +108,13 @@ class Archive:
         self._zip = None if self.path.is_dir() else zipfile.ZipFile(self.path)
 
     def names(self) -> list[str]:
-        """Every file member, sorted; no folders, no macOS `__MACOSX/` or `._*` entries."""
+        """Every file member, sorted; no folders, no macOS `__MACOSX/` or `._*` entries; in a folder,
+        nothing hidden either (`.git/`, `.DS_Store`: not walked into, never photos)."""
         if self._zip is None:
-            found = (p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file())
+            found = []
+            for here, dirnames, filenames in os.walk(self.path):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                found += [(Path(here) / f).relative_to(self.path).as_posix() for f in filenames if not f.startswith(".")]
         else:
             found = (info.filename for info in self._zip.infolist() if not info.is_dir())
         return sorted(name for name in found if not _is_mac_junk(name))
