@@ -1,12 +1,14 @@
-"""Resume state: a key that changes with what the model is a function of and nothing else, and an
-unreadable file set aside rather than trusted."""
+"""Resume state: a key that changes with what the model is a function of and nothing else, an
+unreadable file set aside rather than trusted, and a finished model's weights shared with its model
+file (one copy on disk), trusted only while they are the same bytes."""
 
 import pytest
 import torch
 
+from pipeline.models import modelfile
 from pipeline.params import recipes
 from pipeline.training.fit import fit
-from pipeline.training.resume import FORMAT, ResumeFile, epochs_done, file_for, key, load
+from pipeline.training.resume import FORMAT, ResumeFile, epochs_done, file_for, key, load, share_weights, weights_file
 from tests.helpers import REPO, toy_split
 
 
@@ -54,3 +56,50 @@ def test_a_resume_file_of_another_format_is_not_resumed_from(tmp_path, saved_for
     torch.save(state, tmp_path / "m.pt")
     assert load(tmp_path / "m.pt", "k") is None
     assert epochs_done(tmp_path / "m.pt", "k") == 0
+
+
+def finished(tmp_path, epochs=2, keep="best"):
+    """A model trained to the end with its resume state, then saved as the train stage does (the
+    model file, then its weights shared with the resume state)."""
+    one = spec(epochs=epochs, keep=keep)
+    data = toy_split(32), toy_split(16, seed=1)
+    (tmp_path / "resume").mkdir(exist_ok=True)
+    (tmp_path / "models").mkdir(exist_ok=True)
+    state = ResumeFile(file_for(tmp_path / "resume", "resnet18"), "k")
+    model, _ = fit(one, *data, classes=2, resume=state)
+    whole = state.path.stat().st_size
+    model_file = tmp_path / "models" / "resnet18.pt"
+    meta = {"image_size": 32, "resize": "crop", "channels": 3, "classes": ["cat", "dog"]}
+    modelfile.save(model_file, model, name="resnet18", options=one.options, meta=meta)
+    assert share_weights(state.path, model_file)
+    return one, data, state, model, model_file, whole
+
+
+def test_a_finished_models_resume_state_shares_its_model_files_weights_on_disk(tmp_path, capsys):
+    one, data, state, model, model_file, whole = finished(tmp_path)
+    linked = weights_file(state.path)
+    assert linked.stat().st_ino == model_file.stat().st_ino  # one copy of the weights on disk
+    assert state.path.stat().st_size < whole / 20  # the state itself: curves, schedule, random streams
+    model_file.unlink()  # what DVC does to a stage's outputs before it reruns the stage
+    capsys.readouterr()
+    again, _ = fit(one, *data, classes=2, resume=state)  # from the shared weights: not trained again
+    assert "already trained with this recipe and data" in capsys.readouterr().out
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_shared_weights_that_are_gone_or_changed_train_the_model_again(tmp_path, capsys):
+    one, data, state, model, model_file, _ = finished(tmp_path, epochs=1, keep="last")
+    linked = weights_file(state.path)
+    assert epochs_done(state.path, "k") == 1
+    other = tmp_path / "other.pt"
+    modelfile.save(other, fit(spec(epochs=1, seed=5), *data, classes=2)[0], name="resnet18", options=one.options,
+                   meta={"image_size": 32, "resize": "crop", "channels": 3, "classes": ["cat", "dog"]})  # fmt: skip
+    linked.unlink()
+    other.replace(linked)  # the same architecture, other weights: caught by the digest
+    assert load(state.path, "k") is None
+    assert "its weights (resnet18.weights.pt) are missing or changed; this model trains from the start" in capsys.readouterr().err
+    linked.unlink()
+    assert epochs_done(state.path, "k") == 0 and load(state.path, "k") is None
+    again, _ = fit(one, *data, classes=2, resume=state)  # trains, and its new state has weights of its own
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))  # the same run again
+    assert load(state.path, "k")["model"] is not None and "weights" not in load(state.path, "k")

@@ -3,13 +3,18 @@ that a stopped run continues where it was and a model already trained is not tra
 
 A file is used only with the same key: a hash of everything the trained model is a function of
 (architecture, recipe, data, processes). Not a DVC output: DVC would delete it before a rerun.
+Once a model is finished and its model file written, the state keeps no weights of its own: they are
+in resume/<model>.weights.pt, a hardlink of the model file (`share_weights`), so that the weights
+are on disk once for the model file, DVC's cache (which hardlinks it too) and the resume state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
+import os
 import sys
 import threading
 from dataclasses import asdict, dataclass, field
@@ -20,6 +25,7 @@ from torch import nn
 
 from pipeline.common.atomic import torch_save
 from pipeline.common.errors import StageError
+from pipeline.models import modelfile
 from pipeline.models.modelfile import unwrap
 from pipeline.params.recipes import ModelSpec
 from pipeline.runtime import distributed
@@ -41,6 +47,19 @@ def key(spec: ModelSpec, data_digest: str, processes: int, precision: str = "fp3
 def file_for(folder: Path, name: str) -> Path:
     """A model's resume file: `torchvision:resnet34` → folder/torchvision-resnet34.pt."""
     return Path(folder) / f"{name.replace(':', '-')}.pt"
+
+
+def weights_file(path: Path) -> Path:
+    """Where a finished model's resume state finds its weights: resume/nin.pt → resume/nin.weights.pt."""
+    return path.with_name(path.stem + ".weights.pt")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -140,7 +159,30 @@ def save(to: ResumeFile, run: Run, model: nn.Module, optimizer, scheduler, gener
             "generator": generator.get_state(),
         },
     }
+    with contextlib.suppress(OSError):  # a read-only link Windows will not delete: harmless, never read again
+        weights_file(to.path).unlink(missing_ok=True)  # an earlier finished run's: this state has weights of its own
     writer.write(to.path, _snapshot(state))
+
+
+def share_weights(path: Path, model_file: Path) -> bool:
+    """Replace the weights of a finished model's resume state at `path` by a hardlink to its model
+    file, which holds the same tensors: the kept ones (the only ones a finished run still needs).
+    False, and the state left whole, where the file system cannot link (another device, no links)."""
+    linked = weights_file(path)
+    temporary = linked.with_name(f".{linked.name}.{os.getpid()}.tmp")
+    if not path.is_file():
+        return False
+    try:
+        os.link(model_file, temporary)
+        os.replace(temporary, linked)  # over an earlier link, read-only where DVC protects its cache: POSIX allows it
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        return False
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state["model"] = state["kept"]["state"] = None
+    state["weights"] = {"file": linked.name, "sha256": sha256(linked)}
+    torch_save(state, path)
+    return True
 
 
 def load(path: Path, key: str) -> dict | None:
@@ -155,7 +197,16 @@ def load(path: Path, key: str) -> dict | None:
         path.replace(aside)
         print(f"{path}: unreadable ({type(e).__name__}); moved to {aside.name}, this model trains from the start", file=sys.stderr, flush=True)
         return None
-    return state if isinstance(state, dict) and state.get("key") == key and state.get("format") == FORMAT else None
+    if not (isinstance(state, dict) and state.get("key") == key and state.get("format") == FORMAT):
+        return None
+    if shared := state.get("weights"):
+        linked = path.with_name(shared["file"])
+        if not linked.is_file() or sha256(linked) != shared["sha256"]:
+            print(f"{path}: its weights ({linked.name}) are missing or changed; this model trains from the start", file=sys.stderr, flush=True)
+            return None
+        state["model"] = modelfile.read(linked)["state_dict"]  # the kept weights, checked against the architecture
+        state["kept"]["state"] = None
+    return state
 
 
 def epochs_done(path: Path, key: str) -> int:
@@ -167,7 +218,11 @@ def epochs_done(path: Path, key: str) -> int:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # unreadable: `load` sets it aside when training reaches it
         return 0
-    return len(state["history"]) if state.get("key") == key and state.get("format") == FORMAT else 0
+    if state.get("key") != key or state.get("format") != FORMAT:
+        return 0
+    if (shared := state.get("weights")) and not path.with_name(shared["file"]).is_file():
+        return 0  # the weights are gone: it trains again
+    return len(state["history"])
 
 
 def negotiate(resume: ResumeFile | None, *, world: distributed.World, name: str) -> dict | None:
