@@ -89,9 +89,11 @@ def test_repro_trains_and_evaluates_every_architecture(reproduced: Path):
     assert all(f'<section id="{name}">' in page for name in models.names())
     assert dvc(reproduced, "status").stdout.strip() == "Data and pipelines are up to date."
     assert run(reproduced, "git", "status", "--porcelain").stdout == ""  # DVC ignored every cached output
-    # .dvc/config's cache.type: each model is one file on disk, the workspace's name a read-only hardlink into the cache
+    # each model is one file on disk: the workspace's name a read-only hardlink into DVC's cache (.dvc/config's
+    # cache.type), and the resume state's weights a third name for the same blocks
     for path in (reproduced / "models").iterdir():
-        assert path.stat().st_nlink == 2 and path.stat().st_mode & 0o222 == 0, path
+        assert path.stat().st_nlink == 3 and path.stat().st_mode & 0o222 == 0, path
+        assert (reproduced / "resume" / f"{path.stem}.weights.pt").stat().st_ino == path.stat().st_ino
     in_git = run(reproduced, "git", "ls-files", "metrics.json", "plots", "dvclive").stdout.split()
     assert in_git == ["dvclive/metrics.json", "dvclive/plots/custom/epochs.json", "metrics.json", "plots/confusion.csv", "plots/roc.csv"]
 
