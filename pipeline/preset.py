@@ -45,9 +45,6 @@ def read(path: Path) -> dict:
     return schema.read(path)
 
 
-flatten = schema.flatten  # preset.flatten: what tests and callers have used
-
-
 def nest(flat: Mapping[str, Any]) -> dict:
     """The inverse of `flatten`."""
     tree: dict = {}
@@ -86,7 +83,7 @@ def user_overrides(extra: list[str]) -> dict[str, Any]:
 
 def command(preset: dict, extra: list[str], base: Path = sections.PARAMS_FILE) -> list[str]:
     """`dvc exp run` with the preset's flags and `extra`, once params.yaml with all of them applied is valid."""
-    mine, theirs = flatten(preset), user_overrides(extra)
+    mine, theirs = schema.flatten(preset), user_overrides(extra)
     recipes.load(base, nest({**mine, **theirs}))  # raises ParamError naming the key
     flags = [arg for key, value in mine.items() if key not in theirs for arg in ("-S", f"{key}={flag_value(key, value)}")]
     return ["dvc", "exp", "run", *flags, *extra]

@@ -26,7 +26,6 @@ from torch import nn
 from pipeline.common.atomic import torch_save
 from pipeline.common.errors import StageError
 from pipeline.models import modelfile
-from pipeline.models.modelfile import unwrap
 from pipeline.params.recipes import ModelSpec
 from pipeline.runtime import distributed
 
@@ -150,7 +149,7 @@ def save(to: ResumeFile, run: Run, model: nn.Module, optimizer, scheduler, gener
         "seconds": run.seconds,
         "images": run.images,
         "kept": {"epoch": kept.epoch, "val": kept.val, "state": None if current else kept.state},
-        "model": unwrap(model).state_dict(),
+        "model": modelfile.unwrap(model).state_dict(),
         "optimizer": None if final else optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "rng": {
@@ -168,21 +167,27 @@ def share_weights(path: Path, model_file: Path) -> bool:
     """Replace the weights of a finished model's resume state at `path` by a hardlink to its model
     file, which holds the same tensors: the kept ones (the only ones a finished run still needs).
     False, and the state left whole, where the file system cannot link (another device, no links)."""
-    linked = weights_file(path)
-    temporary = linked.with_name(f".{linked.name}.{os.getpid()}.tmp")
     if not path.is_file():
         return False
+    linked = weights_file(path)
+    temporary = linked.with_name(f".{linked.name}.{os.getpid()}.tmp")
     try:
         os.link(model_file, temporary)
         os.replace(temporary, linked)  # over an earlier link, read-only where DVC protects its cache: POSIX allows it
     except OSError:
         temporary.unlink(missing_ok=True)
         return False
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # the weights, about to be dropped, never read
     state["model"] = state["kept"]["state"] = None
+    state = _snapshot(state)  # what is left (schedule, random streams) copied: the mapping closes before the file is replaced
     state["weights"] = {"file": linked.name, "sha256": sha256(linked)}
     torch_save(state, path)
     return True
+
+
+def ours(state, key: str) -> bool:
+    """A resume state made with this key (same model, recipe and data) in this format."""
+    return isinstance(state, dict) and state.get("key") == key and state.get("format") == FORMAT
 
 
 def load(path: Path, key: str) -> dict | None:
@@ -197,7 +202,7 @@ def load(path: Path, key: str) -> dict | None:
         path.replace(aside)
         print(f"{path}: unreadable ({type(e).__name__}); moved to {aside.name}, this model trains from the start", file=sys.stderr, flush=True)
         return None
-    if not (isinstance(state, dict) and state.get("key") == key and state.get("format") == FORMAT):
+    if not ours(state, key):
         return None
     if shared := state.get("weights"):
         linked = path.with_name(shared["file"])
@@ -218,7 +223,7 @@ def epochs_done(path: Path, key: str) -> int:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # unreadable: `load` sets it aside when training reaches it
         return 0
-    if state.get("key") != key or state.get("format") != FORMAT:
+    if not ours(state, key):
         return 0
     if (shared := state.get("weights")) and not path.with_name(shared["file"]).is_file():
         return 0  # the weights are gone: it trains again
