@@ -48,10 +48,11 @@ from pipeline.common import atomic, cli
 from pipeline.common.errors import StageError
 from pipeline.data.images import PHOTO_FORMATS, Archive, label_of, load
 from pipeline.data.workers import map_archive
+from pipeline.models.inputs import IMAGENET
 from pipeline.params import recipes
 from pipeline.runtime.device import Compute, describe, resolve, synchronize
 from pipeline.runtime.inference import probabilities
-from pipeline.runtime.tensors import MEAN, STD, Split, batches
+from pipeline.runtime.tensors import Split, batches
 from pipeline.training.fit import build, fit, train_step
 from pipeline.training.optim import make_optimizer
 from pipeline.training.resume import ResumeFile
@@ -131,7 +132,7 @@ class CourseDataset(torch.utils.data.Dataset):
                 transforms.Resize((image_size, image_size)),
                 transforms.RandomHorizontalFlip(),
                 transforms.ToTensor(),
-                transforms.Normalize(MEAN, STD),
+                transforms.Normalize(IMAGENET.mean, IMAGENET.std),
             ]
         )
 

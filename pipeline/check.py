@@ -138,11 +138,10 @@ def training_estimate(p: recipes.Params, compute: Compute) -> tuple[float, list[
         shape = (timed, p.data.channels, p.data.image_size, p.data.image_size)
         sample = Split(torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator).to(compute.device),
                        torch.arange(timed).remainder(2).to(compute.device), compute.device)  # fmt: skip
-        per_step = estimate.step_seconds(spec, sample, timed, 2, own, steps=1) * batch / timed
-        per_epoch = per_step * (max(1, train_n // spec.train.batch_size) + math.ceil(val_n / spec.train.batch_size) / 3)
-        seconds = per_epoch * spec.train.run_epochs
+        step = estimate.timer(lambda thawed: estimate.step_seconds(spec, sample, timed, 2, own, steps=1, thawed=thawed) * batch / timed)  # noqa: B023 (used in this iteration)
+        seconds = estimate.seconds_left(spec, train_n, val_n, spec.train.batch_size, spec.train.run_epochs, step)
         total += seconds
-        lines.append(f"check: {spec.name:>12s} {about(per_epoch)}/epoch, {about(seconds)} for {plural(spec.train.run_epochs, 'epoch')} of ~{train_n:,} photos on {where}")
+        lines.append(f"check: {spec.name:>12s} {about(seconds / spec.train.run_epochs)}/epoch, {about(seconds)} for {plural(spec.train.run_epochs, 'epoch')} of ~{train_n:,} photos on {where}")
     if few < len(p.models):
         lines.append(f"check: training {about(total)} in all (one timed step of {TIMED_IMAGES} photos of each model, after one untimed: on a CPU an upper bound, since a small batch runs less efficiently; the train stage times them again at the full batch)")
     return total, lines
@@ -189,6 +188,25 @@ def random_backbones(p: recipes.Params) -> list[str]:
     return notes
 
 
+def pretrained_inputs(p: recipes.Params) -> list[str]:
+    """One note per pretrained model fed another size than its weights were trained at, and per
+    model that trains its head on precomputed features (what those epochs leave out)."""
+    notes = []
+    for spec in p.models:
+        weights = models.pretrained(spec.name)
+        if weights and spec.options.get("pretrained", True) and p.data.image_size != weights.native_size:
+            notes.append(
+                f"note: {spec.name}'s ImageNet weights ({weights.top1:g}% top-1) were trained at {weights.native_size} px; this run "
+                f"feeds them {p.data.image_size} px (a frozen backbone's features suffer most from the difference: docs/results.md, Transfer learning)"
+            )
+        if models.precomputes(spec.options):
+            notes.append(
+                f"note: {spec.name} computes its frozen backbone's features once (precompute): its head trains on those of each "
+                f"training photo{' and its mirror image' * spec.train.flip}, without train.translate or crop_scale"
+            )
+    return notes
+
+
 def main() -> None:
     parser = cli.parser(__spec__.name, __doc__)
     parser.add_argument("--out", type=Path, required=True, help="marker file written when all is well")
@@ -206,7 +224,7 @@ def main() -> None:
     for name in p.model_names:
         if (own := compute.for_model(name, models.bf16_ok(name))) != compute:
             print("  " + "; ".join(own.reasons))
-    for note in copied_feature_maps(p) + random_backbones(p) + p.mistakes():
+    for note in copied_feature_maps(p) + random_backbones(p) + pretrained_inputs(p) + p.mistakes():
         print(note)
     seconds, lines = training_estimate(p, compute)  # last: the time, and the budget it must fit
     print("\n".join(lines), flush=True)

@@ -7,8 +7,9 @@
 pipeline's models folder, or the leaderboard's best when None). `predict` takes a photo's path, a
 folder or a zip (a list of Predictions, in predict's order), a PIL image, or an (H, W, 3) or (H, W)
 uint8 array; each is resized exactly as the model's test photos were (the size and resize policy of
-its model file), then classified in eval mode. Files are decoded from the photo formats only, as
-everywhere in the project.
+its model file), normalised as its weights expect, then classified in eval mode, with test-time
+augmentation as params.yaml's `evaluate.tta` says (`tta=` overrides it). Files are decoded from the
+photo formats only, as everywhere in the project.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pipeline.common.errors import StageError
 from pipeline.data import images
 from pipeline.evaluation import predicting
 from pipeline.models import bf16_ok, modelfile
-from pipeline.params.sections import RuntimeParams
+from pipeline.params.sections import RuntimeParams, load_evaluate
 from pipeline.runtime.device import Compute, resolve
 
 
@@ -51,8 +52,10 @@ class Classifier:
         network, meta = modelfile.load(path, compute.device, compute.format)
         return cls(network, meta, compute.for_model(meta["name"], bf16_ok(meta["name"])))
 
-    def predict(self, photo, *, tta: bool = False) -> Prediction | list[Prediction]:
-        """One Prediction for an image (PIL or array) or a single photo file; a list for a folder or a zip."""
+    def predict(self, photo, *, tta: bool | None = None) -> Prediction | list[Prediction]:
+        """One Prediction for an image (PIL or array) or a single photo file; a list for a folder or a
+        zip. `tta`: average with the mirror image's prediction; None: as `evaluate` did (evaluate.tta)."""
+        tta = load_evaluate().tta if tta is None else tta
         if isinstance(photo, (str, Path)):
             path = Path(photo)
             found = predicting.photos([path])

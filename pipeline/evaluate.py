@@ -45,16 +45,16 @@ def evaluate_model(
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     """(result, labels, probabilities) of one trained model (and its model file's `meta`) on the test
     split, computed as `compute` says (default fp32), in eval mode unless `how` asks for the course's
-    mistake (a) (evaluation.mistakes). The result keeps every photo's predicted class, in the split's
+    mistake (a) (evaluation.mistakes), with test-time augmentation if `how.tta`. The result keeps every photo's predicted class, in the split's
     order, for paired comparisons (pipeline.compare)."""
     compute = compute or Compute(test.device)
     synchronize(test.device)
     start = time.perf_counter()
     batch_size = how.batch_size or batch_size
     if how.eval_mode:
-        proba = probabilities(model, test, batch_size, progress=progress, compute=compute).numpy()
+        proba = probabilities(model, test, batch_size, progress=progress, compute=compute, tta=how.tta).numpy()
     else:
-        proba = mistakes.without_eval(model, test, batch_size, order=how.order, compute=compute).numpy()
+        proba = mistakes.without_eval(model, test, batch_size, order=how.order, compute=compute, tta=how.tta).numpy()
     seconds = time.perf_counter() - start
     labels = test.labels.cpu().numpy()
     result = {
@@ -64,7 +64,7 @@ def evaluate_model(
         "train": {k: meta[k] for k in ("epochs", "kept_epoch", "seconds", "images_per_second")},
         "inference_images_per_second": len(labels) / seconds,
         "inference": compute.describe(),
-        "evaluation": {"eval_mode": how.eval_mode, "order": how.order, "batch_size": batch_size},
+        "evaluation": {"eval_mode": how.eval_mode, "order": how.order, "batch_size": batch_size, "tta": how.tta},
         "parameters": meta["parameters"],
         "trainable_parameters": meta["trainable_parameters"],
         "image_size": meta["image_size"],

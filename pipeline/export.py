@@ -19,24 +19,25 @@ import torch
 from torch import nn
 
 from pipeline.common import atomic, cli
-from pipeline.models import modelfile
-from pipeline.runtime.tensors import statistics
+from pipeline.models import inputs, modelfile
+from pipeline.runtime.tensors import affine
 
 MAX_BATCH = 4096  # the largest batch the exported program accepts (torch.export needs a bound)
 
 
 class Classifier(nn.Module):
-    """uint8 (N, C, S, S) → probabilities (N, classes): the model behind its own normalisation."""
+    """uint8 (N, C, S, S) → probabilities (N, classes): the model behind its own normalisation, the
+    one its weights were trained with (models.inputs.of)."""
 
     def __init__(self, model: nn.Module, channels: int = 3):
         super().__init__()
         self.model = model.eval()  # eval mode is baked in: BatchNorm's running statistics, no dropout
-        mean, std = statistics(channels)
-        self.register_buffer("scale", torch.tensor([1 / (255 * s) for s in std]).view(1, channels, 1, 1))
-        self.register_buffer("shift", torch.tensor([-m / s for m, s in zip(mean, std)]).view(1, channels, 1, 1))
+        scale, shift = affine(inputs.of(model), channels)
+        self.register_buffer("scale", torch.tensor(scale).view(1, channels, 1, 1))
+        self.register_buffer("shift", torch.tensor(shift).view(1, channels, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = torch.addcmul(self.shift, images.float(), self.scale)  # pipeline.data.normalize's arithmetic
+        x = torch.addcmul(self.shift, images.float(), self.scale)  # runtime.tensors.normalize's arithmetic
         return torch.softmax(self.model(x).float(), dim=1)
 
 

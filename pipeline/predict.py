@@ -2,8 +2,9 @@
 
 Each photo goes through exactly the test-time path the model was evaluated with: decoded and
 resized by the preprocess stage's own function, at the size and with the resize policy recorded in
-the model file (not today's params.yaml), then `probabilities` (eval mode, no gradients). So its
-probabilities are those `evaluate` computed for the same test photo.
+the model file (not today's params.yaml), normalised as the model file records, then `probabilities`
+(eval mode, no gradients), with test-time augmentation as params.yaml's `evaluate.tta` says (or
+--tta / --no-tta). So its probabilities are those `evaluate` computed for the same test photo.
 
 Output: CSV on stdout (or --out), one row per input in the input's order (a folder's or a zip's
 photos sorted by name): `file,label,p_cat,p_dog,error`, one `p_<class>` column per class the model
@@ -15,6 +16,7 @@ submission instead: `id,label`, rows sorted by id, label the probability of a do
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
@@ -30,7 +32,7 @@ from pipeline.common.progress import plural
 from pipeline.data.images import DOGS_VS_CATS
 from pipeline.evaluation.predicting import Photo, Prediction, classify, decode_photo, explanation_names, photos, predict  # noqa: F401 (predict's API)
 from pipeline.models import bf16_ok, modelfile
-from pipeline.params.sections import RuntimeParams
+from pipeline.params.sections import RuntimeParams, load_evaluate
 from pipeline.runtime.device import Compute, resolve
 
 KAGGLE_CLIP = (0.005, 0.995)
@@ -106,7 +108,9 @@ def main() -> None:
     parser.add_argument("--kaggle", type=Path, metavar="ZIP", help="the competition's test1.zip: write a submission (id,label)")
     parser.add_argument("--model", help="a model name from the models folder, or a model file (default: the best)")
     parser.add_argument("--out", type=Path, help="write the CSV here (default: stdout)")
-    parser.add_argument("--tta", action="store_true", help="average each photo's prediction with its mirror image's")
+    parser.add_argument(
+        "--tta", action=argparse.BooleanOptionalAction, help="average each photo's prediction with its mirror image's (default: params.yaml's evaluate.tta, as evaluate did)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="auto: bf16 where the device computes it natively, as in training")
@@ -122,7 +126,8 @@ def main() -> None:
     model, meta = modelfile.load(path, compute.device, compute.format)
     compute = compute.for_model(meta["name"], bf16_ok(meta["name"]))
     start = time.perf_counter()
-    predictions = predict(model, meta, found, compute=compute, batch_size=args.batch_size, tta=args.tta, explain=args.explain)
+    tta = load_evaluate().tta if args.tta is None else args.tta
+    predictions = predict(model, meta, found, compute=compute, batch_size=args.batch_size, tta=tta, explain=args.explain)
     classes = tuple(meta["classes"])
     text = submission(predictions, classes) if args.kaggle else table(predictions, classes, explained=bool(args.explain))
     if args.out:

@@ -153,3 +153,35 @@ def test_a_run_over_the_budget_is_stopped_naming_the_key_and_what_fits():
 
     with pytest.raises(ParamError, match="runtime.budget_hours"):
         recipes.load(REPO / "params.yaml", {"runtime": {"budget_hours": -1}})
+
+
+def test_check_notes_a_pretrained_network_fed_another_size_and_what_precompute_leaves_out():
+    at = {size: recipes.load(REPO / "params.yaml", {"model": ["resnet18", "efficientnet_lite0"], "data": {"image_size": size}}) for size in (160, 224)}
+    notes = check.pretrained_inputs(at[160])
+    assert notes[0] == (
+        "note: efficientnet_lite0's ImageNet weights (75.1% top-1) were trained at 224 px; this run feeds them 160 px "
+        "(a frozen backbone's features suffer most from the difference: docs/results.md, Transfer learning)"
+    )
+    assert notes[1].startswith("note: efficientnet_lite0 computes its frozen backbone's features once (precompute)")
+    assert "training photo and its mirror image, without train.translate or crop_scale" in notes[1]
+    assert check.pretrained_inputs(at[224]) == notes[1:]  # its native size: nothing to say about it
+
+
+def test_the_estimate_of_a_precomputed_probe_is_its_features_not_three_epochs_of_steps(tmp_path, monkeypatch):
+    from pipeline.data import synthetic
+    from pipeline.runtime.device import Compute
+    from pipeline.training import estimate
+
+    monkeypatch.setattr(estimate, "step_seconds", lambda *args, thawed=False, **kwargs: 0.5)  # a frozen step: half a second
+    synthetic.make_archive(tmp_path / "train.zip", per_class=100, size=40)
+    data = {"source": str(tmp_path / "train.zip"), "image_size": 64}
+    cached, plain = (
+        recipes.load(REPO / "params.yaml", {"model": "efficientnet_lite0", "data": data, "train": {"batch_size": 16}, "models": {"efficientnet_lite0": {"precompute": p}}})
+        for p in (True, False)
+    )
+    cpu = Compute(torch.device("cpu"))
+    # 160 training photos (10 steps of 16) and 20 validation photos (2 batches), 3 epochs: the features
+    # of each training photo and its mirror image and of each validation photo, once: 2 × 10 + 2 frozen steps;
+    # without precompute, each epoch's 10 steps and a third of a step per validation batch
+    assert check.training_estimate(cached, cpu)[0] == pytest.approx(0.5 * (2 * 10 + 2))
+    assert check.training_estimate(plain, cpu)[0] == pytest.approx(0.5 * 3 * (10 + 2 / 3))

@@ -29,10 +29,11 @@ from pipeline.download import download
 from pipeline.evaluate import gradcam_photos
 from pipeline.evaluation.metrics import classification_metrics as metrics_of
 from pipeline.evaluation.metrics import confusion_rows, roc_rows
+from pipeline.models.inputs import IMAGENET
 from pipeline.models.transfer import grey_input
 from pipeline.params.sections import DataParams
 from pipeline.preprocess import preprocess
-from pipeline.runtime.tensors import GREY_MEAN, GREY_STD, normalize
+from pipeline.runtime.tensors import normalize
 from pipeline.split import split
 from tests.archives import class_folder_members, encode, fashion_mnist_files, jpeg, write_zip
 
@@ -137,8 +138,9 @@ def test_preprocess_writes_one_channel_arrays_and_says_so(tmp_path):
 
 def test_grey_batches_are_normalised_with_one_mean_and_std():
     x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 3)
-    expected = (torch.tensor([0, 51, 255]) / 255 - GREY_MEAN[0]) / GREY_STD[0]
-    assert torch.allclose(normalize(x).flatten(), expected, atol=1e-6)
+    grey_mean, grey_std = sum((0.485, 0.456, 0.406)) / 3, sum((0.229, 0.224, 0.225)) / 3  # ImageNet's, averaged over R, G, B
+    expected = (torch.tensor([0, 51, 255]) / 255 - grey_mean) / grey_std
+    assert torch.allclose(normalize(x, IMAGENET).flatten(), expected, atol=1e-6)
 
 
 # ---------------------------------------------------------------- models for N classes and 1 channel

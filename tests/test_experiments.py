@@ -101,7 +101,7 @@ def test_the_courses_first_mistake_is_an_experiment_that_reevaluates_only_and_co
     assert "warning: evaluate.eval_mode = false: the course's mistake (a), on purpose" in out and "sorted in batches of 4" in out
     assert "Stage 'train' didn't change, skipping" in out and "Running stage 'evaluate'" in out  # the trained weights are reused
     result = json.loads((reproduced / "results" / "resnet18.json").read_text())
-    assert result["evaluation"] == {"eval_mode": False, "order": "sorted", "batch_size": 4}
+    assert result["evaluation"] == {"eval_mode": False, "order": "sorted", "batch_size": 4, "tta": False}
     table = run(reproduced, sys.executable, "-m", "pipeline.compare", "HEAD", "no-eval", "--model", "resnet18").stdout
     baseline, mistaken = (line for line in table.splitlines() if line.startswith(("| HEAD ", "| no-eval ")))
     assert "| (baseline) |" in baseline  # the first is what the others are compared with

@@ -34,7 +34,8 @@ print(json.dumps({"meta": json.loads(meta["meta.json"]), "proba": program.module
 
 
 @pytest.mark.slow  # a fresh interpreter
-def test_the_export_classifies_uint8_photos_without_the_project(tmp_path, name="resnet18", size=32):
+@pytest.mark.parametrize("name, size", [("resnet18", 32), ("efficientnet_lite0", 64)])  # ImageNet's normalisation inside, and the Lite weights' own
+def test_the_export_classifies_uint8_photos_without_the_project(tmp_path, name, size):
     torch.manual_seed(0)
     path = tmp_path / f"{name}.pt"
     modelfile.save(path, models.build(name), name=name, options={}, meta={"image_size": size, "resize": "squash", "channels": 3, "classes": ["cat", "dog"]})

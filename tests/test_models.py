@@ -10,6 +10,7 @@ from torchvision import models as tv
 
 from pipeline import models
 from pipeline.common.errors import ParamError, StageError
+from pipeline.models.inputs import IMAGENET
 from pipeline.models.transfer import TransferModel
 from pipeline.params import recipes
 from pipeline.runtime.inference import probabilities as predict
@@ -63,7 +64,10 @@ EXPECTED = {
     "resnet18": 11_177_538,  # torchvision's ResNet-18 (11,689,512) with a 512 → 2 classifier
     "resnet50": 23_508_032 + dense(2048, 512) + dense(512, 2),  # torchvision's backbone + 2048 → 512 → 2
     # EfficientNet-Lite0's published 4,652,008 less its 1,280 → 1,000 ImageNet layer, + 1,280 → 512 → 2
+    # the ImageNet networks' counts (timm's tf_efficientnet_lite0/1/2: 4.65 M, 5.42 M, 6.09 M), their classifier replaced by the head
     "efficientnet_lite0": 4_652_008 - dense(1280, 1000) + dense(1280, 512) + dense(512, 2),
+    "efficientnet_lite1": 5_416_680 - dense(1280, 1000) + dense(1280, 512) + dense(512, 2),
+    "efficientnet_lite2": 6_092_072 - dense(1280, 1000) + dense(1280, 512) + dense(512, 2),
 }
 OFFLINE = {"resnet50": {"pretrained": False}}
 
@@ -74,7 +78,7 @@ def build(name, **options):
 
 def test_the_zoo_is_the_course_plus_batchnorm_and_transfer():
     assert models.names() == ["alexnet", "alexnet_bn", "vgg11", "vgg11_bn", "nin", "googlenet", "resnet18", "resnet50"]
-    assert models.registered() == [*models.names(), "efficientnet_lite0"]  # trained when named, not by `model: all`
+    assert models.registered() == [*models.names(), "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]  # trained when named, not by `model: all`
     assert EXPECTED["alexnet"] == 46_755_202  # the figure quoted in the issue
 
 
@@ -245,8 +249,8 @@ def test_predict_is_always_in_eval_mode():
     from pipeline.runtime.tensors import normalize
 
     with torch.no_grad():
-        expected = torch.softmax(model.eval()(normalize(images)), 1)
-        training = torch.softmax(model.train()(normalize(images)), 1)
+        expected = torch.softmax(model.eval()(normalize(images, IMAGENET)), 1)
+        training = torch.softmax(model.train()(normalize(images, IMAGENET)), 1)
     torch.testing.assert_close(got, expected)
     assert not torch.allclose(got, training, atol=1e-3)
 
@@ -362,3 +366,14 @@ def test_alexnets_three_ideas_can_each_be_replaced_by_what_came_before():
     assert lenet_like(torch.randn(2, 3, 72, 72)).shape == (2, 2)
     with pytest.raises(ParamError, match=r"models.alexnet.pool.*use one of max, avg"):
         recipes.load(REPO / "params.yaml", {"model": "alexnet", "data": {"image_size": 72}, "models": {"alexnet": {"pool": "min"}}})
+
+
+def test_the_registry_lists_every_architecture_with_what_its_weights_are():
+    from pipeline.models.__main__ import table
+
+    rows = {line.split()[0]: line for line in table().splitlines()[1:]}
+    assert list(rows) == models.registered()
+    assert f"{EXPECTED['resnet18']:,}" in rows["resnet18"] and "trained from scratch" in rows["resnet18"]
+    for name, top1, size in (("efficientnet_lite0", "75.1%", "224 px"), ("efficientnet_lite1", "76.7%", "240 px"), ("efficientnet_lite2", "77.6%", "260 px")):
+        assert all(f in rows[name] for f in (f"{EXPECTED[name]:,}", top1, size, "0.5/0.5/0.5 / 0.5/0.5/0.5"))
+    assert "80.858%" in rows["resnet50"] and "ImageNet's" in rows["resnet50"]

@@ -20,7 +20,9 @@ from PIL import Image
 from pipeline import models, predict
 from pipeline.common.errors import StageError
 from pipeline.data import images
+from pipeline.evaluate import evaluate_model
 from pipeline.models import modelfile
+from pipeline.params.sections import EvaluateParams, load_evaluate
 from pipeline.runtime.device import Compute
 from pipeline.runtime.inference import probabilities
 from pipeline.runtime.tensors import Split
@@ -93,6 +95,44 @@ def test_probabilities_are_the_evaluate_paths_and_tta_averages_the_mirror_image(
     assert np.allclose(np.stack([p.proba for p in tta]), (expected + probabilities(model, mirrored, 64).numpy()) / 2, atol=1e-6)
 
 
+def test_flip_tta_of_a_mirror_symmetric_photo_equals_no_tta(model_file):
+    model, _ = modelfile.load(model_file)
+    half = torch.randint(0, 256, (4, 3, SIZE, SIZE // 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    symmetric = torch.cat([half, half.flip(-1)], dim=-1)  # each photo its own mirror image
+    split = Split(images=symmetric, labels=torch.zeros(4, dtype=torch.long), device=torch.device("cpu"))
+    torch.testing.assert_close(probabilities(model, split, 64, tta=True), probabilities(model, split, 64), rtol=0, atol=1e-6)
+    other = Split(images=torch.cat([half, half], dim=-1), labels=split.labels, device=split.device)  # not symmetric: TTA changes something
+    assert not torch.allclose(probabilities(model, other, 64, tta=True), probabilities(model, other, 64))
+
+
+def test_evaluate_with_tta_averages_each_test_photo_with_its_mirror_image(model_file):
+    model, meta = modelfile.load(model_file)
+    meta |= {"val": {}, "epochs": 1, "kept_epoch": 1, "seconds": 1.0, "images_per_second": 1.0, "parameters": 1, "trainable_parameters": 1}
+    photos = torch.randint(0, 256, (6, 3, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    test = Split(images=photos, labels=torch.tensor([0, 1, 0, 1, 0, 1]), device=torch.device("cpu"))
+    result, _, proba = evaluate_model(model, meta, test, 4, how=EvaluateParams(tta=True))
+    mirrored = Split(images=photos.flip(-1), labels=test.labels, device=test.device)
+    expected = (probabilities(model, test, 64) + probabilities(model, mirrored, 64)) / 2
+    assert np.allclose(proba, expected.numpy(), atol=1e-6) and result["evaluation"]["tta"] is True
+
+
+def test_predict_and_classifier_predict_as_evaluate_did_unless_told(model_file, inputs, tmp_path, monkeypatch):
+    (tmp_path / "params.yaml").write_text("evaluate:\n  tta: true\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_evaluate().tta is True
+    from pipeline import Classifier
+
+    clf = Classifier.load(model_file, device="cpu", precision="fp32")
+    photo = inputs / "photos" / "a.jpg"
+    model, meta = modelfile.load(model_file)
+    with_tta, without = (predict.predict(model, meta, predict.photos([photo]), compute=CPU, tta=t)[0].proba for t in (True, False))
+    assert not np.allclose(with_tta, without)
+    assert np.allclose(list(clf.predict(photo).probabilities.values()), with_tta, atol=1e-6)  # params.yaml's evaluate.tta
+    assert np.allclose(list(clf.predict(photo, tta=False).probabilities.values()), without, atol=1e-6)
+    (tmp_path / "params.yaml").unlink()
+    assert load_evaluate().tta is False  # no params.yaml: the default
+
+
 @pytest.mark.slow  # a fresh interpreter
 def test_the_cli_writes_one_csv_row_per_input_and_reports_bad_files_without_stopping(model_file, inputs):
     done = run_predict("--model", str(model_file), str(inputs / "photos"))
@@ -129,7 +169,7 @@ def test_a_kaggle_submission_is_id_label_sorted_by_id_with_clipped_probabilities
     "case, message",
     [
         ("missing", "no such model file"),
-        ("old format", "was written by another version of this code (model format unknown, this one reads 3)"),
+        ("old format", "was written by another version of this code (model format unknown, this one reads 3 and 4)"),
         ("not a model", "is not a model file this code can read"),
         ("code in the pickle", "is not a model file this code can read"),
     ],

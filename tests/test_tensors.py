@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from pipeline.data.layout import images_file, labels_file
-from pipeline.runtime.tensors import MEAN, STD, Split, augment, batches, load_split, normalize
+from pipeline.models.inputs import IMAGENET, TENSORFLOW
+from pipeline.runtime.tensors import Split, augment, batches, load_split, normalize
 
 
 def split_of(n=10, size=8, seed=0):
@@ -41,16 +42,22 @@ def test_a_split_smaller_than_a_batch_is_one_batch():
 
 def test_normalize_is_imagenet_standardisation_in_channels_last():
     x = torch.tensor([0, 128, 255], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 2, 2)
-    out = normalize(x)
-    expected = [(v / 255 - m) / s for v, m, s in zip((0, 128, 255), MEAN, STD)]
+    out = normalize(x, IMAGENET)
+    expected = [(v / 255 - m) / s for v, m, s in zip((0, 128, 255), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
     torch.testing.assert_close(out[0, :, 0, 0], torch.tensor(expected), rtol=0, atol=1e-6)
     assert out.is_contiguous(memory_format=torch.channels_last) and out.dtype == torch.float32
 
 
+def test_tensorflow_normalisation_maps_pixels_onto_minus_one_to_one():
+    # the EfficientNet-Lite weights' inputs: (x - 127.5) / 127.5
+    x = torch.tensor([0, 127.5, 255]).view(1, 3, 1, 1)
+    torch.testing.assert_close(normalize(x, TENSORFLOW).flatten(), torch.tensor([-1.0, 0.0, 1.0]), rtol=0, atol=1e-6)
+
+
 def test_flip_alone_mirrors_some_images_and_leaves_the_others():
     split = split_of(64, size=6)
-    out = augment(split.images, crop_scale=(1.0, 1.0), flip=True, generator=torch.Generator().manual_seed(0))
-    plain = normalize(split.images)
+    out = augment(split.images, normalization=IMAGENET, crop_scale=(1.0, 1.0), flip=True, generator=torch.Generator().manual_seed(0))
+    plain = normalize(split.images, IMAGENET)
     same = [torch.allclose(out[i], plain[i], atol=1e-5) for i in range(64)]
     mirrored = [torch.allclose(out[i], plain[i].flip(-1), atol=1e-5) for i in range(64)]
     assert all(s or m for s, m in zip(same, mirrored))
@@ -59,28 +66,28 @@ def test_flip_alone_mirrors_some_images_and_leaves_the_others():
 
 def test_no_augmentation_is_plain_normalisation():
     split = split_of(4)
-    torch.testing.assert_close(augment(split.images, crop_scale=(1.0, 1.0), flip=False), normalize(split.images))
+    torch.testing.assert_close(augment(split.images, normalization=IMAGENET, crop_scale=(1.0, 1.0), flip=False), normalize(split.images, IMAGENET))
 
 
 def test_random_crops_are_per_image_and_stay_inside_the_image():
     # left half black, right half white: a crop shows a mix that differs from image to image
     x = torch.zeros(32, 3, 16, 16, dtype=torch.uint8)
     x[..., 8:] = 255
-    out = augment(x, crop_scale=(0.1, 0.3), flip=False, generator=torch.Generator().manual_seed(0))
+    out = augment(x, normalization=IMAGENET, crop_scale=(0.1, 0.3), flip=False, generator=torch.Generator().manual_seed(0))
     assert out.shape == (32, 3, 16, 16)
-    low, high = normalize(torch.zeros(1, 3, 1, 1, dtype=torch.uint8)), normalize(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8))
+    low, high = normalize(torch.zeros(1, 3, 1, 1, dtype=torch.uint8), IMAGENET), normalize(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8), IMAGENET)
     assert (out >= low - 1e-5).all() and (out <= high + 1e-5).all()  # interpolation, never extrapolation
     means = out.mean(dim=(1, 2, 3))
     assert means.std() > 0.1  # crops differ per image
-    constant = augment(torch.full((4, 3, 16, 16), 77, dtype=torch.uint8), crop_scale=(0.2, 1.0), flip=True)
-    torch.testing.assert_close(constant, normalize(torch.full((4, 3, 16, 16), 77, dtype=torch.uint8)))
+    constant = augment(torch.full((4, 3, 16, 16), 77, dtype=torch.uint8), normalization=IMAGENET, crop_scale=(0.2, 1.0), flip=True)
+    torch.testing.assert_close(constant, normalize(torch.full((4, 3, 16, 16), 77, dtype=torch.uint8), IMAGENET))
 
 
 def test_translation_moves_each_image_by_whole_pixels_within_the_limit_without_blurring():
     side, limit = 32, 4  # translate 0.125 of 32 px: shifts of -4 … 4 px each way
     x = torch.randint(0, 256, (48, 3, side, side), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
-    out = augment(x, crop_scale=(1.0, 1.0), flip=False, translate=0.125, generator=torch.Generator().manual_seed(0))
-    plain = normalize(x)
+    out = augment(x, normalization=IMAGENET, crop_scale=(1.0, 1.0), flip=False, translate=0.125, generator=torch.Generator().manual_seed(0))
+    plain = normalize(x, IMAGENET)
     inner = slice(limit, side - limit)  # the pixels every allowed shift fills from inside the image
     shifts = []
     for i in range(len(x)):
@@ -103,19 +110,19 @@ def test_shifts_and_flips_gather_the_pixels_the_affine_map_samples(flip):
     affine map through grid_sample (forced here by a crop area a hair below 1) lands on the same
     pixel centres, reflected borders included: the two agree to rounding."""
     x = torch.randint(0, 256, (64, 3, 20, 20), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
-    gathered = augment(x, crop_scale=(1.0, 1.0), flip=flip, translate=0.2, generator=torch.Generator().manual_seed(5))
-    sampled = augment(x, crop_scale=(1.0 - 1e-7, 1.0), flip=flip, translate=0.2, generator=torch.Generator().manual_seed(5))
+    gathered = augment(x, normalization=IMAGENET, crop_scale=(1.0, 1.0), flip=flip, translate=0.2, generator=torch.Generator().manual_seed(5))
+    sampled = augment(x, normalization=IMAGENET, crop_scale=(1.0 - 1e-7, 1.0), flip=flip, translate=0.2, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(gathered, sampled, rtol=0, atol=1e-3)
-    assert not torch.allclose(gathered, normalize(x))  # the draws moved something
+    assert not torch.allclose(gathered, normalize(x, IMAGENET))  # the draws moved something
 
 
 def test_augment_and_normalize_write_the_memory_format_asked_for():
     x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     for memory_format in (torch.channels_last, torch.contiguous_format):
         for crop in ((1.0, 1.0), (0.5, 1.0)):
-            out = augment(x, crop_scale=crop, flip=True, translate=0.125, generator=torch.Generator().manual_seed(0), memory_format=memory_format)
+            out = augment(x, normalization=IMAGENET, crop_scale=crop, flip=True, translate=0.125, generator=torch.Generator().manual_seed(0), memory_format=memory_format)
             assert out.is_contiguous(memory_format=memory_format) and out.dtype == torch.float32
-        assert normalize(x, memory_format).is_contiguous(memory_format=memory_format)
+        assert normalize(x, IMAGENET, memory_format).is_contiguous(memory_format=memory_format)
 
 
 def test_load_split_maps_the_arrays_without_copying_on_the_cpu(tmp_path):

@@ -7,6 +7,7 @@ import torch
 from pipeline import train
 from pipeline.common.errors import StageError
 from pipeline.models import modelfile
+from pipeline.models.inputs import IMAGENET
 from pipeline.params import recipes
 from tests.helpers import REPO, toy_split, write_processed
 
@@ -23,7 +24,8 @@ def test_the_image_size_classes_and_channels_come_from_the_preprocessed_data(tmp
     assert f"{tmp_path / 'checkpoints'}/ holds resume state of an earlier version, which is not read" in out
     model, meta = modelfile.load(tmp_path / "models" / "resnet18.pt")
     assert (meta["image_size"], meta["channels"], meta["classes"], meta["resize"]) == (32, 3, ["left", "right"], "crop")
-    assert meta == {"name": "resnet18", "options": {"zero_init_residual": False}, **summaries["resnet18"]}
+    # the summary, and the normalisation its inputs took, which the model file adds (ImageNet's for the zoo)
+    assert meta == {"name": "resnet18", "options": {"zero_init_residual": False}, **summaries["resnet18"], "normalization": IMAGENET.record()}
     assert sorted(p.name for p in (tmp_path / "resume").iterdir()) == ["resnet18.pt", "resnet18.weights.pt"]
     assert (tmp_path / "resume" / "resnet18.weights.pt").stat().st_ino == (tmp_path / "models" / "resnet18.pt").stat().st_ino  # once on disk
     assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 2)

@@ -14,6 +14,7 @@ import torch
 from matplotlib import colormaps
 from torch import nn
 
+from pipeline.models import inputs
 from pipeline.runtime.tensors import normalize
 
 
@@ -52,8 +53,8 @@ def gradcam(model: nn.Module, x: torch.Tensor, classes: torch.Tensor | None = No
     model.eval()
     try:
         with torch.enable_grad():
-            inputs = normalize(x).requires_grad_(True)
-            logits = model(inputs).float()
+            pixels = normalize(x, inputs.of(model)).requires_grad_(True)
+            logits = model(pixels).float()
             classes = logits.argmax(1) if classes is None else classes
             maps = kept["maps"]
             score = logits.gather(1, classes.view(-1, 1)).sum()

@@ -16,19 +16,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.models import inputs
 from pipeline.runtime.device import Compute
 from pipeline.runtime.tensors import Split, normalize
 
 SEED = 0  # the shuffled order and dropout's masks of an evaluation without eval mode
 
 
-def without_eval(model: nn.Module, split: Split, batch_size: int, *, order: str, compute: Compute, seed: int = SEED) -> torch.Tensor:
+def without_eval(model: nn.Module, split: Split, batch_size: int, *, order: str, compute: Compute, seed: int = SEED, tta: bool = False) -> torch.Tensor:
     """Class probabilities (N, classes), float32 on the CPU, in the split's order, as the course's
     evaluation computed them: every module in train mode (a frozen part too: the course froze nothing),
     no gradients, the photos in `order` (split, shuffled or sorted by class) and batches of
     `batch_size` (a last batch of one joins the one before: BatchNorm cannot normalise one image).
     The running statistics the batches overwrite are put back afterwards, so the model's other
-    pictures (Grad-CAM) show the model as trained."""
+    pictures (Grad-CAM) show the model as trained. `tta`: each batch's mirror image is predicted
+    after it, as a batch of its own (with its own statistics), and the two probabilities averaged."""
     n = len(split)
     labels = split.labels.cpu()
     if order == "shuffled":
@@ -45,13 +47,17 @@ def without_eval(model: nn.Module, split: Split, batch_size: int, *, order: str,
     for module in model.modules():
         module.training = True  # not model.train(): TransferModel would keep its frozen parts in eval mode
     torch.manual_seed(seed)  # dropout's masks
+    normalization = inputs.of(model)
     found = []
     try:
         with torch.no_grad(), compute.autocast():
             for start, stop in zip(starts, [*starts[1:], n]):
                 rows = sequence[start:stop]
                 x = split.images[rows.to(split.device)]
-                found.append(torch.softmax(model(normalize(x, compute.format)).float(), dim=1).cpu())
+                proba = torch.softmax(model(normalize(x, normalization, compute.format)).float(), dim=1)
+                if tta:
+                    proba = (proba + torch.softmax(model(normalize(x.flip(-1), normalization, compute.format)).float(), dim=1)) / 2
+                found.append(proba.cpu())
     finally:
         model.load_state_dict(saved)
         for module, mode in modes.items():

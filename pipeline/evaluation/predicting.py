@@ -100,16 +100,12 @@ class Prediction:
 
 
 def classify(model: torch.nn.Module, batch: np.ndarray, compute: Compute, batch_size: int, tta: bool) -> np.ndarray:
-    """Probabilities (N, classes) of a (N, C, S, S) uint8 batch; with `tta`, the mean of the
-    photo's and its mirror image's (horizontal flip: a flipped cat is still a cat)."""
+    """Probabilities (N, classes) of a (N, C, S, S) uint8 batch, as `evaluate` computes them; with
+    `tta`, the mean of the photo's and its mirror image's."""
     device = compute.device
     x = torch.from_numpy(batch).to(device)
     split = Split(images=x, labels=torch.zeros(len(x), dtype=torch.long, device=device), device=device)
-    proba = probabilities(model, split, batch_size, compute=compute)
-    if tta:
-        mirrored = Split(images=x.flip(-1), labels=split.labels, device=device)
-        proba = (proba + probabilities(model, mirrored, batch_size, compute=compute)) / 2
-    return proba.numpy()
+    return probabilities(model, split, batch_size, compute=compute, tta=tta).numpy()
 
 
 def predict(

@@ -16,8 +16,10 @@ from pipeline.models.registry import (  # noqa: F401
     ensure_weights,
     min_image_size,
     names,
+    normalization,
     option_types,
+    pretrained,
     registered,
     resolve,
 )
-from pipeline.models.transfer import TORCHVISION  # noqa: F401
+from pipeline.models.transfer import TORCHVISION, precomputes  # noqa: F401

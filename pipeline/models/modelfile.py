@@ -14,17 +14,24 @@ from pipeline.common.atomic import torch_save
 from pipeline.common.bounds import LIMITS, POLICIES, classes_problem
 from pipeline.common.errors import ParamError, StageError
 from pipeline.common.formats import read_json
+from pipeline.models import inputs
+from pipeline.models.inputs import IMAGENET, Normalization
 from pipeline.models.registry import build, check_options, min_image_size, option_types
 
 # Bumped whenever a model file's content changes meaning; a file of any other format is refused, by name.
-FORMAT = 3
+# 4: meta.normalization, the inputs the weights were trained on. Format 3 files are read as
+# ImageNet's, the only normalisation the code that wrote them had.
+FORMAT = 4
+READABLE = (3, 4)
 # Bytes a model file may hold: VGG-11, the zoo's largest, is 515 MB in fp32.
 MAX_MODEL_BYTES = 2 << 30
 
 
 def save(path: Path, model: nn.Module, *, name: str, options: dict, meta: dict[str, Any]) -> None:
-    """Weights (on the CPU, so any machine can load them) plus the builder name and options."""
-    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    """Weights (on the CPU, so any machine can load them) plus the builder name and options, and in
+    `meta` the normalisation the model's inputs took (models.inputs.of), which every consumer repeats."""
+    state = {k: v.detach().cpu() for k, v in inputs.unwrap(model).state_dict().items()}
+    meta = {**meta, "normalization": inputs.of(model).record()}
     torch_save({"format": FORMAT, "name": name, "options": options, "state_dict": state, "meta": meta}, path)
 
 
@@ -43,10 +50,10 @@ def read(path: Path) -> dict:
         raise StageError(f"{path} is not a model file this code can read ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     if not isinstance(content, dict) or "state_dict" not in content:
         raise StageError(f"{path} is not a model file written by this project's train stage")
-    if content.get("format") != FORMAT:
+    if content.get("format") not in READABLE:
         raise StageError(
             f"{path} was written by another version of this code (model format {content.get('format', 'unknown')}, "
-            f"this one reads {FORMAT}): train it again (dvc repro -f train)"
+            f"this one reads {' and '.join(map(str, READABLE))}): train it again (dvc repro -f train)"
         )
     validate(content, path)
     return content
@@ -82,6 +89,11 @@ def validate(content: dict, path: Path) -> None:
         raise bad("meta.channels", meta.get("channels"), "must be 3 (RGB) or 1 (grey)")
     if problem := classes_problem(meta.get("classes")):
         raise bad("meta.classes", meta.get("classes"), problem)
+    if content["format"] >= 4:
+        try:
+            Normalization.from_record(meta.get("normalization"), meta["channels"])
+        except ValueError as e:
+            raise bad("meta.normalization", meta.get("normalization"), str(e)) from None
     state = content["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise bad("state_dict", type(state).__name__, "must map parameter names to tensors")
@@ -106,12 +118,15 @@ def _architecture(name: Any) -> bool:
 
 def load(path: Path, device: torch.device | str = "cpu", memory_format: torch.memory_format = torch.channels_last) -> tuple[nn.Module, dict]:
     """Rebuild the architecture from its recorded options, classes and channels, and load the
-    trained weights. Pretrained weights are not fetched again (`pretrained: false`): the file holds them."""
+    trained weights. Pretrained weights are not fetched again (`pretrained: false`): the file holds
+    them. The network carries the normalisation the file records (models.inputs.of), and the meta
+    returned says it too."""
     content = read(path)  # validated: every field below is in bounds and the weights fit
     options = dict(content["options"])
     if "pretrained" in option_types(content["name"]):
         options["pretrained"] = False
-    meta = content["meta"]
+    meta = dict(content["meta"])
+    meta["normalization"] = recorded(content).record()
     arguments = {"num_classes": len(meta["classes"]), "in_channels": meta["channels"], **options}
     with torch.device("meta"):  # no memory and no random initialisation for weights about to be replaced
         model = build(content["name"], **arguments)
@@ -120,7 +135,16 @@ def load(path: Path, device: torch.device | str = "cpu", memory_format: torch.me
         model = build(content["name"], **arguments)
         model.load_state_dict(content["state_dict"])
     model.to(device, memory_format=memory_format)
+    inputs.attach(model, recorded(content))
     return model, {"name": content["name"], "options": content["options"], **meta}
+
+
+def recorded(content: dict) -> Normalization:
+    """The normalisation a (validated) model file's weights were trained with."""
+    meta = content["meta"]
+    if content["format"] < 4:
+        return IMAGENET.for_channels(meta["channels"])
+    return Normalization.from_record(meta["normalization"], meta["channels"])
 
 
 def find(model: str | None, paths: dict[str, str]) -> Path:
@@ -143,8 +167,3 @@ def find(model: str | None, paths: dict[str, str]) -> Path:
         raise StageError(f"no trained model {model!r} in {folder}/ (trained: {', '.join(trained) or 'none; run dvc repro'})")
     return path
 
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under torch.compile's or DistributedDataParallel's wrapper."""
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)

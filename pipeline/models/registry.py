@@ -9,6 +9,7 @@ A leaf of the model package: it imports no architecture and nothing of params (p
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import typing
@@ -19,6 +20,8 @@ from torch import nn
 
 from pipeline.common.errors import ParamError
 from pipeline.common.schema import coerce
+from pipeline.models import inputs
+from pipeline.models.inputs import IMAGENET, Normalization, Pretrained
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class Arch:
     zoo: bool = True  # trained by `model: all`; else only when named
     weights: Callable[..., None] | None = None  # weights(**options): the pretrained weights at hand, or a StageError saying how
     bf16: bool = True  # runtime.precision auto may train it in bf16; False: measured to cost it accuracy, auto keeps fp32
+    pretrained: Pretrained | None = None  # its published weights: their accuracy, native size and the inputs they expect
+    options: type | None = None  # a dataclass of its options, shared by a family of builders; None: the builder's keyword-only arguments
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,8 @@ class Family:
     builder: Callable[..., nn.Module]  # builder(member, *, num_classes, in_channels, **options)
     check: Callable[..., None] | None  # check(member, key=..., **options)
     weights: Callable[..., None] | None = None  # weights(member, **options)
+    options: type | None = None  # as Arch.options
+    normalization: Normalization = IMAGENET  # the inputs its members' weights expect
 
     def member(self, name: str) -> str | None:
         """`name` without the prefix, if it names a member of this family."""
@@ -57,10 +64,10 @@ _FAMILIES: list[Family] = []
 
 def register(
     name: str, *, min_image_size: int = 32, check: Callable[..., None] | None = None, zoo: bool = True, weights: Callable[..., None] | None = None,
-    bf16: bool = True,
+    bf16: bool = True, pretrained: Pretrained | None = None, options: type | None = None,
 ):
     def add(builder):
-        _ARCHS[name] = Arch(builder, min_image_size, check, zoo, weights, bf16)
+        _ARCHS[name] = Arch(builder, min_image_size, check, zoo, weights, bf16, pretrained, options)
         return builder
 
     return add
@@ -74,8 +81,9 @@ def register_family(
     members: Callable[[], list[str]],
     check: Callable[..., None] | None = None,
     weights: Callable[..., None] | None = None,
+    options: type | None = None,
 ) -> None:
-    _FAMILIES.append(Family(prefix, about, members, builder, check, weights))
+    _FAMILIES.append(Family(prefix, about, members, builder, check, weights, options))
 
 
 def names() -> list[str]:
@@ -146,14 +154,32 @@ def min_image_size(name: str) -> int:
     return _ARCHS[name].min_image_size if name in _ARCHS else 32
 
 
-def option_types(name: str) -> dict[str, tuple[object, object]]:
-    """{option: (type hint, default)} of a builder's keyword-only options."""
+def pretrained(name: str) -> Pretrained | None:
+    """What architecture `name`'s published weights are; None for the from-scratch zoo and families."""
+    return _ARCHS[name].pretrained if name in _ARCHS else None
+
+
+def normalization(name: str) -> Normalization:
+    """The RGB inputs architecture `name` takes: its pretrained weights' own, else ImageNet's."""
     if name in _ARCHS:
-        builder = _ARCHS[name].builder
+        return _ARCHS[name].pretrained.normalization if _ARCHS[name].pretrained else IMAGENET
+    if found := _family(name):
+        return found[0].normalization
+    raise _unknown(name, "name")
+
+
+def option_types(name: str) -> dict[str, tuple[object, object]]:
+    """{option: (type hint, default)}: the fields of the architecture's options dataclass, or its
+    builder's keyword-only arguments."""
+    if name in _ARCHS:
+        builder, options = _ARCHS[name].builder, _ARCHS[name].options
     elif found := _family(name):
-        builder = found[0].builder
+        builder, options = found[0].builder, found[0].options
     else:
         raise _unknown(name, "name")
+    if options is not None:
+        hints = typing.get_type_hints(options)
+        return {f.name: (hints[f.name], f.default) for f in dataclasses.fields(options)}
     hints = typing.get_type_hints(builder)
     return {
         p.name: (hints[p.name], p.default)
@@ -186,5 +212,7 @@ def check_options(name: str, options: dict, key: str, also_known=()) -> dict:
 
 def build(name: str, num_classes: int = 2, in_channels: int = 3, **options) -> nn.Module:
     """Build architecture `name` for `num_classes` outputs and `in_channels` input channels (3: RGB,
-    1: grey); unknown names list the valid ones."""
-    return _builder(name)(num_classes=num_classes, in_channels=in_channels, **options)
+    1: grey); unknown names list the valid ones. The network carries the normalisation its inputs
+    take (inputs.of)."""
+    model = _builder(name)(num_classes=num_classes, in_channels=in_channels, **options)
+    return inputs.attach(model, normalization(name).for_channels(in_channels))

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from pipeline.common.errors import ParamError, StageError
+from pipeline.models.inputs import IMAGENET, Pretrained
 from pipeline.models.registry import register, register_family
 
 TORCHVISION = "torchvision:"  # prefix naming any torchvision classification model, e.g. torchvision:efficientnet_b0
@@ -40,6 +42,9 @@ class TransferModel(nn.Module):
     `fine_tune`: the head first, then everything); they are in the optimiser from the start, where
     parameters without a gradient are skipped, so the schedule and the resume state need no change.
 
+    `precompute`: while the whole backbone is frozen, training computes its features once and trains
+    the head on them (training.precompute).
+
     `head_only` reproduces the course's `requirse_grad` typo on purpose (models.<name>.requirse_grad):
     nothing is frozen (every BatchNorm in train mode, every weight requires a gradient, so every step
     back-propagates through the whole network), but the optimiser is given the head alone, as the
@@ -47,6 +52,7 @@ class TransferModel(nn.Module):
 
     def __init__(
         self, backbone: nn.Module, head: nn.Module, frozen: list[str], backbone_lr_scale: float, *, head_only: bool = False, freeze_epochs: int | None = None,
+        precompute: bool = False,
     ):
         super().__init__()
         self.backbone, self.head = backbone, head
@@ -54,6 +60,7 @@ class TransferModel(nn.Module):
         self.backbone_lr_scale = backbone_lr_scale
         self.head_only = head_only
         self.freeze_epochs = freeze_epochs if frozen else None
+        self.precompute = precompute and frozen == [""]  # training.precompute: the head trains on features computed once while all of the backbone is frozen
         for name in frozen:
             backbone.get_submodule(name).requires_grad_(False)
 
@@ -199,26 +206,45 @@ def hub_weights(tv_name: str, weights: str | None) -> Path:
         ) from None
 
 
-def torchvision_model(
-    tv_name: str,
-    *,
-    num_classes: int = 2,
-    in_channels: int = 3,
-    pretrained: bool = True,
-    freeze: str = "backbone",
-    head: list[int] = (512,),  # hidden widths: [512] is 2048 → 512 → 2 for ResNet-50; [] a single Linear
-    dropout: float = 0.5,
-    backbone_lr_scale: float = 0.1,
-    weights: str | None = None,  # a published set (IMAGENET1K_V1...) or a state-dict file; null: DEFAULT
-    requirse_grad: bool = False,  # the course's typo, on purpose: nothing frozen, the optimiser given only the head
-    freeze_epochs: int | None = None,  # epochs `freeze` holds for, then everything trains (fastai's fine_tune); null: all
-) -> TransferModel:
+@dataclass(frozen=True)
+class TransferOptions:
+    """The options of every pretrained network under a new head (models.<name> in params.yaml): one
+    type for ResNet-50, any torchvision model and every EfficientNet-Lite, read by the registry."""
+
+    pretrained: bool = True  # its published weights; false: random, all of it trains at the full rate
+    freeze: str = "backbone"  # backbone: only the head trains | none | a submodule to train from (layer4, _blocks.10)
+    head: list[int] = (512,)  # hidden widths: [512] is features → 512 → classes; [] a single Linear, the course's abrupt head
+    dropout: float = 0.5  # in the head, after each hidden layer
+    backbone_lr_scale: float = 0.1  # the backbone's rate, × the head's
+    weights: str | None = None  # a state-dict file (or a torchvision set's name: IMAGENET1K_V1...); null: the published default
+    requirse_grad: bool = False  # the course's typo, on purpose: nothing frozen, the optimiser given only the head
+    freeze_epochs: int | None = None  # epochs `freeze` holds for, then everything trains (fastai's fine_tune); null: all
+    precompute: bool = False  # while the whole backbone is frozen, train the head on its features computed once (fastai's precompute; flips only); else nothing
+
+
+def transfer_model(backbone: nn.Module, features: int, num_classes: int, o: TransferOptions) -> TransferModel:
+    """`backbone` (B, C, S, S) → (B, features), its classifier already removed, under a new head as
+    `o` says. `freeze` and `backbone_lr_scale` keep pretrained features: random ones train at the full rate."""
+    return TransferModel(
+        backbone,
+        make_head(features, list(o.head), num_classes, o.dropout),
+        frozen_modules(backbone, o.freeze) if o.pretrained and not o.requirse_grad else [],
+        o.backbone_lr_scale if o.pretrained else 1.0,
+        head_only=o.requirse_grad,
+        freeze_epochs=o.freeze_epochs,
+        precompute=o.precompute,
+    )
+
+
+def torchvision_model(tv_name: str, *, num_classes: int = 2, in_channels: int = 3, **options) -> TransferModel:
+    """torchvision's `tv_name` with its ImageNet weights under a new head (TransferOptions)."""
+    o = TransferOptions(**options)
     extra = {"aux_logits": True} if tv_name in ("googlenet", "inception_v3") else {}
-    if pretrained and extra and in_channels == 3:
+    if o.pretrained and extra and in_channels == 3:
         extra["transform_input"] = True  # these weights expect their own input scaling (of RGB)
     model = _tv().get_model(tv_name, weights=None, **extra)
-    if pretrained:
-        load_weights(model, hub_weights(tv_name, weights), tv_name)
+    if o.pretrained:
+        load_weights(model, hub_weights(tv_name, o.weights), tv_name)
     if extra:  # training uses the main output only
         model.aux_logits = False
         for aux in ("aux1", "aux2", "AuxLogits"):
@@ -230,15 +256,7 @@ def torchvision_model(
     features = model.get_submodule(path).in_features
     parent, _, leaf = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, nn.Identity())
-    # `freeze` and `backbone_lr_scale` keep pretrained features: random ones must train at the full rate
-    return TransferModel(
-        model,
-        make_head(features, list(head), num_classes, dropout),
-        frozen_modules(model, freeze) if pretrained and not requirse_grad else [],
-        backbone_lr_scale if pretrained else 1.0,
-        head_only=requirse_grad,
-        freeze_epochs=freeze_epochs,
-    )
+    return transfer_model(model, features, num_classes, o)
 
 
 MAX_HEAD_WIDTH = 16_384
@@ -256,6 +274,15 @@ def check_head(key: str, **options) -> None:
         raise ParamError(f"{key}.backbone_lr_scale", options["backbone_lr_scale"], "must be positive")
     if (epochs := options.get("freeze_epochs")) is not None and epochs < 0:
         raise ParamError(f"{key}.freeze_epochs", epochs, "must be 0 or more epochs (null: freeze holds for every epoch)")
+
+
+
+def precomputes(options: dict) -> bool:
+    """Whether a transfer model with these options trains its head on precomputed features for a
+    while: `precompute` and a whole pretrained backbone frozen (elsewhere `precompute` has nothing to
+    do: features that train cannot be computed once)."""
+    frozen = options.get("freeze", "backbone") == "backbone" and options.get("pretrained", True) and not options.get("requirse_grad")
+    return bool(options.get("precompute")) and frozen
 
 
 def check_freeze(skeleton: nn.Module, name: str, key: str, freeze: str) -> None:
@@ -294,34 +321,15 @@ register_family(
     members=lambda: _tv().list_models(module=_tv()),
     check=check_options,
     weights=_torchvision_weights,
+    options=TransferOptions,
 )
 
 
-@register("resnet50", check=functools.partial(check_options, "resnet50"), weights=functools.partial(_torchvision_weights, "resnet50"))
-def resnet50(
-    *,
-    num_classes: int = 2,
-    in_channels: int = 3,
-    pretrained: bool = True,
-    freeze: str = "backbone",
-    head: list[int] = (512,),
-    dropout: float = 0.5,
-    backbone_lr_scale: float = 0.1,
-    weights: str | None = None,
-    requirse_grad: bool = False,
-    freeze_epochs: int | None = None,
-) -> TransferModel:
-    """torchvision's ResNet-50 with ImageNet weights; `freeze: layer4` trains layer4 and the head."""
-    return torchvision_model(
-        "resnet50",
-        num_classes=num_classes,
-        in_channels=in_channels,
-        pretrained=pretrained,
-        freeze=freeze,
-        head=head,
-        dropout=dropout,
-        backbone_lr_scale=backbone_lr_scale,
-        weights=weights,
-        requirse_grad=requirse_grad,
-        freeze_epochs=freeze_epochs,
-    )
+# The course's network: `freeze: layer4` trains layer4 and the head.
+register(
+    "resnet50",
+    check=functools.partial(check_options, "resnet50"),
+    weights=functools.partial(_torchvision_weights, "resnet50"),
+    options=TransferOptions,
+    pretrained=Pretrained(top1=80.858, native_size=224, normalization=IMAGENET, source="torchvision's IMAGENET1K_V2 (torch hub download)"),
+)(functools.partial(torchvision_model, "resnet50"))

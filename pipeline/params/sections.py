@@ -76,6 +76,7 @@ class TrainParams:
     seed: int  # weight init, batch order and augmentation
     max_epochs: int | None = None  # per-architecture cap, min(epochs, max_epochs): train.epochs still reaches every model
     lr_scale: float = 1.0  # per-architecture factor on lr: train.lr still reaches every model
+    ema: float = 0.0  # decay per step of the weights' moving average, which validation scores and the model file keeps; 0: the weights themselves
 
     def __post_init__(self):
         for key in ("epochs", "batch_size"):
@@ -89,7 +90,7 @@ class TrainParams:
                 raise ParamError(f"train.{key}", getattr(self, key), "must be a positive number")
         if not 0 <= self.translate < 0.5:
             raise ParamError("train.translate", self.translate, "must be a fraction of the side in [0, 0.5)")
-        for key, low, high in (("momentum", 0, 1), ("label_smoothing", 0, 1)):
+        for key, low, high in (("momentum", 0, 1), ("label_smoothing", 0, 1), ("ema", 0, 1)):
             value = getattr(self, key)
             if not low <= value < high:
                 raise ParamError(f"train.{key}", value, f"must be in [{low}, {high})")
@@ -147,11 +148,22 @@ class EvaluateParams:
     eval_mode: bool = True  # false: no model.eval(): BatchNorm normalises with each test batch's own statistics, dropout drops
     order: Literal["split", "shuffled", "sorted"] = "split"  # the test photos' order in batches: the split's | a seeded shuffle | by class (the course's loader)
     batch_size: int | None = None  # test photos per batch; null: train.batch_size
+    tta: bool = False  # test-time augmentation: each photo's probabilities averaged with its mirror image's (twice the compute)
 
     def __post_init__(self):
         if self.batch_size is not None:
             _positive("evaluate.batch_size", self.batch_size)
             _at_most("evaluate.batch_size", self.batch_size, LIMITS["batch_size"])
+
+
+def load_evaluate(path: Path | str = PARAMS_FILE) -> EvaluateParams:
+    """The evaluate section alone, or its defaults where there is no params file (predict and
+    `Classifier` beside a model file from elsewhere): how the test photos were predicted, which
+    predicting other photos repeats (`tta`)."""
+    if not Path(path).is_file():
+        return EvaluateParams()
+    raw = schema.read(Path(path))
+    return schema.build_section(EvaluateParams, raw.get("evaluate"), "evaluate")
 
 
 def load_data(path: Path | str = PARAMS_FILE) -> DataParams:

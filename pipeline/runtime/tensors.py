@@ -15,14 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.data.layout import images_file, labels_file
+from pipeline.models.inputs import Normalization
 
-# ImageNet statistics, for every model: the pretrained weights expect them, and the from-scratch
-# models do not care which fixed affine map brings their inputs to about zero mean, unit variance.
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
-# Grey input: the means of the three. A grey photo normalised so meets a pretrained first layer whose
-# filters were summed over RGB (models.transfer.grey_input) almost as its RGB copy would.
-GREY_MEAN, GREY_STD = (sum(MEAN) / 3,), (sum(STD) / 3,)
 GPU_MEMORY_SHARE = 0.5  # at most this share of free GPU memory holds a split; the rest is the model's
 SHARD_SEED = 0  # the partition of the training split between processes: a function of the data and their number only
 
@@ -126,20 +120,17 @@ def _pinned_batches(split: Split, order: torch.Tensor, batch_size: int):
         yield x, split.labels[idx.to(split.device)]
 
 
-def statistics(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) per channel, in 0..1 units: ImageNet's for RGB, their average for grey."""
-    if channels == 3:
-        return MEAN, STD
-    if channels == 1:
-        return GREY_MEAN, GREY_STD
-    raise ValueError(f"images have 3 (RGB) or 1 (grey) channels, not {channels}")
+def affine(normalization: Normalization, channels: int) -> tuple[list[float], list[float]]:
+    """(scale, shift) per channel such that x (0..255) × scale + shift = (x / 255 − mean) / std;
+    grey (`channels` 1) takes the means of the RGB statistics (Normalization.for_channels)."""
+    n = normalization.for_channels(channels)
+    return [1 / (255 * s) for s in n.std], [-m / s for m, s in zip(n.mean, n.std)]
 
 
-def normalize(x: torch.Tensor, memory_format: torch.memory_format = torch.channels_last) -> torch.Tensor:
-    """uint8 (B, C, S, S) → float32 in `memory_format`, ImageNet-normalised: one fused multiply-add."""
-    mean, std = statistics(x.shape[1])
-    scale = torch.tensor([1 / (255 * s) for s in std], device=x.device).view(1, -1, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device).view(1, -1, 1, 1)
+def normalize(x: torch.Tensor, normalization: Normalization, memory_format: torch.memory_format = torch.channels_last) -> torch.Tensor:
+    """uint8 (B, C, S, S) → float32 in `memory_format`, normalised as the network's weights expect
+    (models.inputs.of(model)): one fused multiply-add."""
+    scale, shift = (torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in affine(normalization, x.shape[1]))
     x = x.float() if x.dtype == torch.uint8 else x
     return torch.addcmul(shift, x, scale).contiguous(memory_format=memory_format)
 
@@ -147,6 +138,7 @@ def normalize(x: torch.Tensor, memory_format: torch.memory_format = torch.channe
 def augment(
     x: torch.Tensor,
     *,
+    normalization: Normalization,
     crop_scale: tuple[float, float],
     flip: bool,
     translate: float = 0.0,
@@ -154,7 +146,7 @@ def augment(
     memory_format: torch.memory_format = torch.channels_last,
 ) -> torch.Tensor:
     """Random resized crop, translation and horizontal flip of a whole uint8 batch at once, then
-    normalisation.
+    `normalization`.
 
     Each image gets its own crop (area fraction in `crop_scale`, aspect ratio in [3/4, 4/3]), its own
     shift (a whole number of pixels up to `translate` × the side, in each direction, the borders
@@ -166,7 +158,7 @@ def augment(
     """
     b, side, device = x.shape[0], x.shape[-1], x.device
     if crop_scale == (1.0, 1.0) and not flip and not translate:
-        return normalize(x, memory_format)
+        return normalize(x, normalization, memory_format)
 
     def uniform(low: float, high: float) -> torch.Tensor:
         return low + (high - low) * torch.rand(b, generator=generator, device=generator.device if generator else "cpu")
@@ -191,14 +183,14 @@ def augment(
         cols = _reflect(torch.where(flipped[:, None], side - 1 - pixel, pixel) + shift_x.long()[:, None], side)
         rows, cols = rows.to(device), cols.to(device)
         moved = x[torch.arange(b, device=device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (B, S, S, C)
-        return normalize(moved.permute(0, 3, 1, 2), memory_format)  # a channels-last view: no copy for channels-last
+        return normalize(moved.permute(0, 3, 1, 2), normalization, memory_format)  # a channels-last view: no copy for channels-last
     cx, cy = cx + shift_x * 2 / side, cy + shift_y * 2 / side  # one pixel is 2 / side in grid_sample's coordinates
     sign = torch.where(flipped, -1.0, 1.0)
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = w * sign, cx
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
     grid = F.affine_grid(theta.to(device), list(x.shape), align_corners=False)
-    out = F.grid_sample(normalize(x), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    out = F.grid_sample(normalize(x, normalization), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return out.contiguous(memory_format=memory_format)
 
 

@@ -4,14 +4,17 @@ that a CPU user learns within a minute that a run takes days, and what to change
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from pipeline.common.progress import about, plural
+from pipeline.models import option_types, precomputes
 from pipeline.params.recipes import ModelSpec, Params
 from pipeline.runtime import distributed
 from pipeline.runtime.device import Compute, synchronize
@@ -36,12 +39,17 @@ def not_timed(name: str, steps: int) -> str:
     return f"{name:>12s} {plural(steps, 'step')} in all: not timed (timing would take about as long as training)"
 
 
-def step_seconds(spec: ModelSpec, train: Split, batch_size: int, classes: int, compute: Compute | None = None, steps: int = TIMED_STEPS) -> float:
+def step_seconds(
+    spec: ModelSpec, train: Split, batch_size: int, classes: int, compute: Compute | None = None, steps: int = TIMED_STEPS, *, thawed: bool = False,
+) -> float:
     """Seconds one optimiser step of `spec` takes here, in `compute`'s precision and memory format:
     `steps` of them timed after one warm-up, on a throwaway copy of the model (its own weights,
-    optimiser and random stream), never compiled (that would cost the compile time twice)."""
+    optimiser and random stream), never compiled (that would cost the compile time twice).
+    `thawed`: a transfer model's step once its backbone has thawed (after `freeze_epochs`)."""
     compute = dataclasses.replace(compute or Compute(train.device), compile=False)
     model = build(spec, train, classes, compute)
+    if thawed:
+        model.thaw(model.freeze_epochs)
     optimizer = make_optimizer(model, spec.train)
     generator = torch.Generator().manual_seed(0)
     x, y = next(batches(train, min(batch_size, len(train)), shuffle=True, generator=generator))
@@ -55,14 +63,41 @@ def step_seconds(spec: ModelSpec, train: Split, batch_size: int, classes: int, c
     return (time.perf_counter() - start) / steps
 
 
+def seconds_left(spec: ModelSpec, train_images: int, val_images: int, batch_size: int, epochs_left: int, step: Callable[[bool], float]) -> float:
+    """Seconds the last `epochs_left` epochs of `spec` take, `step(thawed)` giving one training step's
+    seconds with the backbone as built (frozen, for a transfer model) or thawed. A forward pass
+    (validation) counts as a third of a training step. While a whole backbone is frozen, a step is a
+    forward pass (no gradient flows into it); with `precompute` those epochs cost the features of the
+    training photos (twice with flips) and of the validation photos, computed once, and the head's
+    steps on them next to nothing."""
+    steps, val_steps = max(1, train_images // batch_size), math.ceil(val_images / batch_size)
+    start = spec.train.run_epochs - epochs_left
+    o, freeze_epochs = spec.options, spec.options.get("freeze_epochs")
+    frozen = "freeze" in option_types(spec.name) and o.get("freeze", "backbone") != "none" and o.get("pretrained", True) and not o.get("requirse_grad")
+    thaw_at = (spec.train.run_epochs if freeze_epochs is None else freeze_epochs) if frozen else 0  # the first epoch with nothing frozen
+    frozen_left, thawed_left = max(0, thaw_at - start), epochs_left - max(0, thaw_at - start)
+    seconds = 0.0
+    if frozen_left and precomputes(spec.options):
+        seconds += step(False) * ((2 if spec.train.flip else 1) * steps + val_steps)
+    elif frozen_left:
+        seconds += step(False) * (steps + val_steps / 3) * frozen_left
+    if thawed_left:
+        seconds += step(thaw_at > 0) * (steps + val_steps / 3) * thawed_left
+    return seconds
+
+
+def timer(time_one: Callable[[bool], float]) -> Callable[[bool], float]:
+    """`time_one(thawed)`, timed once for each value asked for."""
+    return functools.cache(time_one)
+
+
 def estimate(spec: ModelSpec, train: Split, val: Split, batch_size: int, epochs_left: int, where: str, classes: int, compute: Compute | None = None) -> tuple[float, str]:
-    """(seconds, a line) for the epochs `spec` has left, from a few timed steps: a forward pass (validation)
-    counted as a third of a training step."""
-    per_step = step_seconds(spec, train, batch_size, classes, compute)
-    per_epoch = per_step * (max(1, len(train) // batch_size) + math.ceil(len(val) / batch_size) / 3)
+    """(seconds, a line) for the epochs `spec` has left, from a few timed steps (seconds_left)."""
+    step = timer(lambda thawed: step_seconds(spec, train, batch_size, classes, compute, thawed=thawed))
+    seconds = seconds_left(spec, len(train), len(val), batch_size, epochs_left, step)
     left = "" if epochs_left == spec.train.run_epochs else " left"
-    line = f"{spec.name:>12s} {about(per_epoch)}/epoch, {about(per_epoch * epochs_left)} for {epochs_left} epochs{left} on {where}"
-    return per_epoch * epochs_left, line
+    line = f"{spec.name:>12s} {about(seconds / epochs_left)}/epoch, {about(seconds)} for {epochs_left} epochs{left} on {where}"
+    return seconds, line
 
 
 def estimates(

@@ -3,7 +3,8 @@
 Build the model and its optimiser; resume from the saved state if there is one; then, each epoch:
 step through the shuffled batches (the schedule sets each step's rate), evaluate on the validation
 split, save the resume state, log the curves. The weights kept are the last epoch's, or with
-`train.keep: best` the best on validation.
+`train.keep: best` the best on validation; with `train.ema`, those of the weights' moving average
+(training.average), which validation then scores.
 
 In a run of several processes (torchrun) every process calls `fit` on its shard of both splits;
 DistributedDataParallel averages the gradients, so one step still sees train.batch_size images at
@@ -23,12 +24,15 @@ from torch import nn
 from pipeline import models
 from pipeline.common.errors import ParamError, StageError
 from pipeline.common.progress import Progress
+from pipeline.models import inputs
 from pipeline.params.recipes import ModelSpec
 from pipeline.params.sections import TrainParams
 from pipeline.runtime import distributed
 from pipeline.runtime.device import Compute, describe, synchronize
 from pipeline.runtime.inference import probabilities
 from pipeline.runtime.tensors import Split, augment, batches
+from pipeline.training import precompute
+from pipeline.training.average import averaged
 from pipeline.training.curves import epoch_line
 from pipeline.training.optim import Schedule, make_optimizer, make_scheduler
 from pipeline.training.resume import ResumeFile, Run, Writer, negotiate, restore, save
@@ -67,19 +71,23 @@ def fit(
     if world.size > 1:
         if getattr(model, "freeze_epochs", None) is not None:  # DDP reduces only the gradients that exist when it wraps
             raise StageError(f"{spec.name}: freeze_epochs (a backbone that thaws mid-run) trains in one process only; set runtime.processes: 1")
+        if getattr(model, "precompute", False):  # its head steps bypass DDP's gradient reduction
+            raise StageError(f"{spec.name}: precompute (a head trained on a frozen backbone's features) trains in one process only; set runtime.processes: 1")
         runner, synced = distributed.parallel(model, device)
         model = runner.module  # its BatchNorm layers now synchronised: validate and save this one
     optimizer = make_optimizer(model, tp)
     schedule = Schedule.of(len(train), batch_size, tp)
     scheduler = make_scheduler(optimizer, schedule)
     runner = torch.compile(runner) if compute.compile else runner
-    evaluator = runner if world.size == 1 else model  # DDP's forward may broadcast buffers: not on unequal shards
+    average = averaged(model, tp.ema) if tp.ema else None  # train.ema: the weights' moving average
+    kept = average.module if average else model  # what validation scores and the model file keeps
+    evaluator = runner if world.size == 1 and average is None else kept  # DDP's forward may broadcast buffers: not on unequal shards
     criterion = nn.CrossEntropyLoss(label_smoothing=tp.label_smoothing)
 
     # ---------------------------------------------------------------- resume
     run = Run()
     if saved := negotiate(resume, world=world, name=spec.name):
-        run = restore(saved, model, optimizer, scheduler, generator, device)
+        run = restore(saved, model, optimizer, scheduler, generator, device, average)
         done = len(run.history)
         if world.main:
             said = "already trained with this recipe and data" if done == tp.run_epochs else f"resumes after epoch {done}/{tp.run_epochs}"
@@ -90,6 +98,7 @@ def fit(
     step = len(run.history) * schedule.steps_per_epoch  # counted over the whole run
     writer = Writer()  # saves each epoch's state while the next one trains
     look_every = CHECK_EVERY if device.type == "cuda" else 1  # reading the loss costs a GPU sync, nothing on the CPU
+    features: precompute.Features | None = None  # models.<name>.precompute: the frozen backbone's, computed at the first epoch that needs them
 
     try:
         for epoch in range(len(run.history), tp.run_epochs):
@@ -100,6 +109,10 @@ def fit(
 
             if thaw := getattr(model, "thaw", None):  # a transfer model's backbone, after its `freeze_epochs`
                 thaw(epoch)
+            cached = precompute.applies(model)  # this epoch trains the head on the frozen backbone's features
+            if cached and features is None:  # timed as training: the cost of these epochs is almost all here
+                features = precompute.training_features(model, train, batch_size, compute, tp, spec.name, enabled=world.main)
+            source, step_with = (features.train, precompute.head_step) if cached else (train, train_step)
 
             # ------------------------------------------------------------ train one epoch
             # Sums stay on the device; the log loss summed is plain cross-entropy on the augmented
@@ -113,10 +126,12 @@ def fit(
             seen = 0
             images = schedule.steps_per_epoch * batch_size * world.size
             with Progress(images, f"{spec.name} epoch {epoch + 1}/{tp.run_epochs}", enabled=world.main) as bar:
-                for i, (x, y) in enumerate(batches(train, batch_size, shuffle=True, generator=generator)):
+                for i, (x, y) in enumerate(batches(source, batch_size, shuffle=True, generator=generator)):
                     lr = optimizer.param_groups[0]["lr"]  # this step's rate, set by the schedule
-                    loss, logits = train_step(runner, optimizer, criterion, x, y, tp, generator, compute)
+                    loss, logits = step_with(model if cached else runner, optimizer, criterion, x, y, tp, generator, compute)
                     scheduler.step()  # the next step's rate
+                    if average is not None:
+                        average.update_parameters(model)
                     first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
                     batch_loss = nn.functional.cross_entropy(logits, y, reduction="sum")
                     loss_sum += batch_loss
@@ -133,14 +148,17 @@ def fit(
             elapsed = time.perf_counter() - start  # .item() has synchronised
 
             # ------------------------------------------------------------ evaluate
+            if cached and features.val is None:
+                with Progress(len(val), f"{spec.name} features of the validation photos", enabled=world.main) as bar:
+                    precompute.validation_features(features, model, val, batch_size, compute, bar)
             with Progress(len(val), f"{spec.name} validation", enabled=world.main) as bar:
-                scores = validate(evaluator, val, batch_size, bar, compute)
+                scores = validate(kept, features.val, batch_size, bar, compute, head_only=True) if cached else validate(evaluator, val, batch_size, bar, compute)
             row = {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "val_loss": scores["loss"], "val_accuracy": scores["accuracy"], "lr": lr, "train_loss_spread": StepSpread.value(squares, pairs)}
-            run.add(row, seconds=elapsed, images=int(seen), keep=tp.keep, model=model)
+            run.add(row, seconds=elapsed, images=int(seen), keep=tp.keep, model=kept)
 
             # ------------------------------------------------------------ save
             if resume and world.main:
-                save(resume, run, model, optimizer, scheduler, generator, final=epoch + 1 == tp.run_epochs, writer=writer)
+                save(resume, run, model, optimizer, scheduler, generator, final=epoch + 1 == tp.run_epochs, writer=writer, average=average)
 
             # ------------------------------------------------------------ log
             if log:
@@ -154,14 +172,15 @@ def fit(
 
     # ---------------------------------------------------------------- the weights kept, and the run in numbers
     if run.kept.state is not None:
-        model.load_state_dict(run.kept.state)
-    return model, {
+        kept.load_state_dict(run.kept.state)
+    return kept, {
         "epochs": tp.run_epochs,
         "kept_epoch": run.kept.epoch + 1,
         "val": run.kept.val,
         "seconds": run.seconds,
         "images_per_second": run.images / run.seconds if run.seconds else 0.0,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "averaged_updates": int(average.n_averaged) if average else 0,  # train.ema: the steps the kept average has seen
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "processes": world.size,
         "synchronised_batchnorm_layers": synced,
@@ -199,9 +218,11 @@ def train_step(runner: nn.Module, optimizer, criterion, x: torch.Tensor, y: torc
     """One optimiser step on a uint8 batch x (B, C, S, S), y (B,): augment on the device, forward in
     `compute`'s precision, the loss in fp32, backward, update. Returns (the loss minimised, the
     logits (B, classes) as float32), both detached. The time estimate times this very step."""
-    inputs = augment(x, crop_scale=tp.crop_scale, flip=tp.flip, translate=tp.translate, generator=generator, memory_format=compute.format)
+    batch = augment(
+        x, normalization=inputs.of(runner), crop_scale=tp.crop_scale, flip=tp.flip, translate=tp.translate, generator=generator, memory_format=compute.format,
+    )
     with compute.autocast():
-        logits = runner(inputs)
+        logits = runner(batch)
         loss = criterion(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -216,10 +237,11 @@ def build(spec: ModelSpec, train: Split, classes: int, compute: Compute) -> nn.M
     return model.to(train.device, memory_format=compute.format)
 
 
-def validate(model: nn.Module, split: Split, batch_size: int, progress: Progress | None = None, compute: Compute | None = None) -> dict:
+def validate(model: nn.Module, split: Split, batch_size: int, progress: Progress | None = None, compute: Compute | None = None, *, head_only: bool = False) -> dict:
     """Log loss and accuracy over the whole split: with several processes, each predicts its shard
-    and the sums are added up, so every image counts once, as in a single process."""
-    proba = probabilities(model, split, batch_size, progress=progress, compute=compute)
+    and the sums are added up, so every image counts once, as in a single process. `head_only`:
+    the split holds a frozen backbone's features (training.precompute), which the head alone reads."""
+    proba = (precompute.probabilities if head_only else probabilities)(model, split, batch_size, progress=progress, compute=compute)
     labels = split.labels.cpu()
     loss = nn.functional.nll_loss(torch.log(proba.clamp_min(1e-12)), labels, reduction="sum").item()
     loss, correct, n = distributed.sum_over_processes([loss, (proba.argmax(1) == labels).sum().item(), len(labels)], split.device)

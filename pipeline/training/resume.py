@@ -25,7 +25,8 @@ from torch import nn
 
 from pipeline.common.atomic import torch_save
 from pipeline.common.errors import StageError
-from pipeline.models import modelfile
+from pipeline.models import inputs, modelfile
+from pipeline.models.registry import normalization
 from pipeline.params.recipes import ModelSpec
 from pipeline.runtime import distributed
 
@@ -34,12 +35,12 @@ FORMAT = 1
 
 
 def key(spec: ModelSpec, data_digest: str, processes: int, precision: str = "fp32") -> str:
-    """Everything a trained model is a function of: its architecture, its recipe (the `train` section
-    as resolved for it, whole), the data, the number of processes that trained it (their shards and
+    """Everything a trained model is a function of: its architecture and the inputs it takes (the
+    normalisation of its weights), its recipe (the `train` section as resolved for it, whole), the data, the number of processes that trained it (their shards and
     random streams differ from one process's) and the precision it computed in (bf16 and fp32 steps
     give other weights). The `runtime` params are not part of it, by construction: what they resolve
     to counts (the processes torchrun launched, the precision `auto` chose), not what they say."""
-    blob = {"name": spec.name, "options": spec.options, "train": asdict(spec.train), "data": data_digest, "processes": processes, "precision": precision}
+    blob = {"name": spec.name, "input": normalization(spec.name).record(), "options": spec.options, "train": asdict(spec.train), "data": data_digest, "processes": processes, "precision": precision}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()
 
 
@@ -137,11 +138,12 @@ class Writer:
             raise error
 
 
-def save(to: ResumeFile, run: Run, model: nn.Module, optimizer, scheduler, generator, *, final: bool, writer: Writer) -> None:
-    """Everything needed to continue after this epoch as if never stopped. Once the last epoch is
-    done the optimiser state is dropped (it is as large as the weights, twice for AdamW)."""
+def save(to: ResumeFile, run: Run, model: nn.Module, optimizer, scheduler, generator, *, final: bool, writer: Writer, average=None) -> None:
+    """Everything needed to continue after this epoch as if never stopped, the moving average of
+    the weights included (`average`, train.ema). Once the last epoch is done the optimiser state is
+    dropped (it is as large as the weights, twice for AdamW)."""
     kept = run.kept
-    current = kept.epoch == len(run.history) - 1  # the kept weights are the current ones: stored once
+    current = kept.epoch == len(run.history) - 1  # the kept weights are the current ones (the average's with train.ema): stored once
     state = {
         "format": FORMAT,
         "key": to.key,
@@ -149,7 +151,8 @@ def save(to: ResumeFile, run: Run, model: nn.Module, optimizer, scheduler, gener
         "seconds": run.seconds,
         "images": run.images,
         "kept": {"epoch": kept.epoch, "val": kept.val, "state": None if current else kept.state},
-        "model": modelfile.unwrap(model).state_dict(),
+        "model": inputs.unwrap(model).state_dict(),
+        "average": None if average is None else {"state": average.module.state_dict(), "updates": int(average.n_averaged)},
         "optimizer": None if final else optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "rng": {
@@ -178,7 +181,7 @@ def share_weights(path: Path, model_file: Path) -> bool:
         temporary.unlink(missing_ok=True)
         return False
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # the weights, about to be dropped, never read
-    state["model"] = state["kept"]["state"] = None
+    state["model"] = state["kept"]["state"] = state["average"] = None
     state = _snapshot(state)  # what is left (schedule, random streams) copied: the mapping closes before the file is replaced
     state["weights"] = {"file": linked.name, "sha256": sha256(linked)}
     torch_save(state, path)
@@ -245,9 +248,14 @@ def negotiate(resume: ResumeFile | None, *, world: distributed.World, name: str)
     return saved
 
 
-def restore(state: dict, model: nn.Module, optimizer, scheduler, generator, device: torch.device) -> Run:
-    """Put saved state back into a freshly built model, optimiser, schedule and generators; return the run."""
+def restore(state: dict, model: nn.Module, optimizer, scheduler, generator, device: torch.device, average=None) -> Run:
+    """Put saved state back into a freshly built model, its moving average (train.ema), optimiser,
+    schedule and generators; return the run. A finished run's state holds neither its weights nor
+    their average: its model file's (the kept ones) come back as the model's."""
     model.load_state_dict(state["model"])
+    if average is not None and state.get("average") is not None:
+        average.module.load_state_dict(state["average"]["state"])
+        average.n_averaged.fill_(state["average"]["updates"])
     if state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -256,7 +264,8 @@ def restore(state: dict, model: nn.Module, optimizer, scheduler, generator, devi
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     generator.set_state(state["rng"]["generator"])
     kept = state["kept"]
-    kept_state = kept["state"] if kept["state"] is not None else state["model"]
+    current = state["average"]["state"] if state.get("average") is not None else state["model"]
+    kept_state = kept["state"] if kept["state"] is not None else current
     return Run(
         history=state["history"], seconds=state["seconds"], images=state["images"],
         kept=Kept(kept["epoch"], kept["val"], {k: v.to(device) for k, v in kept_state.items()}),
