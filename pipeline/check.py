@@ -155,7 +155,7 @@ def over_budget(p: recipes.Params, seconds: float) -> str | None:
     return (
         f"training would take {about(seconds)} here, more than runtime.budget_hours = {budget:g}: raise it "
         f"(-S runtime.budget_hours={math.ceil(seconds / 3600)}, or 0 for no limit) to train anyway, or run less: "
-        f"the presets cpu-64 (2 min), cpu-transfer (5 min), cpu-course (5 min) and cpu-zoo (18 min) fit a 2-core CPU "
+        f"the presets cpu-64 (2 min), cpu-transfer (2 min), cpu-course (5 min) and cpu-zoo (18 min) fit a 2-core CPU "
         f"(python -m pipeline.preset cpu-zoo -S data.source=...), or lower data.image_size, train.epochs or choose fewer models"
     )
 

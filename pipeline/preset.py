@@ -16,6 +16,7 @@ import argparse
 import logging
 import re
 import shlex
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,12 +90,34 @@ def command(preset: dict, extra: list[str], base: Path = sections.PARAMS_FILE) -
     return ["dvc", "exp", "run", *flags, *extra]
 
 
+def carried_over(setting: set[str], base: Path = sections.PARAMS_FILE) -> list[str]:
+    """`key: committed → now` for each value params.yaml holds that differs from the last commit's
+    and that this experiment does not set itself: after `dvc exp run`, DVC leaves the experiment's
+    values in the workspace, and the next experiment starts from them (an earlier
+    `evaluate.eval_mode=false` would quietly evaluate the next one without eval mode). [] outside git."""
+    try:
+        committed = subprocess.run(["git", "show", f"HEAD:{base.as_posix()}"], capture_output=True, text=True, timeout=30)
+        if committed.returncode != 0:
+            return []
+        before, now = schema.flatten(yaml.safe_load(committed.stdout) or {}), schema.flatten(read(base))
+    except (OSError, subprocess.SubprocessError, yaml.YAMLError, StageError):
+        return []
+    return [f"{k}: {before.get(k)!r} → {now.get(k)!r}" for k in sorted(before.keys() | now.keys()) if before.get(k) != now.get(k) and k not in setting]
+
+
 def main() -> None:
     parser = cli.parser(__spec__.name, __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("preset", help="a name in presets/ (cpu-zoo, cpu-64, ...) or a path to a .yaml file")
     parser.add_argument("--print", action="store_true", help="print the dvc command instead of running it")
     args, extra = parser.parse_known_args()
-    cmd = command(read(preset_file(args.preset)), extra)
+    preset = read(preset_file(args.preset))
+    cmd = command(preset, extra)
+    if kept := carried_over(set(schema.flatten(preset)) | set(user_overrides(extra))):
+        print(
+            f"note: params.yaml differs from the last commit in {'; '.join(kept[:4])}{'; …' if len(kept) > 4 else ''}: values an "
+            f"earlier experiment left in the workspace, which this one keeps (git checkout HEAD -- params.yaml first to start from the commit: DVC stages the file too)",
+            flush=True,
+        )
     print(shlex.join(cmd), flush=True)
     if not args.print:
         sys.exit(run_dvc(cmd[1:]))

@@ -102,3 +102,21 @@ def test_a_preset_runs_as_a_real_dvc_experiment(tmp_path):
     assert recorded["model"] == "nin" and recorded["train"]["epochs"] == 2
     assert recorded["data"]["image_size"] == 72 and recorded["data"]["source"] == "synthetic"
 
+
+
+def test_values_an_earlier_experiment_left_in_params_yaml_are_named_before_the_next_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    shutil.copy(REPO / "params.yaml", "params.yaml")
+    subprocess.run([*git, "add", "params.yaml"], check=True)
+    subprocess.run([*git, "commit", "-qm", "params"], check=True)
+    assert preset.carried_over(set()) == []
+    # what `dvc exp run -S evaluate.eval_mode=false -S train.seed=2` leaves behind in the workspace
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["evaluate"]["eval_mode"], params["train"]["seed"] = False, 2
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    assert preset.carried_over(set()) == ["evaluate.eval_mode: True → False", "train.seed: 0 → 2"]
+    assert preset.carried_over({"train.seed"}) == ["evaluate.eval_mode: True → False"]  # the next experiment sets the seed itself
+    monkeypatch.chdir(tmp_path.parent)
+    assert preset.carried_over(set(), tmp_path / "params.yaml") == []  # not in a git repository here: nothing to compare
