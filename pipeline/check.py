@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from pipeline import models
-from pipeline.common import atomic, cli
+from pipeline.common import atomic, cli, files
 from pipeline.common.errors import StageError
 from pipeline.common.progress import about, plural
 from pipeline.data import fashion_mnist, images, sources
@@ -72,7 +72,7 @@ def photos_at_most(data: DataParams) -> int:
         path = Path(data.source).expanduser()
         if path.is_dir():
             names = [f.relative_to(path).as_posix() for f in path.rglob("*") if f.is_file()]
-        elif zipfile.is_zipfile(path):
+        elif path.is_file() and zipfile.is_zipfile(path):  # a regular file: never a device or a FIFO
             with zipfile.ZipFile(path) as z:
                 names = [info.filename for info in z.infolist() if not info.is_dir()]
         else:
@@ -82,19 +82,22 @@ def photos_at_most(data: DataParams) -> int:
 
 
 def cache_copies(workspace: Path = Path(".")) -> int:
-    """How many more copies of a stage's output DVC's cache takes: 0 where it hardlinks them (this
-    project's .dvc/config: `cache.type = hardlink,copy`, a cache on the workspace's file system),
-    else 1 (DVC copies; also outside a DVC project, to be safe)."""
+    """How many more copies of a stage's output DVC's cache takes: 0 where it clones them
+    copy-on-write (this project's .dvc/config: `cache.type = reflink,copy`, on btrfs or XFS) or
+    hardlinks them (a user's own config), else 1 (DVC copies: ext4, tmpfs, overlayfs; also outside
+    a DVC project, to be safe)."""
     try:
         from dvc.repo import Repo
 
         with Repo(str(workspace)) as repo:
             cache = repo.cache.local
             first = next(iter(cache.cache_types), None)
-            linked = first == "hardlink" and os.stat(cache.path if os.path.exists(cache.path) else repo.dvc_dir).st_dev == os.stat(workspace).st_dev
+            where = cache.path if os.path.exists(cache.path) else repo.dvc_dir
+            same_device = os.stat(where).st_dev == os.stat(workspace).st_dev
+            shared = same_device and (first == "hardlink" or (first == "reflink" and files.clones(where)))
     except Exception:  # not a DVC project, an unreadable config: assume the cache copies
         return 1
-    return 0 if linked else 1
+    return 0 if shared else 1
 
 
 def disk_problem(data: DataParams, free: int, copies: int = 1) -> str | None:
@@ -105,7 +108,7 @@ def disk_problem(data: DataParams, free: int, copies: int = 1) -> str | None:
     if need <= free:
         return None
     gib = 1 << 30
-    cache = "DVC's cache as much again" if copies else "DVC's cache links them, no copy"
+    cache = "DVC's cache as much again" if copies else "DVC's cache shares their blocks, no copy"
     return (
         f"data.image_size = {data.image_size}: the preprocessed arrays would take {arrays / gib:,.1f} GiB, and "
         f"{cache}; with a 1 GiB margin that needs {need / gib:,.1f} GiB but {free / gib:,.1f} GiB "

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.common import cli
+from pipeline.common import cli, schema
 from pipeline.common.errors import StageError
 from pipeline.data import images
 from pipeline.evaluation import predicting
@@ -48,7 +48,8 @@ class Classifier:
         as it was trained: bf16 where the device computes it natively and the architecture keeps
         its accuracy)."""
         path = modelfile.find(None if model is None else str(model), cli.pipeline_paths())
-        compute = resolve(RuntimeParams(device=device, compile=False, resume=False, precision=precision))
+        runtime = {"device": device, "compile": False, "resume": False, "precision": precision}
+        compute = resolve(schema.build_section(RuntimeParams, runtime, "runtime"))  # checked as params.yaml's would be
         network, meta = modelfile.load(path, compute.device, compute.format)
         return cls(network, meta, compute.for_model(meta["name"], bf16_ok(meta["name"])))
 
@@ -68,6 +69,8 @@ class Classifier:
     def _array(self, image) -> np.ndarray:
         """(C, S, S) uint8 for the model, from a PIL image or an (H, W, 3) / (H, W) uint8 array."""
         if isinstance(image, np.ndarray):
+            if images.MAX_PIXELS is not None and image.ndim >= 2 and image.shape[0] * image.shape[1] > images.MAX_PIXELS:
+                raise StageError(f"an image of {image.shape[1]}×{image.shape[0]} px is larger than a photo may be ({images.MAX_PIXELS:,} pixels)")
             if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
                 raise StageError(f"an array to classify must be (H, W), (H, W, 3) or (H, W, 4) uint8, got {image.shape} {image.dtype}")
             image = Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[2] == 1 else image)
@@ -75,7 +78,12 @@ class Classifier:
             raise StageError(f"predict takes a path, a PIL image or a uint8 array, not {type(image).__name__}")
         if min(image.size) < images.MIN_SIDE:
             raise StageError(f"an image of {image.size[0]}×{image.size[1]} px is too small to classify")
-        rgb = images.to_rgb(image)  # the decoder's own conversion: transparency onto white, 16-bit grey
+        if images.MAX_PIXELS is not None and image.width * image.height > images.MAX_PIXELS:  # a decompression bomb's size, in memory: the same cap as files
+            raise StageError(f"an image of {image.size[0]}×{image.size[1]} px is larger than a photo may be ({images.MAX_PIXELS:,} pixels)")
+        try:
+            rgb = images.to_rgb(image)  # the decoder's own conversion: transparency onto white, 16-bit grey
+        except ValueError as e:  # a mode Pillow cannot convert to RGB
+            raise StageError(f"an image of mode {image.mode} cannot be classified ({e})") from None
         return images.fit(rgb, self.meta["image_size"], self.meta["resize"], self.meta["channels"])
 
     def _prediction(self, p: predicting.Prediction) -> Prediction:

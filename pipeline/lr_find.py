@@ -9,6 +9,7 @@ preprocessed data: `dvc repro preprocess` first. Nothing it does is a DVC output
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from pipeline import models
@@ -32,10 +33,10 @@ def main() -> None:
     parser.add_argument("--end", type=float, default=10.0)
     parser.add_argument("--out", type=Path, help="the plot (PNG)")
     args = parser.parse_args()
-    if args.steps < 5:
-        raise StageError(f"--steps {args.steps}: at least 5")
-    if not 0 < args.start < args.end:
-        raise StageError(f"--start {args.start} and --end {args.end}: need 0 < start < end")
+    if not 5 <= args.steps <= 100_000:
+        raise StageError(f"--steps {args.steps}: from 5 to 100,000 (each is a training step)")
+    if not (math.isfinite(args.start) and math.isfinite(args.end) and 0 < args.start < args.end <= 1e6):
+        raise StageError(f"--start {args.start} and --end {args.end}: need 0 < start < end <= 1e6, finite numbers")
     out = args.out or Path(f"lr_find-{args.model.replace(':', '-')}.png")
     cli.writable_file(out, "--out")
     p = recipes.load(overrides={"model": args.model})

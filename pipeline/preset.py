@@ -78,7 +78,7 @@ def user_overrides(extra: list[str]) -> dict[str, Any]:
     for flag, value in zip(extra, extra[1:]):
         if flag in ("-S", "--set-param") and "=" in value:
             key, _, text = value.partition("=")
-            found[key.split(":")[-1]] = yaml.safe_load(text)  # `file:key=value` names params.yaml's key too
+            found[key.split(":")[-1]] = schema.loads(text, key)  # `file:key=value` names params.yaml's key too
     return found
 
 
@@ -99,7 +99,7 @@ def carried_over(setting: set[str], base: Path = sections.PARAMS_FILE) -> list[s
         committed = subprocess.run(["git", "show", f"HEAD:{base.as_posix()}"], capture_output=True, text=True, timeout=30)
         if committed.returncode != 0:
             return []
-        before, now = schema.flatten(yaml.safe_load(committed.stdout) or {}), schema.flatten(read(base))
+        before, now = schema.flatten(schema.loads(committed.stdout, "params file", f"HEAD:{base}") or {}), schema.flatten(read(base))
     except (OSError, subprocess.SubprocessError, yaml.YAMLError, StageError):
         return []
     return [f"{k}: {before.get(k)!r} → {now.get(k)!r}" for k in sorted(before.keys() | now.keys()) if before.get(k) != now.get(k) and k not in setting]

@@ -35,6 +35,10 @@ from pipeline.common.errors import StageError
 POLL = 10.0  # seconds between looks at the queue
 
 
+MAX_SEEDS = 100  # experiments queued at once: each trains the whole recipe again
+MAX_SEED = 2**32 - MAX_SEEDS - 1  # numpy's seeds stop at 2³² − 1
+
+
 def names(name: str, seeds: list[int]) -> list[str]:
     return [f"{name}-seed{seed}" for seed in seeds]
 
@@ -191,8 +195,10 @@ def main() -> None:
     summary.add_argument("--json", type=Path, help="and the numbers here")
     args, extra = parser.parse_known_args()
     if args.command == "run":
-        if args.seeds < 1:
-            raise StageError(f"--seeds {args.seeds}: at least one")
+        if not 1 <= args.seeds <= MAX_SEEDS:
+            raise StageError(f"--seeds {args.seeds}: from 1 to {MAX_SEEDS} (each is a whole training run)")
+        if not 0 <= args.first <= MAX_SEED:
+            raise StageError(f"--first {args.first}: a seed from 0 to {MAX_SEED:,} (train.seed's range)")
         if not 0 < args.poll <= 3600:
             raise StageError(f"--poll {args.poll:g}: a number of seconds from above 0 to 3600")
         seeds = list(range(args.first, args.first + args.seeds))

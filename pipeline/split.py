@@ -49,9 +49,11 @@ def scan(archive: Path, workers: int) -> tuple[tuple[str, ...], list[tuple[str, 
     if len(classes) > 1 and (problem := classes_problem(classes)):  # before a photo is decoded (fewer: refuse_classes says it better)
         raise StageError(f"{archive}: {problem} (the classes are the folders that hold the photos)")
     labels = dict(zip(names, found))
+    unprintable = {name for name in names if not name.isprintable()}  # a \r or \n would end a CSV row of the index early
     rejects = [(name, "name repeated in the archive") for name in sorted(repeated)]
-    rejects += [(name, "no class in its path") for name in names if labels[name] is None]
-    candidates = [name for name in names if labels[name] is not None]
+    rejects += [(name, "control characters in its name") for name in sorted(unprintable)]
+    rejects += [(name, "no class in its path") for name in names if labels[name] is None and name not in unprintable]
+    candidates = [name for name in names if labels[name] is not None and name not in unprintable]
     reasons = map_archive(archive, check_member, candidates, workers=workers, desc="validate")
     rejects += [(name, reason) for name, reason in zip(candidates, reasons) if reason]
     usable = [(name, labels[name]) for name, reason in zip(candidates, reasons) if not reason]

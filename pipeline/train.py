@@ -33,7 +33,7 @@ from pipeline.runtime.tensors import load_split
 from pipeline.training.curves import EpochLog
 from pipeline.training.estimate import estimates
 from pipeline.training.fit import fit
-from pipeline.training.resume import ResumeFile, file_for, key, share_weights
+from pipeline.training.resume import ResumeFile, file_for, key, keep_model_file
 
 EARLIER_FOLDER = "checkpoints"  # where versions before 0.1.0's release kept the resume state, beside `resume`
 
@@ -87,7 +87,7 @@ def train_all(p: recipes.Params, data: Path, out: Path, live_dir: Path, resume: 
                 if world.main:
                     recipes.unchanged(p, "train")  # the params file must still say what this model was trained with
                     modelfile.save(out / f"{spec.name}.pt", model, name=spec.name, options=spec.options, meta=summary)
-                    share_weights(state.path, out / f"{spec.name}.pt")  # its weights on disk once, not twice
+                    keep_model_file(state.path, out / f"{spec.name}.pt")  # one copy of its weights, not three
                 summaries[spec.name] = summary
                 del model
     return summaries

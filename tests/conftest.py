@@ -44,3 +44,18 @@ def sample_archive() -> Path:
     if not path.is_file():
         pytest.skip(f"the real-photo sample is absent ({path.relative_to(REPO.parent)} beside the repository)")
     return path
+
+
+@pytest.fixture(scope="module")
+def nin_file(tmp_path_factory) -> Path:
+    """A model file as train writes it: NiN, untrained (seeded), 72 px, cat and dog."""
+    import torch
+
+    from pipeline import models
+    from pipeline.models import modelfile
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("models") / "nin.pt"
+    meta = {"image_size": 72, "resize": "crop", "channels": 3, "classes": ["cat", "dog"], "device": "cpu", "epochs": 1}
+    modelfile.save(path, models.build("nin"), name="nin", options={}, meta=meta)
+    return path

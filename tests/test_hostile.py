@@ -20,7 +20,7 @@ import yaml
 from PIL import Image
 
 from pipeline import check, download, split
-from pipeline.common import schema
+from pipeline.common import files, schema
 from pipeline.common.errors import ParamError, StageError
 from pipeline.data import workers
 from pipeline.data.images import MAX_FILE_BYTES, Archive, RejectError
@@ -175,18 +175,20 @@ def test_check_refuses_arrays_that_would_not_fit_naming_both_figures(tmp_path):
     problem = check.disk_problem(data, free=1 << 30)  # 100 × 3 × 1000² = 0.28 GiB, twice, + 1 GiB margin
     assert problem.startswith("data.image_size = 1000: the preprocessed arrays would take 0.3 GiB") and "needs 1.6 GiB but 1.0 GiB are free" in problem
     assert check.disk_problem(data, free=2 << 30) is None
-    linked = check.disk_problem(data, free=1 << 30, copies=0)  # DVC hardlinks its cache: 0.28 GiB once
-    assert "DVC's cache links them, no copy" in linked and "needs 1.3 GiB" in linked
+    linked = check.disk_problem(data, free=1 << 30, copies=0)  # DVC's cache clones (or hardlinks): 0.28 GiB once
+    assert "DVC's cache shares their blocks, no copy" in linked and "needs 1.3 GiB" in linked
     capped = recipes.load(overrides={"data": {"source": "microsoft", "max_per_class": 10, "image_size": 100}}).data
     assert check.photos_at_most(capped) == 20
 
 
-def test_the_project_hardlinks_dvcs_cache_so_an_output_takes_its_space_once(tmp_path):
+def test_dvcs_cache_takes_an_outputs_space_again_unless_the_file_system_clones(tmp_path):
     assert check.cache_copies(tmp_path) == 1  # not a DVC project: assume the cache copies
     project = tmp_path / "project"
     (project / ".dvc").mkdir(parents=True)
-    (project / ".dvc" / "config").write_text((REPO / ".dvc" / "config").read_text())  # this project's
+    (project / ".dvc" / "config").write_text((REPO / ".dvc" / "config").read_text())  # this project's: reflink,copy
     subprocess.run(["git", "init", "-q", str(project)], check=True)
+    assert check.cache_copies(project) == (0 if files.clones(project / ".dvc") else 1)  # 1 on ext4, tmpfs, overlayfs
+    (project / ".dvc" / "config").write_text("[cache]\n    type = hardlink,copy\n")  # a user's choice: space once
     assert check.cache_copies(project) == 0
     (project / ".dvc" / "config").write_text("[cache]\n    type = copy\n")
     assert check.cache_copies(project) == 1

@@ -8,7 +8,7 @@ import torch
 from pipeline.models import modelfile
 from pipeline.params import recipes
 from pipeline.training.fit import fit
-from pipeline.training.resume import FORMAT, ResumeFile, epochs_done, file_for, key, load, share_weights, weights_file
+from pipeline.training.resume import FORMAT, ResumeFile, epochs_done, file_for, key, load, keep_model_file, weights_file
 from tests.helpers import REPO, toy_split
 
 
@@ -60,7 +60,7 @@ def test_a_resume_file_of_another_format_is_not_resumed_from(tmp_path, saved_for
 
 def finished(tmp_path, epochs=2, keep="best"):
     """A model trained to the end with its resume state, then saved as the train stage does (the
-    model file, then its weights shared with the resume state)."""
+    model file, then its weights copied for the resume state)."""
     one = spec(epochs=epochs, keep=keep)
     data = toy_split(32), toy_split(16, seed=1)
     (tmp_path / "resume").mkdir(exist_ok=True)
@@ -71,14 +71,17 @@ def finished(tmp_path, epochs=2, keep="best"):
     model_file = tmp_path / "models" / "resnet18.pt"
     meta = {"image_size": 32, "resize": "crop", "channels": 3, "classes": ["cat", "dog"]}
     modelfile.save(model_file, model, name="resnet18", options=one.options, meta=meta)
-    assert share_weights(state.path, model_file)
+    assert keep_model_file(state.path, model_file)
     return one, data, state, model, model_file, whole
 
 
-def test_a_finished_models_resume_state_shares_its_model_files_weights_on_disk(tmp_path, capsys):
+def test_a_finished_models_resume_state_keeps_one_copy_of_its_weights_sharing_nothing_with_the_model_file(tmp_path, capsys):
     one, data, state, model, model_file, whole = finished(tmp_path)
-    linked = weights_file(state.path)
-    assert linked.stat().st_ino == model_file.stat().st_ino  # one copy of the weights on disk
+    copied = weights_file(state.path)
+    assert copied.read_bytes() == model_file.read_bytes() and copied.stat().st_ino != model_file.stat().st_ino
+    with open(model_file, "r+b") as f:  # a write into the model file, in place, does not reach the copy
+        f.truncate(100)
+    assert load(state.path, "k") is not None
     assert state.path.stat().st_size < whole / 20  # the state itself: curves, schedule, random streams
     model_file.unlink()  # what DVC does to a stage's outputs before it reruns the stage
     capsys.readouterr()

@@ -219,20 +219,6 @@ def test_a_class_named_like_math_text_is_drawn_as_text():
 # ---------------------------------------------------------------- 2. model files are untrusted input
 
 
-@pytest.fixture(scope="module")
-def nin_file(tmp_path_factory) -> Path:
-    import torch
-
-    from pipeline import models
-    from pipeline.models import modelfile
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("models") / "nin.pt"
-    meta = {"image_size": 72, "resize": "crop", "channels": 3, "classes": ["cat", "dog"], "device": "cpu", "epochs": 1}
-    modelfile.save(path, models.build("nin"), name="nin", options={}, meta=meta)
-    return path
-
-
 def tampered(source: Path, target: Path, change) -> Path:
     import torch
 
@@ -390,7 +376,7 @@ def test_predicts_csv_neutralises_cells_a_spreadsheet_would_run(nin_file, tricky
 
     from pipeline.common.formats import csv_text
 
-    assert csv_text(["a", "b", "c"], [["=1+1", "-0.5", "@x"], ["+A1", "\tx", "ok"]], for_people=True) == "a,b,c\n'=1+1,-0.5,'@x\n'+A1,'\tx,ok\n"
+    assert csv_text(["a", "b", "c"], [["=1+1", "-0.5", "@x"], ["+A1", "\tx", "ok"]], for_people=True) == "a,b,c\n'=1+1,-0.5,'@x\n'+A1,\\x09x,ok\n"  # a tab: written as \x09, then nothing left to run
     (tricky_photos.parent / "f").mkdir()
     for name in ("=cmd|' -C calc'!A0.jpg", "+1.jpg", "@SUM(A1).jpg", "-2+3.jpg"):
         (tricky_photos.parent / "f" / name).write_bytes(jpeg())

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pipeline.common import files
+
 
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
@@ -21,6 +23,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     included, the temporary file is removed.
     """
     path = Path(path)
+    files.replaceable(path)  # never a device, a FIFO or a link turned into a regular file
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.common import files
 from pipeline.common.errors import ParamError, StageError
 
 
@@ -20,6 +21,9 @@ def parser(module: str, description: str | None, **kwargs) -> argparse.ArgumentP
     """An argument parser whose usage line is the command a user types, `python -m <module>`
     (argparse would name the file, `train.py`, which cannot be run on its own)."""
     return argparse.ArgumentParser(prog=f"python -m {module}", description=description, **kwargs)
+
+
+FILE_SYSTEM_ERRORS = files.FILE_SYSTEM_ERRORS
 
 
 def run(main: Callable[[], Any]) -> None:
@@ -33,10 +37,15 @@ def run(main: Callable[[], Any]) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {e.filename}" if e.filename else ""
+            print(f"error: the disk is full ({e.strerror}){where}: free some space and rerun; no partial output was kept", file=sys.stderr)
+            sys.exit(2)
+        if e.errno not in FILE_SYSTEM_ERRORS:
             raise
-        where = f" writing {e.filename}" if e.filename else ""
-        print(f"error: the disk is full ({e.strerror}){where}: free some space and rerun; no partial output was kept", file=sys.stderr)
+        name = str(e.filename) if e.filename else ""
+        where = f"{name[:200]}{'…' if len(name) > 200 else ''}: " if name else ""
+        print(f"error: {where}{e.strerror} ({FILE_SYSTEM_ERRORS[e.errno]}); no partial output was kept", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: no output of this stage was completed (nothing half-written is kept); the epochs "
@@ -64,12 +73,13 @@ def writable_file(path: Path, flag: str) -> None:
     """StageError unless `path` can be written as a file: not a folder, and under a folder that is
     writable (missing folders are made by the write, so the nearest one that exists must be a
     folder one can write in). Checked before the work whose result it will hold."""
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         raise StageError(f"{flag} {path} is a folder: give a file name")
     folder = path.absolute().parent
     while not folder.exists():
         folder = folder.parent
     if not folder.is_dir():
         raise StageError(f"{flag} {path}: {folder} is a file, not a folder")
+    files.replaceable(path, flag)  # a device, a FIFO, a socket or a link there: refused, never replaced
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise StageError(f"{flag} {path}: not writable here")

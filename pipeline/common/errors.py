@@ -22,5 +22,10 @@ QUOTED = 200  # characters of a value an error message quotes: a huge value must
 
 
 def quoted(value: Any) -> str:
-    text = repr(value)
+    if isinstance(value, int) and value.bit_length() > 600:  # repr of an int past 4,300 digits is itself an error
+        return f"a whole number of about {int(value.bit_length() * 0.30103) + 1:,} digits"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # a list nested a thousand deep, a huge int inside one
+        return f"a {type(value).__name__} too large to quote"
     return text if len(text) <= QUOTED else f"{text[:QUOTED]}… ({len(text):,} characters)"

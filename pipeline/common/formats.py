@@ -6,14 +6,19 @@ import csv
 import hashlib
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
+
+from pipeline.common import files
+from pipeline.common.errors import StageError
 
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date: a fixed stamp, so equal content gives equal bytes
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet runs as a formula (OWASP, CSV injection)
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 control characters: never part of a name worth keeping as is
 
 
 def csv_text(header: list[str], rows, *, for_people: bool = False) -> str:
@@ -29,8 +34,13 @@ def csv_text(header: list[str], rows, *, for_people: bool = False) -> str:
 
 
 def neutralised(cell: Any) -> Any:
-    """`cell`, with a leading `'` when it is text a spreadsheet would take for a formula."""
-    if not isinstance(cell, str) or not cell.startswith(FORMULA_START):
+    """`cell` as a spreadsheet shows it harmlessly: its control characters written as `\\xNN` (a `\\r`
+    would otherwise end the row, and a spreadsheet start a new one at a formula after it), and a
+    leading `'` when it reads as a formula, after any spaces (some spreadsheets skip them)."""
+    if not isinstance(cell, str):
+        return cell
+    cell = CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", cell)
+    if not cell.lstrip(" ").startswith(FORMULA_START):
         return cell
     try:
         float(cell)
@@ -39,8 +49,21 @@ def neutralised(cell: Any) -> Any:
         return "'" + cell
 
 
-def read_json(path: Path | str) -> Any:
-    return json.loads(Path(path).read_text())
+MAX_JSON_BYTES = 256 << 20  # a results file holds a row per test photo: ~100 bytes each, 25,000 photos in 3 MB
+
+
+def read_json(path: Path | str, limit: int = MAX_JSON_BYTES) -> Any:
+    """A JSON file the pipeline wrote; one that is not a regular file, too large, or not JSON (a
+    merge left conflict markers in it, an editor cut it short) is a StageError saying so."""
+    return parse_json(files.read_bytes(path, "the file", limit), str(path))
+
+
+def parse_json(data: bytes | str, where: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        markers = " (it holds merge-conflict markers: resolve them, or restore it with dvc checkout / git checkout)" if "<<<<<<<" in (data if isinstance(data, str) else data.decode("utf-8", "replace")) else ""
+        raise StageError(f"{where} is not JSON: {' '.join(str(e).split())[:200]}{markers}") from None
 
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:

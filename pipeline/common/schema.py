@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.common.errors import ParamError
+from pipeline.common import files
+from pipeline.common.errors import ParamError, StageError
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -34,6 +35,8 @@ class StrictLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:  # `? [a, b]`: no param is named by a list
+                raise yaml.constructor.ConstructorError(None, None, f"a key must be a name, not a {type(key).__name__}", key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice", key_node.start_mark)
             seen.add(key)
@@ -46,23 +49,43 @@ MAX_PARAMS_BYTES = 1 << 20
 
 
 def read(path: Path) -> dict:
-    """A params file as a mapping of sections; a missing file, one over MAX_PARAMS_BYTES, text that
-    is not UTF-8 or bad YAML (aliases and repeated keys included) is a ParamError."""
+    """A params file as a mapping of sections; a missing file, anything but a regular file, one over
+    MAX_PARAMS_BYTES, text that is not UTF-8 or bad YAML (aliases and repeated keys included) is a ParamError."""
     try:
+        data = files.read_bytes(path, "the file", MAX_PARAMS_BYTES)
+    except files.TooLarge:
         size = Path(path).stat().st_size
-        if size > MAX_PARAMS_BYTES:
-            raise ParamError("params file", str(path), f"is {size:,} bytes, more than a params file needs ({MAX_PARAMS_BYTES:,} bytes at most): is it the right file?")
-        with open(path, "rb") as f:
-            raw = yaml.load(f.read(MAX_PARAMS_BYTES + 1).decode("utf-8"), Loader=StrictLoader) or {}
-    except FileNotFoundError:
-        raise ParamError("params file", str(path), "not found: run from the repository root") from None
+        raise ParamError("params file", str(path), f"is {size:,} bytes, more than a params file needs ({MAX_PARAMS_BYTES:,} bytes at most): is it the right file?") from None
+    except files.NotRegular as e:
+        raise ParamError("params file", str(path), f"{str(e).removeprefix(f'the file {path} ')}: give a params file") from None
+    except StageError as e:
+        if not Path(path).exists():
+            raise ParamError("params file", str(path), "not found: run from the repository root") from None
+        raise ParamError("params file", str(path), str(e)) from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ParamError("params file", str(path), f"is not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})") from None
-    except yaml.YAMLError as e:
-        raise ParamError("params file", str(path), f"is not valid YAML: {' '.join(str(e).split())}") from None
+    raw = loads(text, "params file", str(path)) or {}
     if not isinstance(raw, dict):
         raise ParamError("params file", str(path), "must be a mapping of sections")
     return raw
+
+
+def loads(text: str, key: str, value: str | None = None) -> Any:
+    """YAML text read as strictly as a params file (no aliases, no repeated or non-name keys, at most
+    MAX_PARAMS_BYTES, no numbers Python refuses, bounded nesting); its faults are ParamErrors on `key`."""
+    value = text if value is None else value
+    if len(text) > MAX_PARAMS_BYTES:
+        raise ParamError(key, value, f"is {len(text):,} characters, more than a params file needs ({MAX_PARAMS_BYTES:,} at most)")
+    try:
+        return yaml.load(text, Loader=StrictLoader)
+    except yaml.YAMLError as e:
+        raise ParamError(key, value, f"is not valid YAML: {' '.join(str(e).split())[:300]}") from None
+    except ValueError as e:  # an integer of more than 4,300 digits: Python refuses to convert it
+        raise ParamError(key, value, f"holds a number Python will not read ({' '.join(str(e).split())[:120]})") from None
+    except RecursionError:
+        raise ParamError(key, value, "is nested too deeply to be a params file") from None
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -142,13 +165,13 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         raise ParamError(key, value, "must be a whole number")
     if hint is float:
         number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
+        try:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
                 number = float(value)
-            except ValueError:
-                pass
+            elif isinstance(value, str) and len(value) <= 100:  # float() of a 10-MB string of digits takes seconds
+                number = float(value)
+        except (ValueError, OverflowError):  # an int past float's range (1.8e308) is too large to be a number here
+            number = math.inf if isinstance(value, int) else None
         if number is None:
             raise ParamError(key, value, "must be a number")
         if not math.isfinite(number):  # .nan and .inf are YAML floats; no param means them
@@ -156,6 +179,8 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         return number
     if hint is str:
         if isinstance(value, str):
+            if "\0" in value:  # no path or name holds one, and the OS refuses it with a ValueError
+                raise ParamError(key, value, "must not contain a NUL character")
             return value
         raise ParamError(key, value, "must be a string")
     if origin in (tuple, list):

@@ -19,7 +19,9 @@ from typing import Literal, get_args
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
+from pipeline.common import files
 from pipeline.common.bounds import POLICIES
+from pipeline.common.errors import StageError
 
 # Dogs-vs-Cats' classes: label 0 is cat, 1 is dog, as in the Kaggle competition's submissions. Any
 # other data brings its own classes (`labelling` finds them), sorted by name.
@@ -36,7 +38,7 @@ MIN_SIDE = 4  # px: a smaller "image" (a 1×1 tracking pixel) cannot show a cat 
 #   and photo editors. All are pixel containers decoded inside Pillow (libjpeg, zlib, libwebp,
 #   libtiff), none runs an external program.
 PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-Reason = Literal["empty file", "not an image", "not a photo format", "truncated or corrupt", "too large", "too small", "encrypted"]
+Reason = Literal["empty file", "not an image", "not a photo format", "truncated or corrupt", "too large", "too small", "encrypted", "not a regular file", "unreadable"]
 REASONS: tuple[Reason, ...] = get_args(Reason)
 # width × height; above it is rejected. Pillow only warns up to twice its limit, we reject from 1×.
 MAX_PIXELS: int | None = Image.MAX_IMAGE_PIXELS
@@ -105,6 +107,8 @@ class Archive:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            files.regular(self.path, "the archive")  # a FIFO would block the open, /dev/zero be read for ever
         self._zip = None if self.path.is_dir() else zipfile.ZipFile(self.path)
 
     def names(self) -> list[str]:
@@ -124,10 +128,7 @@ class Archive:
         claims gigabytes) is rejected from its declared size, before anything is read, and a member
         the zip cannot give back whole (bad CRC, broken deflate stream) is "truncated or corrupt"."""
         if self._zip is None:
-            path = self.path / name
-            if path.stat().st_size > MAX_FILE_BYTES:
-                raise RejectError("too large")
-            return path.read_bytes()
+            return read_file(self.path / name)
         info = self._zip.getinfo(name)
         if info.flag_bits & 0x1:  # `zip -P`: no password to give, so no bytes to read
             raise RejectError("encrypted")
@@ -151,6 +152,19 @@ class Archive:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def read_file(path: Path) -> bytes:
+    """A photo file's bytes, at most MAX_FILE_BYTES; a device, a FIFO or a socket (or a link to
+    one) is rejected before a byte is read, and the read is bounded whatever the size said."""
+    try:
+        return files.read_bytes(path, "photo", MAX_FILE_BYTES)
+    except files.TooLarge:
+        raise RejectError("too large") from None
+    except files.NotRegular:
+        raise RejectError("not a regular file") from None
+    except (StageError, OSError):  # gone since it was listed, not readable by this user
+        raise RejectError("unreadable") from None
 
 
 class RejectError(Exception):
@@ -241,6 +255,8 @@ def _make_upright(img: Image.Image) -> None:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "La":  # premultiplied grey + alpha: Pillow converts it only to LA
+        img = img.convert("LA")
     if img.has_transparency_data:  # RGBA, LA, PA, a transparent palette entry, or an L/RGB colour key
         rgba = img.convert("RGBA")
         rgb = Image.new("RGB", img.size, _WHITE)

@@ -24,7 +24,7 @@ import urllib.parse
 import zipfile
 from pathlib import Path
 
-from pipeline.common import atomic
+from pipeline.common import atomic, files
 from pipeline.common.errors import StageError
 from pipeline.common.formats import zip_entry
 from pipeline.common.progress import track
@@ -80,8 +80,16 @@ def source_problem(source: str, downloads: Path, *, base_dir: Path | None = None
             return f"data.source = {source!r}: {path} was not found; name the folder or zip that holds the four IDX files"
     elif source != "synthetic":
         path = local_path(source, base_dir)
+        try:
+            path.stat()
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as e:  # a name too long, a loop of links, no permission
+            return f"data.source = {source[:200]!r}{'…' if len(source) > 200 else ''}: {files.said(e)}"
         if not path.exists():
             return f"data.source = {source!r} was taken as a path, but {path} was not found. Use {ACCEPTED}"
+        if not path.is_dir() and not path.is_file():  # never opened: /dev/zero would be read for ever, a FIFO block
+            return f"data.source = {source!r}: {path} is {files.kind(path.stat().st_mode)}, not a .zip archive or a folder. Use {ACCEPTED}"
     return None
 
 
@@ -155,6 +163,8 @@ def from_local(source: str, path: Path, archive: Path) -> None:
         raise StageError(f"data.source = {source!r} was taken as a path, but {path} was not found. Use {ACCEPTED}")
     if path.is_dir():
         zip_folder(path, archive)
+    elif not path.is_file():
+        raise StageError(f"data.source = {source!r}: {path} is {files.kind(path.stat().st_mode)}, not a .zip archive or a folder. Use {ACCEPTED}")
     elif zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
@@ -177,8 +187,11 @@ def zip_folder(folder: Path, archive: Path) -> None:
     Each kind of skip is counted on stderr. A folder with no photo at all (a virtualenv, a home
     folder) is refused before anything is written."""
     root = folder.resolve()
-    files: list[tuple[str, Path]] = []
-    skipped: dict[str, list[str]] = {"symbolic link(s) leading out of it": [], "hidden file(s) or folder(s)": [], "file(s) that are not photos": []}
+    found: list[tuple[str, Path]] = []
+    skipped: dict[str, list[str]] = {
+        "symbolic link(s) leading out of it": [], "hidden file(s) or folder(s)": [], "file(s) that are not photos": [],
+        f"file(s) larger than a photo may be ({images.MAX_FILE_BYTES >> 20} MiB)": [],
+    }  # fmt: skip
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         here = Path(dirpath)
         for hidden in sorted(d for d in dirnames if d.startswith(".")):
@@ -193,23 +206,25 @@ def zip_folder(folder: Path, archive: Path) -> None:
                 skipped["symbolic link(s) leading out of it"].append(f"{name} → {os.readlink(path)}")
             elif not path.is_file():
                 continue  # a socket, a fifo, a dangling link: nothing to take
+            elif path.stat().st_size > images.MAX_FILE_BYTES:  # a 1.5-GB file behind a JPEG header: never zipped whole
+                skipped[f"file(s) larger than a photo may be ({images.MAX_FILE_BYTES >> 20} MiB)"].append(name)
             elif images.is_photo(path):
-                files.append((name, path))
+                found.append((name, path))
             else:
                 skipped["file(s) that are not photos"].append(name)
     for what, names in skipped.items():
         if names:
             shown = "; ".join(sorted(names)[:5]) + (f"; and {len(names) - 5} more" if len(names) > 5 else "")
             print(f"download: skipped {len(names):,} {what} in {folder}: {shown}", file=sys.stderr)
-    if not files:
+    if not found:
         raise StageError(
             f"the folder {folder} (data.source) holds no photo ({', '.join(images.PHOTO_FORMATS)}; "
             f"{sum(map(len, skipped.values())):,} other files or folders skipped): point data.source at the photos' folder"
         )
-    files.sort()
+    found.sort()
     with atomic.atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w") as z:
-        for name, path in track(files, total=len(files), desc=f"zipping {folder.name}", unit="file"):
-            z.writestr(zip_entry(name), path.read_bytes())
+        for name, path in track(found, total=len(found), desc=f"zipping {folder.name}", unit="file"):
+            z.writestr(zip_entry(name), files.read_bytes(path, "photo", images.MAX_FILE_BYTES))  # bounded, should it grow meanwhile
 
 
 def _extract(bundle: Path, member: str, archive: Path) -> None:

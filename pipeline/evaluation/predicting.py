@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.common import atomic, cli
+from pipeline.common import atomic, cli, files
 from pipeline.common.errors import StageError
 from pipeline.data import images
 from pipeline.evaluation import gradcam
@@ -39,9 +39,7 @@ class Photo:
 
     def read(self) -> bytes:
         if self.member is None:  # the same cap as inside a folder or a zip, before a byte is read
-            if self.source.stat().st_size > images.MAX_FILE_BYTES:
-                raise images.RejectError("too large")
-            return self.source.read_bytes()
+            return images.read_file(self.source)
         return _open_archive(self.source).read(self.member)
 
 
@@ -69,6 +67,8 @@ def photos(inputs: list[Path]) -> list[Photo]:
                 raise StageError(f"{path} is not a readable zip file") from None
         elif path.is_file():
             found.append(Photo(str(path), path))
+        elif path.exists():
+            files.regular(path, "the input")  # a device, a FIFO, a socket: says which
         else:
             raise StageError(f"{path}: no such file or folder")
     if not found:

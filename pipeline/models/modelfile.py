@@ -3,7 +3,6 @@ rebuild and judge it, written by the train stage and read by evaluate, predict a
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from pipeline.common.atomic import torch_save
 from pipeline.common.bounds import LIMITS, POLICIES, classes_problem
 from pipeline.common.errors import ParamError, StageError
 from pipeline.common.formats import read_json
-from pipeline.models import inputs
+from pipeline.models import inputs, weightsfile
 from pipeline.models.inputs import IMAGENET, Normalization
 from pipeline.models.registry import build, check_options, min_image_size, option_types
 
@@ -23,8 +22,8 @@ from pipeline.models.registry import build, check_options, min_image_size, optio
 # ImageNet's, the only normalisation the code that wrote them had.
 FORMAT = 4
 READABLE = (3, 4)
-# Bytes a model file may hold: VGG-11, the zoo's largest, is 515 MB in fp32.
-MAX_MODEL_BYTES = 2 << 30
+# Bytes a model file may hold, on disk and unpacked: VGG-11, the zoo's largest, is 515 MB in fp32.
+MAX_MODEL_BYTES = weightsfile.MAX_BYTES
 
 
 def save(path: Path, model: nn.Module, *, name: str, options: dict, meta: dict[str, Any]) -> None:
@@ -38,16 +37,9 @@ def save(path: Path, model: nn.Module, *, name: str, options: dict, meta: dict[s
 def read(path: Path) -> dict:
     """A model file's content, loaded as data only (`weights_only`: a file from a stranger cannot
     run code); StageError naming the file if it is missing, not a model file, or of another format."""
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise StageError(f"{path}: no such model file")
-    if (size := Path(path).stat().st_size) > MAX_MODEL_BYTES:
-        raise StageError(f"{path}: {size:,} bytes, more than any model of the zoo ({MAX_MODEL_BYTES >> 30} GiB at most): not a model file this code writes")
-    try:
-        with warnings.catch_warnings():  # torch warns about the pickle it is about to refuse: the error says it
-            warnings.simplefilter("ignore")
-            content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated file, another format, a pickle that wants more than tensors
-        raise StageError(f"{path} is not a model file this code can read ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    content = weightsfile.load(path, "model file", MAX_MODEL_BYTES, noun="a model file")
     if not isinstance(content, dict) or "state_dict" not in content:
         raise StageError(f"{path} is not a model file written by this project's train stage")
     if content.get("format") not in READABLE:
@@ -99,7 +91,8 @@ def validate(content: dict, path: Path) -> None:
         raise bad("state_dict", type(state).__name__, "must map parameter names to tensors")
     with torch.device("meta"):
         arguments = {**options, **({"pretrained": False} if "pretrained" in option_types(name) else {})}
-        built = {k: v.shape for k, v in build(name, num_classes=len(meta["classes"]), in_channels=meta["channels"], **arguments).state_dict().items()}
+        reference = build(name, num_classes=len(meta["classes"]), in_channels=meta["channels"], **arguments).state_dict()
+    built = {k: v.shape for k, v in reference.items()}
     missing, unexpected = sorted(built.keys() - state.keys()), sorted(state.keys() - built.keys())
     if missing or unexpected:
         said = "; ".join(f"{what} {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}" for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
@@ -107,6 +100,8 @@ def validate(content: dict, path: Path) -> None:
     for key, shape in built.items():
         if state[key].shape != shape:
             raise bad(f"state_dict[{key!r}]", tuple(state[key].shape), f"must have {name}'s shape {tuple(shape)}")
+    if why := weightsfile.problem(state, reference):
+        raise bad("state_dict", f"{len(state)} tensors", f"not weights this code trains: {why}")
 
 
 def _architecture(name: Any) -> bool:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from pipeline.common.errors import ParamError, StageError
+from pipeline.models import weightsfile
 from pipeline.models.inputs import IMAGENET, Pretrained
 from pipeline.models.registry import register, register_family
 
@@ -169,12 +170,11 @@ def load_weights(model: nn.Module, path: Path, name: str) -> None:
     """Load the state-dict file at `path` into `model`, as data only (`weights_only`); StageError
     naming the file when it is not a state dict, or not one of this network (the names or shapes of
     its tensors differ): a `weights:` file is checked by `check` this way, before any work."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # not a torch file, a pickle that wants more than tensors, a truncated copy
-        raise StageError(f"{name}: weights file {path} is not a state-dict file ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
+    state = weightsfile.load(path, f"{name}: weights file", noun="a state-dict file")
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise StageError(f"{name}: weights file {path} holds a {type(state).__name__}, not a state dict (parameter names to tensors)")
+    if why := weightsfile.problem(state, model.state_dict()):
+        raise StageError(f"{name}: weights file {path} is not ImageNet weights this code can use: {why}")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # missing or unexpected keys, or shapes that differ

@@ -130,9 +130,9 @@ class RuntimeParams:
             raise ParamError("runtime.budget_hours", self.budget_hours, "must be 0 (no limit) or a positive number of hours")
         _positive("runtime.processes", self.processes)
         _at_most("runtime.processes", self.processes, LIMITS["processes"])
-        if self.device not in ("auto", "cpu", "cuda") and not (
-            self.device.startswith("cuda:") and self.device[5:].isdigit()
-        ):
+        if not isinstance(self.device, str) or self.device not in ("auto", "cpu", "cuda") and not (
+            self.device.startswith("cuda:") and self.device[5:].isascii() and self.device[5:].isdigit() and len(self.device) <= 9
+        ):  # ASCII digits only: int() reads "١" as 1, torch.device does not
             raise ParamError("runtime.device", self.device, "use auto, cpu, cuda or cuda:N")
         if self.threads < 0 or isinstance(self.threads, bool):
             raise ParamError("runtime.threads", self.threads, "must be 0 (every core) or a positive whole number")

@@ -3,9 +3,12 @@ that a stopped run continues where it was and a model already trained is not tra
 
 A file is used only with the same key: a hash of everything the trained model is a function of
 (architecture, recipe, data, processes). Not a DVC output: DVC would delete it before a rerun.
-Once a model is finished and its model file written, the state keeps no weights of its own: they are
-in resume/<model>.weights.pt, a hardlink of the model file (`share_weights`), so that the weights
-are on disk once for the model file, DVC's cache (which hardlinks it too) and the resume state.
+Once a model is finished and its model file written, the state keeps no weights of its own but a
+copy of the model file, resume/<model>.weights.pt (`keep_model_file`), its sha256 in the state: one
+copy of the weights instead of the three a state holds (the current, the kept and their average).
+A copy, not a hardlink: a write into one name (`cp other.pt resume/nin.weights.pt`, a `truncate`)
+must not reach the model file or DVC's cache through the other; a copy-on-write clone where the
+file system has them, so no disk is spent until one of them changes.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.common.atomic import torch_save
+from pipeline.common import files
+from pipeline.common.atomic import atomic_path, torch_save
 from pipeline.common.errors import StageError
-from pipeline.models import inputs, modelfile
+from pipeline.models import inputs, modelfile, weightsfile
 from pipeline.models.registry import normalization
 from pipeline.params.recipes import ModelSpec
 from pipeline.runtime import distributed
@@ -166,24 +170,22 @@ def save(to: ResumeFile, run: Run, model: nn.Module, optimizer, scheduler, gener
     writer.write(to.path, _snapshot(state))
 
 
-def share_weights(path: Path, model_file: Path) -> bool:
-    """Replace the weights of a finished model's resume state at `path` by a hardlink to its model
-    file, which holds the same tensors: the kept ones (the only ones a finished run still needs).
-    False, and the state left whole, where the file system cannot link (another device, no links)."""
+def keep_model_file(path: Path, model_file: Path) -> bool:
+    """Replace the weights of a finished model's resume state at `path` by a copy of its model file
+    (files.clone), which holds the same tensors: the kept ones (the only ones a finished run still
+    needs). False, and the state left whole, where the copy cannot be made."""
     if not path.is_file():
         return False
-    linked = weights_file(path)
-    temporary = linked.with_name(f".{linked.name}.{os.getpid()}.tmp")
+    copied = weights_file(path)
     try:
-        os.link(model_file, temporary)
-        os.replace(temporary, linked)  # over an earlier link, read-only where DVC protects its cache: POSIX allows it
-    except OSError:
-        temporary.unlink(missing_ok=True)
+        with atomic_path(copied) as temporary:
+            files.clone(model_file, temporary)
+    except (OSError, StageError):
         return False
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # the weights, about to be dropped, never read
     state["model"] = state["kept"]["state"] = state["average"] = None
     state = _snapshot(state)  # what is left (schedule, random streams) copied: the mapping closes before the file is replaced
-    state["weights"] = {"file": linked.name, "sha256": sha256(linked)}
+    state["weights"] = {"file": copied.name, "sha256": sha256(copied)}
     torch_save(state, path)
     return True
 
@@ -196,23 +198,30 @@ def ours(state, key: str) -> bool:
 def load(path: Path, key: str) -> dict | None:
     """The saved state if it was made with the same key (same model, recipe and data) in this
     format, else None. An unreadable file (cut short by a full disk or a killed machine) is set aside."""
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+        state = weightsfile.load(path, "resume state", 3 * weightsfile.MAX_BYTES)  # weights, their average and the kept ones
+    except StageError as e:
         aside = path.with_name(path.name + ".corrupt")
         path.replace(aside)
-        print(f"{path}: unreadable ({type(e).__name__}); moved to {aside.name}, this model trains from the start", file=sys.stderr, flush=True)
+        print(f"{path}: unreadable ({e}); moved to {aside.name}, this model trains from the start", file=sys.stderr, flush=True)
         return None
     if not ours(state, key):
         return None
     if shared := state.get("weights"):
-        linked = path.with_name(shared["file"])
-        if not linked.is_file() or sha256(linked) != shared["sha256"]:
-            print(f"{path}: its weights ({linked.name}) are missing or changed; this model trains from the start", file=sys.stderr, flush=True)
+        copied = weights_file(path)
+        if not isinstance(shared, dict) or shared.get("file") != copied.name:  # only its own neighbour: never a path out of resume/
+            print(f"{path}: its weights are recorded as {str(shared)[:120]!r}, not {copied.name}; this model trains from the start", file=sys.stderr, flush=True)
             return None
-        state["model"] = modelfile.read(linked)["state_dict"]  # the kept weights, checked against the architecture
+        if not copied.is_file() or sha256(copied) != shared.get("sha256"):
+            print(f"{path}: its weights ({copied.name}) are missing or changed; this model trains from the start", file=sys.stderr, flush=True)
+            return None
+        try:
+            state["model"] = modelfile.read(copied)["state_dict"]  # the kept weights, checked against the architecture
+        except StageError as e:
+            print(f"{path}: its weights cannot be used ({e}); this model trains from the start", file=sys.stderr, flush=True)
+            return None
         state["kept"]["state"] = None
     return state
 
@@ -220,7 +229,7 @@ def load(path: Path, key: str) -> dict | None:
 def epochs_done(path: Path, key: str) -> int:
     """How many epochs the resume file at `path` holds for `key` (0 if none): read from its history
     alone, the tensors memory-mapped, not loaded."""
-    if not path.exists():
+    if not path.is_file():  # nothing, or not a regular file (`load` sets that aside)
         return 0
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -228,8 +237,8 @@ def epochs_done(path: Path, key: str) -> int:
         return 0
     if not ours(state, key):
         return 0
-    if (shared := state.get("weights")) and not path.with_name(shared["file"]).is_file():
-        return 0  # the weights are gone: it trains again
+    if (shared := state.get("weights")) and not (isinstance(shared, dict) and shared.get("file") == weights_file(path).name and weights_file(path).is_file()):
+        return 0  # the weights are gone, or recorded elsewhere: it trains again
     return len(state["history"])
 
 
