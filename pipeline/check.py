@@ -124,12 +124,14 @@ def training_estimate(p: recipes.Params, compute: Compute) -> tuple[float, list[
     upper bound: models the resume state already holds are not trained again."""
     photos = photos_at_most(p.data)
     train_n = max(1, round(photos * (1 - p.data.val_fraction - p.data.test_fraction)))
+    train_n = min(train_n, p.data.train_photos or train_n)  # data.train_photos: fewer, after the split
     val_n = max(1, round(photos * p.data.val_fraction))
     where = compute.describe() + (f" × {p.runtime.processes} processes" if p.runtime.processes > 1 else "")
     total, lines, few = 0.0, [], 0
     for spec in p.models:
         batch = spec.train.batch_size // p.runtime.processes
-        if (steps := estimate.steps_in_all(train_n // p.runtime.processes, batch, spec.train.run_epochs)) <= estimate.FEW_STEPS:
+        shown = train_n * spec.train.repeats(train_n)  # train.epoch_images: a small set shown again within an epoch
+        if (steps := estimate.steps_in_all(shown // p.runtime.processes, batch, spec.train.run_epochs)) <= estimate.FEW_STEPS:
             lines.append(f"check: {estimate.not_timed(spec.name, steps)}")
             few += 1
             continue

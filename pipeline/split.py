@@ -125,7 +125,31 @@ def assign(
             own_train = subsample(own_train, keep, p.seed)
         test = [m for v in own_test.values() for m in v]
         train, val = _draw(sorted(m for v in own_train.values() for m in v), p.val_fraction, p.seed, "val_fraction")
+    if p.train_photos is not None:
+        train = fewer(train, p.train_photos, len(classes), p.seed)
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def fewer(train: list[tuple[str, int]], count: int, classes: int, seed: int) -> list[tuple[str, int]]:
+    """`count` of the training photos, drawn after the split so that the validation and test photos
+    never change: as even across the classes as their numbers allow (the rest from the classes that
+    have more), and nested: each class's photos in one seeded order, of which the first are taken,
+    so 40 photos are among the 400, and those among the 4,000 (a learning curve adds photos, it does
+    not swap them)."""
+    if count > len(train):
+        raise ParamError("data.train_photos", count, f"the split leaves {len(train):,} training photos: ask for at most as many (or null for all)")
+    if count < classes:
+        raise ParamError("data.train_photos", count, f"every one of the {classes} classes needs a training photo at least")
+    by_class = [sorted(m for m in train if m[1] == c) for c in range(classes)]
+    rng = np.random.default_rng(seed)
+    ordered = [[v[i] for i in rng.permutation(len(v))] for v in by_class]
+    share, left = [0] * classes, count
+    while left:  # a photo to each class that still has some, in turn: even shares, the smaller classes whole
+        for c in range(classes):
+            if left and share[c] < len(ordered[c]):
+                share[c] += 1
+                left -= 1
+    return [m for c in range(classes) for m in ordered[c][: share[c]]]
 
 
 def _counts(by_class: dict[int, list], classes: tuple[str, ...]) -> dict[str, int]:

@@ -40,6 +40,16 @@ def test_a_model_really_learns_and_keeps_its_best_validation_epoch():
     assert all(math.isfinite(r["train_loss"]) for r in rows)
 
 
+def test_epoch_images_trains_a_small_set_for_more_steps_between_validations():
+    rows = []
+    one = spec(epochs=2, batch_size=8, epoch_images=64)  # 16 photos shown 4 times an epoch: 8 steps, not 2
+    assert one.train.repeats(16) == 4 and one.train.repeats(64) == 1 and one.train.repeats(100) == 1
+    _, summary = fit(one, toy_split(16), toy_split(8, seed=1), classes=2, log=lambda e, r: rows.append(r))
+    assert len(rows) == 2  # two validations, one an epoch
+    assert summary["images_per_second"] > 0 and estimate.steps_in_all(16 * 4, 8, 2) == 16
+    assert fitting.Schedule.of(16 * one.train.repeats(16), 8, one.train).total == 16
+
+
 def test_training_is_deterministic_on_the_cpu():
     a, _ = fit(spec(epochs=1), toy_split(48), toy_split(16, seed=1), classes=2)
     b, _ = fit(spec(epochs=1), toy_split(48), toy_split(16, seed=1), classes=2)

@@ -79,6 +79,23 @@ def test_max_per_class_larger_than_the_data_is_refused_with_the_counts():
     assert e.value.key == "data.max_per_class" and "100 cat, 60 dog usable images" in str(e.value)
 
 
+def test_train_photos_are_fewer_training_photos_nested_and_even_with_the_same_validation_and_test_photos():
+    members = members_of(100, 60)  # 96 training photos: 60 cats, 36 dogs
+    whole = assign(members, DATA, DOGS_VS_CATS)
+    cuts = {n: assign(members, dataclasses.replace(DATA, train_photos=n), DOGS_VS_CATS) for n in (2, 10, 40, 80, 96)}
+    for n, cut in cuts.items():
+        assert (cut["val"], cut["test"]) == (whole["val"], whole["test"])  # what the models are judged on never moves
+        assert len(cut["train"]) == n and set(cut["train"]) <= set(whole["train"])
+    per_class = {n: [sum(1 for _, c in cut["train"] if c == k) for k in (0, 1)] for n, cut in cuts.items()}
+    assert per_class == {2: [1, 1], 10: [5, 5], 40: [20, 20], 80: [44, 36], 96: [60, 36]}  # even, then the dogs run out
+    assert set(cuts[2]["train"]) <= set(cuts[10]["train"]) <= set(cuts[40]["train"]) <= set(cuts[80]["train"])  # nested
+    assert assign(members, dataclasses.replace(DATA, train_photos=40), DOGS_VS_CATS) == cuts[40]
+    for n, message in ((97, "the split leaves 96 training photos"), (1, "every one of the 2 classes needs a training photo")):
+        with pytest.raises(ParamError, match=message) as e:
+            assign(members, dataclasses.replace(DATA, train_photos=n), DOGS_VS_CATS)
+        assert e.value.key == "data.train_photos"
+
+
 def test_split_files_are_identical_from_run_to_run(tmp_path):
     source = write_zip(tmp_path / "a.zip", tricky_members("microsoft"))
     split(source, tmp_path / "one", DATA, workers=1)

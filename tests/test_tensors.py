@@ -25,6 +25,14 @@ def test_shuffled_batches_visit_each_image_once_and_drop_only_the_incomplete_tai
         assert torch.equal(x, split.images[y])  # images travel with their labels
 
 
+def test_repeated_batches_show_each_image_as_often_in_new_orders():
+    seen = [y.tolist() for _, y in batches(split_of(10), 4, shuffle=True, generator=torch.Generator().manual_seed(0), repeats=4)]
+    flat = sum(seen, [])
+    assert [len(b) for b in seen] == [4] * 10  # 40 images shown: ten whole batches, none dropped
+    assert sorted(flat) == sorted(list(range(10)) * 4)  # each image four times
+    assert flat[:10] != flat[10:20]  # each pass its own order
+
+
 def test_the_same_seed_gives_the_same_order():
     def order(seed):
         return [y.tolist() for _, y in batches(split_of(), 3, shuffle=True, generator=torch.Generator().manual_seed(seed))]

@@ -33,6 +33,7 @@ class DataParams:
     test_fraction: float
     seed: int  # split and subsampling seed
     channels: int = 3  # 3: RGB (grey photos replicated) | 1: grey, and every model's first layer takes one channel
+    train_photos: int | None = None  # training photos kept after the split (nested, as even across classes as they allow); null: all
 
     def __post_init__(self):
         if self.channels not in (1, 3) or isinstance(self.channels, bool):
@@ -42,6 +43,8 @@ class DataParams:
         _seed("data.seed", self.seed)
         if self.max_per_class is not None:
             _positive("data.max_per_class", self.max_per_class)
+        if self.train_photos is not None:
+            _positive("data.train_photos", self.train_photos)
         for key in ("val_fraction", "test_fraction"):
             value = getattr(self, key)
             if not 0 < value < 1:
@@ -77,8 +80,12 @@ class TrainParams:
     max_epochs: int | None = None  # per-architecture cap, min(epochs, max_epochs): train.epochs still reaches every model
     lr_scale: float = 1.0  # per-architecture factor on lr: train.lr still reaches every model
     ema: float = 0.0  # decay per step of the weights' moving average, which validation scores and the model file keeps; 0: the weights themselves
+    epoch_images: int = 0  # at least this many images an epoch: a smaller training set is shown again, reshuffled, within it (timm's epoch repeats); 0: each photo once
 
     def __post_init__(self):
+        if self.epoch_images < 0 or isinstance(self.epoch_images, bool):
+            raise ParamError("train.epoch_images", self.epoch_images, "must be 0 (each photo once an epoch) or a positive number of images")
+        _at_most("train.epoch_images", self.epoch_images, (10_000_000, "an epoch of ten million images is days of training"))
         for key in ("epochs", "batch_size"):
             _positive(f"train.{key}", getattr(self, key))
             _at_most(f"train.{key}", getattr(self, key), LIMITS[key])
@@ -104,6 +111,10 @@ class TrainParams:
     @property
     def run_epochs(self) -> int:
         return min(self.epochs, self.max_epochs or self.epochs)
+
+    def repeats(self, photos: int) -> int:
+        """How many times an epoch shows each of `photos` training photos (epoch_images)."""
+        return max(1, -(-self.epoch_images // max(1, photos)))
 
 
 TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainParams))

@@ -78,17 +78,21 @@ def shard_rows(labels: np.ndarray, rank: int, processes: int, *, equal: bool) ->
 
 
 def batches(
-    split: Split, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
+    split: Split, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None, repeats: int = 1
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(x, y) batches on the device: x (B, C, S, S) uint8, y (B,) int64.
 
     Shuffled batches drop the last incomplete one (a batch of 1 breaks BatchNorm, and equal batches
     keep the step count and the learning-rate schedule exact); evaluation batches keep every image.
+    `repeats`: a shuffled epoch goes through the split that many times, each in a new order (a small
+    training set trains for more steps without more validations between them).
     """
     n = len(split)
     if shuffle:
-        order = torch.randperm(n, generator=generator, device=generator.device if generator else "cpu")
+        device = generator.device if generator else "cpu"
+        order = torch.cat([torch.randperm(n, generator=generator, device=device) for _ in range(repeats)])
         order = order.to(split.device)
+        n = len(order)
         stop = n - n % batch_size if n >= batch_size else n
     else:
         order, stop = torch.arange(n, device=split.device), n

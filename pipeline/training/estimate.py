@@ -70,7 +70,9 @@ def seconds_left(spec: ModelSpec, train_images: int, val_images: int, batch_size
     forward pass (no gradient flows into it); with `precompute` those epochs cost the features of the
     training photos (twice with flips) and of the validation photos, computed once, and the head's
     steps on them next to nothing."""
-    steps, val_steps = max(1, train_images // batch_size), math.ceil(val_images / batch_size)
+    val_steps = math.ceil(val_images / batch_size)
+    steps = max(1, train_images * spec.train.repeats(train_images) // batch_size)  # train.epoch_images: a small set shown again
+    feature_steps = max(1, train_images // batch_size)  # each photo's features once, however often an epoch shows it
     start = spec.train.run_epochs - epochs_left
     o, freeze_epochs = spec.options, spec.options.get("freeze_epochs")
     frozen = "freeze" in option_types(spec.name) and o.get("freeze", "backbone") != "none" and o.get("pretrained", True) and not o.get("requirse_grad")
@@ -78,7 +80,7 @@ def seconds_left(spec: ModelSpec, train_images: int, val_images: int, batch_size
     frozen_left, thawed_left = max(0, thaw_at - start), epochs_left - max(0, thaw_at - start)
     seconds = 0.0
     if frozen_left and precomputes(spec.options):
-        seconds += step(False) * ((2 if spec.train.flip else 1) * steps + val_steps)
+        seconds += step(False) * ((2 if spec.train.flip else 1) * feature_steps + val_steps)
     elif frozen_left:
         seconds += step(False) * (steps + val_steps / 3) * frozen_left
     if thawed_left:
@@ -114,7 +116,7 @@ def estimates(
             trained += 1
             continue
         batch = per_process_batch(spec, world.size)
-        if (steps := steps_in_all(len(train), batch, spec.train.run_epochs - done)) <= FEW_STEPS:
+        if (steps := steps_in_all(len(train) * spec.train.repeats(len(train)), batch, spec.train.run_epochs - done)) <= FEW_STEPS:
             print(not_timed(spec.name, steps), flush=True)
             few += 1
             continue

@@ -76,7 +76,8 @@ def fit(
         runner, synced = distributed.parallel(model, device)
         model = runner.module  # its BatchNorm layers now synchronised: validate and save this one
     optimizer = make_optimizer(model, tp)
-    schedule = Schedule.of(len(train), batch_size, tp)
+    repeats = tp.repeats(len(train))  # train.epoch_images: a small training set is shown again within an epoch
+    schedule = Schedule.of(len(train) * repeats, batch_size, tp)
     scheduler = make_scheduler(optimizer, schedule)
     runner = torch.compile(runner) if compute.compile else runner
     average = averaged(model, tp.ema) if tp.ema else None  # train.ema: the weights' moving average
@@ -126,7 +127,7 @@ def fit(
             seen = 0
             images = schedule.steps_per_epoch * batch_size * world.size
             with Progress(images, f"{spec.name} epoch {epoch + 1}/{tp.run_epochs}", enabled=world.main) as bar:
-                for i, (x, y) in enumerate(batches(source, batch_size, shuffle=True, generator=generator)):
+                for i, (x, y) in enumerate(batches(source, batch_size, shuffle=True, generator=generator, repeats=repeats)):
                     lr = optimizer.param_groups[0]["lr"]  # this step's rate, set by the schedule
                     loss, logits = step_with(model if cached else runner, optimizer, criterion, x, y, tp, generator, compute)
                     scheduler.step()  # the next step's rate
