@@ -26,13 +26,12 @@ import shlex
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from pipeline.common import atomic, cli
+from pipeline.common.queue import POLL, absolute_source, dvc, start_worker, wait
 from pipeline.common.errors import StageError
 
-POLL = 10.0  # seconds between looks at the queue
 
 
 MAX_SEEDS = 100  # experiments queued at once: each trains the whole recipe again
@@ -50,18 +49,6 @@ def queue_commands(name: str, seeds: list[int], preset: str | None, extra: list[
     extra = absolute_source(extra)
     head = ["pipeline.preset", preset] if preset else ["dvc", "exp", "run"]
     return [[*head, "--queue", "-n", exp, "-S", f"train.seed={seed}", *extra] for seed, exp in zip(seeds, names(name, seeds))]
-
-
-def absolute_source(extra: list[str]) -> list[str]:
-    """`-S data.source=PATH` with PATH absolute when it is a file or folder here: queued experiments
-    run in a copy of the workspace elsewhere, where a relative path means nothing."""
-    out = list(extra)
-    for i, (flag, value) in enumerate(zip(extra, extra[1:])):
-        if flag in ("-S", "--set-param") and value.startswith("data.source="):
-            path = Path(value.partition("=")[2])
-            if not path.is_absolute() and path.exists():
-                out[i + 1] = f"data.source={path.resolve()}"
-    return out
 
 
 def experiments(shown: list[dict]) -> dict[str, dict]:
@@ -131,52 +118,6 @@ def markdown(summary: dict) -> str:
             per_seed = ", ".join(f"{d:+.3f}" for d in pair["differences"])
             lines.append(f"| {pair['a']} − {pair['b']} | {per_seed} | {pair['held']} of {pair['seeds']} | {p} |")
     return "\n".join(lines) + "\n"
-
-
-def dvc(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
-
-
-def start_worker() -> subprocess.CompletedProcess:
-    """`dvc queue start -j 1`, its output in .dvc/tmp/seeds-queue-start.log."""
-    return run_detached([sys.executable, "-m", "dvc", "queue", "start", "-j", "1"], Path(".dvc", "tmp", "seeds-queue-start.log"))
-
-
-def run_detached(cmd: list[str], log: Path) -> subprocess.CompletedProcess:
-    """Run `cmd`, which leaves a daemon behind (DVC's queue worker), and return when `cmd` itself
-    ends, its output (stdout and stderr) read back from `log`. The daemon inherits the command's
-    output: through a pipe, that pipe would stay open for the worker's whole life, and the call
-    would return only once the queue is empty, with no progress line before."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w+") as out:
-        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
-        out.seek(0)
-        return subprocess.CompletedProcess(done.args, done.returncode, out.read(), "")
-
-
-def wait(expected: list[str], poll: float = POLL) -> None:
-    """Print a line as each queued experiment ends; return when all have (an error if one failed)."""
-    reported: set[str] = set()
-    while True:
-        status = dvc("queue", "status").stdout
-        states = {}
-        for line in status.splitlines():
-            words = line.split()
-            for exp in expected:
-                if exp in words:
-                    states[exp] = next((w for w in words if w in ("Queued", "Running", "Success", "Failed")), "?")
-        for exp, state in states.items():
-            if state in ("Success", "Failed") and exp not in reported:
-                reported.add(exp)
-                print(f"seeds: {exp} {'done' if state == 'Success' else 'FAILED'} ({len(reported)} of {len(expected)}); dvc queue logs {exp}", flush=True)
-        if len(reported) == len(expected):
-            failed = [exp for exp in expected if states.get(exp) == "Failed"]
-            if failed:
-                raise StageError(f"{', '.join(failed)} failed: `dvc queue logs <name>` shows why")
-            return
-        if "Worker status: 0 active" in status and "Queued" in states.values():
-            start_worker()  # an idle worker exits after about 10 s: one to run what is left
-        time.sleep(poll)
 
 
 def main() -> None:

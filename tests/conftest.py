@@ -19,8 +19,8 @@ import pytest  # noqa: E402
 from tests.helpers import REPO, SHARED_DATA  # noqa: E402
 
 # The files that take a minute or more, longest first (`pytest --durations=30`, summed per file, on
-# the 2-core CPU: about 210, 105, 100, 100, 80 and 60 s); refresh when a file grows past a minute.
-LONGEST = ("test_experiments.py", "test_remote.py", "test_pipeline.py", "test_distributed.py", "test_links.py", "test_real_photos.py")
+# the 2-core CPU: about 210, 145, 105, 100, 100, 80 and 60 s); refresh when a file grows past a minute.
+LONGEST = ("test_experiments.py", "test_grid.py", "test_remote.py", "test_pipeline.py", "test_distributed.py", "test_links.py", "test_real_photos.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -110,7 +110,7 @@ def test_check_stage_prints_each_models_recipe_and_what_does_not_follow_train(tm
 
 def test_the_readmes_first_run_passes_the_check_offline(offline, tmp_path):
     """The README's first-run command, as written (with a real local archive for its placeholder)."""
-    from pipeline import preset
+    from pipeline.params import presets
     from pipeline.common import schema
     from pipeline.data import synthetic
 
@@ -118,11 +118,11 @@ def test_the_readmes_first_run_passes_the_check_offline(offline, tmp_path):
     block = readme[readme.index("**A first run on a CPU**") :].split("```bash\n", 1)[1].split("```", 1)[0]
     words = block.splitlines()[0].split("#")[0].split()
     assert words[:4] == ["python", "-m", "pipeline.preset", "quickstart"]
-    overrides = schema.flatten(preset.read(preset.preset_file("quickstart", REPO / "presets"))) | preset.user_overrides(words[4:])
+    overrides = schema.flatten(presets.read(presets.preset_file("quickstart", REPO / "presets"))) | presets.user_overrides(words[4:])
     assert overrides["data.source"] == "path/to/train.zip"
     synthetic.make_archive(tmp_path / "train.zip", per_class=4, size=40)
     overrides["data.source"] = str(tmp_path / "train.zip")
-    p = recipes.load(REPO / "params.yaml", preset.nest(overrides))
+    p = recipes.load(REPO / "params.yaml", presets.nest(overrides))
     assert check.problems(p, tmp_path / "downloads") == []  # no download, no ImageNet weights needed
     assert p.model_names == ["alexnet_bn", "nin", "resnet18"]
 

@@ -127,3 +127,4 @@ def test_seeds_run_as_queued_experiments_and_their_summary_is_their_metrics(expe
     (pair,) = summary["pairs"]
     assert pair["seeds"] == 2 and len(pair["differences"]) == 2
     assert (reproduced / "params.yaml").read_text() == run(reproduced, "git", "show", "HEAD:params.yaml").stdout  # the workspace left alone
+

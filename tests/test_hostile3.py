@@ -20,13 +20,13 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import compare, preset, split
+from pipeline import compare, split
 from pipeline.common import atomic, cli, files, formats, schema
 from pipeline.common.errors import ParamError, StageError
 from pipeline.data import images, sources
 from pipeline.evaluation import predicting
 from pipeline.models import modelfile, weightsfile
-from pipeline.params import recipes
+from pipeline.params import presets, recipes
 from pipeline.training import resume
 from tests.helpers import REPO
 from tests.test_untrusted import jpeg, tampered
@@ -240,7 +240,7 @@ def test_a_formula_is_neutralised_whatever_precedes_it(cell, shown):
 def test_an_alias_bomb_in_a_set_value_is_refused_at_once():
     bomb = "[" + ",".join(["&a [x,x,x,x,x,x,x,x,x]"] + [f"&{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]" for p, c in zip("abcdefgh", "bcdefghi")]) + "]"
     with within(5), pytest.raises(ParamError, match="aliases"):
-        preset.user_overrides(["-S", f"train.lr={bomb}"])
+        presets.user_overrides(["-S", f"train.lr={bomb}"])
 
 
 # ---------------------------------------------------------------- 5: one line for every input

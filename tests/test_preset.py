@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import preset
+from pipeline.params import presets as preset
 from pipeline.common.errors import ParamError
 from pipeline.params import recipes
 from tests.helpers import REPO

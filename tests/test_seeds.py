@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from pipeline import seeds
+from pipeline.common import queue
 from pipeline.common.errors import StageError
 
 
@@ -56,7 +57,7 @@ def test_each_seed_is_one_queued_experiment_and_a_relative_source_becomes_absolu
         ["dvc", "exp", "run", "--queue", "-n", f"cpu-seed{k}", "-S", f"train.seed={k}", "-S", f"data.source={tmp_path / 'photos.zip'}", "-S", "model=nin"]
         for k in (0, 1)
     ]
-    assert seeds.absolute_source(["-S", "data.source=synthetic"]) == ["-S", "data.source=synthetic"]  # not a path here
+    assert queue.absolute_source(["-S", "data.source=synthetic"]) == ["-S", "data.source=synthetic"]  # not a path here
 
 
 def test_a_preset_on_several_seeds_goes_through_the_preset_command():
@@ -67,6 +68,6 @@ def test_a_preset_on_several_seeds_goes_through_the_preset_command():
 
 def test_starting_the_worker_returns_while_the_daemon_it_left_still_runs(tmp_path):
     start = time.perf_counter()  # the daemon holds the command's output for 30 s: a pipe would wait for it
-    done = seeds.run_detached(["sh", "-c", "sleep 30 & echo worker started"], tmp_path / "start.log")
+    done = queue.run_detached(["sh", "-c", "sleep 30 & echo worker started"], tmp_path / "start.log")
     assert time.perf_counter() - start < 10
     assert done.returncode == 0 and done.stdout == "worker started\n"

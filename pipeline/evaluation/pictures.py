@@ -168,6 +168,24 @@ def accuracy_vs_time_figure(rows: list[dict]) -> Figure:
     return fig
 
 
+def learning_curve_figure(curves: dict[str, list[tuple[int, float, float, float]]]) -> Figure:
+    """Test accuracy against training photos (log scale), one line per regime: `curves` maps a
+    regime to (photos, mean accuracy, lowest, highest over the seeds), the bars the seeds' range."""
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    for regime, points in curves.items():
+        x, y, low, high = (list(column) for column in zip(*sorted(points)))
+        ax.errorbar(x, y, yerr=[[m - lo for m, lo in zip(y, low)], [hi - m for m, hi in zip(y, high)]], marker="o", capsize=4, label=regime)
+    ax.set_xscale("log")
+    photos = FuncFormatter(lambda x, _: f"{x:,.0f}")
+    ax.xaxis.set_major_formatter(photos)
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
+    ax.set(xlabel="training photos (log scale)", ylabel="test accuracy (mean over seeds; bars: their range)", title="What pretraining buys: accuracy against training photos")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=9)
+    return fig
+
+
 # (panel title, y label, [(column of the epochs table, legend)])
 CURVE_PANELS = (
     ("log loss", "log loss", (("train_loss", "train (augmented batches)"), ("val_loss", "validation"))),

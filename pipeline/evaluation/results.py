@@ -18,9 +18,12 @@ number of epochs, a param already).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
+from pipeline.common import formats
+from pipeline.common.errors import StageError
 from pipeline.evaluation.metrics import paired
 
 # metrics.json's metrics: key → (how to read it off a model's result, decimals kept)
@@ -75,3 +78,39 @@ def pairwise(results: list[dict]) -> dict[str, dict[str, dict]]:
             pairs[a["model"]][b["model"]] = ab | {"significant": ab["p_value"] < ALPHA}
             pairs[b["model"]][a["model"]] = ba | {"significant": ab["p_value"] < ALPHA}
     return pairs
+
+
+WORKSPACE = "workspace"  # the revision that means the files here, not a commit or an experiment
+
+
+def read_result(rev: str, path: str) -> dict:
+    """results/<model>.json at `rev` (an experiment, a git revision, or the workspace), with what a
+    comparison reads in it: else a StageError naming what is missing."""
+    found = read_json_at(rev, path)
+    try:
+        ok = (
+            isinstance(found["labels"], list) and isinstance(found["predicted"], list) and len(found["labels"]) == len(found["predicted"])
+            and all(isinstance(found["test"][k], (int, float)) for k in ("accuracy",)) and len(found["test"]["accuracy_ci95"]) == 2
+            and isinstance(found["train"]["seconds"], (int, float)) and isinstance(found["train"]["epochs"], int) and isinstance(found["model"], str)
+        )  # fmt: skip
+    except (KeyError, TypeError) as e:
+        raise StageError(f"{path} at {rev!r} is not a results file of this pipeline: it has no {e}") from None
+    if not ok:
+        raise StageError(f"{path} at {rev!r} is not a results file of this pipeline: its labels, predictions or figures are not what evaluate writes")
+    return found
+
+
+def read_json_at(rev: str, path: str) -> dict:
+    """A JSON file at `rev` (an experiment, a git revision, or the workspace); StageError naming
+    both when that revision has no such file, or the revision does not exist."""
+    if rev == WORKSPACE:
+        if not Path(path).is_file():
+            raise StageError(f"{path}: not in the workspace; run `dvc repro` (or name an experiment)")
+        return formats.read_json(path)
+    import dvc.api
+
+    try:
+        text = dvc.api.read(path, rev=rev)
+    except Exception as e:  # an unknown revision, a path that revision did not write, no DVC repository
+        raise StageError(f"{path} at {rev!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")) from None
+    return formats.parse_json(text, f"{path} at {rev!r}")
