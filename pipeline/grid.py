@@ -233,7 +233,8 @@ def shown_experiments() -> dict[str, dict]:
             for rev in exp.get("revs") or []:
                 data = rev.get("data") or {}
                 if rev.get("name"):
-                    found[rev["name"]] = {"params": data.get("params", {}).get("params.yaml", {}).get("data", {}), "done": bool(data.get("metrics"))}
+                    done = bool(data.get("metrics")) and not rev.get("error")  # a failed or killed run keeps its workspace's metrics
+                    found[rev["name"]] = {"params": data.get("params", {}).get("params.yaml", {}).get("data", {}), "done": done}
     return found
 
 
