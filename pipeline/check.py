@@ -11,29 +11,22 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import zipfile
 from pathlib import Path
 
-import torch
 
 from pipeline import models
 from pipeline.common import atomic, cli, files
 from pipeline.common.errors import StageError
-from pipeline.common.progress import about, plural
-from pipeline.data import fashion_mnist, images, sources
+from pipeline.common.progress import about
+from pipeline.data import sources
 from pipeline.params import recipes
 from pipeline.params.sections import DataParams, RuntimeParams
 from pipeline.runtime.device import Compute, auto_precision, choose_device, cpu_features, resolve
-from pipeline.runtime.tensors import Split
-from pipeline.training import estimate
+from pipeline.training.budget import training_estimate
 
 MARKER = "params.yaml is valid and its resources are at hand\n"
 
 
-KAGGLE_PHOTOS = 25_000  # labelled photos in the competition's train.zip (and the Microsoft mirror, about)
-FASHION_MNIST_IMAGES = 70_000  # 60,000 train and 10,000 test
-SYNTHETIC_PHOTOS = 600  # synthetic.make_archive's default: 300 per class
-TIMED_IMAGES = 16  # photos per timed step of check's estimate on a CPU
 DISK_MARGIN = 1 << 30  # bytes left free after the arrays and DVC's copy of them
 
 
@@ -58,27 +51,8 @@ def problems(p: recipes.Params, downloads: Path, *, free: int | None = None) -> 
 
 
 def photos_at_most(data: DataParams) -> int:
-    """How many photos the run can preprocess, from the source and data.max_per_class, without reading
-    a photo: a local zip's or folder's file count, the competition's 25,000, Fashion-MNIST's 70,000,
-    the synthetic set's; with max_per_class, at most that many per class (twice for Fashion-MNIST,
-    whose own test split comes on top of the capped train part)."""
-    if data.source in ("microsoft", "kaggle"):
-        count, classes = KAGGLE_PHOTOS, 2
-    elif data.source.startswith(sources.FASHION_MNIST):
-        count, classes = FASHION_MNIST_IMAGES, 2 * len(fashion_mnist.CLASSES)
-    elif data.source == "synthetic":
-        count, classes = SYNTHETIC_PHOTOS, 2
-    else:
-        path = Path(data.source).expanduser()
-        if path.is_dir():
-            names = [f.relative_to(path).as_posix() for f in path.rglob("*") if f.is_file()]
-        elif path.is_file() and zipfile.is_zipfile(path):  # a regular file: never a device or a FIFO
-            with zipfile.ZipFile(path) as z:
-                names = [info.filename for info in z.infolist() if not info.is_dir()]
-        else:
-            return 0  # not found or not a zip: source_problem says so
-        count, classes = len(names), len(images.labelling(names)[0])
-    return min(count, classes * data.max_per_class) if data.max_per_class else count
+    """How many photos the run can preprocess (sources.photos_at_most), without reading a photo."""
+    return sources.photos_at_most(data.source, data.max_per_class)
 
 
 def cache_copies(workspace: Path = Path(".")) -> int:
@@ -114,42 +88,6 @@ def disk_problem(data: DataParams, free: int, copies: int = 1) -> str | None:
         f"{cache}; with a 1 GiB margin that needs {need / gib:,.1f} GiB but {free / gib:,.1f} GiB "
         f"are free here. Lower data.image_size or data.max_per_class, or free some space."
     )
-
-
-def training_estimate(p: recipes.Params, compute: Compute) -> tuple[float, list[str]]:
-    """(seconds, one line per model and the sum): how long training the selected models will take
-    here, before any download: a few timed steps of each (training.estimate.step_seconds) on random
-    photos of the configured size, times the steps of an epoch at the number of photos the source
-    holds (photos_at_most, split by data.val_fraction and data.test_fraction), times the epochs. An
-    upper bound: models the resume state already holds are not trained again."""
-    photos = photos_at_most(p.data)
-    train_n = max(1, round(photos * (1 - p.data.val_fraction - p.data.test_fraction)))
-    train_n = min(train_n, p.data.train_photos or train_n)  # data.train_photos: fewer, after the split
-    val_n = max(1, round(photos * p.data.val_fraction))
-    where = compute.describe() + (f" × {p.runtime.processes} processes" if p.runtime.processes > 1 else "")
-    total, lines, few = 0.0, [], 0
-    for spec in p.models:
-        batch = spec.train.batch_size // p.runtime.processes
-        shown = train_n * spec.train.repeats(train_n)  # train.epoch_images: a small set shown again within an epoch
-        if (steps := estimate.steps_in_all(shown // p.runtime.processes, batch, spec.train.run_epochs)) <= estimate.FEW_STEPS:
-            lines.append(f"check: {estimate.not_timed(spec.name, steps)}")
-            few += 1
-            continue
-        # on a CPU a step's time grows with the batch in proportion: timing TIMED_IMAGES and scaling
-        # keeps the whole estimate near a minute even for VGG at 224 px; a GPU is timed at the full batch
-        timed = batch if compute.device.type == "cuda" else min(batch, TIMED_IMAGES)
-        own = compute.for_model(spec.name, models.bf16_ok(spec.name))
-        generator = torch.Generator().manual_seed(0)
-        shape = (timed, p.data.channels, p.data.image_size, p.data.image_size)
-        sample = Split(torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator).to(compute.device),
-                       torch.arange(timed).remainder(2).to(compute.device), compute.device)  # fmt: skip
-        step = estimate.timer(lambda thawed: estimate.step_seconds(spec, sample, timed, 2, own, steps=1, thawed=thawed) * batch / timed)  # noqa: B023 (used in this iteration)
-        seconds = estimate.seconds_left(spec, train_n, val_n, spec.train.batch_size, spec.train.run_epochs, step)
-        total += seconds
-        lines.append(f"check: {spec.name:>12s} {about(seconds / spec.train.run_epochs)}/epoch, {about(seconds)} for {plural(spec.train.run_epochs, 'epoch')} of ~{train_n:,} photos on {where}")
-    if few < len(p.models):
-        lines.append(f"check: training {about(total)} in all (one timed step of {TIMED_IMAGES} photos of each model, after one untimed: on a CPU an upper bound, since a small batch runs less efficiently; the train stage times them again at the full batch)")
-    return total, lines
 
 
 def over_budget(p: recipes.Params, seconds: float) -> str | None:

@@ -39,10 +39,13 @@ import numpy as np
 
 from pipeline.common import atomic, cli, queue, schema
 from pipeline.common.errors import StageError
+from pipeline.common.progress import about
 from pipeline.evaluation import pictures
 from pipeline.evaluation.metrics import paired
 from pipeline.evaluation.results import read_json_at, read_result
-from pipeline.params import presets
+from pipeline.params import presets, recipes
+from pipeline.runtime.device import resolve
+from pipeline.training.budget import training_estimate
 
 REGIMES = ("scratch", "probe", "finetune")
 PHOTOS = ("40", "400", "4000", "all")
@@ -93,6 +96,26 @@ def queue_commands(grid: str, chosen: list[Cell], extra: list[str]) -> list[list
         ]
         for c in chosen
     ]  # fmt: skip
+
+
+DVC_SECONDS = 30  # DVC's start-up for one queued cell on the 2-core CPU (the split and arrays from its run cache): measured
+
+
+def estimate(found: dict[str, dict], photos: list[str], seeds_count: int) -> tuple[float, list[str]]:
+    """(seconds, lines): `check`'s estimate of each regime's training at each number of photos,
+    times the seeds, plus DVC's start-up for each cell; a step of each regime is timed once."""
+    compute, timers, total, lines = None, {}, 0.0, []
+    for regime, flat in found.items():
+        for n in photos:
+            p = recipes.load(overrides=presets.nest({**flat, "data.train_photos": None if n == "all" else int(n)}))
+            compute = compute or resolve(p.runtime)
+            seconds, _ = training_estimate(p, compute, timers)
+            total += seconds * seeds_count
+            lines.append(f"grid: {regime:>9s} at {n:>5s} photos {about(seconds)} of training a seed")
+    cells_count = len(found) * len(photos) * seeds_count
+    total += DVC_SECONDS * cells_count
+    lines.append(f"grid: {about(total)} in all for {cells_count} cells ({seeds_count} seeds; {about(DVC_SECONDS)} of DVC start-up a cell; the preprocessing at each image size once on top; check's estimates are upper bounds on a CPU)")
+    return total, lines
 
 
 def parse_photos(text: str) -> list[str]:
@@ -264,7 +287,9 @@ def main() -> None:
         chosen = cells(regimes, photos, list(range(args.seeds)))
         if len(chosen) > MAX_CELLS:
             raise StageError(f"{len(chosen)} cells: at most {MAX_CELLS} (each is a whole training run)")
-        check_regimes(regimes, extra)
+        found = check_regimes(regimes, extra)
+        for line in estimate(found, photos, args.seeds)[1]:
+            print(line, flush=True)
         done = {n for n, e in shown_experiments().items() if e["done"]}
         todo = [c for c in chosen if c.name(args.name) not in done]
         print(f"grid: {len(chosen)} cells, {len(chosen) - len(todo)} already done", flush=True)

@@ -108,3 +108,18 @@ def test_regimes_that_split_the_photos_differently_are_refused_before_anything_i
     with pytest.raises(StageError, match="split the photos differently .data.test_fraction."):
         grid.check_regimes(["a", "b"], [])
     assert set(grid.check_regimes(["a", "b"], ["-S", "data.test_fraction=0.2"])) == {"a", "b"}  # a -S for all of them
+
+
+def test_the_grid_is_estimated_before_it_is_queued_from_each_regimes_estimate(monkeypatch, tmp_path):
+    asked = []
+
+    def fake(p, compute, timers):
+        asked.append((p.models[0].name, p.data.train_photos))
+        return (60.0 if p.data.train_photos else 600.0), []
+
+    monkeypatch.setattr(grid, "training_estimate", fake)
+    found = {"scratch": {"model": "nin"}, "probe": {"model": "resnet18"}}
+    seconds, lines = grid.estimate(found, ["40", "all"], 3)
+    assert asked == [("nin", 40), ("nin", None), ("resnet18", 40), ("resnet18", None)]
+    assert seconds == 3 * 2 * (60 + 600) + 12 * grid.DVC_SECONDS  # each cell's training times the seeds, and DVC's start-up a cell
+    assert lines[-1].startswith("grid: ~1 h 12 min in all for 12 cells (3 seeds;")

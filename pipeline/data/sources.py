@@ -241,3 +241,32 @@ def link_or_copy(src: Path, dst: Path) -> None:
             os.link(src, tmp)  # no second 825 MB on disk
         except OSError:
             shutil.copyfile(src, tmp)  # another file system, or one without hard links
+
+
+KAGGLE_PHOTOS = 25_000  # labelled photos in the competition's train.zip (and the Microsoft mirror, about)
+FASHION_MNIST_IMAGES = 70_000  # 60,000 train and 10,000 test
+SYNTHETIC_PHOTOS = 600  # synthetic.make_archive's default: 300 per class
+
+
+def photos_at_most(source: str, max_per_class: int | None) -> int:
+    """How many photos a run can preprocess, from data.source and data.max_per_class, without reading
+    a photo: a local zip's or folder's file count, the competition's 25,000, Fashion-MNIST's 70,000,
+    the synthetic set's; with max_per_class, at most that many per class (twice for Fashion-MNIST,
+    whose own test split comes on top of the capped train part)."""
+    if source in ("microsoft", "kaggle"):
+        count, classes = KAGGLE_PHOTOS, 2
+    elif source.startswith(FASHION_MNIST):
+        count, classes = FASHION_MNIST_IMAGES, 2 * len(fashion_mnist.CLASSES)
+    elif source == "synthetic":
+        count, classes = SYNTHETIC_PHOTOS, 2
+    else:
+        path = Path(source).expanduser()
+        if path.is_dir():
+            names = [f.relative_to(path).as_posix() for f in path.rglob("*") if f.is_file()]
+        elif path.is_file() and zipfile.is_zipfile(path):  # a regular file: never a device or a FIFO
+            with zipfile.ZipFile(path) as z:
+                names = [info.filename for info in z.infolist() if not info.is_dir()]
+        else:
+            return 0  # not found or not a zip: source_problem says so
+        count, classes = len(names), len(images.labelling(names)[0])
+    return min(count, classes * max_per_class) if max_per_class else count
