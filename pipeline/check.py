@@ -13,7 +13,6 @@ import os
 import shutil
 from pathlib import Path
 
-
 from pipeline import models
 from pipeline.common import atomic, cli, files
 from pipeline.common.errors import StageError

@@ -37,6 +37,12 @@ class Prediction:
     source: str = ""  # the photo's name, for files
 
 
+def too_large(width: int, height: int) -> None:
+    """A decompression bomb's size, in memory: the same cap on pixels as a photo file has."""
+    if images.MAX_PIXELS is not None and width * height > images.MAX_PIXELS:
+        raise StageError(f"an image of {width}×{height} px is larger than a photo may be ({images.MAX_PIXELS:,} pixels)")
+
+
 class Classifier:
     def __init__(self, model, meta: dict, compute: Compute):
         self.model, self.meta, self.compute = model, meta, compute
@@ -69,8 +75,8 @@ class Classifier:
     def _array(self, image) -> np.ndarray:
         """(C, S, S) uint8 for the model, from a PIL image or an (H, W, 3) / (H, W) uint8 array."""
         if isinstance(image, np.ndarray):
-            if images.MAX_PIXELS is not None and image.ndim >= 2 and image.shape[0] * image.shape[1] > images.MAX_PIXELS:
-                raise StageError(f"an image of {image.shape[1]}×{image.shape[0]} px is larger than a photo may be ({images.MAX_PIXELS:,} pixels)")
+            if image.ndim >= 2:
+                too_large(image.shape[1], image.shape[0])  # before Image.fromarray copies it
             if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
                 raise StageError(f"an array to classify must be (H, W), (H, W, 3) or (H, W, 4) uint8, got {image.shape} {image.dtype}")
             image = Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[2] == 1 else image)
@@ -78,8 +84,7 @@ class Classifier:
             raise StageError(f"predict takes a path, a PIL image or a uint8 array, not {type(image).__name__}")
         if min(image.size) < images.MIN_SIDE:
             raise StageError(f"an image of {image.size[0]}×{image.size[1]} px is too small to classify")
-        if images.MAX_PIXELS is not None and image.width * image.height > images.MAX_PIXELS:  # a decompression bomb's size, in memory: the same cap as files
-            raise StageError(f"an image of {image.size[0]}×{image.size[1]} px is larger than a photo may be ({images.MAX_PIXELS:,} pixels)")
+        too_large(image.width, image.height)
         try:
             rgb = images.to_rgb(image)  # the decoder's own conversion: transparency onto white, 16-bit grey
         except ValueError as e:  # a mode Pillow cannot convert to RGB

@@ -19,8 +19,7 @@ from pipeline.common import atomic, cli
 from pipeline.common.errors import StageError
 from pipeline.common.progress import duration
 from pipeline.evaluation.metrics import paired
-from pipeline.evaluation.results import WORKSPACE, read_json_at, read_result, right  # noqa: F401 (WORKSPACE: compare's `workspace`)
-
+from pipeline.evaluation.results import read_json_at, read_result, right
 
 
 def compare(revs: list[str], results: list[dict]) -> list[dict]:

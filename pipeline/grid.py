@@ -26,7 +26,6 @@ grid.png (accuracy against training photos, one line per regime).
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import shlex
 import statistics
@@ -245,22 +244,6 @@ def read_cell(name: str, params: dict, paths: dict[str, str]) -> tuple[dict, int
     return result, sum(split["images"]["train"].values())
 
 
-def shown_experiments() -> dict[str, dict]:
-    """{experiment name: its params.yaml} from `dvc exp show --json`."""
-    done = queue.dvc("exp", "show", "--json")
-    if done.returncode:
-        raise StageError(f"dvc exp show: {done.stderr.strip()}")
-    found = {}
-    for row in json.loads(done.stdout):
-        for exp in row.get("experiments") or []:
-            for rev in exp.get("revs") or []:
-                data = rev.get("data") or {}
-                if rev.get("name"):
-                    done = bool(data.get("metrics")) and not rev.get("error")  # a failed or killed run keeps its workspace's metrics
-                    found[rev["name"]] = {"params": data.get("params", {}).get("params.yaml", {}).get("data", {}), "done": done}
-    return found
-
-
 def main() -> None:
     parser = cli.parser(__spec__.name, __doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -290,7 +273,7 @@ def main() -> None:
         found = check_regimes(regimes, extra)
         for line in estimate(found, photos, args.seeds)[1]:
             print(line, flush=True)
-        done = {n for n, e in shown_experiments().items() if e["done"]}
+        done = {n for n, e in queue.experiments().items() if not e["failed"]}
         todo = [c for c in chosen if c.name(args.name) not in done]
         print(f"grid: {len(chosen)} cells, {len(chosen) - len(todo)} already done", flush=True)
         for cmd in queue_commands(args.name, todo, extra):
@@ -304,8 +287,8 @@ def main() -> None:
         queue.wait([c.name(args.name) for c in todo], args.poll, label="grid")
         print(f"grid: all {len(chosen)} cells done; python -m pipeline.grid summary {args.name}", flush=True)
         return
-    shown = shown_experiments()
-    found = found_cells(args.name, {n: e for n, e in shown.items() if e["done"]})
+    shown = queue.experiments()
+    found = found_cells(args.name, {n: e for n, e in shown.items() if not e["failed"]})
     if not found:
         raise StageError(f"no experiment {args.name}-<regime>-<photos>-s<seed> with results in `dvc exp show`")
     paths = cli.pipeline_paths()

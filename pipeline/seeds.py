@@ -20,7 +20,6 @@ reach significance, which is the honest answer at that budget.
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import statistics
@@ -29,10 +28,8 @@ import sys
 from pathlib import Path
 
 from pipeline.common import atomic, cli
-from pipeline.common.queue import POLL, absolute_source, dvc, start_worker, wait
 from pipeline.common.errors import StageError
-
-
+from pipeline.common.queue import POLL, absolute_source, experiments, start_worker, wait
 
 MAX_SEEDS = 100  # experiments queued at once: each trains the whole recipe again
 MAX_SEED = 2**32 - MAX_SEEDS - 1  # numpy's seeds stop at 2³² − 1
@@ -49,21 +46,6 @@ def queue_commands(name: str, seeds: list[int], preset: str | None, extra: list[
     extra = absolute_source(extra)
     head = ["pipeline.preset", preset] if preset else ["dvc", "exp", "run"]
     return [[*head, "--queue", "-n", exp, "-S", f"train.seed={seed}", *extra] for seed, exp in zip(seeds, names(name, seeds))]
-
-
-def experiments(shown: list[dict]) -> dict[str, dict]:
-    """`dvc exp show --json` → {experiment name: {"params": params.yaml, "metrics": metrics.json}}."""
-    found = {}
-    for row in shown:
-        for exp in row.get("experiments") or []:
-            for rev in exp.get("revs") or []:
-                data = rev.get("data") or {}
-                if rev.get("name") and data.get("metrics"):
-                    found[rev["name"]] = {
-                        "params": data.get("params", {}).get("params.yaml", {}).get("data", {}),
-                        "metrics": data["metrics"].get("metrics.json", {}).get("data", {}),
-                    }
-    return found
 
 
 def summarise(runs: dict[str, dict]) -> dict:
@@ -157,10 +139,7 @@ def main() -> None:
         wait(names(args.name, seeds), args.poll)
         print(f"seeds: all {len(seeds)} done; python -m pipeline.seeds summary {args.name}", flush=True)
         return
-    shown = dvc("exp", "show", "--json")
-    if shown.returncode:
-        raise StageError(f"dvc exp show: {shown.stderr.strip()}")
-    found = experiments(json.loads(shown.stdout))
+    found = experiments()
     if len(args.name) == 1 and args.name[0] not in found:
         pattern = re.compile(re.escape(args.name[0]) + r"-seed\d+")
         chosen = sorted(n for n in found if pattern.fullmatch(n))

@@ -82,6 +82,25 @@ def copy_project(root: Path) -> Path:
     return root
 
 
+def committed_project(tmp_path_factory, name: str, params: dict, *, per_class: int, size: int, files: dict[str, str] | None = None) -> Path:
+    """A fresh clone-alike for the real `dvc` CLI: the project's tracked files, `params` set over
+    params.yaml with data.source a synthetic archive of `per_class` photos a class at `size` px,
+    `files` (relative path → text) added, all committed on main; nothing reproduced."""
+    from pipeline.data import synthetic
+
+    root = copy_project(tmp_path_factory.mktemp(name))
+    archive = tmp_path_factory.mktemp("downloads") / "train.zip"
+    synthetic.make_archive(archive, per_class=per_class, size=size)
+    set_params(root, schema.merge(params, {"data": {"source": str(archive)}}))
+    for relative, text in (files or {}).items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+    run(root, "git", "init", "-q", "-b", "main")
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "project")
+    return root
+
+
 # ---------------------------------------------------------------- training
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import models
-from pipeline.data import synthetic
-from tests.helpers import copy_project, dvc, run, set_params, vega_plots
+from tests.helpers import committed_project, dvc, run, vega_plots
 
 pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves these out of a quick loop
 
@@ -21,20 +20,8 @@ pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves these out of a qu
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory) -> Path:
     """A fresh clone-alike with NiN and ResNet-18 reproduced and committed: the baseline."""
-    root = copy_project(tmp_path_factory.mktemp("project"))
-    archive = tmp_path_factory.mktemp("downloads") / "train.zip"
-    synthetic.make_archive(archive, per_class=16, size=80)  # 16 train, 8 val, 8 test with the fractions below
-    set_params(
-        root,
-        {
-            "model": ["nin", "resnet18"],
-            "data": {"source": str(archive), "image_size": 72, "val_fraction": 0.25, "test_fraction": 0.25},
-            "train": {"epochs": 1, "batch_size": 8},
-        },
-    )
-    run(root, "git", "init", "-q", "-b", "main")
-    run(root, "git", "add", "-A")
-    run(root, "git", "commit", "-qm", "project")
+    params = {"model": ["nin", "resnet18"], "data": {"image_size": 72, "val_fraction": 0.25, "test_fraction": 0.25}, "train": {"epochs": 1, "batch_size": 8}}
+    root = committed_project(tmp_path_factory, "project", params, per_class=16, size=80)  # 16 train, 8 val, 8 test
     dvc(root, "repro")
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-qm", "baseline: nin and resnet18, 1 epoch")

@@ -12,25 +12,16 @@ import pytest
 
 from pipeline import grid
 from pipeline.common.errors import StageError
-from pipeline.data import synthetic
-from tests.helpers import copy_project, run, set_params
+from tests.helpers import committed_project, run
 
 
 @pytest.fixture
 def project(tmp_path_factory) -> Path:
     """A committed project (nothing reproduced: the first cell splits and preprocesses, the others
     take both from DVC's run cache) with two regimes of its size: the real presets need the 9k set."""
-    root = copy_project(tmp_path_factory.mktemp("grid"))
-    archive = tmp_path_factory.mktemp("downloads") / "train.zip"
-    synthetic.make_archive(archive, per_class=16, size=80)  # 16 train, 8 val, 8 test with the fractions below
-    set_params(root, {"data": {"source": str(archive), "image_size": 72, "val_fraction": 0.25, "test_fraction": 0.25}, "train": {"epochs": 1, "batch_size": 8}})
-    (root / "presets").mkdir(exist_ok=True)
-    (root / "presets" / "grid-scratch.yaml").write_text("model: nin\ntrain:\n  epoch_images: 16\n")
-    (root / "presets" / "grid-probe.yaml").write_text("model: resnet18\n")
-    run(root, "git", "init", "-q", "-b", "main")
-    run(root, "git", "add", "-A")
-    run(root, "git", "commit", "-qm", "project")
-    return root
+    params = {"data": {"image_size": 72, "val_fraction": 0.25, "test_fraction": 0.25}, "train": {"epochs": 1, "batch_size": 8}}
+    presets = {"presets/grid-scratch.yaml": "model: nin\ntrain:\n  epoch_images: 16\n", "presets/grid-probe.yaml": "model: resnet18\n"}
+    return committed_project(tmp_path_factory, "grid", params, per_class=16, size=80, files=presets)  # 16 train, 8 val, 8 test
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from pipeline import compare, split
 from pipeline.common import atomic, cli, files, formats, schema
 from pipeline.common.errors import ParamError, StageError
 from pipeline.data import images, sources
-from pipeline.evaluation import predicting
+from pipeline.evaluation import predicting, results
 from pipeline.models import modelfile, weightsfile
 from pipeline.params import presets, recipes
 from pipeline.training import resume
@@ -349,7 +349,7 @@ def test_merge_conflict_markers_in_metrics_json_are_named(tmp_path):
 def test_compare_on_a_file_that_is_not_a_results_file_is_one_line(text, message, tmp_path):
     (tmp_path / "nin.json").write_text(text)
     with pytest.raises(StageError, match=message):
-        compare.read_result(compare.WORKSPACE, str(tmp_path / "nin.json"))
+        compare.read_result(results.WORKSPACE, str(tmp_path / "nin.json"))
 
 
 @pytest.mark.parametrize("recorded", ["../../models/nin.pt", "/etc/passwd", None, {"file": 3}])

@@ -10,9 +10,8 @@ import shutil
 import pytest
 import torch
 
-from pipeline.data import synthetic
 from pipeline.models import build, modelfile
-from tests.helpers import copy_project, dvc, run, set_params
+from tests.helpers import committed_project, dvc
 
 pytestmark = pytest.mark.slow
 
@@ -21,20 +20,8 @@ UP_TO_DATE = "Data and pipelines are up to date."
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = copy_project(tmp_path_factory.mktemp("links"))
-    archive = tmp_path_factory.mktemp("downloads") / "train.zip"
-    synthetic.make_archive(archive, per_class=12, size=48)
-    set_params(
-        root,
-        {
-            "model": "resnet18",
-            "data": {"source": str(archive), "image_size": 32, "val_fraction": 0.25, "test_fraction": 0.25},
-            "train": {"epochs": 1, "batch_size": 8},
-        },
-    )
-    run(root, "git", "init", "-q", "-b", "main")
-    run(root, "git", "add", "-A")
-    run(root, "git", "commit", "-qm", "project")
+    params = {"model": "resnet18", "data": {"image_size": 32, "val_fraction": 0.25, "test_fraction": 0.25}, "train": {"epochs": 1, "batch_size": 8}}
+    root = committed_project(tmp_path_factory, "links", params, per_class=12, size=48)
     dvc(root, "repro")
     return root
 

@@ -23,9 +23,6 @@ def parser(module: str, description: str | None, **kwargs) -> argparse.ArgumentP
     return argparse.ArgumentParser(prog=f"python -m {module}", description=description, **kwargs)
 
 
-FILE_SYSTEM_ERRORS = files.FILE_SYSTEM_ERRORS
-
-
 def run(main: Callable[[], Any]) -> None:
     """Run a stage's main(): expected failures print one clear line and exit 2, not a traceback wall."""
     try:
@@ -41,11 +38,11 @@ def run(main: Callable[[], Any]) -> None:
             where = f" writing {e.filename}" if e.filename else ""
             print(f"error: the disk is full ({e.strerror}){where}: free some space and rerun; no partial output was kept", file=sys.stderr)
             sys.exit(2)
-        if e.errno not in FILE_SYSTEM_ERRORS:
+        if e.errno not in files.FILE_SYSTEM_ERRORS:
             raise
         name = str(e.filename) if e.filename else ""
         where = f"{name[:200]}{'…' if len(name) > 200 else ''}: " if name else ""
-        print(f"error: {where}{e.strerror} ({FILE_SYSTEM_ERRORS[e.errno]}); no partial output was kept", file=sys.stderr)
+        print(f"error: {where}{files.said(e)}; no partial output was kept", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: no output of this stage was completed (nothing half-written is kept); the epochs "

@@ -111,15 +111,21 @@ def replaceable(path: Path | str, what: str = "output") -> None:
 FICLONE = 0x40049409  # Linux's ioctl that makes `dst` share `src`'s blocks copy-on-write (btrfs, XFS)
 
 
+def _share_blocks(source, target) -> None:
+    """FICLONE from one open file to another; OSError (or ImportError off Unix) where the file
+    system makes no clones."""
+    import fcntl
+
+    fcntl.ioctl(target.fileno(), FICLONE, source.fileno())
+
+
 def clone(src: Path | str, dst: Path | str) -> None:
     """Copy `src` to `dst` (a new file, its own inode): as a copy-on-write clone where the file
     system has them (no second copy on disk, and a write to one never reaches the other), else byte
     for byte. Never a hardlink, which an in-place write to either name would corrupt both through."""
     with open(src, "rb") as source, open(dst, "wb") as target:
         try:
-            import fcntl
-
-            fcntl.ioctl(target.fileno(), FICLONE, source.fileno())
+            _share_blocks(source, target)
         except (ImportError, OSError):  # ext4, tmpfs, another device, not Linux: copy the bytes
             shutil.copyfileobj(source, target, 1 << 20)
 
@@ -133,9 +139,7 @@ def clones(folder: Path | str) -> bool:
         with tempfile.TemporaryDirectory(dir=folder, prefix=".clone-probe-") as probe:
             (Path(probe) / "a").write_bytes(b"x")
             with open(Path(probe) / "a", "rb") as source, open(Path(probe) / "b", "wb") as target:
-                import fcntl
-
-                fcntl.ioctl(target.fileno(), FICLONE, source.fileno())
+                _share_blocks(source, target)
         return True
     except (ImportError, OSError):
         return False

@@ -4,6 +4,7 @@ until each has ended. Shared by `pipeline.seeds` (one experiment on several seed
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -70,3 +71,26 @@ def wait(expected: list[str], poll: float = POLL, label: str = "seeds") -> None:
         if "Worker status: 0 active" in status and "Queued" in states.values():
             start_worker()  # an idle worker exits after about 10 s: one to run what is left
         time.sleep(poll)
+
+
+def experiments(shown: list[dict] | None = None) -> dict[str, dict]:
+    """`dvc exp show --json` (run here unless given) → {experiment name: {"params": params.yaml,
+    "metrics": metrics.json, "failed": whether the run failed or was killed}}, for every experiment
+    with metrics (a failed one keeps those of the workspace it started from)."""
+    if shown is None:
+        done = dvc("exp", "show", "--json")
+        if done.returncode:
+            raise StageError(f"dvc exp show: {done.stderr.strip()}")
+        shown = json.loads(done.stdout)
+    found = {}
+    for row in shown:
+        for exp in row.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                if rev.get("name") and data.get("metrics"):
+                    found[rev["name"]] = {
+                        "params": data.get("params", {}).get("params.yaml", {}).get("data", {}),
+                        "metrics": data["metrics"].get("metrics.json", {}).get("data", {}),
+                        "failed": bool(rev.get("error")),
+                    }
+    return found

@@ -18,6 +18,7 @@ import importlib.util
 import os
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import urllib.parse
@@ -81,15 +82,13 @@ def source_problem(source: str, downloads: Path, *, base_dir: Path | None = None
     elif source != "synthetic":
         path = local_path(source, base_dir)
         try:
-            path.stat()
+            mode = path.stat().st_mode
         except FileNotFoundError:
-            pass
+            return f"data.source = {source!r} was taken as a path, but {path} was not found. Use {ACCEPTED}"
         except (OSError, ValueError) as e:  # a name too long, a loop of links, no permission
             return f"data.source = {source[:200]!r}{'…' if len(source) > 200 else ''}: {files.said(e)}"
-        if not path.exists():
-            return f"data.source = {source!r} was taken as a path, but {path} was not found. Use {ACCEPTED}"
-        if not path.is_dir() and not path.is_file():  # never opened: /dev/zero would be read for ever, a FIFO block
-            return f"data.source = {source!r}: {path} is {files.kind(path.stat().st_mode)}, not a .zip archive or a folder. Use {ACCEPTED}"
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):  # never opened: /dev/zero would be read for ever, a FIFO block
+            return f"data.source = {source!r}: {path} is {files.kind(mode)}, not a .zip archive or a folder. Use {ACCEPTED}"
     return None
 
 

@@ -90,7 +90,7 @@ def read_result(rev: str, path: str) -> dict:
     try:
         ok = (
             isinstance(found["labels"], list) and isinstance(found["predicted"], list) and len(found["labels"]) == len(found["predicted"])
-            and all(isinstance(found["test"][k], (int, float)) for k in ("accuracy",)) and len(found["test"]["accuracy_ci95"]) == 2
+            and isinstance(found["test"]["accuracy"], (int, float)) and len(found["test"]["accuracy_ci95"]) == 2
             and isinstance(found["train"]["seconds"], (int, float)) and isinstance(found["train"]["epochs"], int) and isinstance(found["model"], str)
         )  # fmt: skip
     except (KeyError, TypeError) as e:

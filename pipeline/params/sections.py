@@ -116,6 +116,10 @@ class TrainParams:
         """How many times an epoch shows each of `photos` training photos (epoch_images)."""
         return max(1, -(-self.epoch_images // max(1, photos)))
 
+    def shown(self, photos: int) -> int:
+        """Images an epoch shows from `photos` training photos: each of them `repeats` times."""
+        return photos * self.repeats(photos)
+
 
 TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainParams))
 

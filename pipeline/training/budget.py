@@ -32,8 +32,7 @@ def training_estimate(p: Params, compute: Compute, timers: dict | None = None) -
     total, lines, few = 0.0, [], 0
     for spec in p.models:
         batch = spec.train.batch_size // p.runtime.processes
-        shown = train_n * spec.train.repeats(train_n)  # train.epoch_images: a small set shown again within an epoch
-        if (steps := estimate.steps_in_all(shown // p.runtime.processes, batch, spec.train.run_epochs)) <= estimate.FEW_STEPS:
+        if (steps := estimate.steps_in_all(spec.train.shown(train_n) // p.runtime.processes, batch, spec.train.run_epochs)) <= estimate.FEW_STEPS:
             lines.append(f"check: {estimate.not_timed(spec.name, steps)}")
             few += 1
             continue

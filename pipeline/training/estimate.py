@@ -71,7 +71,7 @@ def seconds_left(spec: ModelSpec, train_images: int, val_images: int, batch_size
     training photos (twice with flips) and of the validation photos, computed once, and the head's
     steps on them next to nothing."""
     val_steps = math.ceil(val_images / batch_size)
-    steps = max(1, train_images * spec.train.repeats(train_images) // batch_size)  # train.epoch_images: a small set shown again
+    steps = max(1, spec.train.shown(train_images) // batch_size)  # train.epoch_images: a small set shown again
     feature_steps = max(1, train_images // batch_size)  # each photo's features once, however often an epoch shows it
     start = spec.train.run_epochs - epochs_left
     o, freeze_epochs = spec.options, spec.options.get("freeze_epochs")
@@ -116,7 +116,7 @@ def estimates(
             trained += 1
             continue
         batch = per_process_batch(spec, world.size)
-        if (steps := steps_in_all(len(train) * spec.train.repeats(len(train)), batch, spec.train.run_epochs - done)) <= FEW_STEPS:
+        if (steps := steps_in_all(spec.train.shown(len(train)), batch, spec.train.run_epochs - done)) <= FEW_STEPS:
             print(not_timed(spec.name, steps), flush=True)
             few += 1
             continue

@@ -77,7 +77,7 @@ def fit(
         model = runner.module  # its BatchNorm layers now synchronised: validate and save this one
     optimizer = make_optimizer(model, tp)
     repeats = tp.repeats(len(train))  # train.epoch_images: a small training set is shown again within an epoch
-    schedule = Schedule.of(len(train) * repeats, batch_size, tp)
+    schedule = Schedule.of(tp.shown(len(train)), batch_size, tp)
     scheduler = make_scheduler(optimizer, schedule)
     runner = torch.compile(runner) if compute.compile else runner
     average = averaged(model, tp.ema) if tp.ema else None  # train.ema: the weights' moving average
