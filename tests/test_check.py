@@ -138,6 +138,9 @@ def test_check_estimates_each_models_training_time_before_any_download(tmp_path)
     assert [line.split()[1] for line in lines[:2]] == ["nin", "resnet18"]  # the registry's order
     assert all("for 5 epochs of ~40 photos on cpu" in line for line in lines[:2])  # 100 photos, 40% of them train: 10 steps
     assert lines[-1].startswith("check: training ") and seconds > 0
+    shown = recipes.load(REPO / "params.yaml", {"model": "nin", "data": data, "train": {"epochs": 5, "batch_size": 16, "epoch_images": 100}})
+    _, (line, _) = check.training_estimate(shown, Compute(torch.device("cpu")))
+    assert "for 5 epochs of 120 images (~40 photos, shown again) on cpu" in line  # each photo 3 times: at least 100
     few = recipes.load(REPO / "params.yaml", {"model": "nin", "data": data, "train": {"epochs": 4, "batch_size": 16}})
     assert check.training_estimate(few, Compute(torch.device("cpu"))) == (0.0, ["check:          nin 8 steps in all: not timed (timing would take about as long as training)"])
 

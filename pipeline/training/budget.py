@@ -48,7 +48,9 @@ def training_estimate(p: Params, compute: Compute, timers: dict | None = None) -
         step = (timers if timers is not None else {}).setdefault(key, estimate.timer(lambda thawed: estimate.step_seconds(spec, sample, timed, 2, own, steps=1, thawed=thawed) * batch / timed))  # noqa: B023 (used in this iteration)
         seconds = estimate.seconds_left(spec, train_n, val_n, spec.train.batch_size, spec.train.run_epochs, step)
         total += seconds
-        lines.append(f"check: {spec.name:>12s} {about(seconds / spec.train.run_epochs)}/epoch, {about(seconds)} for {plural(spec.train.run_epochs, 'epoch')} of ~{train_n:,} photos on {where}")
+        shown = spec.train.shown(train_n)  # train.epoch_images: a small set shown again within an epoch
+        of = f"~{train_n:,} photos" if shown == train_n else f"{shown:,} images (~{train_n:,} photos, shown again)"
+        lines.append(f"check: {spec.name:>12s} {about(seconds / spec.train.run_epochs)}/epoch, {about(seconds)} for {plural(spec.train.run_epochs, 'epoch')} of {of} on {where}")
     if few < len(p.models):
         lines.append(f"check: training {about(total)} in all (one timed step of {TIMED_IMAGES} photos of each model, after one untimed: on a CPU an upper bound, since a small batch runs less efficiently; the train stage times them again at the full batch)")
     return total, lines
