@@ -19,8 +19,9 @@ and plots in `dvc exp show` and `dvc exp diff`, runnable and inspectable alone; 
 start-up for each (about 20 s on a 2-core CPU: the split and the arrays come from its run cache).
 
 `summary` reads each cell's results (through `dvc.api`, at the experiment) and writes, under
-`--out`: grid.md (the table, the paired tests and the verdicts), grid.json (every number) and
-grid.png (accuracy against training photos, one line per regime).
+`--out`: grid.md (the table, the paired tests and the verdicts), grid.json (every number), grid.png
+(accuracy against training photos, one line per regime) and grid.html (all of it on one page
+that opens offline).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +41,7 @@ import numpy as np
 from pipeline.common import atomic, cli, queue, schema
 from pipeline.common.errors import StageError
 from pipeline.common.progress import about
-from pipeline.evaluation import pictures
+from pipeline.evaluation import page, pictures
 from pipeline.evaluation.metrics import paired
 from pipeline.evaluation.results import read_json_at, read_result
 from pipeline.params import presets, recipes
@@ -206,32 +208,62 @@ def verdicts(table: list[dict], pairs: list[dict]) -> list[str]:
     return lines
 
 
-def markdown(summary: dict) -> str:
-    lines = [
-        f"Every cell scored on the same {summary['test_images']:,} test photos. Accuracy: the mean over the seeds, their range, each seed's 95% interval.",
-        "", "| regime | training photos | seeds | test accuracy (mean) | range over seeds | each seed's 95% interval | training time (mean) |", "|---|---:|---:|---:|---|---|---:|",
+CELLS = ("regime", "training photos", "seeds", "test accuracy (mean)", "range over seeds", "each seed's 95% interval", "training time (mean)")
+PAIRS = ("training photos", "better − worse", "difference per seed (points)", "McNemar p per seed", "right only in the better / only in the worse, per seed")
+
+
+def intro(summary: dict) -> str:
+    return f"Every cell scored on the same {summary['test_images']:,} test photos. Accuracy: the mean over the seeds, their range, each seed's 95% interval."
+
+
+def tables(summary: dict) -> tuple[list[list[str]], list[list[str]]]:
+    """The rows of the two tables (CELLS, PAIRS), as text: one per cell of the grid, one per pair
+    of regimes at each number of training photos."""
+    cells_ = [
+        [r["regime"], f"{r['photos']:,}", str(r["seeds"]), f"{r['mean']:.3f}", f"{r['min']:.3f}–{r['max']:.3f}",
+         "; ".join(f"{low:.3f}–{high:.3f}" for low, high in r["accuracy_ci95"]), f"{r['train_seconds']:.0f} s"]
+        for r in summary["table"]
     ]  # fmt: skip
-    for r in summary["table"]:
-        intervals = "; ".join(f"{low:.3f}–{high:.3f}" for low, high in r["accuracy_ci95"])
-        lines.append(f"| {r['regime']} | {r['photos']:,} | {r['seeds']} | {r['mean']:.3f} | {r['min']:.3f}–{r['max']:.3f} | {intervals} | {r['train_seconds']:.0f} s |")
-    lines += ["", "| training photos | better − worse | difference per seed (points) | McNemar p per seed | right only in the better / only in the worse, per seed |", "|---:|---|---|---|---|"]
-    for pair in summary["pairs"]:
-        per = pair["per_seed"]
-        differences = ", ".join(f"{100 * d:+.1f}" for d in pair["differences"])
-        p_values = ", ".join(f"{t['p_value']:.2g}" for t in per)
-        counts = ", ".join(f"{t['a_only']} / {t['b_only']}" for t in per)
-        lines.append(f"| {pair['photos']:,} | {pair['a']} − {pair['b']} | {differences} | {p_values} | {counts} |")
-    lines += ["", *[f"- {v}" for v in summary["verdicts"]]]
+    pairs = [
+        [f"{pair['photos']:,}", f"{pair['a']} − {pair['b']}", ", ".join(f"{100 * d:+.1f}" for d in pair["differences"]),
+         ", ".join(f"{t['p_value']:.2g}" for t in pair["per_seed"]), ", ".join(f"{t['a_only']} / {t['b_only']}" for t in pair["per_seed"])]
+        for pair in summary["pairs"]
+    ]  # fmt: skip
+    return cells_, pairs
+
+
+def markdown(summary: dict) -> str:
+    def rows(headers: tuple[str, ...], body: list[list[str]], align: str) -> list[str]:
+        return ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|", *("| " + " | ".join(r) + " |" for r in body)]
+
+    cells_, pairs = tables(summary)
+    lines = [intro(summary), "", *rows(CELLS, cells_, ["---", "---:", "---:", "---:", "---", "---", "---:"]), ""]
+    lines += [*rows(PAIRS, pairs, ["---:", "---", "---", "---", "---"]), "", *[f"- {v}" for v in summary["verdicts"]]]
     return "\n".join(lines) + "\n"
+
+
+def html(summary: dict, picture: bytes) -> str:
+    """grid.html: the picture, the two tables and the verdicts on one page that opens offline."""
+    cells_, pairs = tables(summary)
+    title = "What pretraining buys: accuracy against training photos"
+    verdicts_ = "".join(f"<li>{escape(v)}</li>" for v in summary["verdicts"])
+    return page.document(title, [
+        f"<h1>{escape(title)}</h1><p>{escape(intro(summary))}</p>",
+        page.img(picture, "test accuracy against training photos, one line per regime"),
+        page.table(list(CELLS), cells_, id="cells"),
+        page.table(list(PAIRS), pairs, id="pairs", caption="Paired tests between regimes at each number of training photos, seed by seed"),
+        f"<h2>Verdicts</h2><ul>{verdicts_}</ul>",
+    ])  # fmt: skip
 
 
 def write(summary: dict, out: Path) -> None:
     curves: dict[str, list] = {}
     for r in summary["table"]:
         curves.setdefault(r["regime"], []).append((r["photos"], r["mean"], r["min"], r["max"]))
-    pictures.save_png(pictures.learning_curve_figure(curves), out / "grid.png")
+    picture = pictures.save_png(pictures.learning_curve_figure(curves), out / "grid.png")
     atomic.write_json(out / "grid.json", summary)
     atomic.write_text(out / "grid.md", markdown(summary))
+    atomic.write_text(out / "grid.html", html(summary, picture))
 
 
 def read_cell(name: str, params: dict, paths: dict[str, str]) -> tuple[dict, int]:

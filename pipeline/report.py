@@ -11,7 +11,6 @@ Overlapping intervals are not that test: two models can overlap and still differ
 
 from __future__ import annotations
 
-import base64
 import csv
 from html import escape
 from pathlib import Path
@@ -19,19 +18,12 @@ from pathlib import Path
 from pipeline.common import atomic, cli, formats
 from pipeline.common.progress import duration, plural
 from pipeline.data.images import DOGS_VS_CATS
-from pipeline.evaluation import pictures, results
+from pipeline.evaluation import page, pictures, results
 from pipeline.params import recipes
 from pipeline.training.curves import CURVES, epochs_file
 
 TITLE = "Classic CNNs on Dogs vs. Cats"
 TOP5 = "top5_accuracy"  # evaluate's top-5 accuracy, there from six classes up
-CSS = (
-    "body{font:15px/1.45 system-ui,sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;color:#222}"
-    "table{border-collapse:collapse;margin:1em 0}th,td{padding:.3em .7em;border-bottom:1px solid #ddd}"
-    "td{text-align:right}td:nth-child(2){text-align:left}th{background:#f3f3f3}"
-    "section{border-top:2px solid #888;margin-top:2.5em}img{display:block;max-width:100%;margin:1em 0}"
-    "dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1.2em}dt{color:#666}dd{margin:0}"
-)
 
 
 def leaderboard(found: list[dict], pairs: dict | None = None) -> list[dict]:
@@ -187,11 +179,6 @@ def read_roc(path: Path) -> dict[str, tuple[list[float], list[float]]]:
     return curves
 
 
-def _img(png: bytes, alt: str) -> str:
-    """An <img> that carries its picture: the page works offline, as a single file."""
-    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-
 def _facts(r: dict) -> list[tuple[str, str]]:
     t, tr = r["test"], r["train"]
     per_class = ", ".join(f"{c} {t['precision'][c]:.3f} / {t['recall'][c]:.3f} / {t['f1'][c]:.3f}" for c in t["precision"])
@@ -243,13 +230,12 @@ def html_page(rows: list[dict], found: list[dict], pairs: dict, *, charts: list[
     by_name = {r["model"]: r for r in found}
     head = "".join(f"<th>{escape(c)}</th>" for c in columns(rows))
     body = "\n".join(_html_row(r) for r in rows)
-    heading = escape(title(classes_of(found)))
+    heading = title(classes_of(found))
     parts = [
-        f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{heading}</title><style>{CSS}</style></head><body>",
-        f"<h1>{heading}</h1><p>{escape(summary(found))} {escape(PAIRED)}</p>",
+        f"<h1>{escape(heading)}</h1><p>{escape(summary(found))} {escape(PAIRED)}</p>",
         f'<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>',
         matrix_table([r["model"] for r in rows], pairs),
-        *(_img(png, alt) for png, alt in charts),
+        *(page.img(png, alt) for png, alt in charts),
     ]
     for r in rows:
         name = r["model"]
@@ -257,13 +243,13 @@ def html_page(rows: list[dict], found: list[dict], pairs: dict, *, charts: list[
         drawn = pictures.png_bytes(pictures.curves_figure(curves[name], title=f"{name}: training curves"))
         parts += [
             f'<section id="{escape(name)}"><h2>{r["rank"]}. {escape(name)}</h2><dl>{facts}</dl>',
-            _img(drawn, f"{name}: training curves"),
-            _img((images / "confusion" / f"{name}.png").read_bytes(), f"{name}: confusion matrix"),
-            _img((images / "most_wrong" / f"{name}.png").read_bytes(), f"{name}: most confidently wrong test images"),
-            _img((images / "gradcam" / f"{name}.png").read_bytes(), f"{name}: where it looks (Grad-CAM)"),
+            page.img(drawn, f"{name}: training curves"),
+            page.img((images / "confusion" / f"{name}.png").read_bytes(), f"{name}: confusion matrix"),
+            page.img((images / "most_wrong" / f"{name}.png").read_bytes(), f"{name}: most confidently wrong test images"),
+            page.img((images / "gradcam" / f"{name}.png").read_bytes(), f"{name}: where it looks (Grad-CAM)"),
             "</section>",
         ]
-    return "\n".join(parts) + "\n</body></html>\n"
+    return page.document(heading, parts)
 
 
 def report(found: list[dict], out: Path, *, live: Path, plots: Path) -> list[dict]:

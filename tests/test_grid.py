@@ -4,6 +4,7 @@ table, the verdicts and the argument checks without DVC."""
 
 from __future__ import annotations
 
+import html
 import json
 import sys
 from pathlib import Path
@@ -43,6 +44,7 @@ def test_a_miniature_learning_curve_grid_scores_every_cell_on_the_same_test_phot
     run(reproduced, sys.executable, "-m", "pipeline.grid", "summary", "mini", "--out", str(tmp_path))
     summary = json.loads((tmp_path / "grid.json").read_text())
     assert summary["photos"] == [4, 8] and summary["test_images"] == 8 and (tmp_path / "grid.png").stat().st_size > 0
+    assert all(html.escape(v) in (tmp_path / "grid.html").read_text() for v in summary["verdicts"]) and (tmp_path / "grid.md").read_text() == grid.markdown(summary)
     for pair in summary["pairs"]:  # McNemar's counts, computed here by hand from each cell's predictions
         a, b = (f"mini-{pair[k]}-{pair['photos']}-s0" for k in ("a", "b"))
         right = {n: np.asarray(results[n]["predicted"]) == np.asarray(results[n]["labels"]) for n in (a, b)}

@@ -107,3 +107,21 @@ def test_the_console_check_catches_a_script_error(tmp_path):
     page.write_text("<!DOCTYPE html><html><body><p>x</p><script>notDefined();</script></body></html>")
     _, log = chromium_dom(page, tmp_path / "profile")
     assert any("Uncaught ReferenceError" in line for line in console_errors(log))
+
+
+def test_the_grid_page_shows_its_picture_tables_and_verdicts_offline(tmp_path):
+    from pipeline import grid
+    from tests.test_grid import results_of
+
+    cells = {f"g-{r}-{n}-s0": grid.Cell(r, n, 0) for r in ("scratch", "probe") for n in ("40", "all")}
+    right = {"g-scratch-40-s0": [True] * 5 + [False] * 15, "g-probe-40-s0": [True] * 18 + [False] * 2,
+             "g-scratch-all-s0": [True] * 19 + [False], "g-probe-all-s0": [True] * 20}  # fmt: skip
+    photos = {n: 40 if "-40-" in n else 7200 for n in cells}
+    grid.write(grid.summarise(cells, {n: results_of(r) for n, r in right.items()}, photos), tmp_path / "grid")
+    markup, log = chromium_dom(tmp_path / "grid" / "grid.html", tmp_path / "profile")
+    dom, text = Dom(markup), " ".join(Dom(markup).text)
+    assert [a.get("id") for a in dom.all("table")] == ["cells", "pairs"] and len(dom.all("tr")) == (1 + 4) + (1 + 2)
+    assert "scratch needs 7,200 photos to reach probe's accuracy with 40 (180 times as many; mean over seeds)" in text
+    (img,) = dom.all("img")
+    assert base64.b64decode(img["src"].split(",", 1)[1]) == (tmp_path / "grid" / "grid.png").read_bytes()
+    assert dom.all("script") == [] and dom.all("link") == [] and console_errors(log) == []
