@@ -17,7 +17,7 @@ from pipeline import models
 from pipeline.common import atomic, cli, files
 from pipeline.common.errors import StageError
 from pipeline.common.progress import about
-from pipeline.data import sources
+from pipeline.data import sources, verdicts
 from pipeline.params import recipes
 from pipeline.params.sections import DataParams, RuntimeParams
 from pipeline.runtime.device import Compute, auto_precision, choose_device, cpu_features, resolve
@@ -30,12 +30,16 @@ DISK_MARGIN = 1 << 30  # bytes left free after the arrays and DVC's copy of them
 
 
 def problems(p: recipes.Params, downloads: Path, *, free: int | None = None) -> list[str]:
-    """Everything that would stop the run later: the data source, the device, the disk, then the
+    """Everything that would stop the run later: the data source, the verdict file, the device, the disk, then the
     pretrained weights (fetched now into torch's cache if missing) and every model's shape at the
     image size. `free`: bytes free where the pipeline writes (measured if None)."""
     found = []
     if problem := sources.source_problem(p.data.source, downloads):
         found.append(problem)
+    try:
+        verdicts.read(Path(p.data.verdicts))  # before the split has scanned the photos for a minute
+    except StageError as e:  # ParamError too
+        found.append(str(e))
     try:
         choose_device(p.runtime.device)
     except StageError as e:

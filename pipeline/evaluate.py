@@ -26,9 +26,9 @@ from pipeline.common import atomic, cli
 from pipeline.common.errors import StageError
 from pipeline.common.formats import csv_text, read_json
 from pipeline.common.progress import Progress
-from pipeline.data.layout import images_file
+from pipeline.data.layout import EXCLUDED, images_file, verdict_labels_file
 from pipeline.evaluation import gradcam, mistakes, pictures, results
-from pipeline.evaluation.metrics import classification_metrics, confusion_rows, roc_rows
+from pipeline.evaluation.metrics import classification_metrics, confusion_rows, roc_rows, with_verdicts
 from pipeline.models import bf16_ok, modelfile
 from pipeline.params import recipes
 from pipeline.params.sections import EvaluateParams
@@ -127,7 +127,9 @@ def evaluate_all(
     device = compute.device
     test = load_split(data, "test", device)
     photos = np.load(images_file(data, "test"), mmap_mode="r")  # on the host, wherever `test` is
-    data_classes = len(read_json(data / "meta.json")["classes"])
+    data_meta = read_json(data / "meta.json")
+    data_classes = len(data_meta["classes"])
+    after = np.load(verdict_labels_file(data)) if verdict_labels_file(data).exists() else np.asarray(test.labels.cpu())  # arrays from before verdicts: none
     found, roc, confusion = [], [], []
     for name in names:
         path = models / f"{name}.pt"
@@ -148,6 +150,9 @@ def evaluate_all(
             )
         with Progress(len(test), f"{name} test") as bar:
             result, labels, proba = evaluate_model(model, meta, test, batch_size, bar, model_compute, how)
+        result["verdicts"] = data_meta.get("verdicts")  # which verdicts the data took (data.verdicts)
+        if (clean := with_verdicts(labels, after, proba, classes, EXCLUDED)) is not None:
+            result["test_verdicts"] = clean
         atomic.write_json(results_dir / f"{name}.json", result)
         write_images(plots / "images", name, photos, labels, proba, classes)
         write_gradcam(plots / "images", name, model, photos, labels, proba, classes)
@@ -156,6 +161,10 @@ def evaluate_all(
         t = result["test"]
         print(f"evaluate: {name:>12s} test accuracy {t['accuracy']:.3f} "
               f"[{t['accuracy_ci95'][0]:.3f}, {t['accuracy_ci95'][1]:.3f}] AUC {t['roc_auc'] or float('nan'):.3f}", flush=True)
+        if clean is not None:
+            print(f"evaluate: {name:>12s} with the verdicts ({clean['excluded']} test photos excluded, {clean['relabelled']} relabelled): "
+                  f"{clean['accuracy']:.3f} [{clean['accuracy_ci95'][0]:.3f}, {clean['accuracy_ci95'][1]:.3f}]; "
+                  f"{clean['errors_explained']} of its {clean['errors_as_given']} errors explained", flush=True)
         found.append(result)
     atomic.write_text(plots / "roc.csv", csv_text(["model", "fpr", "tpr"], roc))
     atomic.write_text(plots / "confusion.csv", csv_text(["model", "actual", "predicted", "count"], confusion))

@@ -104,9 +104,12 @@ def preprocess(archive: Path, split_dir: Path, out: Path, *, image_size: int, re
             map_archive(archive, partial(fill, size=image_size, policy=resize, channels=channels), tasks, workers=workers, desc=name)
         with atomic.atomic_path(labels_file(out, name)) as tmp, open(tmp, "wb") as f:
             np.save(f, labels)
+    with atomic.atomic_path(layout.verdict_labels_file(out)) as tmp, open(tmp, "wb") as f:
+        np.save(f, layout.verdict_labels(split_dir, *indexes["test"], classes))
     meta = {
         "image_size": image_size, "resize": resize, "channels": channels, "classes": list(classes), "images": counts,
         "bytes": need, "digest": digest(archive, split_dir, image_size, resize, channels),
+        "verdicts": {k: v for k, v in formats.read_json(split_dir / "summary.json").get("verdicts", {}).items() if k != "test_labels"},
     }  # fmt: skip
     atomic.write_json(out / "meta.json", meta)
     return meta

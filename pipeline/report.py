@@ -24,6 +24,7 @@ from pipeline.training.curves import CURVES, epochs_file
 
 TITLE = "Classic CNNs on Dogs vs. Cats"
 TOP5 = "top5_accuracy"  # evaluate's top-5 accuracy, there from six classes up
+VERDICTS = "test_verdicts"  # evaluate's metrics once data.verdicts apply, there when they change some test photo
 
 
 def leaderboard(found: list[dict], pairs: dict | None = None) -> list[dict]:
@@ -43,6 +44,8 @@ def leaderboard(found: list[dict], pairs: dict | None = None) -> list[dict]:
                 "accuracy": t["accuracy"],
                 "accuracy_ci95": t["accuracy_ci95"],
                 "test_images": len(r["labels"]),
+                **({"verdicts": {k: r[VERDICTS][k] for k in ("accuracy", "accuracy_ci95", "excluded", "relabelled", "errors_as_given", "errors_explained")}}
+                   if r.get(VERDICTS) else {}),
                 **({TOP5: t[TOP5]} if TOP5 in t else {}),
                 "f1_macro": t["f1_macro"],
                 "roc_auc": t["roc_auc"],
@@ -64,15 +67,22 @@ def leaderboard(found: list[dict], pairs: dict | None = None) -> list[dict]:
 COLUMNS = ("#", "model", "test accuracy (95% CI)", "F1", "ROC AUC", "log loss", "parameters", "train time", "train img/s", "infer img/s", "than the next one down (paired)")
 
 
+WITH_VERDICTS = ("with the verdicts (95% CI)", "errors they explain")
+
+
 def columns(rows: list[dict]) -> tuple[str, ...]:
-    """The leaderboard's columns: COLUMNS, and top-5 accuracy after the accuracy when there is one."""
-    return COLUMNS[:3] + ("top-5",) + COLUMNS[3:] if TOP5 in rows[0] else COLUMNS
+    """The leaderboard's columns: COLUMNS, with after the accuracy the top-5 accuracy when there is
+    one and the accuracy once data.verdicts apply when they change some test photo."""
+    extra = (("top-5",) if TOP5 in rows[0] else ()) + (WITH_VERDICTS if any("verdicts" in r for r in rows) else ())
+    return COLUMNS[:3] + extra + COLUMNS[3:]
 
 
 def cells(r: dict) -> list[str]:
     """One leaderboard row as text, the same in the Markdown and the HTML table."""
     low, high = r["accuracy_ci95"]
     top5 = [f"{r[TOP5]:.3f}"] if TOP5 in r else []
+    if v := r.get("verdicts"):
+        top5 += [f"{v['accuracy']:.3f} ({v['accuracy_ci95'][0]:.3f}–{v['accuracy_ci95'][1]:.3f})", f"{v['errors_explained']} of {v['errors_as_given']}"]
     return [
         str(r["rank"]), r["model"], f"{r['accuracy']:.3f} ({low:.3f}–{high:.3f})", *top5, f"{r['f1_macro']:.3f}",
         _num(r["roc_auc"]), f"{r['log_loss']:.3f}", _params(r), duration(r["train_seconds"]),
@@ -111,6 +121,9 @@ def summary(found: list[dict]) -> str:
     of = "" if classes == DOGS_VS_CATS else f" of {len(classes)} classes"
     grey = ", grey" if found[0]["channels"] == 1 else ""
     said = f"{found[0]['test']['images']} test images{of} at {found[0]['image_size']} px{grey}, trained on {devices}."
+    if v := found[0].get(VERDICTS):
+        said += (f" With the verdicts of {(found[0].get('verdicts') or {}).get('file', 'data.verdicts')}, {v['excluded']} of them are excluded and "
+                 f"{v['relabelled']} relabelled: each model's accuracy on the rest, and how many of its errors on the labels as given they explain.")
     return f"{said} {note}" if (note := noise_note(found)) else said
 
 

@@ -10,6 +10,7 @@ listed with its reason in rejects.csv.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -17,47 +18,17 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from pipeline.common import atomic, cli
-from pipeline.common.bounds import classes_problem
 from pipeline.common.errors import ParamError, StageError
 from pipeline.common.formats import csv_text
-from pipeline.data.images import DOGS_VS_CATS, Archive, RejectError, decode, labelling
+from pipeline.data.images import DOGS_VS_CATS
 from pipeline.data.layout import SPLITS, index_file, index_text
-from pipeline.data.workers import map_archive
+from pipeline.data import verdicts
+from pipeline.data.members import scan
+from pipeline.data.verdicts import Verdict
 from pipeline.params import sections
 from pipeline.params.sections import DataParams
 
-VALIDATE_SIDE = 32  # px: JPEGs decode at their smallest DCT scale; every byte is still read and checked
 PARTS = ("train", "test")  # folder names by which an archive carries its own test split
-
-
-def check_member(archive: Archive, name: str) -> str | None:
-    """None if the member decodes to an RGB image, else the reason it cannot be used."""
-    try:
-        decode(archive.read(name), min_side=VALIDATE_SIDE)
-        return None
-    except RejectError as e:
-        return e.reason
-
-
-def scan(archive: Path, workers: int) -> tuple[tuple[str, ...], list[tuple[str, int]], list[tuple[str, str]]]:
-    """(the classes, usable members with their label, rejected members with their reason), sorted by name."""
-    with Archive(archive) as opened:
-        listed = opened.names()
-    repeated = {name for name, n in Counter(listed).items() if n > 1}  # one pass: a count per name would be quadratic
-    names = sorted(set(listed) - repeated)  # a name given twice is ambiguous: which one is the photo?
-    classes, found = labelling(names)
-    if len(classes) > 1 and (problem := classes_problem(classes)):  # before a photo is decoded (fewer: refuse_classes says it better)
-        raise StageError(f"{archive}: {problem} (the classes are the folders that hold the photos)")
-    labels = dict(zip(names, found))
-    unprintable = {name for name in names if not name.isprintable()}  # a \r or \n would end a CSV row of the index early
-    rejects = [(name, "name repeated in the archive") for name in sorted(repeated)]
-    rejects += [(name, "control characters in its name") for name in sorted(unprintable)]
-    rejects += [(name, "no class in its path") for name in names if labels[name] is None and name not in unprintable]
-    candidates = [name for name in names if labels[name] is not None and name not in unprintable]
-    reasons = map_archive(archive, check_member, candidates, workers=workers, desc="validate")
-    rejects += [(name, reason) for name, reason in zip(candidates, reasons) if reason]
-    usable = [(name, labels[name]) for name, reason in zip(candidates, reasons) if not reason]
-    return classes, usable, sorted(rejects)
 
 
 def archive_part(name: str, classes: tuple[str, ...]) -> str | None:
@@ -99,11 +70,14 @@ def subsample(by_class: dict[int, list], keep: dict[int, int], seed: int) -> dic
 
 
 def assign(
-    members: list[tuple[str, int]], p: DataParams, classes: tuple[str, ...], parts: dict[str, str] | None = None
+    members: list[tuple[str, int]], p: DataParams, classes: tuple[str, ...], parts: dict[str, str] | None = None,
+    judged: dict[str, Verdict] | None = None,
 ) -> dict[str, list[tuple[str, int]]]:
     """Cap each class at `max_per_class` (a seeded choice), then split stratified by class: test drawn
     with test_fraction, or, with `parts` (the archive's own split), its test part whole and validation
-    a val_fraction of its train part. A capped own split keeps its train:test proportion per class."""
+    a val_fraction of its train part. A capped own split keeps its train:test proportion per class.
+    Then the verdicts (`judged`) apply to the training and validation photos; the test photos keep
+    their given labels (data/verdicts.py): the same test photos with and without verdicts."""
     by_class: dict[int, list] = {c: [] for c in range(len(classes))}
     for member in members:  # one pass, whatever the number of classes
         by_class[member[1]].append(member)
@@ -125,6 +99,10 @@ def assign(
             own_train = subsample(own_train, keep, p.seed)
         test = [m for v in own_test.values() for m in v]
         train, val = _draw(sorted(m for v in own_train.values() for m in v), p.val_fraction, p.seed, "val_fraction")
+    if judged:
+        train, val = verdicts.apply(train, judged, classes), verdicts.apply(val, judged, classes)
+        refuse_classes(_counts({c: [m for m in train if m[1] == c] for c in range(len(classes))}, classes), 1, " for training once the verdicts apply")
+        refuse_classes(_counts({c: [m for m in val if m[1] == c] for c in range(len(classes))}, classes), 1, " for validation once the verdicts apply")
     if p.train_photos is not None:
         train = fewer(train, p.train_photos, len(classes), p.seed)
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
@@ -173,13 +151,24 @@ def _draw(members: list[tuple[str, int]], fraction: float, seed: int, key: str) 
 
 
 def split(archive: Path, out: Path, p: DataParams, *, workers: int) -> dict:
-    """Write out/{train,val,test}.csv (member,label), out/rejects.csv and out/summary.json."""
+    """Write out/{train,val,test}.csv (member,label), out/rejects.csv, out/verdicts.csv (each photo
+    the verdicts change: its split, given class and verdict) and out/summary.json (with the test
+    photos' labels after the verdicts, for evaluate)."""
+    judged = verdicts.read(Path(p.verdicts))  # before the archive is scanned: a bad file fails in a moment
     classes, usable, rejects = scan(archive, workers)
+    verdicts.check(judged, classes, p.verdicts)
     parts = own_parts(usable, classes)
-    splits = assign(usable, p, classes, parts)
+    splits = assign(usable, p, classes, parts, judged)
     for name in SPLITS:
         atomic.write_text(index_file(out, name), index_text(splits[name], classes))
     atomic.write_text(out / "rejects.csv", csv_text(["member", "reason"], rejects, for_people=True))
+    drawn = assign(usable, dataclasses.replace(p, train_photos=None), classes, parts) if judged else splits  # as given: what the verdicts change
+    changed = {name: verdicts.changes([m for m in drawn[name] if m[0] in judged], judged, classes) for name in SPLITS}
+    rows = [(member, name, was, verdict) for name in SPLITS for member, was, verdict in changed[name]]
+    atomic.write_text(out / "verdicts.csv", csv_text(["member", "split", "given", "verdict"], rows, for_people=True))
+    judged_test = [m for m in splits["test"] if m[0] in judged]
+    test_after = {m: c for (m, was), c in zip(judged_test, verdicts.labels_after(judged_test, judged, classes)) if c != was}
+    usable_names = {m for m, _ in usable}
     summary = {
         "images": {name: {cls: sum(1 for _, c in splits[name] if c == i) for i, cls in enumerate(classes)} for name in SPLITS},
         "usable": len(usable),
@@ -187,7 +176,14 @@ def split(archive: Path, out: Path, p: DataParams, *, workers: int) -> dict:
         "rejects": dict(sorted(Counter(reason for _, reason in rejects).items())),
         "classes": list(classes),
         "test": "the archive's own test/ folder" if parts else "drawn at data.test_fraction",
-    }
+        "verdicts": {
+            "file": p.verdicts, "sha256": verdicts.fingerprint(Path(p.verdicts)), "given": len(judged),
+            "in_source": sum(m in usable_names for m in judged),
+            "changed": {name: {a: sum(v.startswith(a) for *_, v in changed[name]) for a in ("exclude", "relabel")} for name in SPLITS},
+            # each test photo a verdict changes: the class it has after them, or null (excluded)
+            "test_labels": {m: (classes[c] if c != verdicts.EXCLUDED else None) for m, c in test_after.items()},
+        },
+    }  # fmt: skip
     atomic.write_json(out / "summary.json", summary)
     return summary
 

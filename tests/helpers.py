@@ -32,7 +32,7 @@ def documentation() -> str:
     return "\n\n".join(path.read_text() for path in DOCS)
 # Real Kaggle photos, when this clone sits beside a `shared/` folder that holds them; never in the repository.
 SHARED_DATA = REPO.parent / "shared" / "data"
-PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", "data/.gitignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".dvc/plots.html", "pipeline"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", "data/.gitignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".dvc/plots.html", "pipeline", "verdicts"]
 
 
 # ---------------------------------------------------------------- a project copy, driven by git and dvc

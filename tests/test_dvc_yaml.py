@@ -55,7 +55,7 @@ def test_the_data_stages_do_not_depend_on_the_models():
 
 def test_stage_params_are_the_keys_each_stage_reads():
     assert STAGES["download"]["params"] == ["data.source"]
-    assert set(STAGES["split"]["params"]) == {"data.max_per_class", "data.val_fraction", "data.test_fraction", "data.seed", "data.train_photos"}
+    assert set(STAGES["split"]["params"]) == {"data.max_per_class", "data.val_fraction", "data.test_fraction", "data.seed", "data.train_photos", "data.verdicts"}
     assert set(STAGES["preprocess"]["params"]) == {"data.image_size", "data.resize", "data.channels"}
     assert set(STAGES["train"]["params"]) == {"model", "train", "runtime", "models"}  # the data's facts come from meta.json
 

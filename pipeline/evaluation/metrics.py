@@ -60,6 +60,24 @@ def classification_metrics(labels: np.ndarray, proba: np.ndarray, classes: tuple
     return found
 
 
+def with_verdicts(labels: np.ndarray, after: np.ndarray, proba: np.ndarray, classes: tuple[str, ...], excluded: int = -1) -> dict | None:
+    """The metrics on the same test photos once the verdicts apply (`after`: each photo's label then,
+    `excluded` for those taken out), or None when they change no label; with the counts of photos
+    excluded and relabelled, and how many of the model's errors on the labels as given the verdicts
+    explain: errors on photos excluded, or relabelled to the class the model said."""
+    if np.array_equal(labels, after):
+        return None
+    kept = after != excluded
+    found = classification_metrics(after[kept], proba[kept], classes)
+    predicted = proba.argmax(1)
+    wrong = predicted != labels
+    found["excluded"] = int((~kept).sum())
+    found["relabelled"] = int((kept & (after != labels)).sum())
+    found["errors_as_given"] = int(wrong.sum())
+    found["errors_explained"] = int((wrong & (~kept | (predicted == after))).sum())
+    return found
+
+
 def roc_auc(labels: np.ndarray, proba: np.ndarray) -> float:
     """ROC AUC: of the second class against the first for two; one-vs-rest, macro-averaged, for more."""
     if proba.shape[1] == 2:

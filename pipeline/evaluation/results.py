@@ -29,6 +29,7 @@ from pipeline.evaluation.metrics import paired
 # metrics.json's metrics: key → (how to read it off a model's result, decimals kept)
 TRACKED: dict[str, tuple[Callable[[dict], float | None], int]] = {
     "acc": (lambda r: r["test"]["accuracy"], 4),  # on the test split
+    "acc_verdicts": (lambda r: (r.get("test_verdicts") or {}).get("accuracy"), 4),  # the same photos once data.verdicts apply: only when they change some
     "auc": (lambda r: r["test"]["roc_auc"], 4),  # ROC AUC: dog the positive class; more classes, one-vs-rest macro
     "log_loss": (lambda r: r["test"]["log_loss"], 4),
     "f1": (lambda r: r["test"]["f1_macro"], 4),  # macro average over the classes
@@ -44,12 +45,13 @@ def ranked(results: list[dict]) -> list[dict]:
 
 def tracked(results: list[dict]) -> dict:
     """metrics.json: {"acc": {model: value, ...}, "auc": {...}, ..., "best": name}, models in the
-    order given. A metric a model does not have (the ROC AUC of a one-class test split) is left out
-    rather than written as null."""
+    order given. A metric a model does not have (the ROC AUC of a one-class test split, the accuracy
+    with verdicts that change no test photo) is left out rather than written as null."""
     table: dict = {}
     for key, (read, decimals) in TRACKED.items():
         values = {r["model"]: read(r) for r in results}
-        table[key] = {name: round(v, decimals) for name, v in values.items() if v is not None}
+        if kept := {name: round(v, decimals) for name, v in values.items() if v is not None}:
+            table[key] = kept
     table["best"] = ranked(results)[0]["model"]
     return table
 

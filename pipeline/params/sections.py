@@ -34,6 +34,7 @@ class DataParams:
     seed: int  # split and subsampling seed
     channels: int = 3  # 3: RGB (grey photos replicated) | 1: grey, and every model's first layer takes one channel
     train_photos: int | None = None  # training photos kept after the split (nested, as even across classes as they allow); null: all
+    verdicts: str = "verdicts/none.yaml"  # a person's verdicts on doubtful labels (keep / exclude / relabel <class>), applied by the split: data/verdicts.py
 
     def __post_init__(self):
         if self.channels not in (1, 3) or isinstance(self.channels, bool):
@@ -55,6 +56,8 @@ class DataParams:
                 round(self.val_fraction + self.test_fraction, 6),
                 "must be below 1, so that images are left to train on",
             )
+        if not self.verdicts or not self.verdicts.isprintable():
+            raise ParamError("data.verdicts", self.verdicts, "the path of a verdict file (verdicts/none.yaml: none)")
         if not self.source:
             raise ParamError("data.source", self.source, f"use one of {', '.join(SOURCES)} or a path")
 
