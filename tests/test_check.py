@@ -82,6 +82,8 @@ def test_check_stage_prints_each_models_recipe_and_what_does_not_follow_train(tm
     raw["train"]["lr"] = 0.01
     raw["models"]["resnet18"] = {"lr": 0.003}  # an absolute rate: train.lr no longer reaches resnet18
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "verdicts").mkdir()
+    (tmp_path / "verdicts" / "none.yaml").write_text("{}\n")
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.check", "--out", "data/params.ok", "--downloads", "data/.downloads"],
         cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,

@@ -18,17 +18,18 @@ _archive: Archive | None = None  # the worker process's own open archive
 ITEM_SECONDS = 60.0  # the longest one item may take: a photo decodes in milliseconds, so more is a stall
 
 
-def map_archive(archive: Path, fn: Callable, items: Sequence, *, workers: int, desc: str, item_seconds: float = ITEM_SECONDS) -> list:
+def map_archive(archive: Path, fn: Callable, items: Sequence, *, workers: int, desc: str, item_seconds: float = ITEM_SECONDS, progress: bool = True) -> list:
     """`[fn(open_archive, item) for item in items]`, in order, on `workers` processes, with progress.
 
     `fn` must be a module-level function (or a partial of one): it is pickled to the workers. A
     worker that dies (a signal, the out-of-memory killer) or stalls (no result for `item_seconds`
     per item of its chunk, and one more) stops the map within moments with a StageError, where a
-    multiprocessing.Pool would wait for its lost task forever.
+    multiprocessing.Pool would wait for its lost task forever. `progress`: a bar of its own (off
+    where the caller draws one over several maps).
     """
     if workers <= 1 or len(items) <= 1:
         with Archive(archive) as opened:
-            return [fn(opened, item) for item in track(items, total=len(items), desc=desc)]
+            return [fn(opened, item) for item in (track(items, total=len(items), desc=desc) if progress else items)]
     size = max(1, len(items) // (workers * 8))
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     # fork on Linux: workers start in milliseconds and need nothing re-imported; they never touch torch.
@@ -38,7 +39,7 @@ def map_archive(archive: Path, fn: Callable, items: Sequence, *, workers: int, d
     finished = False
     try:
         futures = [pool.submit(_call_all, fn, chunk) for chunk in chunks]
-        with Progress(len(items), desc, unit="it") as bar:
+        with Progress(len(items), desc, unit="it", enabled=progress) as bar:
             for chunk, future in zip(chunks, futures):
                 out += future.result(timeout=item_seconds * (len(chunk) + 1))  # in order: a late chunk waits its turn
                 bar.update(len(chunk))

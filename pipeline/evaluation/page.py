@@ -16,9 +16,9 @@ CSS = (
 )
 
 
-def img(png: bytes, alt: str) -> str:
-    """An <img> that carries its picture."""
-    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+def img(data: bytes, alt: str, mime: str = "image/png") -> str:
+    """An <img> that carries its picture (PNG, or `mime`)."""
+    return f'<img alt="{escape(alt)}" src="data:{mime};base64,{base64.b64encode(data).decode()}">'
 
 
 def table(headers: list[str], rows: list[list[str]], *, id: str = "", caption: str = "") -> str:  # noqa: A002 (the HTML attribute)
