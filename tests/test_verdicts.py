@@ -125,3 +125,18 @@ def test_dvc_reruns_the_split_when_the_verdicts_change_and_nothing_before_it(tmp
     assert member not in (root / "data" / "split" / "train.csv").read_text()
     assert (root / "data" / "split" / "test.csv").read_text() == test
     assert "check" not in json.loads(dvc(root, "status", "--json").stdout)
+
+
+def test_a_verdict_file_that_is_not_text_or_not_a_file_is_one_line(tmp_path):
+    import os
+
+    from pipeline.common.errors import StageError
+
+    (tmp_path / "latin1.yaml").write_bytes("train/chat.1.jpg: exclude # café\n".encode("latin-1"))
+    with pytest.raises(ParamError, match="is not UTF-8 text"):
+        verdicts.read(tmp_path / "latin1.yaml")
+    os.mkfifo(tmp_path / "fifo.yaml")  # a read would block forever
+    with pytest.raises(StageError, match="verdict file"):
+        verdicts.read(tmp_path / "fifo.yaml")
+    with pytest.raises(StageError, match="does not exist"):
+        verdicts.read(tmp_path / "missing.yaml")
