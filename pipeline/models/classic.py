@@ -26,7 +26,7 @@ INCEPTION_B4 = (
     (256, (160, 320), (32, 128), 128),
 )
 INCEPTION_B5 = ((256, (160, 320), (32, 128), 128), (384, (192, 384), (48, 128), 128))
-# AlexNet's three ideas, each replaceable to measure what it buys (README, *What the course claims*)
+# AlexNet's three ideas, each replaceable to measure what it buys (docs/results.md, *What the course claims, measured*)
 ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "sigmoid": nn.Sigmoid}  # sigmoid: LeNet's, before AlexNet
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}  # avg: LeNet's subsampling
 
@@ -173,7 +173,7 @@ def nin(*, num_classes: int = 2, in_channels: int = 3, dropout: float = 0.5) -> 
 
 
 # bf16 cost GoogLeNet accuracy in the CPU zoo (72 px, 4,500 test photos): 0.683 against fp32's 0.723
-# (train.seed 2), 0.721 against 0.739 (seed 1); the other models moved within their seed noise (README, *Speed*)
+# (train.seed 2), 0.721 against 0.739 (seed 1); the other models moved within their seed noise (docs/speed.md)
 @register("googlenet", bf16=False)
 def googlenet(*, num_classes: int = 2, in_channels: int = 3) -> nn.Module:
     b1 = nn.Sequential(conv(in_channels, 64, 7, 2, 3), nn.MaxPool2d(3, 2, 1))  # 224 → 112 → 56

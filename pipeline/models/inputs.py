@@ -3,7 +3,7 @@ what its published weights are (torchvision's `weights.transforms()` and `weight
 `pretrained_cfg`).
 
 A pretrained first layer learned on inputs scaled one way; fed inputs scaled another, its features
-change (measured on Dogs-vs-Cats: README, *Transfer learning*). So the normalisation travels with
+change (measured on Dogs-vs-Cats: docs/results.md, *Transfer learning on a CPU*). So the normalisation travels with
 the weights: the registry gives each architecture its own, `build` attaches it to the network
 (`of(model)`), the train stage records it in the model file, and everything that feeds a trained
 network (validation, evaluate, predict, `Classifier`, export, Grad-CAM) reads it from there.

@@ -46,7 +46,7 @@ def _resnet(stages, num_classes: int, in_channels: int, *, zero_init_residual: b
     if zero_init_residual:
         # Each block starts as the identity (its last BN scale is 0), as in Goyal et al.'s large-batch
         # recipe. Off by default, as in torchvision and the course: in a 12-epoch run on 4,000 photos
-        # at 64 px it cost 2.8 points of held-out accuracy (0.806 against 0.834: README, "Training recipe, and why").
+        # at 64 px it cost 2.8 points of held-out accuracy (0.806 against 0.834: docs/recipe.md).
         for m in model.modules():
             if isinstance(m, Residual):
                 nn.init.zeros_(m.bn2.weight)

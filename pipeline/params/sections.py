@@ -161,7 +161,7 @@ class RuntimeParams:
 class EvaluateParams:
     """How the evaluate stage predicts the test split. The defaults are right: eval mode, where the
     order and the size of the batches change nothing. `eval_mode: false` reproduces the course's
-    mistake (a) on purpose, where both matter (README, "The course's three mistakes, measured")."""
+    mistake (a) on purpose, where both matter (docs/results.md, "The course's three mistakes, measured")."""
 
     eval_mode: bool = True  # false: no model.eval(): BatchNorm normalises with each test batch's own statistics, dropout drops
     order: Literal["split", "shuffled", "sorted"] = "split"  # the test photos' order in batches: the split's | a seeded shuffle | by class (the course's loader)

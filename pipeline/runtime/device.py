@@ -9,7 +9,7 @@ are one path on both, so the CPU test suite executes the branches a GPU takes. W
   Compute.for_model). The weights stay fp32; the loss and every probability are computed in fp32.
 - memory format: channels-last (measured faster on this project's CPU for fp32 and bf16 alike, and
   what CUDA's tensor cores want).
-- compile: off. On the CPU compiled steps were measured no faster than eager ones (README, *Speed*)
+- compile: off. On the CPU compiled steps were measured no faster than eager ones (docs/speed.md)
   and cost minutes of compiling; on a GPU it is not yet measured.
 """
 
