@@ -25,7 +25,7 @@ import torch
 from pipeline.common import atomic, cli
 from pipeline.common.errors import StageError
 from pipeline.common.formats import csv_text, read_json
-from pipeline.common.progress import Progress
+from pipeline.common.progress import Progress, plural
 from pipeline.data.layout import EXCLUDED, images_file, verdict_labels_file
 from pipeline.evaluation import gradcam, mistakes, pictures, results
 from pipeline.evaluation.metrics import classification_metrics, confusion_rows, roc_rows, with_verdicts
@@ -162,7 +162,7 @@ def evaluate_all(
         print(f"evaluate: {name:>12s} test accuracy {t['accuracy']:.3f} "
               f"[{t['accuracy_ci95'][0]:.3f}, {t['accuracy_ci95'][1]:.3f}] AUC {t['roc_auc'] or float('nan'):.3f}", flush=True)
         if clean is not None:
-            print(f"evaluate: {name:>12s} with the verdicts ({clean['excluded']} test photos excluded, {clean['relabelled']} relabelled): "
+            print(f"evaluate: {name:>12s} with the verdicts ({plural(clean['excluded'], 'test photo')} excluded, {clean['relabelled']} relabelled): "
                   f"{clean['accuracy']:.3f} [{clean['accuracy_ci95'][0]:.3f}, {clean['accuracy_ci95'][1]:.3f}]; "
                   f"{clean['errors_explained']} of its {clean['errors_as_given']} errors explained", flush=True)
         found.append(result)

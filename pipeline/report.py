@@ -122,8 +122,8 @@ def summary(found: list[dict]) -> str:
     grey = ", grey" if found[0]["channels"] == 1 else ""
     said = f"{found[0]['test']['images']} test images{of} at {found[0]['image_size']} px{grey}, trained on {devices}."
     if v := found[0].get(VERDICTS):
-        said += (f" With the verdicts of {(found[0].get('verdicts') or {}).get('file', 'data.verdicts')}, {v['excluded']} of them are excluded and "
-                 f"{v['relabelled']} relabelled: each model's accuracy on the rest, and how many of its errors on the labels as given they explain.")
+        said += (f" With the verdicts of {(found[0].get('verdicts') or {}).get('file', 'data.verdicts')}: {plural(v['excluded'], 'test photo')} excluded, "
+                 f"{v['relabelled']} relabelled; each model's accuracy on the rest, and how many of its errors on the labels as given they explain.")
     return f"{said} {note}" if (note := noise_note(found)) else said
 
 
