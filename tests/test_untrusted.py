@@ -20,7 +20,7 @@ from PIL import Image
 
 from pipeline import download, split
 from pipeline.common.errors import StageError
-from pipeline.data import fashion_mnist, images
+from pipeline.data import fashion_mnist, images, members
 from pipeline.data.images import Archive, RejectError
 from tests.helpers import REPO
 
@@ -101,9 +101,9 @@ def test_one_repeated_name_among_many_is_found_in_linear_time(tmp_path, monkeypa
     listed = sorted([f"train/cat.{i}.png" for i in range(40_000)] + ["train/cat.7.png"])
     monkeypatch.setattr(Archive, "__init__", lambda self, path: setattr(self, "_zip", None))
     monkeypatch.setattr(Archive, "names", lambda self: listed)
-    monkeypatch.setattr(split, "map_archive", lambda archive, fn, names, **kw: [None] * len(names))
+    monkeypatch.setattr(members, "map_archive", lambda archive, fn, names, **kw: [None] * len(names))
     start = time.perf_counter()
-    classes, usable, rejects = split.scan(tmp_path / "x.zip", workers=1)
+    classes, usable, rejects = members.scan(tmp_path / "x.zip", workers=1)
     assert time.perf_counter() - start < 5  # the quadratic count took minutes at this size
     assert rejects == [("train/cat.7.png", "name repeated in the archive")] and len(usable) == 39_999
 
