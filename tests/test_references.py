@@ -1,0 +1,50 @@
+"""Pointers from the code, params.yaml and the presets into the docs stay true: every
+`docs/<page>.md` named exists, and a section named after it (`docs/results.md, *Transfer learning
+on a CPU*`, `"..."`, or plain words up to the closing bracket) begins a heading of that page (or a paragraph's bold title). The
+README's sections moved to docs/ once and the pointers went stale: this keeps them from drifting."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCES = [*sorted((REPO / "pipeline").rglob("*.py")), REPO / "params.yaml", *sorted((REPO / "presets").glob("*.yaml")), *sorted((REPO / "benchmarks").glob("*.py"))]
+POINTER = re.compile(r"(docs/[a-z0-9-]+\.md)(?:, ?(?:\*([^*]+)\*|\"([^\"]+)\"|([A-Z][^)\n.;:]*)))?")
+
+
+def headings(page: Path) -> list[str]:
+    """A page's headings, and its run-in paragraph titles (`**Memory allocator.** On Linux, ...`)."""
+    lines = page.read_text().splitlines()
+    run_in = [m.group(1) for line in lines if (m := re.match(r"\*\*([^*]+?)\.?\*\*", line))]
+    return [h.strip().lower() for h in [line.lstrip("#") for line in lines if line.startswith("#")] + run_in]
+
+
+def pointers() -> list[tuple[str, str, str | None]]:
+    found = []
+    for source in SOURCES:
+        for m in POINTER.finditer(source.read_text()):
+            section = next((g for g in m.groups()[1:] if g), None)
+            found.append((f"{source.relative_to(REPO)}", m.group(1), section.strip() if section else None))
+    return found
+
+
+def test_the_finder_reads_each_way_of_naming_a_section():
+    text = 'x (docs/a.md, *One two*) y (docs/b.md, "Three") z (docs/c.md, Four five) w (docs/d.md)'
+    assert [(m.group(1), next((g for g in m.groups()[1:] if g), None)) for m in POINTER.finditer(text)] == [
+        ("docs/a.md", "One two"), ("docs/b.md", "Three"), ("docs/c.md", "Four five"), ("docs/d.md", None),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("where, page, section", pointers(), ids=lambda v: str(v)[:60])
+def test_every_docs_pointer_names_a_page_and_a_heading_that_exist(where, page, section):
+    assert (REPO / page).is_file(), f"{where} points at {page}, which does not exist"
+    if section:
+        assert any(h.startswith(section.lower()) for h in headings(REPO / page)), f"{where}: {page} has no heading starting {section!r}"
+
+
+def test_nothing_points_at_a_readme_section_any_more():
+    stale = [f"{s.relative_to(REPO)}: {m.group(0)}" for s in SOURCES for m in re.finditer(r"README(?:\.md)?, ?[*\"(]", s.read_text())]
+    assert stale == []
