@@ -101,7 +101,8 @@ def suspects(labels: np.ndarray, proba: np.ndarray, x: np.ndarray, top: int) -> 
     issues = find_label_issues(labels, proba, return_indices_ranked_by="self_confidence", n_jobs=1)
     quality = get_label_quality_scores(labels, proba, method="self_confidence")
     unusual = OutOfDistribution().fit_score(features=x)
-    outliers = [int(i) for i in np.argsort(unusual, kind="stable")[:top] if int(i) not in set(issues[:top].tolist())]
+    shown = set(issues[:top].tolist())  # a photo already among the label issues is not shown twice
+    outliers = [int(i) for i in np.argsort(unusual, kind="stable")[:top] if int(i) not in shown]
     return [int(i) for i in issues], quality, outliers, unusual
 
 

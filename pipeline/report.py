@@ -80,11 +80,11 @@ def columns(rows: list[dict]) -> tuple[str, ...]:
 def cells(r: dict) -> list[str]:
     """One leaderboard row as text, the same in the Markdown and the HTML table."""
     low, high = r["accuracy_ci95"]
-    top5 = [f"{r[TOP5]:.3f}"] if TOP5 in r else []
+    extra = [f"{r[TOP5]:.3f}"] if TOP5 in r else []  # the columns after the accuracy, as columns() lists them
     if v := r.get("verdicts"):
-        top5 += [f"{v['accuracy']:.3f} ({v['accuracy_ci95'][0]:.3f}–{v['accuracy_ci95'][1]:.3f})", f"{v['errors_explained']} of {v['errors_as_given']}"]
+        extra += [f"{v['accuracy']:.3f} ({v['accuracy_ci95'][0]:.3f}–{v['accuracy_ci95'][1]:.3f})", f"{v['errors_explained']} of {v['errors_as_given']}"]
     return [
-        str(r["rank"]), r["model"], f"{r['accuracy']:.3f} ({low:.3f}–{high:.3f})", *top5, f"{r['f1_macro']:.3f}",
+        str(r["rank"]), r["model"], f"{r['accuracy']:.3f} ({low:.3f}–{high:.3f})", *extra, f"{r['f1_macro']:.3f}",
         _num(r["roc_auc"]), f"{r['log_loss']:.3f}", _params(r), duration(r["train_seconds"]),
         f"{r['train_images_per_second']:,.0f}", f"{r['inference_images_per_second']:,.0f}", versus(r["versus_next"]),
     ]  # fmt: skip

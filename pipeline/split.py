@@ -101,8 +101,9 @@ def assign(
         train, val = _draw(sorted(m for v in own_train.values() for m in v), p.val_fraction, p.seed, "val_fraction")
     if judged:
         train, val = verdicts.apply(train, judged, classes), verdicts.apply(val, judged, classes)
-        refuse_classes(_counts({c: [m for m in train if m[1] == c] for c in range(len(classes))}, classes), 1, " for training once the verdicts apply")
-        refuse_classes(_counts({c: [m for m in val if m[1] == c] for c in range(len(classes))}, classes), 1, " for validation once the verdicts apply")
+        for kept, use in ((train, "training"), (val, "validation")):
+            counts = Counter(label for _, label in kept)
+            refuse_classes({cls: counts[c] for c, cls in enumerate(classes)}, 1, f" for {use} once the verdicts apply")
     if p.train_photos is not None:
         train = fewer(train, p.train_photos, len(classes), p.seed)
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
