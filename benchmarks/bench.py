@@ -112,7 +112,9 @@ def on_device(loader, device: torch.device):
 def members(archive: Path, count: int) -> list[tuple[str, int]]:
     """The first `count` labelled JPEG members, alternating classes."""
     with Archive(archive) as a:
-        labelled = [(n, label_of(n)) for n in a.names() if label_of(n) is not None and n.lower().endswith((".jpg", ".jpeg"))]
+        labelled = [
+            (n, label_of(n)) for n in a.names() if label_of(n) is not None and n.lower().endswith((".jpg", ".jpeg"))
+        ]
     by_class = [[m for m in labelled if m[1] == c] for c in (0, 1)]
     chosen = [m for pair in zip(*by_class) for m in pair][:count]
     if len(chosen) < count:
@@ -145,13 +147,24 @@ class CourseDataset(torch.utils.data.Dataset):
         if self.archive is None:  # one open archive per worker process
             self.archive = Archive(self.archive_path)
         name, label = self.chosen[i]
-        image = Image.open(io.BytesIO(self.archive.read(name)), formats=PHOTO_FORMATS).convert("RGB")  # never a decoder outside the photo formats
+        image = Image.open(io.BytesIO(self.archive.read(name)), formats=PHOTO_FORMATS).convert(
+            "RGB"
+        )  # never a decoder outside the photo formats
         return self.transform(image), label
 
 
 def bench_training(
-    model_name: str, archive: Path, *, image_size: int, batch_size: int, steps: int, warmup: int, compute: Compute, workers: int,
-    compile_too: bool = True, only: set[str] | None = None,
+    model_name: str,
+    archive: Path,
+    *,
+    image_size: int,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    compute: Compute,
+    workers: int,
+    compile_too: bool = True,
+    only: set[str] | None = None,
 ) -> dict:
     chosen = members(archive, batch_size * 4)
     with Archive(archive) as a:  # the pipeline's preprocessed tensors for the same images
@@ -179,7 +192,13 @@ def bench_training(
         step(*next(batches(split, batch_size, shuffle=True, generator=generator)))  # compiles, when compiled
         synchronize(device)
         first = time.perf_counter() - first
-        found = timed(endless(lambda: batches(split, batch_size, shuffle=True, generator=generator)), step, device, warmup=warmup, steps=steps)
+        found = timed(
+            endless(lambda: batches(split, batch_size, shuffle=True, generator=generator)),
+            step,
+            device,
+            warmup=warmup,
+            steps=steps,
+        )
         found["first_step_seconds"] = first
         return found | utilisation(found, how)
 
@@ -196,14 +215,22 @@ def bench_training(
         num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=True,
     )  # fmt: skip
     model, optimizer = fresh(compute)
-    results["dataloader_baseline"] = timed(on_device(loader, device), float_step(model, optimizer, compute), device, warmup=warmup, steps=steps)
+    results["dataloader_baseline"] = timed(
+        on_device(loader, device), float_step(model, optimizer, compute), device, warmup=warmup, steps=steps
+    )
     del loader  # its persistent workers stop before the next phase
 
     results["pipeline"] = pipeline_phase(compute)
     noise = torch.randn(batch_size, 3, image_size, image_size, device=device).contiguous(memory_format=compute.format)
     target = torch.randint(0, 2, (batch_size,), device=device)
     model, optimizer = fresh(compute)
-    results["ceiling"] = timed(endless(lambda: iter([(noise, target)])), float_step(model, optimizer, compute), device, warmup=warmup, steps=steps)
+    results["ceiling"] = timed(
+        endless(lambda: iter([(noise, target)])),
+        float_step(model, optimizer, compute),
+        device,
+        warmup=warmup,
+        steps=steps,
+    )
     results["ceiling"] |= utilisation(results["ceiling"], compute)
     plain = Compute(device, "fp32", "contiguous", False)
     results["fp32_eager"] = pipeline_phase(plain)
@@ -221,7 +248,11 @@ def bench_training(
                     found["compile_seconds"] = found["first_step_seconds"] - found["seconds"] / steps
     results["evaluation"] = bench_evaluation(model_name, split, batch_size, compute)
     results["epochs"] = bench_epochs(spec, split, batch_size, compute)
-    return results | {"combinations": combinations, "flops_per_image": flops / batch_size, "peak_flops_per_second": peaks}
+    return results | {
+        "combinations": combinations,
+        "flops_per_image": flops / batch_size,
+        "peak_flops_per_second": peaks,
+    }
 
 
 def step_flops(spec, split: Split, batch_size: int) -> float:
@@ -271,7 +302,12 @@ def bench_evaluation(model_name: str, split: Split, batch_size: int, compute: Co
     start, cpu = time.perf_counter(), time.process_time()
     probabilities(model, split, batch_size, compute=compute)
     wall = time.perf_counter() - start
-    return {"images_per_second": len(split) / wall, "seconds": wall, "images": len(split), "cpu_busy": (time.process_time() - cpu) / wall}
+    return {
+        "images_per_second": len(split) / wall,
+        "seconds": wall,
+        "images": len(split),
+        "cpu_busy": (time.process_time() - cpu) / wall,
+    }
 
 
 def bench_epochs(spec, split: Split, batch_size: int, compute: Compute, epochs: int = 2) -> dict:
@@ -284,7 +320,12 @@ def bench_epochs(spec, split: Split, batch_size: int, compute: Compute, epochs: 
         fit(spec, split, split, classes=2, compute=compute, resume=ResumeFile(Path(tmp) / "resume.pt", "bench"))
         wall = time.perf_counter() - start
     images = epochs * (len(split) // batch_size) * batch_size
-    return {"images_per_second": images / wall, "seconds": wall, "images": images, "cpu_busy": (time.process_time() - cpu) / wall}
+    return {
+        "images_per_second": images / wall,
+        "seconds": wall,
+        "images": images,
+        "cpu_busy": (time.process_time() - cpu) / wall,
+    }
 
 
 def _offline(model_name: str) -> dict:
@@ -308,9 +349,14 @@ def bench_preprocess(archive: Path, *, image_size: int, count: int, workers: int
     out = {}
     for processes in sorted({1, workers}):
         start = time.perf_counter()
-        map_archive(archive, partial(_decode_all, size=image_size), chunks, workers=processes, desc=f"preprocess ×{processes}")
+        map_archive(
+            archive, partial(_decode_all, size=image_size), chunks, workers=processes, desc=f"preprocess ×{processes}"
+        )
         seconds = time.perf_counter() - start
-        out[f"processes_{processes}"] = {"images_per_second": len(names) / seconds, "per_process": len(names) / seconds / processes}
+        out[f"processes_{processes}"] = {
+            "images_per_second": len(names) / seconds,
+            "per_process": len(names) / seconds / processes,
+        }
     return out
 
 
@@ -321,21 +367,44 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per phase")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (cuDNN autotuning, caches)")
-    parser.add_argument("--archive", type=Path, default=Path("data/raw/images.zip"), help="real JPEGs (Kaggle, Microsoft or class-folder layout)")
+    parser.add_argument(
+        "--archive",
+        type=Path,
+        default=Path("data/raw/images.zip"),
+        help="real JPEGs (Kaggle, Microsoft or class-folder layout)",
+    )
     parser.add_argument("--preprocess-images", type=int, default=4000)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-compile", action="store_true", help="leave the compiled combinations out (minutes of compiling each)")
-    parser.add_argument("--only", help="measure only these combinations, a comma list (e.g. bf16/channels_last/compiled)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/<model>-<size>px-<device>.json)")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="leave the compiled combinations out (minutes of compiling each)"
+    )
+    parser.add_argument(
+        "--only", help="measure only these combinations, a comma list (e.g. bf16/channels_last/compiled)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON file (default bench/<model>-<size>px-<device>.json)"
+    )
     args = parser.parse_args()
     models.resolve(args.model)
     # the flags that are params are checked as params (bounds, and the model's smallest size)
-    recipes.load(overrides={"model": args.model, "data": {"image_size": args.image_size}, "train": {"batch_size": args.batch_size}})
-    for flag, value, low in (("--steps", args.steps, 1), ("--warmup", args.warmup, 0), ("--preprocess-images", args.preprocess_images, 1)):
+    recipes.load(
+        overrides={
+            "model": args.model,
+            "data": {"image_size": args.image_size},
+            "train": {"batch_size": args.batch_size},
+        }
+    )
+    for flag, value, low in (
+        ("--steps", args.steps, 1),
+        ("--warmup", args.warmup, 0),
+        ("--preprocess-images", args.preprocess_images, 1),
+    ):
         if value < low:
             raise StageError(f"{flag} {value}: must be at least {low}")
     if not args.archive.exists():
-        raise StageError(f"{args.archive} not found: run `dvc repro download` first, or pass --archive PATH to a zip of JPEGs")
+        raise StageError(
+            f"{args.archive} not found: run `dvc repro download` first, or pass --archive PATH to a zip of JPEGs"
+        )
     if not args.archive.is_dir() and not zipfile.is_zipfile(args.archive):
         raise StageError(f"--archive {args.archive} is neither a zip nor a folder of photos")
     compute = resolve(dataclasses.replace(recipes.load().runtime, device=args.device))  # the shipped defaults, here
@@ -358,7 +427,9 @@ def main() -> None:
     }
     pre = result["preprocess"]
     if len(pre) > 1:
-        result["ratios"]["preprocess_all_cores/one"] = pre[f"processes_{workers}"]["images_per_second"] / pre["processes_1"]["images_per_second"]
+        result["ratios"]["preprocess_all_cores/one"] = (
+            pre[f"processes_{workers}"]["images_per_second"] / pre["processes_1"]["images_per_second"]
+        )
     out = args.out or Path("bench") / f"{args.model.replace(':', '-')}-{args.image_size}px-{compute.device.type}.json"
     atomic.write_json(out, result)
     print(table(result))
@@ -379,7 +450,9 @@ def table(result: dict) -> str:
     for name, r in result["preprocess"].items():
         lines.append(f"{'preprocess ' + name.split('_')[1] + '×':<34}{r['images_per_second']:>10.1f}")
     peaks = ", ".join(f"{k} {v / 1e9:,.0f}" for k, v in t["peak_flops_per_second"].items())
-    lines.append(f"training FLOPs per image {t['flops_per_image'] / 1e9:.2f} G; peak GFLOP/s ({peaks}): the best of large matrix products and convolutions")
+    lines.append(
+        f"training FLOPs per image {t['flops_per_image'] / 1e9:.2f} G; peak GFLOP/s ({peaks}): the best of large matrix products and convolutions"
+    )
     lines += [f"{k:<36}{v:>8.2f}" for k, v in result["ratios"].items()]
     return "\n".join(lines)
 

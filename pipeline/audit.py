@@ -62,13 +62,24 @@ def decoded(archive: Archive, name: str, *, size: int) -> np.ndarray:
     return load(archive.read(name), size, "crop")  # (3, size, size) uint8, as preprocess makes them
 
 
-def features(archive: Path, names: list[str], model: torch.nn.Module, size: int, compute: Compute, *, workers: int, batch_size: int = 64) -> np.ndarray:
+def features(
+    archive: Path,
+    names: list[str],
+    model: torch.nn.Module,
+    size: int,
+    compute: Compute,
+    *,
+    workers: int,
+    batch_size: int = 64,
+) -> np.ndarray:
     """(N, F) float32: the frozen backbone's pooled features of each photo, decoded GROUP at a time."""
     out = []
     with Progress(len(names), "audit features") as bar:
         for start in range(0, len(names), GROUP):
             chunk = names[start : start + GROUP]
-            images = np.stack(map_archive(archive, partial(decoded, size=size), chunk, workers=workers, desc="decode", progress=False))
+            images = np.stack(
+                map_archive(archive, partial(decoded, size=size), chunk, workers=workers, desc="decode", progress=False)
+            )
             split = Split(torch.from_numpy(images), torch.zeros(len(chunk), dtype=torch.long), compute.device)
             out.append(extract(model, split, batch_size, compute, mirrored=False).images[:, 0].cpu().numpy())
             bar.update(len(chunk))
@@ -84,12 +95,20 @@ def out_of_fold(x: np.ndarray, labels: np.ndarray, folds: int, seed: int = 0) ->
 
     fewest = int(np.bincount(labels).min())
     if fewest < folds:
-        raise StageError(f"--folds {folds}: the smallest class has {fewest} photos; each fold needs one of every class (use --folds {max(2, fewest)} or fewer)")
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))  # C: strong L2, 1,280 features from a few thousand photos
-    return cross_val_predict(probe, x, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method="predict_proba")
+        raise StageError(
+            f"--folds {folds}: the smallest class has {fewest} photos; each fold needs one of every class (use --folds {max(2, fewest)} or fewer)"
+        )
+    probe = make_pipeline(
+        StandardScaler(), LogisticRegression(C=0.05, max_iter=2000)
+    )  # C: strong L2, 1,280 features from a few thousand photos
+    return cross_val_predict(
+        probe, x, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method="predict_proba"
+    )
 
 
-def suspects(labels: np.ndarray, proba: np.ndarray, x: np.ndarray, top: int) -> tuple[list[int], np.ndarray, list[int], np.ndarray]:
+def suspects(
+    labels: np.ndarray, proba: np.ndarray, x: np.ndarray, top: int
+) -> tuple[list[int], np.ndarray, list[int], np.ndarray]:
     """(label issues most suspicious first, every photo's label quality, the `top` outliers most
     unusual first, every photo's outlier score): cleanlab's confident learning on the out-of-fold
     probabilities (self-confidence: the probability of the given label) and its out-of-distribution
@@ -134,13 +153,18 @@ def review_page(rows: list[dict], thumbs: dict[str, bytes], summary: dict) -> st
             f"(accuracy {summary['cv_accuracy']:.3f}); cleanlab finds {summary['label_issues']:,} likely label issues. "
             "Write your verdicts into verdicts-todo.yaml (keep, exclude or relabel <class>), then name the file in params.yaml, data.verdicts.")  # fmt: skip
     parts = [f"<style>{CARD_CSS}</style><h1>{escape(title)}</h1><p>{escape(said)}</p>"]
-    for kind, heading in (("label issue", "Likely label issues, most suspicious first"), ("outlier", "Outliers: unlike the other photos")):
+    for kind, heading in (
+        ("label issue", "Likely label issues, most suspicious first"),
+        ("outlier", "Outliers: unlike the other photos"),
+    ):
         chosen = [r for r in rows if r["kind"] == kind]
         cards = "".join(
             card(r["rank"], r["member"], thumbs[r["member"]], [f"given {r['given']}, suggested {r['suggested']}", f"P(given) {r['p_given']:.3f}, outlier score {r['outlier_score']:.3f}"])
             for r in chosen
         )  # fmt: skip
-        parts.append(f'<h2 id="{kind.replace(" ", "-")}s">{escape(heading)} ({len(chosen)})</h2><div class="cards">{cards}</div>')
+        parts.append(
+            f'<h2 id="{kind.replace(" ", "-")}s">{escape(heading)} ({len(chosen)})</h2><div class="cards">{cards}</div>'
+        )
     return page.document(title, parts)
 
 
@@ -152,15 +176,30 @@ def todo_text(rows: list[dict]) -> str:
         "# it in params.yaml (data.verdicts). A line left at `keep` changes nothing.",
     ]
     for r in rows:
-        lines += [f"# {r['rank']}. {r['kind']}: given {r['given']}, suggested {r['suggested']}, P(given) {r['p_given']:.3f}", f"{json.dumps(r['member'], ensure_ascii=False)}: keep"]
+        lines += [
+            f"# {r['rank']}. {r['kind']}: given {r['given']}, suggested {r['suggested']}, P(given) {r['p_given']:.3f}",
+            f"{json.dumps(r['member'], ensure_ascii=False)}: keep",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def audit(archive: Path, out: Path, *, compute: Compute, model_name: str = MODEL, image_size: int | None = None, folds: int = 5, top: int = 100, workers: int = 1) -> dict:
+def audit(
+    archive: Path,
+    out: Path,
+    *,
+    compute: Compute,
+    model_name: str = MODEL,
+    image_size: int | None = None,
+    folds: int = 5,
+    top: int = 100,
+    workers: int = 1,
+) -> dict:
     """The whole audit of the photos in `archive`; writes index.html, suspects.csv, verdicts-todo.yaml
     and audit.json under `out` and returns the summary (audit.json's content)."""
     if (known := registry.pretrained(model_name)) is None:
-        raise StageError(f"--model {model_name}: the audit needs a pretrained network's features; use one of {', '.join(n for n in registry.registered() if registry.pretrained(n))}")
+        raise StageError(
+            f"--model {model_name}: the audit needs a pretrained network's features; use one of {', '.join(n for n in registry.registered() if registry.pretrained(n))}"
+        )
     if not 1 <= top <= MAX_TOP:
         raise StageError(f"--top {top}: from 1 to {MAX_TOP} (each suspect is a thumbnail on the page)")
     if not 2 <= folds <= 20:
@@ -174,7 +213,9 @@ def audit(archive: Path, out: Path, *, compute: Compute, model_name: str = MODEL
     names, labels = [n for n, _ in usable], np.array([c for _, c in usable], dtype=np.int64)
     seconds["scan"] = time.perf_counter() - start
     registry.ensure_weights(model_name, {})
-    model = registry.build(model_name, len(classes), 3, freeze="backbone", head=[]).to(compute.device, memory_format=compute.format)
+    model = registry.build(model_name, len(classes), 3, freeze="backbone", head=[]).to(
+        compute.device, memory_format=compute.format
+    )
     start = time.perf_counter()
     x = features(archive, names, model, size, compute, workers=workers)
     seconds["features"] = time.perf_counter() - start
@@ -199,7 +240,10 @@ def audit(archive: Path, out: Path, *, compute: Compute, model_name: str = MODEL
         "image_size": size, "folds": folds, "cv_accuracy": float((proba.argmax(1) == labels).mean()), "label_issues": len(issues),
         "shown": {"label issue": min(top, len(issues)), "outlier": len(outliers)}, "seconds": seconds, "device": compute.describe(),
     }  # fmt: skip
-    atomic.write_text(out / "suspects.csv", csv_text(list(rows[0]) if rows else ["rank"], [tuple(r.values()) for r in rows], for_people=True))
+    atomic.write_text(
+        out / "suspects.csv",
+        csv_text(list(rows[0]) if rows else ["rank"], [tuple(r.values()) for r in rows], for_people=True),
+    )
     atomic.write_text(out / "verdicts-todo.yaml", todo_text(rows))
     atomic.write_text(out / "index.html", review_page(rows, thumbs, summary))
     atomic.write_json(out / "audit.json", summary)
@@ -209,19 +253,44 @@ def audit(archive: Path, out: Path, *, compute: Compute, model_name: str = MODEL
 def main() -> None:
     parser = cli.parser(__spec__.name, __doc__.split("\n\n")[0])
     raw = cli.pipeline_paths().get("raw", "data/raw")
-    parser.add_argument("--archive", type=Path, default=Path(raw) / "images.zip", help=f"the photos: a .zip or a folder (default {raw}/images.zip, after dvc repro download)")
-    parser.add_argument("--out", type=Path, default=Path("reports/audit"), help="folder for index.html, suspects.csv, verdicts-todo.yaml, audit.json (default reports/audit)")
-    parser.add_argument("--model", default=MODEL, help=f"the pretrained network whose features judge the photos (default {MODEL})")
+    parser.add_argument(
+        "--archive",
+        type=Path,
+        default=Path(raw) / "images.zip",
+        help=f"the photos: a .zip or a folder (default {raw}/images.zip, after dvc repro download)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports/audit"),
+        help="folder for index.html, suspects.csv, verdicts-todo.yaml, audit.json (default reports/audit)",
+    )
+    parser.add_argument(
+        "--model", default=MODEL, help=f"the pretrained network whose features judge the photos (default {MODEL})"
+    )
     parser.add_argument("--image-size", type=int, default=None, help="px (default: the network's native size)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
-    parser.add_argument("--top", type=int, default=100, help="label issues on the page, and as many outliers at most (default 100)")
+    parser.add_argument(
+        "--top", type=int, default=100, help="label issues on the page, and as many outliers at most (default 100)"
+    )
     args = parser.parse_args()
     if not args.archive.exists():
-        raise StageError(f"{args.archive} does not exist: run `dvc repro download` first, or name the photos with --archive")
+        raise StageError(
+            f"{args.archive} does not exist: run `dvc repro download` first, or name the photos with --archive"
+        )
     if args.image_size is not None and not 32 <= args.image_size <= 1024:
         raise StageError(f"--image-size {args.image_size}: from 32 to 1024 px")
     compute = resolve(recipes.load().runtime)
-    summary = audit(args.archive, args.out, compute=compute, model_name=args.model, image_size=args.image_size, folds=args.folds, top=args.top, workers=cli.cpu_count())
+    summary = audit(
+        args.archive,
+        args.out,
+        compute=compute,
+        model_name=args.model,
+        image_size=args.image_size,
+        folds=args.folds,
+        top=args.top,
+        workers=cli.cpu_count(),
+    )
     took = sum(summary["seconds"].values())
     print(f"audit: {summary['photos']:,} photos, cross-validated accuracy {summary['cv_accuracy']:.3f}; {summary['label_issues']:,} likely label issues, "
           f"{summary['shown']['outlier']} outliers shown; {duration(took)} on {summary['device']}; review {args.out / 'index.html'}")  # fmt: skip

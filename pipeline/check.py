@@ -182,10 +182,19 @@ def main() -> None:
 def compute_lines(compute: Compute, rp: RuntimeParams) -> str:
     """How training will compute here, and why each `auto` chose as it did; a note where an explicit
     choice is slow on this device (bf16 a CPU only emulates)."""
-    lines = [f"check: training computes on {compute.describe()}" + (f" × {rp.processes} processes" if rp.processes > 1 else "")]
+    lines = [
+        f"check: training computes on {compute.describe()}"
+        + (f" × {rp.processes} processes" if rp.processes > 1 else "")
+    ]
     lines += [f"  {reason}" for reason in compute.reasons]
-    if rp.precision == "bf16" and compute.device.type == "cpu" and auto_precision(compute.device, cpu_features())[0] != "bf16":
-        lines.append("note: runtime.precision = 'bf16' on a CPU without AMX or AVX-512 BF16: emulated, slower than fp32")
+    if (
+        rp.precision == "bf16"
+        and compute.device.type == "cpu"
+        and auto_precision(compute.device, cpu_features())[0] != "bf16"
+    ):
+        lines.append(
+            "note: runtime.precision = 'bf16' on a CPU without AMX or AVX-512 BF16: emulated, slower than fp32"
+        )
     return "\n".join(lines)
 
 

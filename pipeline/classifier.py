@@ -40,7 +40,9 @@ class Prediction:
 def too_large(width: int, height: int) -> None:
     """A decompression bomb's size, in memory: the same cap on pixels as a photo file has."""
     if images.MAX_PIXELS is not None and width * height > images.MAX_PIXELS:
-        raise StageError(f"an image of {width}×{height} px is larger than a photo may be ({images.MAX_PIXELS:,} pixels)")
+        raise StageError(
+            f"an image of {width}×{height} px is larger than a photo may be ({images.MAX_PIXELS:,} pixels)"
+        )
 
 
 class Classifier:
@@ -66,7 +68,10 @@ class Classifier:
         if isinstance(photo, (str, Path)):
             path = Path(photo)
             found = predicting.photos([path])
-            out = [self._prediction(p) for p in predicting.predict(self.model, self.meta, found, compute=self.compute, tta=tta)]
+            out = [
+                self._prediction(p)
+                for p in predicting.predict(self.model, self.meta, found, compute=self.compute, tta=tta)
+            ]
             return out[0] if path.is_file() and path.suffix.lower() != ".zip" else out
         batch = self._array(photo)[None]
         proba = predicting.classify(self.model, batch, self.compute, 1, tta)[0]
@@ -77,8 +82,14 @@ class Classifier:
         if isinstance(image, np.ndarray):
             if image.ndim >= 2:
                 too_large(image.shape[1], image.shape[0])  # before Image.fromarray copies it
-            if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-                raise StageError(f"an array to classify must be (H, W), (H, W, 3) or (H, W, 4) uint8, got {image.shape} {image.dtype}")
+            if (
+                image.dtype != np.uint8
+                or image.ndim not in (2, 3)
+                or (image.ndim == 3 and image.shape[2] not in (1, 3, 4))
+            ):
+                raise StageError(
+                    f"an array to classify must be (H, W), (H, W, 3) or (H, W, 4) uint8, got {image.shape} {image.dtype}"
+                )
             image = Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[2] == 1 else image)
         if not isinstance(image, Image.Image):
             raise StageError(f"predict takes a path, a PIL image or a uint8 array, not {type(image).__name__}")

@@ -28,7 +28,9 @@ def compare(revs: list[str], results: list[dict]) -> list[dict]:
     rows = []
     for rev, r in zip(revs, results):
         if r["labels"] != base["labels"]:
-            raise StageError(f"{revs[0]} and {rev} were not evaluated on the same test photos: compare experiments of one split")
+            raise StageError(
+                f"{revs[0]} and {rev} were not evaluated on the same test photos: compare experiments of one split"
+            )
         t = r["test"]
         per_epoch = r["train"]["seconds"] / r["train"]["epochs"] if r["train"]["epochs"] else 0.0
         rows.append(
@@ -53,14 +55,24 @@ def table(rows: list[dict]) -> str:
             versus, p, counts = "(baseline)", "", ""
         else:
             d, (dl, dh) = v["difference"], v["difference_ci95"]
-            versus, p, counts = f"{d:+.3f} ({dl:+.3f} to {dh:+.3f})", f"{v['p_value']:.3g}", f"{v['a_only']} / {v['b_only']}"
-        lines.append(f"| {r['experiment']} | {r['accuracy']:.3f} ({low:.3f}–{high:.3f}) | {versus} | {p} | {counts} | {duration(r['train_seconds_per_epoch'])} |")
+            versus, p, counts = (
+                f"{d:+.3f} ({dl:+.3f} to {dh:+.3f})",
+                f"{v['p_value']:.3g}",
+                f"{v['a_only']} / {v['b_only']}",
+            )
+        lines.append(
+            f"| {r['experiment']} | {r['accuracy']:.3f} ({low:.3f}–{high:.3f}) | {versus} | {p} | {counts} | {duration(r['train_seconds_per_epoch'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = cli.parser(__spec__.name, __doc__)
-    parser.add_argument("experiments", nargs="+", help="DVC experiment names or git revisions (the first is the baseline), or `workspace`")
+    parser.add_argument(
+        "experiments",
+        nargs="+",
+        help="DVC experiment names or git revisions (the first is the baseline), or `workspace`",
+    )
     parser.add_argument("--model", help="which model's results (default: the only one trained, or metrics.json's best)")
     parser.add_argument("--results", default=None, help="the results folder (default: dvc.yaml's)")
     parser.add_argument("--out", type=Path, help="also write the table here")

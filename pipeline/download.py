@@ -19,7 +19,16 @@ from pipeline.common.errors import StageError
 from pipeline.common.formats import sha256_file
 from pipeline.data import fashion_mnist, synthetic
 from pipeline.data.fetch import fetch
-from pipeline.data.sources import COMPETITION, FASHION_MNIST, MICROSOFT, from_fashion_mnist, from_kaggle, from_local, link_or_copy, local_path
+from pipeline.data.sources import (
+    COMPETITION,
+    FASHION_MNIST,
+    MICROSOFT,
+    from_fashion_mnist,
+    from_kaggle,
+    from_local,
+    link_or_copy,
+    local_path,
+)
 from pipeline.params import sections
 
 ARCHIVE = "images.zip"
@@ -44,7 +53,9 @@ def download(source: str, out: Path, downloads: Path, *, base_dir: Path | None =
         elif source.startswith(FASHION_MNIST + ":"):
             path = local_path(source.partition(":")[2], base_dir)
             if not path.exists():
-                raise StageError(f"data.source = {source!r}: {path} was not found; name the folder or zip that holds the four IDX files")
+                raise StageError(
+                    f"data.source = {source!r}: {path} was not found; name the folder or zip that holds the four IDX files"
+                )
             fashion_mnist.write_archive(fashion_mnist.find(path), archive)
             origin = str(path)
         elif source == "synthetic":

@@ -40,7 +40,12 @@ SAME_PHOTOS = 4  # Grad-CAM's first photos: the first two cats and the first two
 
 
 def evaluate_model(
-    model, meta: dict, test: Split, batch_size: int, progress: Progress | None = None, compute: Compute | None = None,
+    model,
+    meta: dict,
+    test: Split,
+    batch_size: int,
+    progress: Progress | None = None,
+    compute: Compute | None = None,
     how: EvaluateParams = EvaluateParams(),
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     """(result, labels, probabilities) of one trained model (and its model file's `meta`) on the test
@@ -77,7 +82,9 @@ def evaluate_model(
     return result, labels, proba
 
 
-def write_images(folder: Path, name: str, images: np.ndarray, labels: np.ndarray, proba: np.ndarray, classes: tuple[str, ...]) -> None:
+def write_images(
+    folder: Path, name: str, images: np.ndarray, labels: np.ndarray, proba: np.ndarray, classes: tuple[str, ...]
+) -> None:
     """The confusion matrix and the most-confidently-wrong grid of one model, as PNG files.
     `images` is the (N, C, S, S) uint8 test split (memory-mapped: only the wrong ones are read)."""
     accuracy = float((proba.argmax(1) == labels).mean())
@@ -85,7 +92,9 @@ def write_images(folder: Path, name: str, images: np.ndarray, labels: np.ndarray
     confusion = pictures.confusion_figure(labels, proba.argmax(1), classes, title=title)
     pictures.save_png(confusion, folder / "confusion" / f"{name}.png")
     wrong = pictures.most_wrong(labels, proba)
-    grid = pictures.most_wrong_figure(images, labels, proba, wrong, classes, title=f"{name}: the most confidently wrong")
+    grid = pictures.most_wrong_figure(
+        images, labels, proba, wrong, classes, title=f"{name}: the most confidently wrong"
+    )
     pictures.save_png(grid, folder / "most_wrong" / f"{name}.png")
 
 
@@ -99,7 +108,9 @@ def gradcam_photos(labels: np.ndarray, proba: np.ndarray, same: int = SAME_PHOTO
     return np.array(fixed + wrong, dtype=int)
 
 
-def write_gradcam(folder: Path, name: str, model, images: np.ndarray, labels: np.ndarray, proba: np.ndarray, classes: tuple[str, ...]) -> None:
+def write_gradcam(
+    folder: Path, name: str, model, images: np.ndarray, labels: np.ndarray, proba: np.ndarray, classes: tuple[str, ...]
+) -> None:
     """plots/images/gradcam/<model>.png: Grad-CAM of the predicted class over each photo of gradcam_photos."""
     chosen = gradcam_photos(labels, proba)
     device = next(model.parameters()).device
@@ -111,13 +122,23 @@ def write_gradcam(folder: Path, name: str, model, images: np.ndarray, labels: np
         said = int(proba[i].argmax())
         mark = "" if said == labels[i] else " (wrong)"
         captions.append(f"#{i}: a {classes[labels[i]]}\nP({classes[said]}) = {proba[i, said]:.2f}{mark}")
-    first, then = ("top row", "below") if len(classes) <= pictures.GRID_COLUMNS else ("first, one of each class", "then")
+    first, then = (
+        ("top row", "below") if len(classes) <= pictures.GRID_COLUMNS else ("first, one of each class", "then")
+    )
     title = f"{name}: where the evidence for the predicted class lies (Grad-CAM)\n{first}: the same photos for every model; {then}: its most confident mistakes"
     pictures.save_png(pictures.picture_grid(overlays, captions, title=title), folder / "gradcam" / f"{name}.png")
 
 
 def evaluate_all(
-    names: list[str], data: Path, models: Path, *, compute: Compute, batch_size: int, results_dir: Path, plots: Path, how: EvaluateParams = EvaluateParams(),
+    names: list[str],
+    data: Path,
+    models: Path,
+    *,
+    compute: Compute,
+    batch_size: int,
+    results_dir: Path,
+    plots: Path,
+    how: EvaluateParams = EvaluateParams(),
     recipes_now: dict[str, dict] | None = None,
 ) -> list[dict]:
     """Every model in `names` on the test split; returns their results in that order, having written
@@ -129,7 +150,9 @@ def evaluate_all(
     photos = np.load(images_file(data, "test"), mmap_mode="r")  # on the host, wherever `test` is
     data_meta = read_json(data / "meta.json")
     data_classes = len(data_meta["classes"])
-    after = np.load(verdict_labels_file(data)) if verdict_labels_file(data).exists() else np.asarray(test.labels.cpu())  # arrays from before verdicts: none
+    after = (
+        np.load(verdict_labels_file(data)) if verdict_labels_file(data).exists() else np.asarray(test.labels.cpu())
+    )  # arrays from before verdicts: none
     found, roc, confusion = [], [], []
     for name in names:
         path = models / f"{name}.pt"
@@ -159,12 +182,18 @@ def evaluate_all(
         roc += roc_rows(name, labels, proba)
         confusion += confusion_rows(name, labels, proba, classes)
         t = result["test"]
-        print(f"evaluate: {name:>12s} test accuracy {t['accuracy']:.3f} "
-              f"[{t['accuracy_ci95'][0]:.3f}, {t['accuracy_ci95'][1]:.3f}] AUC {t['roc_auc'] or float('nan'):.3f}", flush=True)
+        print(
+            f"evaluate: {name:>12s} test accuracy {t['accuracy']:.3f} "
+            f"[{t['accuracy_ci95'][0]:.3f}, {t['accuracy_ci95'][1]:.3f}] AUC {t['roc_auc'] or float('nan'):.3f}",
+            flush=True,
+        )
         if clean is not None:
-            print(f"evaluate: {name:>12s} with the verdicts ({plural(clean['excluded'], 'test photo')} excluded, {clean['relabelled']} relabelled): "
-                  f"{clean['accuracy']:.3f} [{clean['accuracy_ci95'][0]:.3f}, {clean['accuracy_ci95'][1]:.3f}]; "
-                  f"{clean['errors_explained']} of its {clean['errors_as_given']} errors explained", flush=True)
+            print(
+                f"evaluate: {name:>12s} with the verdicts ({plural(clean['excluded'], 'test photo')} excluded, {clean['relabelled']} relabelled): "
+                f"{clean['accuracy']:.3f} [{clean['accuracy_ci95'][0]:.3f}, {clean['accuracy_ci95'][1]:.3f}]; "
+                f"{clean['errors_explained']} of its {clean['errors_as_given']} errors explained",
+                flush=True,
+            )
         found.append(result)
     atomic.write_text(plots / "roc.csv", csv_text(["model", "fpr", "tpr"], roc))
     atomic.write_text(plots / "confusion.csv", csv_text(["model", "actual", "predicted", "count"], confusion))

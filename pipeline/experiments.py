@@ -36,7 +36,13 @@ def shown(text: str) -> list[dict]:
     out = []
     for row in json.loads(text or "[]"):
         workspace = row["rev"] == "workspace"
-        out.append(_row(row, "workspace" if workspace else row.get("name") or row["rev"][:7], "workspace" if workspace else "baseline"))
+        out.append(
+            _row(
+                row,
+                "workspace" if workspace else row.get("name") or row["rev"][:7],
+                "workspace" if workspace else "baseline",
+            )
+        )
         for experiment in row.get("experiments") or []:
             rev = experiment["revs"][0]
             state = (experiment.get("executor") or {}).get("state") or ("failed" if rev.get("error") else "success")
@@ -48,7 +54,13 @@ def _row(rev: dict, name: str, state: str) -> dict:
     data = rev.get("data") or {}
     params = (data.get("params") or {}).get("params.yaml", {}).get("data") or {}
     metrics = (data.get("metrics") or {}).get("metrics.json", {}).get("data") or {}
-    return {"name": name, "rev": rev.get("rev", ""), "state": state, "params": schema.flatten(params), "metrics": metrics}
+    return {
+        "name": name,
+        "rev": rev.get("rev", ""),
+        "state": state,
+        "params": schema.flatten(params),
+        "metrics": metrics,
+    }
 
 
 def against_baseline(rows: list[dict]) -> list[dict[str, Any]]:
@@ -63,13 +75,26 @@ def against_baseline(rows: list[dict]) -> list[dict[str, Any]]:
             continue
         mine = row["params"]
         keys = sorted(mine.keys() | base.keys(), key=_order)
-        changes.append({k: mine.get(k) for k in keys if json.dumps(mine.get(k), sort_keys=True) != json.dumps(base.get(k), sort_keys=True)})
+        changes.append(
+            {
+                k: mine.get(k)
+                for k in keys
+                if json.dumps(mine.get(k), sort_keys=True) != json.dumps(base.get(k), sort_keys=True)
+            }
+        )
     return changes
 
 
 def _order(key: str) -> tuple[int, str]:
     """`model`, then the recipe, then each model's own keys, the data, the rest; the source (a path) last."""
-    rank = next((i for i, start in enumerate(("model", "train.", "models.", "data.", "")) if key == start or (start.endswith(".") or not start) and key.startswith(start)), 4)
+    rank = next(
+        (
+            i
+            for i, start in enumerate(("model", "train.", "models.", "data.", ""))
+            if key == start or (start.endswith(".") or not start) and key.startswith(start)
+        ),
+        4,
+    )
     return (5 if key == "data.source" else rank, key)
 
 
@@ -79,8 +104,12 @@ def table(rows: list[dict], tests: dict[str, int], width: int) -> tuple[str, lis
     experiment's number of test photos, for the interval (absent: the accuracy alone)."""
     records, lines = [], []
     for row, changed in zip(rows, against_baseline(rows)):
-        said = " ".join(f"{k}={_value(v)}" for k, v in changed.items()) or ("(its experiments below)" if row["state"] == "baseline" else "(as its baseline)")
-        lines += textwrap.wrap(f"{row['name']}  [{row['state']}]  {said}", width, subsequent_indent="      ", break_on_hyphens=False)
+        said = " ".join(f"{k}={_value(v)}" for k, v in changed.items()) or (
+            "(its experiments below)" if row["state"] == "baseline" else "(as its baseline)"
+        )
+        lines += textwrap.wrap(
+            f"{row['name']}  [{row['state']}]  {said}", width, subsequent_indent="      ", break_on_hyphens=False
+        )
         accuracies = row["metrics"].get("acc") or {}
         seconds = row["metrics"].get("train_s") or {}
         n = tests.get(row["name"])
@@ -99,7 +128,9 @@ def _value(value: Any) -> str:
     if isinstance(value, dict) or value is None or isinstance(value, bool):
         return json.dumps(value, separators=(",", ":"))  # null, true: as params.yaml writes them
     text = str(value)
-    return "…/" + text.rsplit("/", 2)[-2] + "/" + text.rsplit("/", 1)[-1] if text.count("/") > 2 else text  # a path: its last two parts
+    return (
+        "…/" + text.rsplit("/", 2)[-2] + "/" + text.rsplit("/", 1)[-1] if text.count("/") > 2 else text
+    )  # a path: its last two parts
 
 
 def _cut(text: str, width: int) -> str:
@@ -149,12 +180,16 @@ def _from_pairs(board: dict) -> int | None:
 
 def main() -> None:
     parser = cli.parser(__spec__.name, __doc__)
-    parser.add_argument("--width", type=int, default=min(160, shutil.get_terminal_size((120, 20)).columns), help="characters per line")
+    parser.add_argument(
+        "--width", type=int, default=min(160, shutil.get_terminal_size((120, 20)).columns), help="characters per line"
+    )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args, extra = parser.parse_known_args()
     if args.width < 60:
         raise StageError(f"--width {args.width}: at least 60 characters")
-    done = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", *extra], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "show", "--json", *extra], capture_output=True, text=True
+    )
     if done.returncode:
         raise StageError(f"dvc exp show: {done.stderr.strip() or done.stdout.strip()}")
     rows = shown(done.stdout)

@@ -53,8 +53,11 @@ def export(path: Path, out: Path) -> dict:
     info = {
         "model": meta["name"],
         "input": {
-            "dtype": "uint8", "shape": ["N", channels, size, size], "channels": "RGB" if channels == 3 else "grey",
-            "size": size, "resize": meta["resize"],
+            "dtype": "uint8",
+            "shape": ["N", channels, size, size],
+            "channels": "RGB" if channels == 3 else "grey",
+            "size": size,
+            "resize": meta["resize"],
         },  # fmt: skip
         "output": {"probabilities": list(meta["classes"])},
         "torch": torch.__version__,

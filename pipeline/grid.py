@@ -83,7 +83,9 @@ def check_regimes(regimes: list[str], extra: list[str]) -> dict[str, dict]:
     for r in regimes[1:]:
         differ = [k for k in SPLIT_KEYS if found[r].get(k) != found[first].get(k)]
         if differ:
-            raise StageError(f"presets/grid-{r}.yaml and grid-{first}.yaml split the photos differently ({', '.join(differ)}): every cell must be scored on the same test photos")
+            raise StageError(
+                f"presets/grid-{r}.yaml and grid-{first}.yaml split the photos differently ({', '.join(differ)}): every cell must be scored on the same test photos"
+            )
     return found
 
 
@@ -99,7 +101,9 @@ def queue_commands(grid: str, chosen: list[Cell], extra: list[str]) -> list[list
     ]  # fmt: skip
 
 
-DVC_SECONDS = 30  # DVC's start-up for one queued cell on the 2-core CPU (the split and arrays from its run cache): measured
+DVC_SECONDS = (
+    30  # DVC's start-up for one queued cell on the 2-core CPU (the split and arrays from its run cache): measured
+)
 
 
 def estimate(found: dict[str, dict], photos: list[str], seeds_count: int) -> tuple[float, list[str]]:
@@ -115,7 +119,9 @@ def estimate(found: dict[str, dict], photos: list[str], seeds_count: int) -> tup
             lines.append(f"grid: {regime:>9s} at {n:>5s} photos {about(seconds)} of training a seed")
     cells_count = len(found) * len(photos) * seeds_count
     total += DVC_SECONDS * cells_count
-    lines.append(f"grid: {about(total)} in all for {cells_count} cells ({seeds_count} seeds; {about(DVC_SECONDS)} of DVC start-up a cell; the preprocessing at each image size once on top; check's estimates are upper bounds on a CPU)")
+    lines.append(
+        f"grid: {about(total)} in all for {cells_count} cells ({seeds_count} seeds; {about(DVC_SECONDS)} of DVC start-up a cell; the preprocessing at each image size once on top; check's estimates are upper bounds on a CPU)"
+    )
     return total, lines
 
 
@@ -149,7 +155,9 @@ def summarise(cells_: dict[str, Cell], results: dict[str, dict], train_photos: d
     base = results[names[0]]["labels"]
     for name in names:
         if results[name]["labels"] != base:
-            raise StageError(f"{name} was not scored on the same test photos as {names[0]}: a grid's presets must split alike")
+            raise StageError(
+                f"{name} was not scored on the same test photos as {names[0]}: a grid's presets must split alike"
+            )
     regimes = list(dict.fromkeys(c.regime for c in cells_.values()))
     counts = sorted({train_photos[n] for n in names})
     right = {n: np.asarray(results[n]["predicted"]) == np.asarray(results[n]["labels"]) for n in names}
@@ -181,7 +189,14 @@ def summarise(cells_: dict[str, Cell], results: dict[str, dict], train_photos: d
                 "photos": count, "a": a, "b": b, "seeds": seeds_, "differences": differences, "per_seed": tests,
                 "held": sum(d > 0 for d in differences), "significant": sum(t["p_value"] < 0.05 and t["difference"] > 0 for t in tests),
             })  # fmt: skip
-    return {"regimes": regimes, "photos": counts, "test_images": len(base), "table": table, "pairs": pairs, "verdicts": verdicts(table, pairs)}
+    return {
+        "regimes": regimes,
+        "photos": counts,
+        "test_images": len(base),
+        "table": table,
+        "pairs": pairs,
+        "verdicts": verdicts(table, pairs),
+    }
 
 
 def verdicts(table: list[dict], pairs: list[dict]) -> list[str]:
@@ -190,8 +205,16 @@ def verdicts(table: list[dict], pairs: list[dict]) -> list[str]:
     for pair in pairs:
         mean = statistics.fmean(pair["differences"])
         n = len(pair["seeds"])
-        strength = "significantly on every seed" if pair["significant"] == n else f"significant on {pair['significant']} of {n} seeds" if pair["significant"] else f"on no seed significantly (held on {pair['held']} of {n})"
-        lines.append(f"with {pair['photos']:,} training photos, {pair['a']} beats {pair['b']} by {100 * mean:.1f} points, {strength} (McNemar, the same {pair['per_seed'][0]['images']:,} test photos)")
+        strength = (
+            "significantly on every seed"
+            if pair["significant"] == n
+            else f"significant on {pair['significant']} of {n} seeds"
+            if pair["significant"]
+            else f"on no seed significantly (held on {pair['held']} of {n})"
+        )
+        lines.append(
+            f"with {pair['photos']:,} training photos, {pair['a']} beats {pair['b']} by {100 * mean:.1f} points, {strength} (McNemar, the same {pair['per_seed'][0]['images']:,} test photos)"
+        )
     mean = {(r["regime"], r["photos"]): r["mean"] for r in table}
     regimes = list(dict.fromkeys(r["regime"] for r in table))
     for a, b in itertools.permutations(regimes, 2):  # how many photos b needs to reach a's accuracy with its fewest
@@ -202,14 +225,32 @@ def verdicts(table: list[dict], pairs: list[dict]) -> list[str]:
         few = counts_a[0]
         reached = next((c for c in counts_b if mean[(b, c)] >= mean[(a, few)]), None)
         if reached is None:
-            lines.append(f"{b} does not reach {a}'s accuracy with {few:,} photos ({100 * mean[(a, few)]:.1f}%) even with {counts_b[-1]:,} (mean over seeds)")
+            lines.append(
+                f"{b} does not reach {a}'s accuracy with {few:,} photos ({100 * mean[(a, few)]:.1f}%) even with {counts_b[-1]:,} (mean over seeds)"
+            )
         elif reached > few:
-            lines.append(f"{b} needs {reached:,} photos to reach {a}'s accuracy with {few:,} ({reached / few:,.0f} times as many; mean over seeds)")
+            lines.append(
+                f"{b} needs {reached:,} photos to reach {a}'s accuracy with {few:,} ({reached / few:,.0f} times as many; mean over seeds)"
+            )
     return lines
 
 
-CELLS = ("regime", "training photos", "seeds", "test accuracy (mean)", "range over seeds", "each seed's 95% interval", "training time (mean)")
-PAIRS = ("training photos", "better − worse", "difference per seed (points)", "McNemar p per seed", "right only in the better / only in the worse, per seed")
+CELLS = (
+    "regime",
+    "training photos",
+    "seeds",
+    "test accuracy (mean)",
+    "range over seeds",
+    "each seed's 95% interval",
+    "training time (mean)",
+)
+PAIRS = (
+    "training photos",
+    "better − worse",
+    "difference per seed (points)",
+    "McNemar p per seed",
+    "right only in the better / only in the worse, per seed",
+)
 
 
 def intro(summary: dict) -> str:
@@ -234,7 +275,11 @@ def tables(summary: dict) -> tuple[list[list[str]], list[list[str]]]:
 
 def markdown(summary: dict) -> str:
     def rows(headers: tuple[str, ...], body: list[list[str]], align: str) -> list[str]:
-        return ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|", *("| " + " | ".join(r) + " |" for r in body)]
+        return [
+            "| " + " | ".join(headers) + " |",
+            "|" + "|".join(align) + "|",
+            *("| " + " | ".join(r) + " |" for r in body),
+        ]
 
     cells_, pairs = tables(summary)
     lines = [intro(summary), "", *rows(CELLS, cells_, ["---", "---:", "---:", "---:", "---", "---", "---:"]), ""]
@@ -281,14 +326,23 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="queue and run every cell not yet in dvc exp show")
     run.add_argument("name", help="the experiments are named NAME-<regime>-<photos>-s<seed>")
-    run.add_argument("--regimes", default=",".join(REGIMES), help=f"presets/grid-<regime>.yaml of each (default {','.join(REGIMES)})")
-    run.add_argument("--photos", default=",".join(PHOTOS), help=f"training photos of each cell, or all (default {','.join(PHOTOS)})")
+    run.add_argument(
+        "--regimes", default=",".join(REGIMES), help=f"presets/grid-<regime>.yaml of each (default {','.join(REGIMES)})"
+    )
+    run.add_argument(
+        "--photos", default=",".join(PHOTOS), help=f"training photos of each cell, or all (default {','.join(PHOTOS)})"
+    )
     run.add_argument("--seeds", type=int, default=3, help="train.seed 0, 1, ..., N-1 (default 3)")
     run.add_argument("--no-start", action="store_true", help="only queue them")
     run.add_argument("--poll", type=float, default=queue.POLL, help="seconds between looks at the queue")
     summary = sub.add_parser("summary", help="the table, the paired tests, the verdicts and the plot")
     summary.add_argument("name")
-    summary.add_argument("--out", type=Path, default=Path("reports/grid"), help="folder for grid.md, grid.json, grid.png (default reports/grid)")
+    summary.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports/grid"),
+        help="folder for grid.md, grid.json, grid.png (default reports/grid)",
+    )
     args, extra = parser.parse_known_args()
     if args.command == "run":
         regimes = [r.strip() for r in args.regimes.split(",") if r.strip()]
@@ -296,7 +350,9 @@ def main() -> None:
         if not 1 <= args.seeds <= MAX_SEEDS:
             raise StageError(f"--seeds {args.seeds}: from 1 to {MAX_SEEDS}")
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,40}", args.name):
-            raise StageError(f"grid name {args.name!r}: a letter, then letters, digits or _ (at most 41): it starts every experiment's name")
+            raise StageError(
+                f"grid name {args.name!r}: a letter, then letters, digits or _ (at most 41): it starts every experiment's name"
+            )
         if not 0 < args.poll <= 3600:
             raise StageError(f"--poll {args.poll:g}: a number of seconds from above 0 to 3600")
         chosen = cells(regimes, photos, list(range(args.seeds)))

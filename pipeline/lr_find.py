@@ -27,7 +27,12 @@ from pipeline.training.lr_range import range_test
 def main() -> None:
     parser = cli.parser(__spec__.name, __doc__)
     parser.add_argument("--model", required=True, help="an architecture name, with its recipe from params.yaml")
-    parser.add_argument("--data", type=Path, default=Path(cli.pipeline_paths().get("processed", "data/processed")), help="the preprocessed tensors")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(cli.pipeline_paths().get("processed", "data/processed")),
+        help="the preprocessed tensors",
+    )
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--start", type=float, default=1e-7)
     parser.add_argument("--end", type=float, default=10.0)
@@ -48,8 +53,15 @@ def main() -> None:
     compute = resolve(p.runtime)
     compute = compute.for_model(spec.name, bf16_ok(spec.name))
     train = load_split(args.data, "train", compute.device)
-    found = range_test(spec, train, classes=len(meta["classes"]), compute=compute, start=args.start, end=args.end, steps=args.steps)
-    pictures.save_png(pictures.lr_find_figure(found.rates, found.losses, found.suggested, title=f"{spec.name}: loss against learning rate"), out)
+    found = range_test(
+        spec, train, classes=len(meta["classes"]), compute=compute, start=args.start, end=args.end, steps=args.steps
+    )
+    pictures.save_png(
+        pictures.lr_find_figure(
+            found.rates, found.losses, found.suggested, title=f"{spec.name}: loss against learning rate"
+        ),
+        out,
+    )
     scale = spec.train.lr_scale
     print(f"lr_find: {spec.name}, {len(found.rates)} steps of {spec.train.optimizer} at batch {spec.train.batch_size} on {compute.describe()}"
           f"{' (stopped when the loss ran away)' if found.stopped_early else ''}; plot: {out}")  # fmt: skip

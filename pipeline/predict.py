@@ -66,7 +66,9 @@ def submission(predictions: list[Prediction], classes: tuple[str, ...]) -> str:
     """The competition's file: `id,label`, sorted by id, label = P(dog) clipped; a photo that could
     not be read gets 0.5 (no information), so that every id has its row."""
     if tuple(classes) != DOGS_VS_CATS:
-        raise StageError(f"--kaggle writes the Dogs-vs-Cats competition's file, and this model's classes are {', '.join(classes)}")
+        raise StageError(
+            f"--kaggle writes the Dogs-vs-Cats competition's file, and this model's classes are {', '.join(classes)}"
+        )
     dog = DOGS_VS_CATS.index("dog")
     rows = []
     for p in predictions:
@@ -78,7 +80,9 @@ def submission(predictions: list[Prediction], classes: tuple[str, ...]) -> str:
     return csv_text(["id", "label"], sorted(rows), for_people=True)
 
 
-def summary(predictions: list[Prediction], name: str, seconds: float, compute: Compute, classes: tuple[str, ...]) -> str:
+def summary(
+    predictions: list[Prediction], name: str, seconds: float, compute: Compute, classes: tuple[str, ...]
+) -> str:
     """`predict: 12,500 photos with resnet18: 6,301 cat, 6,199 dog, 0 unreadable; 412 img/s on cpu (2 threads)`"""
     counts = {c: sum(p.label == c for p in predictions) for c in classes}
     failed = sum(p.proba is None for p in predictions)
@@ -105,15 +109,24 @@ def check_outputs(out: Path | None, explain: Path | None) -> None:
 def main() -> None:
     parser = cli.parser(__spec__.name, __doc__)
     parser.add_argument("inputs", nargs="*", type=Path, help="image files, folders, zips")
-    parser.add_argument("--kaggle", type=Path, metavar="ZIP", help="the competition's test1.zip: write a submission (id,label)")
+    parser.add_argument(
+        "--kaggle", type=Path, metavar="ZIP", help="the competition's test1.zip: write a submission (id,label)"
+    )
     parser.add_argument("--model", help="a model name from the models folder, or a model file (default: the best)")
     parser.add_argument("--out", type=Path, help="write the CSV here (default: stdout)")
     parser.add_argument(
-        "--tta", action=argparse.BooleanOptionalAction, help="average each photo's prediction with its mirror image's (default: params.yaml's evaluate.tta, as evaluate did)",
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="average each photo's prediction with its mirror image's (default: params.yaml's evaluate.tta, as evaluate did)",
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="auto: bf16 where the device computes it natively, as in training")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="auto: bf16 where the device computes it natively, as in training",
+    )
     parser.add_argument("--explain", type=Path, metavar="DIR", help="write a Grad-CAM overlay of each photo here (PNG)")
     args = parser.parse_args()
     if args.batch_size < 1:
@@ -127,9 +140,13 @@ def main() -> None:
     compute = compute.for_model(meta["name"], bf16_ok(meta["name"]))
     start = time.perf_counter()
     tta = load_evaluate().tta if args.tta is None else args.tta
-    predictions = predict(model, meta, found, compute=compute, batch_size=args.batch_size, tta=tta, explain=args.explain)
+    predictions = predict(
+        model, meta, found, compute=compute, batch_size=args.batch_size, tta=tta, explain=args.explain
+    )
     classes = tuple(meta["classes"])
-    text = submission(predictions, classes) if args.kaggle else table(predictions, classes, explained=bool(args.explain))
+    text = (
+        submission(predictions, classes) if args.kaggle else table(predictions, classes, explained=bool(args.explain))
+    )
     if args.out:
         atomic.write_text(args.out, text)
     else:

@@ -54,7 +54,10 @@ def reserve(path: Path, split: str) -> None:
         os.posix_fallocate(fd, 0, size)
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without fallocate: the free-space check above stands
+            if e.errno in (
+                errno.EOPNOTSUPP,
+                errno.EINVAL,
+            ):  # a file system without fallocate: the free-space check above stands
                 return
             raise
         free = shutil.disk_usage(path.parent).free
@@ -82,7 +85,9 @@ def digest(archive: Path, split_dir: Path, image_size: int, resize: str, channel
     return h.hexdigest()
 
 
-def preprocess(archive: Path, split_dir: Path, out: Path, *, image_size: int, resize: str, channels: int, workers: int) -> dict:
+def preprocess(
+    archive: Path, split_dir: Path, out: Path, *, image_size: int, resize: str, channels: int, workers: int
+) -> dict:
     classes = layout.classes(split_dir)
     indexes = {name: read_index(index_file(split_dir, name), classes) for name in SPLITS}
     counts = {name: len(indexes[name][0]) for name in SPLITS}
@@ -101,7 +106,13 @@ def preprocess(archive: Path, split_dir: Path, out: Path, *, image_size: int, re
             np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
             reserve(tmp, name)
             tasks = [(str(tmp), i, members[i : i + CHUNK]) for i in range(0, len(members), CHUNK)]
-            map_archive(archive, partial(fill, size=image_size, policy=resize, channels=channels), tasks, workers=workers, desc=name)
+            map_archive(
+                archive,
+                partial(fill, size=image_size, policy=resize, channels=channels),
+                tasks,
+                workers=workers,
+                desc=name,
+            )
         with atomic.atomic_path(labels_file(out, name)) as tmp, open(tmp, "wb") as f:
             np.save(f, labels)
     with atomic.atomic_path(layout.verdict_labels_file(out)) as tmp, open(tmp, "wb") as f:
@@ -133,7 +144,9 @@ def main() -> None:
         workers=cli.cpu_count(),
     )  # fmt: skip
     kind = "RGB" if meta["channels"] == 3 else "grey"
-    print(f"preprocess: {counts_sentence(meta['images'])} at {meta['image_size']} px, {kind} ({meta['bytes'] / 2**20:,.1f} MiB)")
+    print(
+        f"preprocess: {counts_sentence(meta['images'])} at {meta['image_size']} px, {kind} ({meta['bytes'] / 2**20:,.1f} MiB)"
+    )
 
 
 if __name__ == "__main__":

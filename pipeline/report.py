@@ -44,8 +44,23 @@ def leaderboard(found: list[dict], pairs: dict | None = None) -> list[dict]:
                 "accuracy": t["accuracy"],
                 "accuracy_ci95": t["accuracy_ci95"],
                 "test_images": len(r["labels"]),
-                **({"verdicts": {k: r[VERDICTS][k] for k in ("accuracy", "accuracy_ci95", "excluded", "relabelled", "errors_as_given", "errors_explained")}}
-                   if r.get(VERDICTS) else {}),
+                **(
+                    {
+                        "verdicts": {
+                            k: r[VERDICTS][k]
+                            for k in (
+                                "accuracy",
+                                "accuracy_ci95",
+                                "excluded",
+                                "relabelled",
+                                "errors_as_given",
+                                "errors_explained",
+                            )
+                        }
+                    }
+                    if r.get(VERDICTS)
+                    else {}
+                ),
                 **({TOP5: t[TOP5]} if TOP5 in t else {}),
                 "f1_macro": t["f1_macro"],
                 "roc_auc": t["roc_auc"],
@@ -64,7 +79,19 @@ def leaderboard(found: list[dict], pairs: dict | None = None) -> list[dict]:
     return rows
 
 
-COLUMNS = ("#", "model", "test accuracy (95% CI)", "F1", "ROC AUC", "log loss", "parameters", "train time", "train img/s", "infer img/s", "than the next one down (paired)")
+COLUMNS = (
+    "#",
+    "model",
+    "test accuracy (95% CI)",
+    "F1",
+    "ROC AUC",
+    "log loss",
+    "parameters",
+    "train time",
+    "train img/s",
+    "infer img/s",
+    "than the next one down (paired)",
+)
 
 
 WITH_VERDICTS = ("with the verdicts (95% CI)", "errors they explain")
@@ -82,7 +109,10 @@ def cells(r: dict) -> list[str]:
     low, high = r["accuracy_ci95"]
     extra = [f"{r[TOP5]:.3f}"] if TOP5 in r else []  # the columns after the accuracy, as columns() lists them
     if v := r.get("verdicts"):
-        extra += [f"{v['accuracy']:.3f} ({v['accuracy_ci95'][0]:.3f}–{v['accuracy_ci95'][1]:.3f})", f"{v['errors_explained']} of {v['errors_as_given']}"]
+        extra += [
+            f"{v['accuracy']:.3f} ({v['accuracy_ci95'][0]:.3f}–{v['accuracy_ci95'][1]:.3f})",
+            f"{v['errors_explained']} of {v['errors_as_given']}",
+        ]
     return [
         str(r["rank"]), r["model"], f"{r['accuracy']:.3f} ({low:.3f}–{high:.3f})", *extra, f"{r['f1_macro']:.3f}",
         _num(r["roc_auc"]), f"{r['log_loss']:.3f}", _params(r), duration(r["train_seconds"]),
@@ -122,8 +152,10 @@ def summary(found: list[dict]) -> str:
     grey = ", grey" if found[0]["channels"] == 1 else ""
     said = f"{found[0]['test']['images']} test images{of} at {found[0]['image_size']} px{grey}, trained on {devices}."
     if v := found[0].get(VERDICTS):
-        said += (f" With the verdicts of {(found[0].get('verdicts') or {}).get('file', 'data.verdicts')}: {plural(v['excluded'], 'test photo')} excluded, "
-                 f"{v['relabelled']} relabelled; each model's accuracy on the rest, and how many of its errors on the labels as given they explain.")
+        said += (
+            f" With the verdicts of {(found[0].get('verdicts') or {}).get('file', 'data.verdicts')}: {plural(v['excluded'], 'test photo')} excluded, "
+            f"{v['relabelled']} relabelled; each model's accuracy on the rest, and how many of its errors on the labels as given they explain."
+        )
     return f"{said} {note}" if (note := noise_note(found)) else said
 
 
@@ -155,7 +187,12 @@ def markdown(rows: list[dict], intro: str) -> str:
     names = columns(rows)
     align = "|---:|---|" + "---|" + "---:|" * (len(names) - 4) + "---|"
     head = "| " + " | ".join(names) + " |\n" + align + "\n"
-    return f"# Leaderboard\n\n{intro} {PAIRED}\n\n" + head + "\n".join("| " + " | ".join(cells(r)) + " |" for r in rows) + "\n"
+    return (
+        f"# Leaderboard\n\n{intro} {PAIRED}\n\n"
+        + head
+        + "\n".join("| " + " | ".join(cells(r)) + " |" for r in rows)
+        + "\n"
+    )
 
 
 def _num(value: float | None) -> str:
@@ -194,7 +231,9 @@ def read_roc(path: Path) -> dict[str, tuple[list[float], list[float]]]:
 
 def _facts(r: dict) -> list[tuple[str, str]]:
     t, tr = r["test"], r["train"]
-    per_class = ", ".join(f"{c} {t['precision'][c]:.3f} / {t['recall'][c]:.3f} / {t['f1'][c]:.3f}" for c in t["precision"])
+    per_class = ", ".join(
+        f"{c} {t['precision'][c]:.3f} / {t['recall'][c]:.3f} / {t['f1'][c]:.3f}" for c in t["precision"]
+    )
     averages = [
         (f"{average} precision / recall / F1", f"{t[average]['precision']:.3f} / {t[average]['recall']:.3f} / {t[average]['f1']:.3f}")
         for average in ("macro", "weighted") if average in t
@@ -206,7 +245,10 @@ def _facts(r: dict) -> list[tuple[str, str]]:
         ("precision / recall / F1", per_class),
         *averages,
         ("ROC AUC, log loss", f"{_num(t['roc_auc'])}, {t['log_loss']:.3f}"),
-        ("validation accuracy", f"{r['val']['accuracy']:.3f} at epoch {tr['kept_epoch']} of {tr['epochs']} (the weights kept)"),
+        (
+            "validation accuracy",
+            f"{r['val']['accuracy']:.3f} at epoch {tr['kept_epoch']} of {tr['epochs']} (the weights kept)",
+        ),
         ("training", f"{duration(tr['seconds'])}, {tr['images_per_second']:,.0f} img/s on {r['device']}"),
         ("inference", f"{r['inference_images_per_second']:,.0f} img/s"),
         ("parameters", _params(r)),
@@ -236,7 +278,9 @@ def matrix_table(names: list[str], pairs: dict[str, dict[str, dict]]) -> str:
     return f'<table id="pairwise"><caption>{escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def html_page(rows: list[dict], found: list[dict], pairs: dict, *, charts: list[tuple[bytes, str]], curves: dict, images: Path) -> str:
+def html_page(
+    rows: list[dict], found: list[dict], pairs: dict, *, charts: list[tuple[bytes, str]], curves: dict, images: Path
+) -> str:
     """reports/index.html: the leaderboard and the charts of every model, then each model's figures,
     curves and pictures; one self-contained file (inline CSS, images as data URIs, no script), so
     it opens offline."""
@@ -258,7 +302,9 @@ def html_page(rows: list[dict], found: list[dict], pairs: dict, *, charts: list[
             f'<section id="{escape(name)}"><h2>{r["rank"]}. {escape(name)}</h2><dl>{facts}</dl>',
             page.img(drawn, f"{name}: training curves"),
             page.img((images / "confusion" / f"{name}.png").read_bytes(), f"{name}: confusion matrix"),
-            page.img((images / "most_wrong" / f"{name}.png").read_bytes(), f"{name}: most confidently wrong test images"),
+            page.img(
+                (images / "most_wrong" / f"{name}.png").read_bytes(), f"{name}: most confidently wrong test images"
+            ),
             page.img((images / "gradcam" / f"{name}.png").read_bytes(), f"{name}: where it looks (Grad-CAM)"),
             "</section>",
         ]
@@ -271,7 +317,12 @@ def report(found: list[dict], out: Path, *, live: Path, plots: Path) -> list[dic
     pairs = results.pairwise(found)  # every two models, photo by photo: once, for the three tables
     rows = leaderboard(found, pairs)
     atomic.write_text(out / "leaderboard.md", markdown(rows, summary(found)))
-    every = [{"a": r["model"], "b": s["model"], **pairs[r["model"]][s["model"]]} for i, r in enumerate(rows) for s in rows[i + 1 :] if s["model"] in pairs[r["model"]]]
+    every = [
+        {"a": r["model"], "b": s["model"], **pairs[r["model"]][s["model"]]}
+        for i, r in enumerate(rows)
+        for s in rows[i + 1 :]
+        if s["model"] in pairs[r["model"]]
+    ]
     atomic.write_json(out / "leaderboard.json", {"best": rows[0]["model"], "models": rows, "pairs": every})
     curves, roc = read_curves(live), read_roc(plots / "roc.csv")
     order = [r["model"] for r in rows]  # legends list the models best first
@@ -281,7 +332,9 @@ def report(found: list[dict], out: Path, *, live: Path, plots: Path) -> list[dic
         (pictures.png_bytes(pictures.models_figure(val, title="Validation accuracy per epoch", xlabel="epoch", ylabel="validation accuracy", epochs=True)), "validation accuracy per epoch, every model"),
         (pictures.png_bytes(pictures.roc_figure({name: roc[name] for name in order}, classes_of(found))), "ROC curves of every model on the test split"),
     ]  # fmt: skip
-    atomic.write_text(out / "index.html", html_page(rows, found, pairs, charts=charts, curves=curves, images=plots / "images"))
+    atomic.write_text(
+        out / "index.html", html_page(rows, found, pairs, charts=charts, curves=curves, images=plots / "images")
+    )
     return rows
 
 

@@ -45,7 +45,10 @@ def queue_commands(name: str, seeds: list[int], preset: str | None, extra: list[
     the rest to dvc)."""
     extra = absolute_source(extra)
     head = ["pipeline.preset", preset] if preset else ["dvc", "exp", "run"]
-    return [[*head, "--queue", "-n", exp, "-S", f"train.seed={seed}", *extra] for seed, exp in zip(seeds, names(name, seeds))]
+    return [
+        [*head, "--queue", "-n", exp, "-S", f"train.seed={seed}", *extra]
+        for seed, exp in zip(seeds, names(name, seeds))
+    ]
 
 
 def summarise(runs: dict[str, dict]) -> dict:
@@ -75,10 +78,27 @@ def summarise(runs: dict[str, dict]) -> dict:
     pairs = []
     for i, a in enumerate(order):
         for b in order[i + 1 :]:
-            both = [run["metrics"]["acc"] for run in runs.values() if a in run["metrics"].get("acc", {}) and b in run["metrics"]["acc"]]
+            both = [
+                run["metrics"]["acc"]
+                for run in runs.values()
+                if a in run["metrics"].get("acc", {}) and b in run["metrics"]["acc"]
+            ]
             differences = [acc[a] - acc[b] for acc in both]
-            p = float(stats.ttest_rel([acc[a] for acc in both], [acc[b] for acc in both]).pvalue) if len(both) > 1 and _sd(differences) > 0 else None
-            pairs.append({"a": a, "b": b, "differences": differences, "held": sum(d > 0 for d in differences), "seeds": len(both), "p_value": p})
+            p = (
+                float(stats.ttest_rel([acc[a] for acc in both], [acc[b] for acc in both]).pvalue)
+                if len(both) > 1 and _sd(differences) > 0
+                else None
+            )
+            pairs.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "differences": differences,
+                    "held": sum(d > 0 for d in differences),
+                    "seeds": len(both),
+                    "p_value": p,
+                }
+            )
     return {"experiments": {name: seeds[name] for name in runs}, "metrics": table, "pairs": pairs}
 
 
@@ -89,12 +109,21 @@ def _sd(values: list[float]) -> float:
 
 def markdown(summary: dict) -> str:
     seeds = ", ".join(f"{name} (seed {seed})" for name, seed in summary["experiments"].items())
-    lines = [f"Over {len(summary['experiments'])} seeds: {seeds}.", "", "| metric | model | mean | sd | range |", "|---|---|---:|---:|---|"]
+    lines = [
+        f"Over {len(summary['experiments'])} seeds: {seeds}.",
+        "",
+        "| metric | model | mean | sd | range |",
+        "|---|---|---:|---:|---|",
+    ]
     for metric, models in summary["metrics"].items():
         for model, s in sorted(models.items(), key=lambda kv: -kv[1]["mean"]):
             lines.append(f"| {metric} | {model} | {s['mean']:.4g} | {s['sd']:.2g} | {s['min']:.4g}–{s['max']:.4g} |")
     if summary["pairs"]:
-        lines += ["", "| models | accuracy difference per seed | held on | paired t-test over seeds |", "|---|---|---:|---:|"]
+        lines += [
+            "",
+            "| models | accuracy difference per seed | held on | paired t-test over seeds |",
+            "|---|---|---:|---:|",
+        ]
         for pair in summary["pairs"]:
             p = "–" if pair["p_value"] is None else f"p {pair['p_value']:.2g}"
             per_seed = ", ".join(f"{d:+.3f}" for d in pair["differences"])
@@ -111,7 +140,12 @@ def main() -> None:
     run.add_argument("--first", type=int, default=0, help="the first seed")
     run.add_argument("--preset", help="a preset of presets/ to run on each seed")
     run.add_argument("--no-start", action="store_true", help="only queue them (start later with `dvc queue start`)")
-    run.add_argument("--poll", type=float, default=POLL, help=f"seconds between looks at the queue (default {POLL:g}: each look is a dvc process, which a 2-core CPU feels)")
+    run.add_argument(
+        "--poll",
+        type=float,
+        default=POLL,
+        help=f"seconds between looks at the queue (default {POLL:g}: each look is a dvc process, which a 2-core CPU feels)",
+    )
     summary = sub.add_parser("summary", help="mean, spread and paired tests over the seeds, from dvc exp show")
     summary.add_argument("name", nargs="+", help="NAME (the experiments NAME-seedK) or the experiments' names")
     summary.add_argument("--out", type=Path, help="also write the Markdown here")
@@ -147,7 +181,9 @@ def main() -> None:
         chosen = args.name
     missing = [n for n in chosen if n not in found]
     if not chosen or missing:
-        raise StageError(f"no experiment {', '.join(missing) or args.name[0] + '-seedK'} in `dvc exp show`; known: {', '.join(sorted(found)) or 'none'}")
+        raise StageError(
+            f"no experiment {', '.join(missing) or args.name[0] + '-seedK'} in `dvc exp show`; known: {', '.join(sorted(found)) or 'none'}"
+        )
     result = summarise({n: found[n] for n in chosen})
     text = markdown(result)
     print(text, end="")

@@ -20,9 +20,9 @@ from sklearn.model_selection import train_test_split
 from pipeline.common import atomic, cli
 from pipeline.common.errors import ParamError, StageError
 from pipeline.common.formats import csv_text
+from pipeline.data import verdicts
 from pipeline.data.images import DOGS_VS_CATS
 from pipeline.data.layout import SPLITS, index_file, index_text
-from pipeline.data import verdicts
 from pipeline.data.members import scan
 from pipeline.data.verdicts import Verdict
 from pipeline.params import sections
@@ -32,7 +32,7 @@ PARTS = ("train", "test")  # folder names by which an archive carries its own te
 
 
 def archive_part(name: str, classes: tuple[str, ...]) -> str | None:
-    """"train" or "test" when a folder above the photo (above its class folder) is so named, any case."""
+    """ "train" or "test" when a folder above the photo (above its class folder) is so named, any case."""
     folders = name.split("/")[:-1]
     if classes != DOGS_VS_CATS:
         folders = folders[:-1]  # the class folder itself: a class may be called "test"
@@ -56,11 +56,15 @@ def refuse_classes(counts: dict[str, int], need: int, where: str = "") -> None:
             "(<class>/1.jpg), or use Dogs-vs-Cats' names (train/cat.1.jpg)"
         )
     if len(counts) < 2:
-        raise StageError(f"the archive has a single class, {next(iter(counts))!r}{where}: a classifier needs two at least")
+        raise StageError(
+            f"the archive has a single class, {next(iter(counts))!r}{where}: a classifier needs two at least"
+        )
     few = {c: n for c, n in counts.items() if n < need}
     if few:
         listed = ", ".join(f"{c!r} has {n}" for c, n in few.items())
-        raise StageError(f"too few usable images{where}: {listed}; each class needs {need} at least (one for each split)")
+        raise StageError(
+            f"too few usable images{where}: {listed}; each class needs {need} at least (one for each split)"
+        )
 
 
 def subsample(by_class: dict[int, list], keep: dict[int, int], seed: int) -> dict[int, list]:
@@ -70,7 +74,10 @@ def subsample(by_class: dict[int, list], keep: dict[int, int], seed: int) -> dic
 
 
 def assign(
-    members: list[tuple[str, int]], p: DataParams, classes: tuple[str, ...], parts: dict[str, str] | None = None,
+    members: list[tuple[str, int]],
+    p: DataParams,
+    classes: tuple[str, ...],
+    parts: dict[str, str] | None = None,
     judged: dict[str, Verdict] | None = None,
 ) -> dict[str, list[tuple[str, int]]]:
     """Cap each class at `max_per_class` (a seeded choice), then split stratified by class: test drawn
@@ -89,7 +96,9 @@ def assign(
         rest, test = _draw(chosen, p.test_fraction, p.seed, "test_fraction")
         train, val = _draw(rest, p.val_fraction / (1 - p.test_fraction), p.seed, "val_fraction")
     else:
-        own_train, own_test = ({c: [m for m in v if parts[m[0]] == part] for c, v in by_class.items()} for part in PARTS)
+        own_train, own_test = (
+            {c: [m for m in v if parts[m[0]] == part] for c, v in by_class.items()} for part in PARTS
+        )
         refuse_classes(_cap_fits(_counts(own_train, classes), p, " in its train/ folder"), 2, " in the train/ folder")
         refuse_classes(_counts(own_test, classes), 1, " in the test/ folder")
         if p.max_per_class is not None:  # each class keeps the same share of its test photos as of its train photos
@@ -116,9 +125,15 @@ def fewer(train: list[tuple[str, int]], count: int, classes: int, seed: int) -> 
     so 40 photos are among the 400, and those among the 4,000 (a learning curve adds photos, it does
     not swap them)."""
     if count > len(train):
-        raise ParamError("data.train_photos", count, f"the split leaves {len(train):,} training photos: ask for at most as many (or null for all)")
+        raise ParamError(
+            "data.train_photos",
+            count,
+            f"the split leaves {len(train):,} training photos: ask for at most as many (or null for all)",
+        )
     if count < classes:
-        raise ParamError("data.train_photos", count, f"every one of the {classes} classes needs a training photo at least")
+        raise ParamError(
+            "data.train_photos", count, f"every one of the {classes} classes needs a training photo at least"
+        )
     by_class = [sorted(m for m in train if m[1] == c) for c in range(classes)]
     rng = np.random.default_rng(seed)
     ordered = [[v[i] for i in rng.permutation(len(v))] for v in by_class]
@@ -146,7 +161,9 @@ def _cap_fits(counts: dict[str, int], p: DataParams, where: str = "") -> dict[st
 def _draw(members: list[tuple[str, int]], fraction: float, seed: int, key: str) -> tuple[list, list]:
     """(the rest, a stratified `fraction` of `members`)."""
     try:
-        return train_test_split(members, test_size=fraction, stratify=[label for _, label in members], random_state=seed)
+        return train_test_split(
+            members, test_size=fraction, stratify=[label for _, label in members], random_state=seed
+        )
     except ValueError as e:  # too few images for the fractions: every split needs each class
         raise StageError(f"cannot split {len(members)} images with data.{key} = {fraction:g}: {e}") from None
 
@@ -163,12 +180,16 @@ def split(archive: Path, out: Path, p: DataParams, *, workers: int) -> dict:
     for name in SPLITS:
         atomic.write_text(index_file(out, name), index_text(splits[name], classes))
     atomic.write_text(out / "rejects.csv", csv_text(["member", "reason"], rejects, for_people=True))
-    drawn = assign(usable, dataclasses.replace(p, train_photos=None), classes, parts) if judged else splits  # as given: what the verdicts change
+    drawn = (
+        assign(usable, dataclasses.replace(p, train_photos=None), classes, parts) if judged else splits
+    )  # as given: what the verdicts change
     changed = {name: verdicts.changes([m for m in drawn[name] if m[0] in judged], judged, classes) for name in SPLITS}
     rows = [(member, name, was, verdict) for name in SPLITS for member, was, verdict in changed[name]]
     atomic.write_text(out / "verdicts.csv", csv_text(["member", "split", "given", "verdict"], rows, for_people=True))
     judged_test = [m for m in splits["test"] if m[0] in judged]
-    test_after = {m: c for (m, was), c in zip(judged_test, verdicts.labels_after(judged_test, judged, classes)) if c != was}
+    test_after = {
+        m: c for (m, was), c in zip(judged_test, verdicts.labels_after(judged_test, judged, classes)) if c != was
+    }
     usable_names = {m for m, _ in usable}
     summary = {
         "images": {name: {cls: sum(1 for _, c in splits[name] if c == i) for i, cls in enumerate(classes)} for name in SPLITS},
@@ -198,7 +219,9 @@ def main() -> None:
     counts = ", ".join(f"{name} {sum(summary['images'][name].values())}" for name in SPLITS)
     classes = summary["classes"]
     named = ", ".join(classes) if len(classes) <= 12 else ", ".join(classes[:12]) + ", ..."
-    print(f"split: {len(classes)} classes ({named}); {counts} (test {summary['test']}); rejected {summary['rejected']} {summary['rejects'] or ''}")
+    print(
+        f"split: {len(classes)} classes ({named}); {counts} (test {summary['test']}); rejected {summary['rejected']} {summary['rejects'] or ''}"
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from pipeline.runtime.tensors import load_split
 from pipeline.training.curves import EpochLog
 from pipeline.training.estimate import estimates
 from pipeline.training.fit import fit
-from pipeline.training.resume import ResumeFile, file_for, key, keep_model_file
+from pipeline.training.resume import ResumeFile, file_for, keep_model_file, key
 
 EARLIER_FOLDER = "checkpoints"  # where versions before 0.1.0's release kept the resume state, beside `resume`
 
@@ -45,22 +45,31 @@ def train_all(p: recipes.Params, data: Path, out: Path, live_dir: Path, resume: 
     writable_folder(out, "the trained models")
     earlier = resume.parent / EARLIER_FOLDER
     if earlier.is_dir() and earlier.resolve() != resume.resolve():
-        print(f"train: {earlier}/ holds resume state of an earlier version, which is not read: the state is in {resume}/ now; delete {earlier}/", flush=True)
+        print(
+            f"train: {earlier}/ holds resume state of an earlier version, which is not read: the state is in {resume}/ now; delete {earlier}/",
+            flush=True,
+        )
     with distributed.launch(p.runtime) as (world, compute):
         device = compute.device
         # what the arrays are, as preprocess wrote them: the one source of size, channels, classes and resize
         meta = read_json(data / "meta.json")
         size, channels, classes = meta["image_size"], meta["channels"], tuple(meta["classes"])
         models.preflight(p.models, size, channels)
-        train, val = (load_split(data, name, device, rank=world.rank, processes=world.size) for name in ("train", "val"))
+        train, val = (
+            load_split(data, name, device, rank=world.rank, processes=world.size) for name in ("train", "val")
+        )
         where = compute.describe() + (f" × {world.size} processes" if world.size > 1 else "")
         images = distributed.sum_over_processes([len(train), len(val)], device)
         if world.main:
             grey, named = "" if channels == 3 else " grey", ", ".join(classes[:4]) + ", ..." * (len(classes) > 4)
-            print(f"train: {images[0]:,.0f} train / {images[1]:,.0f} val{grey} images of {len(classes)} classes ({named}) at {size} px on {where}")
+            print(
+                f"train: {images[0]:,.0f} train / {images[1]:,.0f} val{grey} images of {len(classes)} classes ({named}) at {size} px on {where}"
+            )
             print(p.recipe_table(), flush=True)
         if world.main and world.size < p.runtime.processes:
-            print(f"train: runtime.processes = {p.runtime.processes}, but torchrun did not start them: training in {world.size}")
+            print(
+                f"train: runtime.processes = {p.runtime.processes}, but torchrun did not start them: training in {world.size}"
+            )
         computes = {spec.name: compute.for_model(spec.name, models.bf16_ok(spec.name)) for spec in p.models}
         keys = {spec.name: key(spec, meta["digest"], world.size, computes[spec.name].precision) for spec in p.models}
         if world.main:
@@ -75,7 +84,16 @@ def train_all(p: recipes.Params, data: Path, out: Path, live_dir: Path, resume: 
                     epochs.add(name, epoch, row)
 
                 state = ResumeFile(file_for(resume, spec.name), keys[spec.name], reuse=p.runtime.resume)
-                model, summary = fit(spec, train, val, classes=len(classes), compute=computes[spec.name], world=world, resume=state, log=log if live else None)
+                model, summary = fit(
+                    spec,
+                    train,
+                    val,
+                    classes=len(classes),
+                    compute=computes[spec.name],
+                    world=world,
+                    resume=state,
+                    log=log if live else None,
+                )
                 summary |= {
                     "device": describe(device) + (f" × {world.size} processes" if world.size > 1 else ""),
                     "image_size": size,
@@ -101,7 +119,9 @@ def writable_folder(folder: Path, what: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise StageError(f"{folder}: cannot write {what} there ({e.strerror or type(e).__name__}); fix its permissions or free space") from None
+        raise StageError(
+            f"{folder}: cannot write {what} there ({e.strerror or type(e).__name__}); fix its permissions or free space"
+        ) from None
 
 
 def main() -> None:

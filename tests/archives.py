@@ -219,7 +219,9 @@ def _tricky(layout: str) -> dict[str, tuple[bytes, Expected]]:
 # ---------------------------------------------------------------- beyond cats and dogs
 
 
-def class_folder_members(classes: list[str], per_class: int, *, size: int = 40, root: str = "", seed: int = 0) -> dict[str, bytes]:
+def class_folder_members(
+    classes: list[str], per_class: int, *, size: int = 40, root: str = "", seed: int = 0
+) -> dict[str, bytes]:
     """`root<class>/<i>.png` for each class: PNGs of a colour of its own (class k's hue k / K) under
     seeded noise, so a class is learnable from its colour; same arguments, same bytes."""
     rng = np.random.default_rng(seed)
@@ -227,7 +229,9 @@ def class_folder_members(classes: list[str], per_class: int, *, size: int = 40, 
     for k, name in enumerate(classes):
         hue = Image.new("HSV", (1, 1), (int(255 * k / len(classes)), 200, 220)).convert("RGB").getpixel((0, 0))
         for i in range(per_class):
-            pixels = np.clip(np.array(hue, dtype=np.int16) + rng.integers(-30, 31, (size, size, 3)), 0, 255).astype(np.uint8)
+            pixels = np.clip(np.array(hue, dtype=np.int16) + rng.integers(-30, 31, (size, size, 3)), 0, 255).astype(
+                np.uint8
+            )
             members[f"{root}{name}/{i}.png"] = encode(Image.fromarray(pixels), "PNG")
     return members
 
@@ -243,7 +247,9 @@ def idx_labels(labels: np.ndarray) -> bytes:
     return struct.pack(">II", 0x801, len(labels)) + labels.astype(np.uint8).tobytes()
 
 
-def fashion_mnist_files(folder: Path, train_per_class: int, test_per_class: int, *, seed: int = 0) -> dict[str, np.ndarray]:
+def fashion_mnist_files(
+    folder: Path, train_per_class: int, test_per_class: int, *, seed: int = 0
+) -> dict[str, np.ndarray]:
     """The four Fashion-MNIST files (gzip'd, official names) in `folder`, 28×28 grey, 10 classes:
     class k a bright square at its own place, on dark noise. Returns the arrays written."""
     rng = np.random.default_rng(seed)

@@ -8,7 +8,11 @@ workers than with one process)."""
 
 import os
 
-if os.environ.get("PYTEST_XDIST_WORKER") and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 and hasattr(os, "sched_setaffinity"):
+if (
+    os.environ.get("PYTEST_XDIST_WORKER")
+    and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1
+    and hasattr(os, "sched_setaffinity")
+):
     _cores = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {_cores[int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw")) % len(_cores)]})
 
@@ -20,7 +24,15 @@ from tests.helpers import REPO, SHARED_DATA  # noqa: E402
 
 # The files that take a minute or more, longest first (`pytest --durations=30`, summed per file, on
 # the 2-core CPU: about 210, 145, 105, 100, 100, 80 and 60 s); refresh when a file grows past a minute.
-LONGEST = ("test_experiments.py", "test_grid.py", "test_remote.py", "test_pipeline.py", "test_distributed.py", "test_links.py", "test_real_photos.py")
+LONGEST = (
+    "test_experiments.py",
+    "test_grid.py",
+    "test_remote.py",
+    "test_pipeline.py",
+    "test_distributed.py",
+    "test_links.py",
+    "test_real_photos.py",
+)
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -30,9 +30,22 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 def documentation() -> str:
     return "\n\n".join(path.read_text() for path in DOCS)
+
+
 # Real Kaggle photos, when this clone sits beside a `shared/` folder that holds them; never in the repository.
 SHARED_DATA = REPO.parent / "shared" / "data"
-PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", "data/.gitignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".dvc/plots.html", "pipeline", "verdicts"]
+PROJECT_FILES = [
+    "dvc.yaml",
+    "params.yaml",
+    ".gitignore",
+    "data/.gitignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvc/plots",
+    ".dvc/plots.html",
+    "pipeline",
+    "verdicts",
+]
 
 
 # ---------------------------------------------------------------- a project copy, driven by git and dvc
@@ -82,7 +95,9 @@ def copy_project(root: Path) -> Path:
     return root
 
 
-def committed_project(tmp_path_factory, name: str, params: dict, *, per_class: int, size: int, files: dict[str, str] | None = None) -> Path:
+def committed_project(
+    tmp_path_factory, name: str, params: dict, *, per_class: int, size: int, files: dict[str, str] | None = None
+) -> Path:
     """A fresh clone-alike for the real `dvc` CLI: the project's tracked files, `params` set over
     params.yaml with data.source a synthetic archive of `per_class` photos a class at `size` px,
     `files` (relative path → text) added, all committed on main; nothing reproduced."""
@@ -116,7 +131,9 @@ def toy_split(n, size=32, seed=0):
     return Split(images=images, labels=labels, device=torch.device("cpu"))
 
 
-def write_processed(folder: Path, splits: dict[str, Split], *, image_size: int | None = None, classes=DOGS_VS_CATS, digest: str = "toy") -> Path:
+def write_processed(
+    folder: Path, splits: dict[str, Split], *, image_size: int | None = None, classes=DOGS_VS_CATS, digest: str = "toy"
+) -> Path:
     """Preprocessed uint8 arrays as the preprocess stage names them, and the meta.json the later
     stages read (the image size defaults to the arrays' own)."""
     folder.mkdir(parents=True)
@@ -124,7 +141,13 @@ def write_processed(folder: Path, splits: dict[str, Split], *, image_size: int |
         np.save(images_file(folder, name), split.images.numpy())
         np.save(labels_file(folder, name), split.labels.numpy())
     first = next(iter(splits.values())).images
-    meta = {"image_size": image_size or first.shape[-1], "resize": "crop", "channels": first.shape[1], "classes": list(classes), "digest": digest}
+    meta = {
+        "image_size": image_size or first.shape[-1],
+        "resize": "crop",
+        "channels": first.shape[1],
+        "classes": list(classes),
+        "digest": digest,
+    }
     atomic.write_json(folder / "meta.json", meta)
     return folder
 
@@ -166,11 +189,21 @@ def fake_run(root: Path, names: list[str], epochs: int = 3) -> tuple[Path, Path]
     rng = np.random.default_rng(0)
     labels = np.array([0, 0, 1, 1])
     proba = np.stack([1 - (p_dog := np.array([0.2, 0.9, 0.6, 0.3])), p_dog], axis=1)
-    rows = [{"model": name, "epoch": e, **{c: k + e / 10 for k, c in enumerate(CURVES)}} for name in names for e in range(1, epochs + 1)]
+    rows = [
+        {"model": name, "epoch": e, **{c: k + e / 10 for k, c in enumerate(CURVES)}}
+        for name in names
+        for e in range(1, epochs + 1)
+    ]
     atomic.write_json(epochs_file(live), rows)
     roc = [row for name in names for row in roc_rows(name, labels, proba)]
     atomic.write_text(plots / "roc.csv", csv_text(["model", "fpr", "tpr"], roc))
-    tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    tiny = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 2),
+    )
     for name in names:
         pictures = rng.integers(0, 256, (4, 3, 16, 16), dtype=np.uint8)
         write_images(plots / "images", name, pictures, labels, proba, DOGS_VS_CATS)

@@ -51,7 +51,9 @@ def issues(out: Path) -> list[str]:
 def synthetic_audit(tmp_path_factory):
     root = tmp_path_factory.mktemp("audit")
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(synthetic, "SWAPPED_COLOUR", 0.0)  # no photo coloured like the other class: the given labels are all right
+        m.setattr(
+            synthetic, "SWAPPED_COLOUR", 0.0
+        )  # no photo coloured like the other class: the given labels are all right
         synthetic.make_archive(root / "clean.zip", per_class=60, size=96)
     flipped = planted(root / "clean.zip", root / "planted.zip", 8)  # then 8 of the 120 are not
     summary = audit(root / "planted.zip", root / "out", compute=CPU, image_size=128, folds=4, top=20, workers=1)
@@ -82,13 +84,23 @@ def test_the_review_page_opens_offline_with_a_thumbnail_per_suspect(synthetic_au
     with open(out / "suspects.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     imgs = dom.all("img")
-    assert [i["alt"] for i in imgs] == [r["member"] for r in rows] and all(i["src"].startswith("data:image/jpeg;base64,") for i in imgs)
+    assert [i["alt"] for i in imgs] == [r["member"] for r in rows] and all(
+        i["src"].startswith("data:image/jpeg;base64,") for i in imgs
+    )
     assert [a["id"] for a in dom.all("h2")] == ["label-issues", "outliers"]
-    external = [(t, a) for t, a in dom.tags for k, v in a.items() if k in ("src", "href", "srcset") and not v.startswith(("data:", "#"))]
+    external = [
+        (t, a)
+        for t, a in dom.tags
+        for k, v in a.items()
+        if k in ("src", "href", "srcset") and not v.startswith(("data:", "#"))
+    ]
     assert external == [] and dom.all("script") == [] and console_errors(log) == []
 
 
-@pytest.mark.parametrize("kwargs, said", [({"top": 0}, "--top 0"), ({"folds": 1}, "--folds 1"), ({"model_name": "resnet18"}, "needs a pretrained network")])
+@pytest.mark.parametrize(
+    "kwargs, said",
+    [({"top": 0}, "--top 0"), ({"folds": 1}, "--folds 1"), ({"model_name": "resnet18"}, "needs a pretrained network")],
+)
 def test_bad_arguments_are_one_line_before_any_work(tmp_path, kwargs, said):
     with pytest.raises(StageError, match=said):
         audit(tmp_path / "none.zip", tmp_path / "out", compute=CPU, **kwargs)

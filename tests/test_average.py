@@ -56,18 +56,26 @@ def test_the_average_warms_up_then_decays_as_computed_by_hand():
 
 
 def spec(**train):
-    return recipes.load(overrides={"model": "resnet18", "train": {"epochs": 3, "batch_size": 16, "seed": 0, **train}}).models[0]
+    return recipes.load(
+        overrides={"model": "resnet18", "train": {"epochs": 3, "batch_size": 16, "seed": 0, **train}}
+    ).models[0]
 
 
 def test_a_run_with_ema_validates_and_keeps_the_average_and_resumes_to_the_same_one(tmp_path):
     data = toy_split(48), toy_split(16, seed=1)
     rows = []
     plain, _ = fit(spec(), *data, classes=2)
-    kept, summary = fit(spec(ema=0.9), *data, classes=2, log=lambda e, r: rows.append(r), resume=ResumeFile(tmp_path / "whole.pt", "k"))
+    kept, summary = fit(
+        spec(ema=0.9), *data, classes=2, log=lambda e, r: rows.append(r), resume=ResumeFile(tmp_path / "whole.pt", "k")
+    )
     assert summary["averaged_updates"] == 3 * 3  # one per step: three epochs of three (the first copies the weights)
-    assert not all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), plain.state_dict().values()))  # the average, not the last weights
+    assert not all(
+        torch.equal(a, b) for a, b in zip(kept.state_dict().values(), plain.state_dict().values())
+    )  # the average, not the last weights
     proba = probabilities(kept, data[1], 64)
-    assert rows[-1]["val_accuracy"] == (proba.argmax(1) == data[1].labels).float().mean().item()  # validation scored the average
+    assert (
+        rows[-1]["val_accuracy"] == (proba.argmax(1) == data[1].labels).float().mean().item()
+    )  # validation scored the average
 
     def interrupt_in_epoch_2(epoch, row):
         if epoch == 1:
@@ -78,7 +86,9 @@ def test_a_run_with_ema_validates_and_keeps_the_average_and_resumes_to_the_same_
     resumed, again = fit(spec(ema=0.9), *data, classes=2, resume=ResumeFile(tmp_path / "cut.pt", "k"))
     assert again["averaged_updates"] == summary["averaged_updates"]
     assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), kept.state_dict().values()))
-    finished, _ = fit(spec(ema=0.9), *data, classes=2, resume=ResumeFile(tmp_path / "whole.pt", "k"))  # already trained: the kept average back
+    finished, _ = fit(
+        spec(ema=0.9), *data, classes=2, resume=ResumeFile(tmp_path / "whole.pt", "k")
+    )  # already trained: the kept average back
     assert all(torch.equal(a, b) for a, b in zip(finished.state_dict().values(), kept.state_dict().values()))
 
 

@@ -14,7 +14,9 @@ from tests.helpers import REPO
 
 
 def bench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmarks.bench", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.slow
@@ -22,7 +24,10 @@ def test_the_benchmark_measures_every_phase_and_writes_them(tmp_path):
     archive, out = tmp_path / "images.zip", tmp_path / "bench.json"
     synthetic.make_archive(archive, per_class=16, size=48)
     size = ["--image-size", "32", "--batch-size", "8", "--steps", "2", "--warmup", "1", "--preprocess-images", "64"]
-    only = "--only", "fp32/channels_last/eager,bf16/channels_last/compiled"  # one compiled combination: tens of seconds of compiling
+    only = (
+        "--only",
+        "fp32/channels_last/eager,bf16/channels_last/compiled",
+    )  # one compiled combination: tens of seconds of compiling
     result = bench("--model", "resnet18", *size, *only, "--archive", str(archive), "--device", "cpu", "--out", str(out))
     assert result.returncode == 0, result.stderr
     r = json.loads(out.read_text())
@@ -35,15 +40,25 @@ def test_the_benchmark_measures_every_phase_and_writes_them(tmp_path):
     assert compiled["images_per_second"] > 0 and compiled["compile_seconds"] > 0
     assert all(0 < t[phase]["mfu"] for phase in ("pipeline", "ceiling", "fp32_eager")) and t["flops_per_image"] > 0
     assert t["peak_flops_per_second"]["fp32"] > 0 and t["peak_flops_per_second"]["bf16"] > 0
-    assert r["ratios"]["pipeline/ceiling"] == pytest.approx(t["pipeline"]["images_per_second"] / t["ceiling"]["images_per_second"])
-    assert r["ratios"]["pipeline/fp32_eager"] == pytest.approx(t["pipeline"]["images_per_second"] / t["fp32_eager"]["images_per_second"])
+    assert r["ratios"]["pipeline/ceiling"] == pytest.approx(
+        t["pipeline"]["images_per_second"] / t["ceiling"]["images_per_second"]
+    )
+    assert r["ratios"]["pipeline/fp32_eager"] == pytest.approx(
+        t["pipeline"]["images_per_second"] / t["fp32_eager"]["images_per_second"]
+    )
     assert r["shipped"].startswith("cpu (") and r["why"]  # the shipped defaults, resolved here, and why
     assert t["epochs"]["images"] == 2 * 32  # two epochs of the 4 batches of 8 it holds
-    assert "dataloader_baseline" in result.stdout and "pipeline/fp32_eager" in result.stdout and str(out) in result.stdout
+    assert (
+        "dataloader_baseline" in result.stdout and "pipeline/fp32_eager" in result.stdout and str(out) in result.stdout
+    )
 
 
 @pytest.mark.slow  # a fresh interpreter
 def test_a_missing_archive_is_one_error_line(tmp_path):
     result = bench("--archive", str(tmp_path / "none.zip"))
     assert result.returncode == 2
-    assert result.stderr.startswith("error: ") and "dvc repro download" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.stderr.startswith("error: ")
+        and "dvc repro download" in result.stderr
+        and "Traceback" not in result.stderr
+    )

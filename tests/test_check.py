@@ -66,7 +66,10 @@ def test_check_stage_exits_2_with_one_clear_message_and_writes_nothing(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.check", "--out", "data/params.ok", "--downloads", "data/.downloads"],
-        cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: params.yaml: train.batch_size = 0: must be a positive whole number"
@@ -86,7 +89,10 @@ def test_check_stage_prints_each_models_recipe_and_what_does_not_follow_train(tm
     (tmp_path / "verdicts" / "none.yaml").write_text("{}\n")
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.check", "--out", "data/params.ok", "--downloads", "data/.downloads"],
-        cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -98,9 +104,13 @@ def test_check_stage_prints_each_models_recipe_and_what_does_not_follow_train(tm
     assert not any(line.startswith("warning: alexnet") for line in lines)
     # how training will compute here, and why each auto chose as it did
     computes = next(i for i, line in enumerate(lines) if line.startswith("check: training computes on cpu ("))
-    precision = compute_lines(resolve(recipes.load(tmp_path / "params.yaml").runtime), recipes.load(tmp_path / "params.yaml").runtime).splitlines()
+    precision = compute_lines(
+        resolve(recipes.load(tmp_path / "params.yaml").runtime), recipes.load(tmp_path / "params.yaml").runtime
+    ).splitlines()
     assert lines[computes : computes + len(precision)] == precision
-    assert lines[computes + 1].startswith("  precision ") and any(line.startswith("  eager, not compiled: ") for line in precision)
+    assert lines[computes + 1].startswith("  precision ") and any(
+        line.startswith("  eager, not compiled: ") for line in precision
+    )
     # at 96 px AlexNet's last map is 1×1, and its pool copies it to the 5×5 of the course's 224 px
     assert any(line.startswith("note: at 96 px alexnet's last feature map is 1×1") and "5×5" in line for line in lines)
     assert not any("resnet18's last feature map" in line for line in lines)
@@ -112,15 +122,17 @@ def test_check_stage_prints_each_models_recipe_and_what_does_not_follow_train(tm
 
 def test_the_readmes_first_run_passes_the_check_offline(offline, tmp_path):
     """The README's first-run command, as written (with a real local archive for its placeholder)."""
-    from pipeline.params import presets
     from pipeline.common import schema
     from pipeline.data import synthetic
+    from pipeline.params import presets
 
     readme = (REPO / "README.md").read_text()
     block = readme[readme.index("**A first run on a CPU**") :].split("```bash\n", 1)[1].split("```", 1)[0]
     words = block.splitlines()[0].split("#")[0].split()
     assert words[:4] == ["python", "-m", "pipeline.preset", "quickstart"]
-    overrides = schema.flatten(presets.read(presets.preset_file("quickstart", REPO / "presets"))) | presets.user_overrides(words[4:])
+    overrides = schema.flatten(
+        presets.read(presets.preset_file("quickstart", REPO / "presets"))
+    ) | presets.user_overrides(words[4:])
     assert overrides["data.source"] == "path/to/train.zip"
     synthetic.make_archive(tmp_path / "train.zip", per_class=4, size=40)
     overrides["data.source"] = str(tmp_path / "train.zip")
@@ -135,16 +147,26 @@ def test_check_estimates_each_models_training_time_before_any_download(tmp_path)
 
     synthetic.make_archive(tmp_path / "train.zip", per_class=50, size=40)
     data = {"source": str(tmp_path / "train.zip"), "image_size": 72, "val_fraction": 0.1, "test_fraction": 0.5}
-    p = recipes.load(REPO / "params.yaml", {"model": ["resnet18", "nin"], "data": data, "train": {"epochs": 5, "batch_size": 16}})
+    p = recipes.load(
+        REPO / "params.yaml", {"model": ["resnet18", "nin"], "data": data, "train": {"epochs": 5, "batch_size": 16}}
+    )
     seconds, lines = check.training_estimate(p, Compute(torch.device("cpu")))
     assert [line.split()[1] for line in lines[:2]] == ["nin", "resnet18"]  # the registry's order
-    assert all("for 5 epochs of ~40 photos on cpu" in line for line in lines[:2])  # 100 photos, 40% of them train: 10 steps
+    assert all(
+        "for 5 epochs of ~40 photos on cpu" in line for line in lines[:2]
+    )  # 100 photos, 40% of them train: 10 steps
     assert lines[-1].startswith("check: training ") and seconds > 0
-    shown = recipes.load(REPO / "params.yaml", {"model": "nin", "data": data, "train": {"epochs": 5, "batch_size": 16, "epoch_images": 100}})
+    shown = recipes.load(
+        REPO / "params.yaml",
+        {"model": "nin", "data": data, "train": {"epochs": 5, "batch_size": 16, "epoch_images": 100}},
+    )
     _, (line, _) = check.training_estimate(shown, Compute(torch.device("cpu")))
     assert "for 5 epochs of 120 images (~40 photos, shown again) on cpu" in line  # each photo 3 times: at least 100
     few = recipes.load(REPO / "params.yaml", {"model": "nin", "data": data, "train": {"epochs": 4, "batch_size": 16}})
-    assert check.training_estimate(few, Compute(torch.device("cpu"))) == (0.0, ["check:          nin 8 steps in all: not timed (timing would take about as long as training)"])
+    assert check.training_estimate(few, Compute(torch.device("cpu"))) == (
+        0.0,
+        ["check:          nin 8 steps in all: not timed (timing would take about as long as training)"],
+    )
 
 
 def test_a_run_over_the_budget_is_stopped_naming_the_key_and_what_fits():
@@ -161,7 +183,12 @@ def test_a_run_over_the_budget_is_stopped_naming_the_key_and_what_fits():
 
 
 def test_check_notes_a_pretrained_network_fed_another_size_and_what_precompute_leaves_out():
-    at = {size: recipes.load(REPO / "params.yaml", {"model": ["resnet18", "efficientnet_lite0"], "data": {"image_size": size}}) for size in (160, 224)}
+    at = {
+        size: recipes.load(
+            REPO / "params.yaml", {"model": ["resnet18", "efficientnet_lite0"], "data": {"image_size": size}}
+        )
+        for size in (160, 224)
+    }
     notes = check.pretrained_inputs(at[160])
     assert notes[0] == (
         "note: efficientnet_lite0's ImageNet weights (75.1% top-1) were trained at 224 px; this run feeds them 160 px "
@@ -177,11 +204,21 @@ def test_the_estimate_of_a_precomputed_probe_is_its_features_not_three_epochs_of
     from pipeline.runtime.device import Compute
     from pipeline.training import estimate
 
-    monkeypatch.setattr(estimate, "step_seconds", lambda *args, thawed=False, **kwargs: 0.5)  # a frozen step: half a second
+    monkeypatch.setattr(
+        estimate, "step_seconds", lambda *args, thawed=False, **kwargs: 0.5
+    )  # a frozen step: half a second
     synthetic.make_archive(tmp_path / "train.zip", per_class=100, size=40)
     data = {"source": str(tmp_path / "train.zip"), "image_size": 64}
     cached, plain = (
-        recipes.load(REPO / "params.yaml", {"model": "efficientnet_lite0", "data": data, "train": {"batch_size": 16}, "models": {"efficientnet_lite0": {"precompute": p}}})
+        recipes.load(
+            REPO / "params.yaml",
+            {
+                "model": "efficientnet_lite0",
+                "data": data,
+                "train": {"batch_size": 16},
+                "models": {"efficientnet_lite0": {"precompute": p}},
+            },
+        )
         for p in (True, False)
     )
     cpu = Compute(torch.device("cpu"))

@@ -74,15 +74,23 @@ def test_a_class_folder_zip_splits_stratified_per_class_and_records_its_classes(
     summary = split(three_class_zip(tmp_path), tmp_path / "split", DATA, workers=1)
     assert summary["classes"] == ["daisy", "rose", "tulip"]
     # 10 photos a class: 2 test (0.2), 2 val (0.2 of the whole), 6 train
-    assert summary["images"] == {s: {c: n for c in ("daisy", "rose", "tulip")} for s, n in (("train", 6), ("val", 2), ("test", 2))}
+    assert summary["images"] == {
+        s: {c: n for c in ("daisy", "rose", "tulip")} for s, n in (("train", 6), ("val", 2), ("test", 2))
+    }
     assert summary["rejects"] == {"no class in its path": 2} and summary["test"] == "drawn at data.test_fraction"
     members, labels = read_index(index_file(tmp_path / "split", "test"), ("daisy", "rose", "tulip"))
     assert all(m.split("/")[1] == ("daisy", "rose", "tulip")[k] for m, k in zip(members, labels))
 
 
 def test_max_per_class_caps_every_class(tmp_path):
-    summary = split(three_class_zip(tmp_path), tmp_path / "split", dataclasses.replace(DATA, max_per_class=5), workers=1)
-    assert {c: sum(summary["images"][s][c] for s in SPLITS) for c in summary["classes"]} == {"daisy": 5, "rose": 5, "tulip": 5}
+    summary = split(
+        three_class_zip(tmp_path), tmp_path / "split", dataclasses.replace(DATA, max_per_class=5), workers=1
+    )
+    assert {c: sum(summary["images"][s][c] for s in SPLITS) for c in summary["classes"]} == {
+        "daisy": 5,
+        "rose": 5,
+        "tulip": 5,
+    }
 
 
 def test_a_class_too_small_for_three_splits_is_refused_by_name_and_count(tmp_path):
@@ -95,7 +103,12 @@ def test_a_zip_of_a_single_class_is_refused(tmp_path):
     with pytest.raises(StageError, match=r"a single class, 'rose'"):
         split(write_zip(tmp_path / "a.zip", class_folder_members(["rose"], 9)), tmp_path / "split", DATA, workers=1)
     with pytest.raises(StageError, match="no photo in the archive has a class"):
-        split(write_zip(tmp_path / "b.zip", {"1.jpg": jpeg((1, 2, 3)), "2.jpg": jpeg((4, 5, 6))}), tmp_path / "s", DATA, workers=1)
+        split(
+            write_zip(tmp_path / "b.zip", {"1.jpg": jpeg((1, 2, 3)), "2.jpg": jpeg((4, 5, 6))}),
+            tmp_path / "s",
+            DATA,
+            workers=1,
+        )
 
 
 def test_an_archive_with_train_and_test_folders_keeps_its_own_test_split(tmp_path):
@@ -105,12 +118,18 @@ def test_an_archive_with_train_and_test_folders_keeps_its_own_test_split(tmp_pat
     test, _ = read_index(index_file(tmp_path / "split", "test"), tuple(summary["classes"]))
     assert sorted(test) == sorted(m for m in members if m.startswith("test/"))  # the archive's own, whole
     # validation is a quarter of each class's 8 train/ photos
-    assert summary["images"]["val"] == {c: 2 for c in summary["classes"]} and summary["images"]["train"] == {c: 6 for c in summary["classes"]}
+    assert summary["images"]["val"] == {c: 2 for c in summary["classes"]} and summary["images"]["train"] == {
+        c: 6 for c in summary["classes"]
+    }
     assert summary["test"] == "the archive's own test/ folder"
     # capped, the test part keeps the archive's train:test proportion: 4 of 8 train, so 2 of 4 test
-    capped = split(archive, tmp_path / "capped", dataclasses.replace(DATA, val_fraction=0.25, max_per_class=4), workers=1)
+    capped = split(
+        archive, tmp_path / "capped", dataclasses.replace(DATA, val_fraction=0.25, max_per_class=4), workers=1
+    )
     assert capped["images"]["test"] == {c: 2 for c in summary["classes"]}
-    assert {c: capped["images"]["train"][c] + capped["images"]["val"][c] for c in summary["classes"]} == {c: 4 for c in summary["classes"]}
+    assert {c: capped["images"]["train"][c] + capped["images"]["val"][c] for c in summary["classes"]} == {
+        c: 4 for c in summary["classes"]
+    }
 
 
 # ---------------------------------------------------------------- grey input
@@ -129,7 +148,9 @@ def test_grey_preprocessing_keeps_a_grey_photo_exactly_and_takes_the_luma_of_a_c
 def test_preprocess_writes_one_channel_arrays_and_says_so(tmp_path):
     archive = three_class_zip(tmp_path, per_class=5)
     split(archive, tmp_path / "split", DATA, workers=1)
-    meta = preprocess(archive, tmp_path / "split", tmp_path / "out", image_size=24, resize="crop", workers=1, channels=1)
+    meta = preprocess(
+        archive, tmp_path / "split", tmp_path / "out", image_size=24, resize="crop", workers=1, channels=1
+    )
     assert meta["channels"] == 1 and meta["classes"] == ["daisy", "rose", "tulip"]
     assert np.load(images_file(tmp_path / "out", "train")).shape == (9, 1, 24, 24)
     rgb = preprocess(archive, tmp_path / "split", tmp_path / "rgb", image_size=24, resize="crop", channels=3, workers=1)
@@ -138,7 +159,10 @@ def test_preprocess_writes_one_channel_arrays_and_says_so(tmp_path):
 
 def test_grey_batches_are_normalised_with_one_mean_and_std():
     x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 3)
-    grey_mean, grey_std = sum((0.485, 0.456, 0.406)) / 3, sum((0.229, 0.224, 0.225)) / 3  # ImageNet's, averaged over R, G, B
+    grey_mean, grey_std = (
+        sum((0.485, 0.456, 0.406)) / 3,
+        sum((0.229, 0.224, 0.225)) / 3,
+    )  # ImageNet's, averaged over R, G, B
     expected = (torch.tensor([0, 51, 255]) / 255 - grey_mean) / grey_std
     assert torch.allclose(normalize(x, IMAGENET).flatten(), expected, atol=1e-6)
 
@@ -174,7 +198,10 @@ def test_every_architecture_takes_one_channel_with_its_first_layer_a_third_as_wi
     with torch.device("meta"):
         rgb, grey = models.build(name, **options), models.build(name, num_classes=2, in_channels=1, **options)
         assert count(rgb) - count(grey) == 2 * first_layer
-        assert models.build(name, num_classes=10, in_channels=1, **options).eval()(torch.empty(2, 1, 96, 96)).shape == (2, 10)
+        assert models.build(name, num_classes=10, in_channels=1, **options).eval()(torch.empty(2, 1, 96, 96)).shape == (
+            2,
+            10,
+        )
 
 
 def test_a_pretrained_first_layer_for_grey_input_is_its_filters_summed_over_rgb():
@@ -192,14 +219,26 @@ def test_a_pretrained_first_layer_for_grey_input_is_its_filters_summed_over_rgb(
 CLASSES3 = ("a", "b", "c")
 LABELS3 = np.array([0, 0, 1, 1, 2, 2, 2])
 PROBA3 = np.array(
-    [[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.1, 0.8, 0.1], [0.1, 0.3, 0.6], [0.2, 0.2, 0.6], [0.3, 0.3, 0.4], [0.1, 0.1, 0.8]]
+    [
+        [0.7, 0.2, 0.1],
+        [0.2, 0.5, 0.3],
+        [0.1, 0.8, 0.1],
+        [0.1, 0.3, 0.6],
+        [0.2, 0.2, 0.6],
+        [0.3, 0.3, 0.4],
+        [0.1, 0.1, 0.8],
+    ]
 )  # predicted: a, b (wrong), b, c (wrong), c, c, c
 
 
 def test_three_class_metrics_match_the_hand_computed_ones():
     m = metrics_of(LABELS3, PROBA3, CLASSES3)
     assert m["accuracy"] == pytest.approx(5 / 7)
-    assert m["confusion"] == {"a": {"a": 1, "b": 1, "c": 0}, "b": {"a": 0, "b": 1, "c": 1}, "c": {"a": 0, "b": 0, "c": 3}}
+    assert m["confusion"] == {
+        "a": {"a": 1, "b": 1, "c": 0},
+        "b": {"a": 0, "b": 1, "c": 1},
+        "c": {"a": 0, "b": 0, "c": 3},
+    }
     assert m["precision"] == pytest.approx({"a": 1, "b": 1 / 2, "c": 3 / 4})
     assert m["recall"] == pytest.approx({"a": 1 / 2, "b": 1 / 2, "c": 1})
     assert m["f1"] == pytest.approx({"a": 2 / 3, "b": 1 / 2, "c": 6 / 7})
@@ -230,7 +269,11 @@ def test_two_class_results_keep_exactly_their_keys():
 def test_the_roc_of_three_classes_is_the_exact_mean_of_the_one_vs_rest_curves():
     rows = roc_rows("m", LABELS3, PROBA3)
     fpr, tpr = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
-    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1) and np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= -1e-9)
+    assert (
+        (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
+        and np.all(np.diff(fpr) >= 0)
+        and np.all(np.diff(tpr) >= -1e-9)
+    )
     area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))  # trapezoids
     ovr = skm.roc_auc_score(LABELS3, PROBA3, multi_class="ovr", average="macro")
     assert area == pytest.approx(ovr, abs=1e-6) and area == pytest.approx((0.85 + 0.85 + 0.875) / 3, abs=1e-6)
@@ -267,12 +310,16 @@ def test_fashion_mnist_from_a_local_folder_becomes_a_class_folder_archive_with_i
         names = opened.names()
         assert len(names) == 40 and sum(n.startswith("test/") for n in names) == 10
         images, labels = written["train"]
-        first = f"train/{fashion_mnist.CLASSES[labels[0]]}/00000.png"  # the first training image, under its class's folder
+        first = (
+            f"train/{fashion_mnist.CLASSES[labels[0]]}/00000.png"  # the first training image, under its class's folder
+        )
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(opened.read(first)))), images[0])
     assert read_json(tmp_path / "data" / "raw" / "source.json")["origin"] == str(tmp_path / "raw")
     summary = split(archive, tmp_path / "split", dataclasses.replace(DATA, val_fraction=1 / 3), workers=1)
     assert summary["classes"] == sorted(fashion_mnist.CLASSES) and summary["test"] == "the archive's own test/ folder"
-    assert summary["images"]["test"] == {c: 1 for c in fashion_mnist.CLASSES} and summary["images"]["val"] == {c: 1 for c in fashion_mnist.CLASSES}
+    assert summary["images"]["test"] == {c: 1 for c in fashion_mnist.CLASSES} and summary["images"]["val"] == {
+        c: 1 for c in fashion_mnist.CLASSES
+    }
 
 
 def test_the_fashion_mnist_source_is_checked_before_any_work(tmp_path):

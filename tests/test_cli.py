@@ -12,7 +12,10 @@ import yaml
 from pipeline.preprocess import counts_sentence
 from tests.helpers import REPO
 
-STAGES = [re.search(r"-m (pipeline\.\w+)", s["cmd"]).group(1) for s in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].values()]
+STAGES = [
+    re.search(r"-m (pipeline\.\w+)", s["cmd"]).group(1)
+    for s in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].values()
+]
 
 
 COMMANDS = [*STAGES, "pipeline.preset", "pipeline.predict", "benchmarks.bench"]
@@ -34,7 +37,9 @@ for module in modules:
 
 @pytest.mark.slow
 def test_help_names_the_command_a_user_types():
-    shown = subprocess.run([sys.executable, "-c", HELP_ALL, *COMMANDS], cwd=REPO, capture_output=True, text=True, timeout=300)
+    shown = subprocess.run(
+        [sys.executable, "-c", HELP_ALL, *COMMANDS], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert shown.returncode == 0, shown.stderr
     helps = dict(part.split("\n", 1) for part in shown.stdout.split("=== ")[1:])
     assert list(helps) == COMMANDS

@@ -34,7 +34,9 @@ def with_predictions(name, predicted, labels, seconds=60.0):
 def test_every_experiment_is_compared_with_the_first_on_the_same_photos():
     labels = [0, 1] * 10
     base = with_predictions("m", labels, labels)  # all 20 right
-    worse = with_predictions("m", [1 - y if i < 6 else y for i, y in enumerate(labels)], labels, seconds=120.0)  # 6 wrong
+    worse = with_predictions(
+        "m", [1 - y if i < 6 else y for i, y in enumerate(labels)], labels, seconds=120.0
+    )  # 6 wrong
     rows = compare.compare(["baseline", "mistake"], [base, worse])
     assert rows[0]["versus_first"] is None
     v = rows[1]["versus_first"]

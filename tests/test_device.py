@@ -20,7 +20,11 @@ def runtime(**keys) -> RuntimeParams:
 @pytest.mark.parametrize(
     "features, precision, said",
     [
-        (frozenset({"amx_bf16", "avx512_bf16"}), "bf16", "this CPU has AMX and AVX-512 BF16"),  # Sapphire Rapids and later
+        (
+            frozenset({"amx_bf16", "avx512_bf16"}),
+            "bf16",
+            "this CPU has AMX and AVX-512 BF16",
+        ),  # Sapphire Rapids and later
         (frozenset({"avx512_bf16"}), "bf16", "this CPU has AVX-512 BF16"),  # AMD Zen 4 and 5, Cooper Lake
         (frozenset(), "fp32", "neither AMX nor AVX-512 BF16: bf16 would be emulated"),  # older x86, most laptops
     ],
@@ -36,7 +40,9 @@ def test_auto_picks_channels_last_and_eager_and_explicit_choices_are_kept():
     auto = resolve(runtime(), device=CPU, features=frozenset())
     assert (auto.memory_format, auto.compile) == ("channels_last", False) and auto.format == torch.channels_last
     assert any(r.startswith("eager, not compiled: ") for r in auto.reasons)
-    chosen = resolve(runtime(precision="bf16", memory_format="contiguous", compile=True), device=CPU, features=frozenset())
+    chosen = resolve(
+        runtime(precision="bf16", memory_format="contiguous", compile=True), device=CPU, features=frozenset()
+    )
     assert chosen == Compute(CPU, "bf16", "contiguous", True) and chosen.reasons == ()  # nothing left to explain
     assert chosen.describe() == f"cpu ({torch.get_num_threads()} threads), bf16, contiguous, compiled"
     assert chosen.record() == {"precision": "bf16", "memory_format": "contiguous", "compile": True}
@@ -49,7 +55,9 @@ def test_auto_keeps_fp32_for_an_architecture_bf16_costs_accuracy_and_an_explicit
     auto = resolve(runtime(), device=CPU, features=frozenset({"avx512_bf16"}))
     assert auto.for_model("resnet18", True) is auto
     kept = auto.for_model("googlenet", False)
-    assert kept.precision == "fp32" and kept.reasons == ("precision fp32 for googlenet: bf16 was measured to cost it accuracy",)
+    assert kept.precision == "fp32" and kept.reasons == (
+        "precision fp32 for googlenet: bf16 was measured to cost it accuracy",
+    )
     asked = resolve(runtime(precision="bf16"), device=CPU, features=frozenset({"avx512_bf16"}))
     assert asked.for_model("googlenet", False).precision == "bf16"  # the user's own choice
     plain = resolve(runtime(), device=CPU, features=frozenset())

@@ -56,7 +56,15 @@ def project(tmp_path_factory) -> Path:
     write_processed(root / "processed", {"train": toy_split(96), "val": toy_split(32, seed=1)})
     (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
     overrides = {"epochs": EPOCHS, "batch_size": 16}
-    set_params(root, {"model": "resnet18", "data": {"image_size": 32}, "train": overrides, "runtime": {"device": "cpu", "processes": 2}})
+    set_params(
+        root,
+        {
+            "model": "resnet18",
+            "data": {"image_size": 32},
+            "train": overrides,
+            "runtime": {"device": "cpu", "processes": 2},
+        },
+    )
     return root
 
 
@@ -70,7 +78,9 @@ def two_processes(project: Path) -> str:
     """The train stage as dvc.yaml runs it, plain `python -m pipeline.train`, which hands itself over
     to torchrun for runtime.processes = 2; run once for the tests that need it; its output. (The
     resume tests below call torchrun directly, as a launch across machines would.)"""
-    shown = subprocess.run([sys.executable, *train_args("two")], cwd=project, env=ENV, capture_output=True, text=True, timeout=300)
+    shown = subprocess.run(
+        [sys.executable, *train_args("two")], cwd=project, env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert shown.returncode == 0, shown.stderr
     return shown.stdout
 
@@ -80,8 +90,14 @@ def test_two_processes_write_once_synchronise_batchnorm_and_match_one_process(pr
     shown = two_processes
     assert len([line for line in shown.splitlines() if "resnet18 epoch" in line]) == EPOCHS  # process 0 prints, alone
     where = f"cpu ({max(1, cli.cpu_count() // 2)} threads) × 2 processes"  # the cores shared between them
-    said = next(line for line in shown.splitlines() if line.startswith("train: 96 train / 32 val images of 2 classes (cat, dog) at 32 px on "))
-    assert said.startswith(f"train: 96 train / 32 val images of 2 classes (cat, dog) at 32 px on {where.split(' × ')[0]}, ") and said.endswith(" × 2 processes")
+    said = next(
+        line
+        for line in shown.splitlines()
+        if line.startswith("train: 96 train / 32 val images of 2 classes (cat, dog) at 32 px on ")
+    )
+    assert said.startswith(
+        f"train: 96 train / 32 val images of 2 classes (cat, dog) at 32 px on {where.split(' × ')[0]}, "
+    ) and said.endswith(" × 2 processes")
 
     two = project / "two"
     assert [p.name for p in (two / "models").iterdir()] == ["resnet18.pt"]
@@ -92,16 +108,22 @@ def test_two_processes_write_once_synchronise_batchnorm_and_match_one_process(pr
     rows = json.loads((two / "dvclive" / "plots" / "custom" / "epochs.json").read_text())
     assert [(r["model"], r["epoch"]) for r in rows] == [("resnet18", e) for e in range(1, EPOCHS + 1)]  # written once
     spec = recipes.load(project / "params.yaml").models[0]
-    assert torch.load(two / "resume" / "resnet18.pt", weights_only=True)["key"] == resume.key(spec, "toy", 2, meta["compute"]["precision"])
+    assert torch.load(two / "resume" / "resnet18.pt", weights_only=True)["key"] == resume.key(
+        spec, "toy", 2, meta["compute"]["precision"]
+    )
 
     # Each process validated its half; the summed metrics are those of the whole split.
     val = toy_split(32, seed=1)
-    proba = probabilities(model, val, 16, compute=Compute(torch.device("cpu"), **meta["compute"]))  # as the run computed
+    proba = probabilities(
+        model, val, 16, compute=Compute(torch.device("cpu"), **meta["compute"])
+    )  # as the run computed
     assert meta["val"]["accuracy"] == (proba.argmax(1) == val.labels).float().mean().item()
     assert meta["val"]["loss"] == pytest.approx(nn.functional.nll_loss(proba.log(), val.labels).item(), rel=1e-4)
 
     one = recipes.load(project / "params.yaml", {"runtime": {"processes": 1}})
-    single = train.train_all(one, project / "processed", project / "one/models", project / "one/dvclive", project / "one/resume")
+    single = train.train_all(
+        one, project / "processed", project / "one/models", project / "one/dvclive", project / "one/resume"
+    )
     assert single["resnet18"]["processes"] == 1 and single["resnet18"]["synchronised_batchnorm_layers"] == 0
     assert meta["val"]["accuracy"] >= 0.9 and single["resnet18"]["val"]["accuracy"] >= 0.9
     assert meta["val"]["accuracy"] == pytest.approx(single["resnet18"]["val"]["accuracy"], abs=TOLERANCE)

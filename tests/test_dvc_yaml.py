@@ -32,7 +32,14 @@ def covered(path: Path, deps: list[str]) -> bool:
 STAGES = {name: stage for name, stage in DVC["stages"].items()}
 # the packages whose __init__ is a docstring: every package but the model zoo, whose __init__ registers the
 # architectures, and the top one, whose __init__ tunes the allocator of a command (common.allocator)
-DOCSTRING_ONLY = ("pipeline.common", "pipeline.data", "pipeline.params", "pipeline.runtime", "pipeline.training", "pipeline.evaluation")
+DOCSTRING_ONLY = (
+    "pipeline.common",
+    "pipeline.data",
+    "pipeline.params",
+    "pipeline.runtime",
+    "pipeline.training",
+    "pipeline.evaluation",
+)
 
 
 @pytest.mark.parametrize("name", list(STAGES))
@@ -41,7 +48,9 @@ def test_every_module_a_stage_runs_is_a_dependency(name):
     module = re.search(r"-m (pipeline\.\w+)", stage["cmd"]).group(1)
     assert module == f"pipeline.{name}"  # a stage, its module and its name are one word
     deps = [expand(d) for d in stage["deps"]]
-    needed = {m for m in loaded(module, graph()) if m not in DOCSTRING_ONLY}  # package inits that run no code (checked below)
+    needed = {
+        m for m in loaded(module, graph()) if m not in DOCSTRING_ONLY
+    }  # package inits that run no code (checked below)
     missing = sorted(m for m in needed if not covered(module_file(m), deps))
     assert not missing, f"{name} imports {missing} but dvc.yaml does not list them"
 
@@ -55,9 +64,21 @@ def test_the_data_stages_do_not_depend_on_the_models():
 
 def test_stage_params_are_the_keys_each_stage_reads():
     assert STAGES["download"]["params"] == ["data.source"]
-    assert set(STAGES["split"]["params"]) == {"data.max_per_class", "data.val_fraction", "data.test_fraction", "data.seed", "data.train_photos", "data.verdicts"}
+    assert set(STAGES["split"]["params"]) == {
+        "data.max_per_class",
+        "data.val_fraction",
+        "data.test_fraction",
+        "data.seed",
+        "data.train_photos",
+        "data.verdicts",
+    }
     assert set(STAGES["preprocess"]["params"]) == {"data.image_size", "data.resize", "data.channels"}
-    assert set(STAGES["train"]["params"]) == {"model", "train", "runtime", "models"}  # the data's facts come from meta.json
+    assert set(STAGES["train"]["params"]) == {
+        "model",
+        "train",
+        "runtime",
+        "models",
+    }  # the data's facts come from meta.json
 
 
 def test_the_package_inits_that_no_stage_lists_run_no_code():
@@ -65,5 +86,9 @@ def test_the_package_inits_that_no_stage_lists_run_no_code():
     # docstring, and at most a lazy __getattr__ (`from pipeline import Classifier`), which runs only
     # when its attribute is asked for, which no stage does
     for name in DOCSTRING_ONLY:
-        body = [n for n in ast.parse(module_file(name).read_text()).body if not (isinstance(n, ast.FunctionDef) and n.name == "__getattr__")]
+        body = [
+            n
+            for n in ast.parse(module_file(name).read_text()).body
+            if not (isinstance(n, ast.FunctionDef) and n.name == "__getattr__")
+        ]
         assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), name

@@ -18,7 +18,9 @@ def spec(epochs=2):
 
 
 def test_the_estimate_counts_the_epochs_left_and_skips_a_model_already_trained(tmp_path, capsys):
-    p = recipes.load(overrides={"model": ["resnet18", "nin"], "data": {"image_size": 72}, "train": {"epochs": 2, "batch_size": 8}})  # 12 steps each
+    p = recipes.load(
+        overrides={"model": ["resnet18", "nin"], "data": {"image_size": 72}, "train": {"epochs": 2, "batch_size": 8}}
+    )  # 12 steps each
     keys = {s.name: key(s, "digest", 1) for s in p.models}
     big = toy_split(48, size=72), toy_split(16, size=72, seed=1)
     fit(p.models[1], *big, classes=2, resume=ResumeFile(tmp_path / "nin.pt", keys["nin"]))
@@ -26,9 +28,17 @@ def test_the_estimate_counts_the_epochs_left_and_skips_a_model_already_trained(t
     estimates(p, *big, tmp_path, keys, "cpu (2 threads)", World(), classes=2)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2  # nin is left out: its own line says it is trained when its turn comes
-    assert lines[0].split()[0] == "resnet18" and lines[0].endswith(" for 2 epochs on cpu (2 threads)") and "/epoch, " in lines[0]
-    assert lines[1].startswith("train: ") and lines[1].endswith(" in all (estimated from 3 timed steps of each model, 1 model already trained)")
-    only_nin = recipes.load(overrides={"model": "nin", "data": {"image_size": 72}, "train": {"epochs": 2, "batch_size": 8}})
+    assert (
+        lines[0].split()[0] == "resnet18"
+        and lines[0].endswith(" for 2 epochs on cpu (2 threads)")
+        and "/epoch, " in lines[0]
+    )
+    assert lines[1].startswith("train: ") and lines[1].endswith(
+        " in all (estimated from 3 timed steps of each model, 1 model already trained)"
+    )
+    only_nin = recipes.load(
+        overrides={"model": "nin", "data": {"image_size": 72}, "train": {"epochs": 2, "batch_size": 8}}
+    )
     estimates(only_nin, *big, tmp_path, keys, "cpu", World(), classes=2)
     assert capsys.readouterr().out == "train: every model is already trained with this recipe and data\n"
 
@@ -38,7 +48,13 @@ def test_a_model_trained_in_a_few_steps_is_not_timed(capsys, monkeypatch):
 
     timed = []
     monkeypatch.setattr(estimate, "step_seconds", lambda spec, *a, **k: timed.append(spec.name) or 0.5)
-    p = recipes.load(overrides={"model": ["resnet18", "nin"], "train": {"epochs": 2, "batch_size": 16}, "models": {"nin": {"epochs": 3}}})
+    p = recipes.load(
+        overrides={
+            "model": ["resnet18", "nin"],
+            "train": {"epochs": 2, "batch_size": 16},
+            "models": {"nin": {"epochs": 3}},
+        }
+    )
     data = toy_split(64), toy_split(16, seed=1)  # 4 steps an epoch: resnet18 8 in all (FEW_STEPS), nin 12
     estimates(p, *data, Path("no-resume"), {"resnet18": "k", "nin": "k"}, "cpu", World(), classes=2)
     lines = capsys.readouterr().out.splitlines()
@@ -46,8 +62,18 @@ def test_a_model_trained_in_a_few_steps_is_not_timed(capsys, monkeypatch):
     assert lines[0].split()[0] == "nin" and lines[0].endswith(" for 3 epochs on cpu")  # the registry's order
     assert lines[1] == "    resnet18 8 steps in all: not timed (timing would take about as long as training)"
     assert lines[2].endswith(" in all (estimated from 3 timed steps of each model, 1 of a few steps not timed)")
-    estimates(recipes.load(overrides={"model": "resnet18", "train": {"epochs": 1}}), *data, Path("no-resume"), {"resnet18": "k"}, "cpu", World(), classes=2)
-    assert capsys.readouterr().out.endswith("not timed (timing would take about as long as training)\n")  # and no sum of nothing
+    estimates(
+        recipes.load(overrides={"model": "resnet18", "train": {"epochs": 1}}),
+        *data,
+        Path("no-resume"),
+        {"resnet18": "k"},
+        "cpu",
+        World(),
+        classes=2,
+    )
+    assert capsys.readouterr().out.endswith(
+        "not timed (timing would take about as long as training)\n"
+    )  # and no sum of nothing
 
 
 def test_a_timed_step_leaves_the_run_it_precedes_unchanged():

@@ -72,7 +72,9 @@ def test_tracked_metrics_are_short_numeric_keys_by_figure_then_model_and_the_bes
     assert list(table) == ["acc", "auc", "log_loss", "f1", "train_s", "img_s", "best"]
     assert table["acc"] == {"alexnet": 0.61, "resnet18": 0.9} and table["best"] == "resnet18"
     assert table["auc"] == {"alexnet": 0.9}
-    assert all(isinstance(v, (int, float)) for key, by_model in table.items() if key != "best" for v in by_model.values())
+    assert all(
+        isinstance(v, (int, float)) for key, by_model in table.items() if key != "best" for v in by_model.values()
+    )
     assert tracked([result("vgg11", 0.123456789, 0.5)])["acc"] == {"vgg11": 0.1235}
 
 
@@ -108,4 +110,9 @@ def test_images_are_pngs_of_the_documented_size_and_the_same_bytes_every_time(tm
         with Image.open(path) as image:
             assert (image.format, image.size) == ("PNG", size)
         assert path.read_bytes() == (tmp_path / "b" / kind / "alexnet.png").read_bytes()
-    assert sorted(p.name for p in (tmp_path / "a").rglob("*")) == ["alexnet.png", "alexnet.png", "confusion", "most_wrong"]
+    assert sorted(p.name for p in (tmp_path / "a").rglob("*")) == [
+        "alexnet.png",
+        "alexnet.png",
+        "confusion",
+        "most_wrong",
+    ]

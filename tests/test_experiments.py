@@ -20,7 +20,11 @@ pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves these out of a qu
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory) -> Path:
     """A fresh clone-alike with NiN and ResNet-18 reproduced and committed: the baseline."""
-    params = {"model": ["nin", "resnet18"], "data": {"image_size": 72, "val_fraction": 0.25, "test_fraction": 0.25}, "train": {"epochs": 1, "batch_size": 8}}
+    params = {
+        "model": ["nin", "resnet18"],
+        "data": {"image_size": 72, "val_fraction": 0.25, "test_fraction": 0.25},
+        "train": {"epochs": 1, "batch_size": 8},
+    }
     root = committed_project(tmp_path_factory, "project", params, per_class=16, size=80)  # 16 train, 8 val, 8 test
     dvc(root, "repro")
     run(root, "git", "add", "-A")
@@ -40,7 +44,19 @@ def experimenting(reproduced: Path):
 
 def test_an_experiment_on_one_model_trains_only_it_and_diffs_show_the_change(experimenting: Path):
     reproduced = experimenting
-    out = dvc(reproduced, "exp", "run", "-n", "longer", "-S", "model=resnet18", "-S", "train.epochs=2", "-S", "train.lr=0.0123").stdout
+    out = dvc(
+        reproduced,
+        "exp",
+        "run",
+        "-n",
+        "longer",
+        "-S",
+        "model=resnet18",
+        "-S",
+        "train.epochs=2",
+        "-S",
+        "train.lr=0.0123",
+    ).stdout
     # the effective recipe, printed by check before anything trains: the new rate reached the model
     assert any(line.split()[0:3:2] == ["resnet18", "0.0123"] for line in out.splitlines() if line.strip()), out
     assert "    resnet18 4 steps in all: not timed" in out  # 2 epochs of 16 photos at batch 8: trained, not timed
@@ -68,8 +84,17 @@ def test_an_experiment_on_one_model_trains_only_it_and_diffs_show_the_change(exp
     specs, errors = vega_plots(reproduced, "diff", "HEAD", "longer")
     assert errors == []
     curves = specs["Validation accuracy per epoch"]["data"]["values"]
-    assert {(v["rev"], v["model"], int(v["epoch"])) for v in curves if v["model"] == "resnet18"} == {("HEAD", "resnet18", 1), ("longer", "resnet18", 1), ("longer", "resnet18", 2)}
-    assert {v["rev"] for v in specs["ROC curves on the test split (two classes: the second, dog, positive; more: one-vs-rest macro average)"]["data"]["values"]} == {"HEAD", "longer"}
+    assert {(v["rev"], v["model"], int(v["epoch"])) for v in curves if v["model"] == "resnet18"} == {
+        ("HEAD", "resnet18", 1),
+        ("longer", "resnet18", 1),
+        ("longer", "resnet18", 2),
+    }
+    assert {
+        v["rev"]
+        for v in specs[
+            "ROC curves on the test split (two classes: the second, dog, positive; more: one-vs-rest macro average)"
+        ]["data"]["values"]
+    } == {"HEAD", "longer"}
 
 
 def test_an_unknown_model_fails_at_once_naming_the_valid_ones(experimenting: Path):
@@ -84,9 +109,26 @@ def test_an_unknown_model_fails_at_once_naming_the_valid_ones(experimenting: Pat
 
 def test_the_courses_first_mistake_is_an_experiment_that_reevaluates_only_and_compare_pairs_it(experimenting: Path):
     reproduced = experimenting
-    out = dvc(reproduced, "exp", "run", "-n", "no-eval", "-S", "evaluate.eval_mode=false", "-S", "evaluate.order=sorted", "-S", "evaluate.batch_size=4").stdout
-    assert "warning: evaluate.eval_mode = false: the course's mistake (a), on purpose" in out and "sorted in batches of 4" in out
-    assert "Stage 'train' didn't change, skipping" in out and "Running stage 'evaluate'" in out  # the trained weights are reused
+    out = dvc(
+        reproduced,
+        "exp",
+        "run",
+        "-n",
+        "no-eval",
+        "-S",
+        "evaluate.eval_mode=false",
+        "-S",
+        "evaluate.order=sorted",
+        "-S",
+        "evaluate.batch_size=4",
+    ).stdout
+    assert (
+        "warning: evaluate.eval_mode = false: the course's mistake (a), on purpose" in out
+        and "sorted in batches of 4" in out
+    )
+    assert (
+        "Stage 'train' didn't change, skipping" in out and "Running stage 'evaluate'" in out
+    )  # the trained weights are reused
     result = json.loads((reproduced / "results" / "resnet18.json").read_text())
     assert result["evaluation"] == {"eval_mode": False, "order": "sorted", "batch_size": 4, "tta": False}
     table = run(reproduced, sys.executable, "-m", "pipeline.compare", "HEAD", "no-eval", "--model", "resnet18").stdout
@@ -98,11 +140,30 @@ def test_the_courses_first_mistake_is_an_experiment_that_reevaluates_only_and_co
 
 def test_seeds_run_as_queued_experiments_and_their_summary_is_their_metrics(experimenting: Path, tmp_path: Path):
     reproduced = experimenting
-    done = run(reproduced, sys.executable, "-m", "pipeline.seeds", "run", "tiny", "--seeds", "2", "--poll", "2", "-S", "model=[resnet18,nin]")
+    done = run(
+        reproduced,
+        sys.executable,
+        "-m",
+        "pipeline.seeds",
+        "run",
+        "tiny",
+        "--seeds",
+        "2",
+        "--poll",
+        "2",
+        "-S",
+        "model=[resnet18,nin]",
+    )
     assert done.stdout.count("dvc exp run --queue -n tiny-seed") == 2 and "seeds: all 2 done" in done.stdout
     assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith("seeds: tiny-seed")] != []
     shown = json.loads(dvc(reproduced, "exp", "show", "--json").stdout)
-    runs = {rev["name"]: rev["data"] for row in shown for x in row.get("experiments") or [] for rev in x["revs"] if (rev.get("name") or "").startswith("tiny-seed")}
+    runs = {
+        rev["name"]: rev["data"]
+        for row in shown
+        for x in row.get("experiments") or []
+        for rev in x["revs"]
+        if (rev.get("name") or "").startswith("tiny-seed")
+    }
     assert sorted(runs) == ["tiny-seed0", "tiny-seed1"]
     assert sorted(r["params"]["params.yaml"]["data"]["train"]["seed"] for r in runs.values()) == [0, 1]
     run(reproduced, sys.executable, "-m", "pipeline.seeds", "summary", "tiny", "--json", str(tmp_path / "seeds.json"))
@@ -110,8 +171,12 @@ def test_seeds_run_as_queued_experiments_and_their_summary_is_their_metrics(expe
     for model in ("resnet18", "nin"):
         accuracies = [r["metrics"]["metrics.json"]["data"]["acc"][model] for r in runs.values()]
         assert summary["metrics"]["acc"][model]["mean"] == pytest.approx(sum(accuracies) / 2)
-        assert (summary["metrics"]["acc"][model]["min"], summary["metrics"]["acc"][model]["max"]) == (min(accuracies), max(accuracies))
+        assert (summary["metrics"]["acc"][model]["min"], summary["metrics"]["acc"][model]["max"]) == (
+            min(accuracies),
+            max(accuracies),
+        )
     (pair,) = summary["pairs"]
     assert pair["seeds"] == 2 and len(pair["differences"]) == 2
-    assert (reproduced / "params.yaml").read_text() == run(reproduced, "git", "show", "HEAD:params.yaml").stdout  # the workspace left alone
-
+    assert (reproduced / "params.yaml").read_text() == run(
+        reproduced, "git", "show", "HEAD:params.yaml"
+    ).stdout  # the workspace left alone

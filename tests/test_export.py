@@ -34,11 +34,19 @@ print(json.dumps({"meta": json.loads(meta["meta.json"]), "proba": program.module
 
 
 @pytest.mark.slow  # a fresh interpreter
-@pytest.mark.parametrize("name, size", [("resnet18", 32), ("efficientnet_lite0", 64)])  # ImageNet's normalisation inside, and the Lite weights' own
+@pytest.mark.parametrize(
+    "name, size", [("resnet18", 32), ("efficientnet_lite0", 64)]
+)  # ImageNet's normalisation inside, and the Lite weights' own
 def test_the_export_classifies_uint8_photos_without_the_project(tmp_path, name, size):
     torch.manual_seed(0)
     path = tmp_path / f"{name}.pt"
-    modelfile.save(path, models.build(name), name=name, options={}, meta={"image_size": size, "resize": "squash", "channels": 3, "classes": ["cat", "dog"]})
+    modelfile.save(
+        path,
+        models.build(name),
+        name=name,
+        options={},
+        meta={"image_size": size, "resize": "squash", "channels": 3, "classes": ["cat", "dog"]},
+    )
     info = export.export(path, tmp_path / f"{name}.pt2")
     photos = np.random.default_rng(0).integers(0, 256, (5, 3, size, size), dtype=np.uint8)
     np.save(tmp_path / "photos.npy", photos)
@@ -47,7 +55,13 @@ def test_the_export_classifies_uint8_photos_without_the_project(tmp_path, name, 
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["project"] == []
-    assert out["meta"] == info and info["input"] == {"dtype": "uint8", "shape": ["N", 3, size, size], "channels": "RGB", "size": size, "resize": "squash"}
+    assert out["meta"] == info and info["input"] == {
+        "dtype": "uint8",
+        "shape": ["N", 3, size, size],
+        "channels": "RGB",
+        "size": size,
+        "resize": "squash",
+    }
     assert info["output"] == {"probabilities": ["cat", "dog"]}
     model, _ = modelfile.load(path)
     split = Split(images=torch.from_numpy(photos), labels=torch.zeros(5, dtype=torch.long), device=torch.device("cpu"))
@@ -59,11 +73,19 @@ def test_the_export_classifies_uint8_photos_without_the_project(tmp_path, name, 
 @pytest.mark.slow  # a fresh interpreter
 def test_the_readme_snippet_classifies_a_jpeg_as_predict_does(tmp_path):
     readme = documentation()
-    snippet = next(block for block in readme.split("```python\n")[1:] if 'torch.export.load("exports/best.pt2"' in block).split("```")[0]
+    snippet = next(
+        block for block in readme.split("```python\n")[1:] if 'torch.export.load("exports/best.pt2"' in block
+    ).split("```")[0]
     torch.manual_seed(0)
     path = tmp_path / "models" / "resnet18.pt"
     path.parent.mkdir()
-    modelfile.save(path, models.build("resnet18"), name="resnet18", options={}, meta={"image_size": 32, "resize": "crop", "channels": 3, "classes": ["cat", "dog"]})
+    modelfile.save(
+        path,
+        models.build("resnet18"),
+        name="resnet18",
+        options={},
+        meta={"image_size": 32, "resize": "crop", "channels": 3, "classes": ["cat", "dog"]},
+    )
     (tmp_path / "exports").mkdir()
     export.export(path, tmp_path / "exports" / "best.pt2")
     pixels = np.random.default_rng(1).integers(0, 256, (90, 120, 3), dtype=np.uint8)  # landscape: the crop matters

@@ -71,16 +71,32 @@ def test_non_square_images_keep_rows_and_cols():
 @pytest.mark.parametrize(
     "data, read, message",
     [
-        (struct.pack(">IIII", 0x804, 1, 1, 1) + b"x", fashion_mnist.read_images, r"t.idx: not an IDX image file \(magic 0x0+804"),
+        (
+            struct.pack(">IIII", 0x804, 1, 1, 1) + b"x",
+            fashion_mnist.read_images,
+            r"t.idx: not an IDX image file \(magic 0x0+804",
+        ),
         (b"PK\x03\x04" + bytes(40), fashion_mnist.read_images, r"not an IDX image file \(magic 0x504b0304"),
         (b"\0\0", fashion_mnist.read_labels, r"not an IDX label file \(2 bytes"),
-        (labels_file(TRAIN_LABELS), fashion_mnist.read_images, r"not an IDX image file \(magic 0x00000801, an IDX label file"),
-        (images_file(TRAIN_IMAGES), fashion_mnist.read_labels, r"not an IDX label file \(magic 0x00000803, an IDX image file"),
+        (
+            labels_file(TRAIN_LABELS),
+            fashion_mnist.read_images,
+            r"not an IDX image file \(magic 0x00000801, an IDX label file",
+        ),
+        (
+            images_file(TRAIN_IMAGES),
+            fashion_mnist.read_labels,
+            r"not an IDX label file \(magic 0x00000803, an IDX image file",
+        ),
         (images_file(TRAIN_IMAGES)[:-1], fashion_mnist.read_images, r"t.idx: truncated: 5,503 bytes, expected 5,504"),
         (images_file(TRAIN_IMAGES)[:10], fashion_mnist.read_images, r"truncated: 10 bytes, expected a 16-byte header"),
         (labels_file(TRAIN_LABELS) + b"\x00", fashion_mnist.read_labels, r"trailing data: 16 bytes, expected 15"),
         (b"\x1f\x8b" + bytes(30), fashion_mnist.read_images, r"t.idx: not gzip data"),
-        (gzip.compress(images_file(TRAIN_IMAGES))[:-100], fashion_mnist.read_images, r"cut-off gzip stream"),  # a cut-off download
+        (
+            gzip.compress(images_file(TRAIN_IMAGES))[:-100],
+            fashion_mnist.read_images,
+            r"cut-off gzip stream",
+        ),  # a cut-off download
     ],
     ids=["magic", "zip", "short", "labels-as-images", "images-as-labels", "truncated", "header", "trailing", "gzip"]
     + ["cut-gzip"],
@@ -213,7 +229,11 @@ def test_archive_reports_a_broken_file_by_name(tmp_path):
 
 
 def test_classes_are_the_official_ten_as_folder_names():
-    assert len(fashion_mnist.CLASSES) == 10 and fashion_mnist.CLASSES[0] == "t-shirt-top" and fashion_mnist.CLASSES[9] == "ankle-boot"
+    assert (
+        len(fashion_mnist.CLASSES) == 10
+        and fashion_mnist.CLASSES[0] == "t-shirt-top"
+        and fashion_mnist.CLASSES[9] == "ankle-boot"
+    )
     assert all(re.fullmatch(r"[a-z][a-z-]*", name) for name in fashion_mnist.CLASSES)
 
 
@@ -245,7 +265,9 @@ def no_proxy(monkeypatch):
 def server(monkeypatch):
     """Fashion-MNIST's four files (generated, gzip'd), served locally; idx.REMOTES points at them."""
     raw = (images_file(TRAIN_IMAGES), labels_file(TRAIN_LABELS), images_file(TEST_IMAGES), labels_file(TEST_LABELS))
-    with serving({f"{stem}.gz": gzip.compress(data, mtime=0) for stem, data in zip(fashion_mnist.FILES.values(), raw)}) as s:
+    with serving(
+        {f"{stem}.gz": gzip.compress(data, mtime=0) for stem, data in zip(fashion_mnist.FILES.values(), raw)}
+    ) as s:
         monkeypatch.setattr(fashion_mnist, "REMOTES", remotes(s))  # the official files' place, sizes and digests, here
         yield s
 
@@ -262,7 +284,11 @@ def test_fetching_fashion_mnist_downloads_verifies_and_reuses(server, tmp_path):
     assert folder == tmp_path / "downloads" / "fashion-mnist"
     assert sorted(p.name for p in folder.iterdir()) == sorted(server.files)  # no .part left
     assert all((folder / name).read_bytes() == data for name, data in server.files.items())
-    assert fashion_mnist.write_archive(fashion_mnist.find(folder), tmp_path / "f.zip") == {"train": 7, "test": 3, "size": [28, 28]}
+    assert fashion_mnist.write_archive(fashion_mnist.find(folder), tmp_path / "f.zip") == {
+        "train": 7,
+        "test": 3,
+        "size": [28, 28],
+    }
     from_fashion_mnist(tmp_path / "downloads")
     assert len(server.requests) == 4  # the second time, all four came from the verified cache
 
@@ -279,7 +305,9 @@ def test_the_download_stage_s_fashion_mnist_source_fetches_checks_and_writes_the
 
 
 def test_fetching_fashion_mnist_rejects_a_changed_file(server, tmp_path, monkeypatch):
-    monkeypatch.setattr(fashion_mnist, "REMOTES", tuple(Remote(r.url, r.size, "0" * 64, r.filename) for r in remotes(server)))
+    monkeypatch.setattr(
+        fashion_mnist, "REMOTES", tuple(Remote(r.url, r.size, "0" * 64, r.filename) for r in remotes(server))
+    )
     with pytest.raises(StageError, match="checksum"):
         from_fashion_mnist(tmp_path)
     assert list((tmp_path / "fashion-mnist").iterdir()) == []

@@ -30,7 +30,9 @@ def states_equal(a, b) -> bool:
 
 def test_a_model_really_learns_and_keeps_its_best_validation_epoch():
     rows = []
-    model, summary = fit(spec(keep="best"), toy_split(96), toy_split(32, seed=1), classes=2, log=lambda e, r: rows.append(r))
+    model, summary = fit(
+        spec(keep="best"), toy_split(96), toy_split(32, seed=1), classes=2, log=lambda e, r: rows.append(r)
+    )
     assert rows[-1]["lr"] < rows[0]["lr"]  # the cosine decays
     assert summary["val"]["accuracy"] >= 0.9
     assert summary["val"]["accuracy"] == max(r["val_accuracy"] for r in rows)
@@ -67,7 +69,9 @@ def test_an_interrupted_run_resumes_and_ends_with_the_same_weights(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         fit(spec(), *data, classes=2, log=interrupt_in_epoch_2, resume=ResumeFile(tmp_path / "cut.pt", "k"))
     logged = []
-    resumed, summary = fit(spec(), *data, classes=2, log=lambda e, r: logged.append(e), resume=ResumeFile(tmp_path / "cut.pt", "k"))
+    resumed, summary = fit(
+        spec(), *data, classes=2, log=lambda e, r: logged.append(e), resume=ResumeFile(tmp_path / "cut.pt", "k")
+    )
     assert logged == [0, 1, 2]  # epoch 1's curves replayed from the resume file, then epochs 2 and 3 trained
     assert states_equal(resumed.state_dict(), whole.state_dict())
     assert summary["val"] == whole_summary["val"] and summary["kept_epoch"] == whole_summary["kept_epoch"]
@@ -120,8 +124,12 @@ def test_cuda_out_of_memory_names_the_batch_size_and_suggests_half(monkeypatch):
     assert "resnet18: CUDA ran out of memory at batch size 16" in str(e.value)
     assert "models.resnet18.batch_size: 8" in str(e.value)
     p = recipes.load(overrides={"model": "resnet18", "train": {"batch_size": 16}})
-    with pytest.raises(StageError, match="resnet18: CUDA ran out of memory at batch size 16"):  # in the estimate, before training
-        estimate.estimates(p, toy_split(48), toy_split(16, seed=1), Path("no-resume"), {"resnet18": "k"}, "cuda", World(), classes=2)
+    with pytest.raises(
+        StageError, match="resnet18: CUDA ran out of memory at batch size 16"
+    ):  # in the estimate, before training
+        estimate.estimates(
+            p, toy_split(48), toy_split(16, seed=1), Path("no-resume"), {"resnet18": "k"}, "cuda", World(), classes=2
+        )
 
 
 # ---------------------------------------------------------------- the precisions and compilation a GPU takes, run on the CPU
@@ -129,10 +137,14 @@ def test_cuda_out_of_memory_names_the_batch_size_and_suggests_half(monkeypatch):
 BF16 = Compute(torch.device("cpu"), "bf16")
 
 
-@pytest.mark.parametrize("compute", [BF16, Compute(torch.device("cpu"), "fp32", "contiguous")], ids=["bf16", "fp32-contiguous"])
+@pytest.mark.parametrize(
+    "compute", [BF16, Compute(torch.device("cpu"), "fp32", "contiguous")], ids=["bf16", "fp32-contiguous"]
+)
 def test_bf16_and_contiguous_steps_learn_as_fp32_does(compute):
     data = toy_split(96), toy_split(32, seed=1)
-    _, fp32 = fit(spec(epochs=4), *data, classes=2)  # 4 epochs: resnet18's BatchNorm statistics settle by then on this toy task
+    _, fp32 = fit(
+        spec(epochs=4), *data, classes=2
+    )  # 4 epochs: resnet18's BatchNorm statistics settle by then on this toy task
     model, other = fit(spec(epochs=4), *data, classes=2, compute=compute)
     assert fp32["val"]["accuracy"] >= 0.9 and other["val"]["accuracy"] >= 0.9  # the same band: the toy task learnt
     assert other["compute"] == compute.record() and fp32["compute"]["precision"] == "fp32"  # the model file says how
@@ -148,7 +160,14 @@ def test_an_interrupted_bf16_run_resumes_to_the_same_weights(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(spec(), *data, classes=2, compute=BF16, log=interrupt_in_epoch_2, resume=ResumeFile(tmp_path / "cut.pt", "k"))
+        fit(
+            spec(),
+            *data,
+            classes=2,
+            compute=BF16,
+            log=interrupt_in_epoch_2,
+            resume=ResumeFile(tmp_path / "cut.pt", "k"),
+        )
     resumed, _ = fit(spec(), *data, classes=2, compute=BF16, resume=ResumeFile(tmp_path / "cut.pt", "k"))
     assert states_equal(resumed.state_dict(), whole.state_dict())
 
@@ -164,10 +183,14 @@ def test_a_compiled_run_learns_saves_plain_weights_and_resumes(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(one, *data, classes=2, compute=compiled, log=interrupt_in_epoch_2, resume=ResumeFile(tmp_path / "m.pt", "k"))
+        fit(
+            one, *data, classes=2, compute=compiled, log=interrupt_in_epoch_2, resume=ResumeFile(tmp_path / "m.pt", "k")
+        )
     model, summary = fit(one, *data, classes=2, compute=compiled, resume=ResumeFile(tmp_path / "m.pt", "k"))
     assert summary["compute"]["compile"] is True and summary["kept_epoch"] == 2
-    assert not any(key.startswith("_orig_mod") for key in model.state_dict())  # the plain module's weights, loadable anywhere
+    assert not any(
+        key.startswith("_orig_mod") for key in model.state_dict()
+    )  # the plain module's weights, loadable anywhere
     assert torch.isfinite(torch.stack([p.float().norm() for p in model.parameters()])).all()
 
 
@@ -194,7 +217,13 @@ def test_each_epoch_logs_the_spread_of_its_steps_plain_log_loss(monkeypatch):
 
     monkeypatch.setattr(fitting, "train_step", recording)
     rows = []
-    fit(spec("resnet18", epochs=2, label_smoothing=0.1), toy_split(64), toy_split(16, seed=1), classes=2, log=lambda e, r: rows.append(r))
+    fit(
+        spec("resnet18", epochs=2, label_smoothing=0.1),
+        toy_split(64),
+        toy_split(16, seed=1),
+        classes=2,
+        log=lambda e, r: rows.append(r),
+    )
     per_epoch = len(losses) // 2
     for row, epoch in zip(rows, (losses[:per_epoch], losses[per_epoch:])):
         jumps = [(b - a) ** 2 for a, b in zip(epoch, epoch[1:])]

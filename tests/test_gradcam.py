@@ -40,7 +40,12 @@ def test_the_heat_lies_where_the_decision_is_made():
 def test_a_zoo_model_gives_a_map_per_photo_of_its_size_on_its_last_block():
     torch.manual_seed(0)
     model = models.build("resnet18")
-    assert output_shape(model, gradcam.last_feature_map(model, 64), 64) == (1, 512, 2, 2)  # the last stage, 1/32 of the side
+    assert output_shape(model, gradcam.last_feature_map(model, 64), 64) == (
+        1,
+        512,
+        2,
+        2,
+    )  # the last stage, 1/32 of the side
     x = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
     heat = gradcam.gradcam(model, x, classes=torch.tensor([0, 1, 1]))
     assert heat.shape == (3, 64, 64) and np.isfinite(heat).all() and 0 <= heat.min() and heat.max() <= 1

@@ -20,9 +20,17 @@ from tests.helpers import committed_project, run
 def project(tmp_path_factory) -> Path:
     """A committed project (nothing reproduced: the first cell splits and preprocesses, the others
     take both from DVC's run cache) with two regimes of its size: the real presets need the 9k set."""
-    params = {"data": {"image_size": 72, "val_fraction": 0.25, "test_fraction": 0.25}, "train": {"epochs": 1, "batch_size": 8}}
-    presets = {"presets/grid-scratch.yaml": "model: nin\ntrain:\n  epoch_images: 16\n", "presets/grid-probe.yaml": "model: resnet18\n"}
-    return committed_project(tmp_path_factory, "grid", params, per_class=16, size=80, files=presets)  # 16 train, 8 val, 8 test
+    params = {
+        "data": {"image_size": 72, "val_fraction": 0.25, "test_fraction": 0.25},
+        "train": {"epochs": 1, "batch_size": 8},
+    }
+    presets = {
+        "presets/grid-scratch.yaml": "model: nin\ntrain:\n  epoch_images: 16\n",
+        "presets/grid-probe.yaml": "model: resnet18\n",
+    }
+    return committed_project(
+        tmp_path_factory, "grid", params, per_class=16, size=80, files=presets
+    )  # 16 train, 8 val, 8 test
 
 
 @pytest.mark.slow
@@ -31,20 +39,48 @@ def test_a_miniature_learning_curve_grid_scores_every_cell_on_the_same_test_phot
     import numpy as np
 
     reproduced = project
-    done = run(reproduced, sys.executable, "-m", "pipeline.grid", "run", "mini", "--regimes", "scratch,probe", "--photos", "4,8", "--seeds", "1", "--poll", "2")
-    assert "grid: 4 cells, 0 already done" in done.stdout and "grid: all 4 cells done" in done.stdout, done.stdout + done.stderr
+    done = run(
+        reproduced,
+        sys.executable,
+        "-m",
+        "pipeline.grid",
+        "run",
+        "mini",
+        "--regimes",
+        "scratch,probe",
+        "--photos",
+        "4,8",
+        "--seeds",
+        "1",
+        "--poll",
+        "2",
+    )
+    assert "grid: 4 cells, 0 already done" in done.stdout and "grid: all 4 cells done" in done.stdout, (
+        done.stdout + done.stderr
+    )
     names = [f"mini-{r}-{n}-s0" for r in ("scratch", "probe") for n in (4, 8)]
-    results = {n: json.loads(dvc.api.read(f"results/{'nin' if 'scratch' in n else 'resnet18'}.json", repo=str(reproduced), rev=n)) for n in names}
+    results = {
+        n: json.loads(
+            dvc.api.read(f"results/{'nin' if 'scratch' in n else 'resnet18'}.json", repo=str(reproduced), rev=n)
+        )
+        for n in names
+    }
     train = {n: dvc.api.read("data/split/train.csv", repo=str(reproduced), rev=n).splitlines()[1:] for n in names}
     test = {n: dvc.api.read("data/split/test.csv", repo=str(reproduced), rev=n) for n in names}
-    assert len({json.dumps(r["labels"]) for r in results.values()}) == 1 and len(set(test.values())) == 1  # one test split for all
-    assert [len(train[n]) for n in names] == [4, 8, 4, 8] and set(train["mini-scratch-4-s0"]) < set(train["mini-scratch-8-s0"])  # nested
+    assert (
+        len({json.dumps(r["labels"]) for r in results.values()}) == 1 and len(set(test.values())) == 1
+    )  # one test split for all
+    assert [len(train[n]) for n in names] == [4, 8, 4, 8] and set(train["mini-scratch-4-s0"]) < set(
+        train["mini-scratch-8-s0"]
+    )  # nested
     assert train["mini-scratch-8-s0"] == train["mini-probe-8-s0"]
 
     run(reproduced, sys.executable, "-m", "pipeline.grid", "summary", "mini", "--out", str(tmp_path))
     summary = json.loads((tmp_path / "grid.json").read_text())
     assert summary["photos"] == [4, 8] and summary["test_images"] == 8 and (tmp_path / "grid.png").stat().st_size > 0
-    assert all(html.escape(v) in (tmp_path / "grid.html").read_text() for v in summary["verdicts"]) and (tmp_path / "grid.md").read_text() == grid.markdown(summary)
+    assert all(html.escape(v) in (tmp_path / "grid.html").read_text() for v in summary["verdicts"]) and (
+        tmp_path / "grid.md"
+    ).read_text() == grid.markdown(summary)
     for pair in summary["pairs"]:  # McNemar's counts, computed here by hand from each cell's predictions
         a, b = (f"mini-{pair[k]}-{pair['photos']}-s0" for k in ("a", "b"))
         right = {n: np.asarray(results[n]["predicted"]) == np.asarray(results[n]["labels"]) for n in (a, b)}
@@ -53,14 +89,34 @@ def test_a_miniature_learning_curve_grid_scores_every_cell_on_the_same_test_phot
     assert {(r["regime"], r["photos"]): r["mean"] for r in summary["table"]} == {
         (("scratch" if "scratch" in n else "probe"), len(train[n])): results[n]["test"]["accuracy"] for n in names
     }
-    again = run(reproduced, sys.executable, "-m", "pipeline.grid", "run", "mini", "--regimes", "scratch,probe", "--photos", "4,8", "--seeds", "1")
-    assert "grid: 4 cells, 4 already done" in again.stdout and "--queue" not in again.stdout  # a stopped grid resumes: nothing done twice
+    again = run(
+        reproduced,
+        sys.executable,
+        "-m",
+        "pipeline.grid",
+        "run",
+        "mini",
+        "--regimes",
+        "scratch,probe",
+        "--photos",
+        "4,8",
+        "--seeds",
+        "1",
+    )
+    assert (
+        "grid: 4 cells, 4 already done" in again.stdout and "--queue" not in again.stdout
+    )  # a stopped grid resumes: nothing done twice
 
 
 def results_of(right: list[bool], accuracy_ci=(0.0, 1.0), seconds=10.0) -> dict:
     labels = [i % 2 for i in range(len(right))]
     predicted = [y if ok else 1 - y for y, ok in zip(labels, right)]
-    return {"labels": labels, "predicted": predicted, "test": {"accuracy": sum(right) / len(right), "accuracy_ci95": list(accuracy_ci)}, "train": {"seconds": seconds}}
+    return {
+        "labels": labels,
+        "predicted": predicted,
+        "test": {"accuracy": sum(right) / len(right), "accuracy_ci95": list(accuracy_ci)},
+        "train": {"seconds": seconds},
+    }
 
 
 def test_the_summary_pairs_regimes_at_each_count_and_says_which_needs_more_photos():
@@ -70,16 +126,25 @@ def test_the_summary_pairs_regimes_at_each_count_and_says_which_needs_more_photo
     }  # fmt: skip
     right = {
         "g-scratch-40-s0": [True] * 5 + [False] * 15,  # 0.25
-        "g-probe-40-s0": [True] * 18 + [False] * 2,  # 0.90: right on 13 photos scratch gets wrong, wrong on none it gets right
+        "g-probe-40-s0": [True] * 18
+        + [False] * 2,  # 0.90: right on 13 photos scratch gets wrong, wrong on none it gets right
         "g-scratch-all-s0": [True] * 19 + [False],  # 0.95
         "g-probe-all-s0": [True] * 20,
     }
     photos = {"g-scratch-40-s0": 40, "g-probe-40-s0": 40, "g-scratch-all-s0": 7200, "g-probe-all-s0": 7200}
     summary = grid.summarise(cells, {n: results_of(r) for n, r in right.items()}, photos)
     at_40 = next(p for p in summary["pairs"] if p["photos"] == 40)
-    assert (at_40["a"], at_40["b"], at_40["per_seed"][0]["a_only"], at_40["per_seed"][0]["b_only"]) == ("probe", "scratch", 13, 0)
+    assert (at_40["a"], at_40["b"], at_40["per_seed"][0]["a_only"], at_40["per_seed"][0]["b_only"]) == (
+        "probe",
+        "scratch",
+        13,
+        0,
+    )
     assert at_40["per_seed"][0]["p_value"] == pytest.approx(2 / 2**13)  # McNemar exact: 13 of 13 discordant one way
-    assert "scratch needs 7,200 photos to reach probe's accuracy with 40 (180 times as many; mean over seeds)" in summary["verdicts"]
+    assert (
+        "scratch needs 7,200 photos to reach probe's accuracy with 40 (180 times as many; mean over seeds)"
+        in summary["verdicts"]
+    )
     other = results_of([True] * 19 + [False] * 1)
     other["labels"] = other["labels"][::-1]
     with pytest.raises(StageError, match="not scored on the same test photos"):
@@ -114,5 +179,7 @@ def test_the_grid_is_estimated_before_it_is_queued_from_each_regimes_estimate(mo
     found = {"scratch": {"model": "nin"}, "probe": {"model": "resnet18"}}
     seconds, lines = grid.estimate(found, ["40", "all"], 3)
     assert asked == [("nin", 40), ("nin", None), ("resnet18", 40), ("resnet18", None)]
-    assert seconds == 3 * 2 * (60 + 600) + 12 * grid.DVC_SECONDS  # each cell's training times the seeds, and DVC's start-up a cell
+    assert (
+        seconds == 3 * 2 * (60 + 600) + 12 * grid.DVC_SECONDS
+    )  # each cell's training times the seeds, and DVC's start-up a cell
     assert lines[-1].startswith("grid: ~1 h 12 min in all for 12 cells (3 seeds;")

@@ -92,7 +92,9 @@ def test_a_corrupt_member_is_a_reject_not_a_traceback(tmp_path, compression):
     with zipfile.ZipFile(path) as z:
         info = z.getinfo("train/cat.2.jpg")
     middle = info.header_offset + 30 + len(info.filename) + info.compress_size // 2
-    data[middle : middle + 8] = bytes(255 - b for b in data[middle : middle + 8])  # a bad CRC, or a broken deflate stream
+    data[middle : middle + 8] = bytes(
+        255 - b for b in data[middle : middle + 8]
+    )  # a bad CRC, or a broken deflate stream
     path.write_bytes(bytes(data))
     _, usable, rejects = split.scan(path, workers=2)
     assert usable == [("train/cat.1.jpg", 0)] and rejects == [("train/cat.2.jpg", "truncated or corrupt")]
@@ -173,7 +175,10 @@ def test_check_refuses_arrays_that_would_not_fit_naming_both_figures(tmp_path):
     data = recipes.load(overrides={"data": {"source": str(source), "image_size": 1000}}).data
     assert check.photos_at_most(data) == 100
     problem = check.disk_problem(data, free=1 << 30)  # 100 × 3 × 1000² = 0.28 GiB, twice, + 1 GiB margin
-    assert problem.startswith("data.image_size = 1000: the preprocessed arrays would take 0.3 GiB") and "needs 1.6 GiB but 1.0 GiB are free" in problem
+    assert (
+        problem.startswith("data.image_size = 1000: the preprocessed arrays would take 0.3 GiB")
+        and "needs 1.6 GiB but 1.0 GiB are free" in problem
+    )
     assert check.disk_problem(data, free=2 << 30) is None
     linked = check.disk_problem(data, free=1 << 30, copies=0)  # DVC's cache clones (or hardlinks): 0.28 GiB once
     assert "DVC's cache shares their blocks, no copy" in linked and "needs 1.3 GiB" in linked
@@ -215,7 +220,11 @@ def test_sizes_past_their_documented_bound_are_refused_with_the_reason(overrides
 @pytest.mark.parametrize(
     "overrides, key, allowed",
     [
-        ({"models": {"nin": {"dropout": 1.5}}}, "models.nin.dropout", "must be a probability in [0, 1): the share of units dropped"),
+        (
+            {"models": {"nin": {"dropout": 1.5}}},
+            "models.nin.dropout",
+            "must be a probability in [0, 1): the share of units dropped",
+        ),
         ({"train": {"warmup_epochs": float("nan")}}, "train.warmup_epochs", "must be a finite number"),
         ({"train": {"warmup_epochs": float("inf")}}, "train.warmup_epochs", "must be a finite number"),
         ({"train": {"weight_decay": float("nan")}}, "train.weight_decay", "must be a finite number"),
@@ -241,7 +250,9 @@ def test_params_that_are_not_utf8_are_one_error(tmp_path):
 
 
 def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
-    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi")
+    )
     bomb += "model: *i\n"  # 9⁹ = 387 million strings, from 400 bytes
     start = time.monotonic()
     with pytest.raises(ParamError, match="aliases") as e:

@@ -107,7 +107,11 @@ def test_a_device_or_a_fifo_as_data_source_is_one_line_and_never_read(special, t
         os.mkfifo(path)
     with within(20):
         problem = sources.source_problem(str(path), tmp_path)
-        assert problem and "not a .zip archive or a folder" in problem and ("character device" in problem or "FIFO" in problem)
+        assert (
+            problem
+            and "not a .zip archive or a folder" in problem
+            and ("character device" in problem or "FIFO" in problem)
+        )
         with pytest.raises(StageError, match="not a .zip archive or a folder"):
             sources.from_local(str(path), path, tmp_path / "images.zip")
         with pytest.raises(StageError, match="not a regular file"):
@@ -158,7 +162,9 @@ def test_seeds_counts_are_checked_before_anything_is_built(flags, message, tmp_p
 
 
 def test_lr_find_refuses_an_infinite_end():
-    assert "need 0 < start < end <= 1e6, finite numbers" in one_line(command("pipeline.lr_find", "--model", "nin", "--end", "inf"))
+    assert "need 0 < start < end <= 1e6, finite numbers" in one_line(
+        command("pipeline.lr_find", "--model", "nin", "--end", "inf")
+    )
 
 
 def test_an_image_in_memory_larger_than_a_photo_may_be_is_refused_before_it_is_resized(monkeypatch):
@@ -169,13 +175,20 @@ def test_an_image_in_memory_larger_than_a_photo_may_be_is_refused_before_it_is_r
     for big in (Image.new("RGB", (200, 100)), np.zeros((100, 200, 3), np.uint8)):
         with pytest.raises(StageError, match="200×100 px is larger than a photo may be"):
             classifier._array(big)
-    assert classifier._array(Image.new("La", (40, 40))).shape == (3, 32, 32)  # premultiplied grey + alpha: converted, not a ValueError
+    assert classifier._array(Image.new("La", (40, 40))).shape == (
+        3,
+        32,
+        32,
+    )  # premultiplied grey + alpha: converted, not a ValueError
 
 
 def test_classifier_arguments_are_checked_like_params(nin_file):
     from pipeline.classifier import Classifier
 
-    for kwargs, message in (({"precision": "banana"}, "runtime.precision = 'banana'"), ({"device": None}, "runtime.device = None: must be a string")):
+    for kwargs, message in (
+        ({"precision": "banana"}, "runtime.precision = 'banana'"),
+        ({"device": None}, "runtime.device = None: must be a string"),
+    ):
         with pytest.raises(ParamError, match=message):
             Classifier.load(nin_file, **kwargs)
 
@@ -199,7 +212,11 @@ def test_an_output_at_a_device_a_fifo_or_a_link_is_refused_and_left_as_it_is(tar
     with pytest.raises(StageError, match="written by rename"):
         atomic.write_text(path, "x")  # and every write, whatever its route
     after = os.lstat(path)
-    assert (stat.S_IFMT(after.st_mode), after.st_ino, after.st_rdev) == (stat.S_IFMT(before.st_mode), before.st_ino, before.st_rdev)
+    assert (stat.S_IFMT(after.st_mode), after.st_ino, after.st_rdev) == (
+        stat.S_IFMT(before.st_mode),
+        before.st_ino,
+        before.st_rdev,
+    )
     if target == "link":
         assert (tmp_path / "real.csv").read_text() == "mine\n"
 
@@ -232,13 +249,30 @@ def test_a_carriage_return_in_a_member_name_is_a_reject_and_the_rejects_csv_stay
     ]
 
 
-@pytest.mark.parametrize("cell, shown", [("=1+1", "'=1+1"), (" =1+1", "' =1+1"), ("\r=1+1", "\\x0d=1+1"), ("\t@x", "\\x09@x"), ("-0.5", "-0.5"), ("chat", "chat")])
+@pytest.mark.parametrize(
+    "cell, shown",
+    [
+        ("=1+1", "'=1+1"),
+        (" =1+1", "' =1+1"),
+        ("\r=1+1", "\\x0d=1+1"),
+        ("\t@x", "\\x09@x"),
+        ("-0.5", "-0.5"),
+        ("chat", "chat"),
+    ],
+)
 def test_a_formula_is_neutralised_whatever_precedes_it(cell, shown):
     assert formats.neutralised(cell) == shown
 
 
 def test_an_alias_bomb_in_a_set_value_is_refused_at_once():
-    bomb = "[" + ",".join(["&a [x,x,x,x,x,x,x,x,x]"] + [f"&{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]" for p, c in zip("abcdefgh", "bcdefghi")]) + "]"
+    bomb = (
+        "["
+        + ",".join(
+            ["&a [x,x,x,x,x,x,x,x,x]"]
+            + [f"&{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]" for p, c in zip("abcdefgh", "bcdefghi")]
+        )
+        + "]"
+    )
     with within(5), pytest.raises(ParamError, match="aliases"):
         presets.user_overrides(["-S", f"train.lr={bomb}"])
 
@@ -295,7 +329,10 @@ def _inf(content):
 
 def _dtype(dtype):
     def change(content):
-        content["state_dict"] = {k: v.to(dtype) if v.is_floating_point() else v for k, v in content["state_dict"].items()}
+        content["state_dict"] = {
+            k: v.to(dtype) if v.is_floating_point() else v for k, v in content["state_dict"].items()
+        }
+
     return change
 
 
@@ -340,12 +377,16 @@ def test_export_out_under_proc_is_one_line(nin_file):
 
 
 def test_merge_conflict_markers_in_metrics_json_are_named(tmp_path):
-    (tmp_path / "metrics.json").write_text('{\n<<<<<<< HEAD\n  "best": "nin"\n=======\n  "best": "vgg11"\n>>>>>>> exp\n}\n')
+    (tmp_path / "metrics.json").write_text(
+        '{\n<<<<<<< HEAD\n  "best": "nin"\n=======\n  "best": "vgg11"\n>>>>>>> exp\n}\n'
+    )
     with pytest.raises(StageError, match="holds merge-conflict markers"):
         modelfile.find(None, {"models": str(tmp_path / "models"), "metrics": str(tmp_path / "metrics.json")})
 
 
-@pytest.mark.parametrize("text, message", [("not json", "is not JSON"), ('{"test": {}}', "is not a results file of this pipeline")])
+@pytest.mark.parametrize(
+    "text, message", [("not json", "is not JSON"), ('{"test": {}}', "is not a results file of this pipeline")]
+)
 def test_compare_on_a_file_that_is_not_a_results_file_is_one_line(text, message, tmp_path):
     (tmp_path / "nin.json").write_text(text)
     with pytest.raises(StageError, match=message):
@@ -354,7 +395,12 @@ def test_compare_on_a_file_that_is_not_a_results_file_is_one_line(text, message,
 
 @pytest.mark.parametrize("recorded", ["../../models/nin.pt", "/etc/passwd", None, {"file": 3}])
 def test_a_resume_state_whose_weights_point_elsewhere_is_not_resumed(recorded, tmp_path, capsys):
-    state = {"key": "k", "format": resume.FORMAT, "history": [], "weights": recorded if recorded is None or isinstance(recorded, dict) else {"file": recorded, "sha256": "0"}}
+    state = {
+        "key": "k",
+        "format": resume.FORMAT,
+        "history": [],
+        "weights": recorded if recorded is None or isinstance(recorded, dict) else {"file": recorded, "sha256": "0"},
+    }
     if recorded is None:
         state["weights"] = "nin.weights.pt"
     torch.save(state, tmp_path / "nin.pt")

@@ -76,7 +76,9 @@ def test_the_page_shows_the_leaderboard_and_a_section_per_model(loaded):
     assert all(name in text for name in MODELS)
     assert [a.get("id") for a in dom.all("table")] == ["leaderboard", "pairwise"]
     assert len(dom.all("tr")) == 2 * (1 + len(MODELS))  # each table: a header, then one row per model
-    assert "better: +0.320 (+0.229 to +0.411), p 4.7e-10" in text  # 93 right against 61 on the same photos: 32 discordant, all one way, p = 2 × 2⁻³²
+    assert (
+        "better: +0.320 (+0.229 to +0.411), p 4.7e-10" in text
+    )  # 93 right against 61 on the same photos: 32 discordant, all one way, p = 2 × 2⁻³²
     assert [a["id"] for a in dom.all("section")] == ["torchvision:resnet34", "alexnet"]  # leaderboard order
     assert [a["href"] for a in dom.all("a")] == ["#torchvision:resnet34", "#alexnet"]
 
@@ -84,7 +86,9 @@ def test_the_page_shows_the_leaderboard_and_a_section_per_model(loaded):
 def test_every_image_is_embedded_so_the_page_works_offline(loaded):
     dom, _ = loaded
     imgs = dom.all("img")
-    assert len(imgs) == 3 + 4 * len(MODELS)  # accuracy against time, validation accuracy, ROC; per model curves, confusion, most wrong, Grad-CAM
+    assert len(imgs) == 3 + 4 * len(
+        MODELS
+    )  # accuracy against time, validation accuracy, ROC; per model curves, confusion, most wrong, Grad-CAM
     assert [img["alt"] for img in imgs[:3]] == [
         "test accuracy against training time", "validation accuracy per epoch, every model", "ROC curves of every model on the test split",
     ]  # fmt: skip
@@ -92,7 +96,12 @@ def test_every_image_is_embedded_so_the_page_works_offline(loaded):
         assert img["src"].startswith("data:image/png;base64,")
         assert base64.b64decode(img["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
         assert img.get("alt")
-    external = [(t, a) for t, a in dom.tags for k, v in a.items() if k in ("src", "href", "srcset") and not v.startswith(("data:", "#"))]
+    external = [
+        (t, a)
+        for t, a in dom.tags
+        for k, v in a.items()
+        if k in ("src", "href", "srcset") and not v.startswith(("data:", "#"))
+    ]
     assert external == []
     assert dom.all("script") == [] and dom.all("link") == []
 

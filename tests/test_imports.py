@@ -35,7 +35,11 @@ def test_the_leaves_import_nothing_of_the_project_but_errors():
     assert edges["pipeline.common.schema"] == {"pipeline.common.errors", "pipeline.common.files"}
     # the registry asks nothing of params: params asks the registry; what a network's inputs are is a leaf of its own
     assert edges["pipeline.models.inputs"] == set()
-    assert edges["pipeline.models.registry"] <= {"pipeline.common.errors", "pipeline.common.schema", "pipeline.models.inputs"}
+    assert edges["pipeline.models.registry"] <= {
+        "pipeline.common.errors",
+        "pipeline.common.schema",
+        "pipeline.models.inputs",
+    }
 
 
 # The shared packages in layers, lowest first: each imports only from its own layer's package and
@@ -99,6 +103,12 @@ print(" ".join(failed))
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="fork")
 def test_every_module_imports_alone_in_a_fresh_interpreter():
-    result = subprocess.run([sys.executable, "-c", IMPORT_EACH_ALONE, *sorted(modules())], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_EACH_ALONE, *sorted(modules())],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [], result.stderr[-4000:]

@@ -20,7 +20,11 @@ UP_TO_DATE = "Data and pipelines are up to date."
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    params = {"model": "resnet18", "data": {"image_size": 32, "val_fraction": 0.25, "test_fraction": 0.25}, "train": {"epochs": 1, "batch_size": 8}}
+    params = {
+        "model": "resnet18",
+        "data": {"image_size": 32, "val_fraction": 0.25, "test_fraction": 0.25},
+        "train": {"epochs": 1, "batch_size": 8},
+    }
     root = committed_project(tmp_path_factory, "links", params, per_class=12, size=48)
     dvc(root, "repro")
     return root
@@ -38,9 +42,19 @@ def test_a_write_into_any_name_of_a_model_reaches_no_other_and_the_next_repro_re
     model_file, copied = project / "models" / "resnet18.pt", project / "resume" / "resnet18.weights.pt"
     trained = weights(model_file)
     cache = {p.stat().st_ino for p in (project / ".dvc" / "cache").rglob("*") if p.is_file()}
-    assert model_file.stat().st_ino not in cache and copied.stat().st_ino not in cache and model_file.stat().st_ino != copied.stat().st_ino
+    assert (
+        model_file.stat().st_ino not in cache
+        and copied.stat().st_ino not in cache
+        and model_file.stat().st_ino != copied.stat().st_ino
+    )
     other = project / "other.pt"  # the same architecture and meta, other weights: a valid model file, not this one
-    modelfile.save(other, build("resnet18"), name="resnet18", options={"zero_init_residual": False}, meta=modelfile.read(model_file)["meta"])
+    modelfile.save(
+        other,
+        build("resnet18"),
+        name="resnet18",
+        options={"zero_init_residual": False},
+        meta=modelfile.read(model_file)["meta"],
+    )
 
     # 1. written into in place: `cp other.pt models/resnet18.pt` (cp opens the existing file), then `truncate -s 1000`
     for damage in ("cp", "truncate"):
@@ -59,6 +73,11 @@ def test_a_write_into_any_name_of_a_model_reaches_no_other_and_the_next_repro_re
     shutil.copyfile(other, copied)
     assert same(weights(model_file), trained) and dvc(project, "status").stdout.strip() == UP_TO_DATE
     done = dvc(project, "repro", "-f", "-s", "train")
-    assert "its weights (resnet18.weights.pt) are missing or changed; this model trains from the start" in done.stdout + done.stderr
+    assert (
+        "its weights (resnet18.weights.pt) are missing or changed; this model trains from the start"
+        in done.stdout + done.stderr
+    )
     assert not same(weights(copied), weights(other))  # the copy is the retrained model's again
-    assert "train:" not in dvc(project, "status").stdout  # train's outputs are as recorded; evaluate and export follow them
+    assert (
+        "train:" not in dvc(project, "status").stdout
+    )  # train's outputs are as recorded; evaluate and export follow them

@@ -18,7 +18,9 @@ from tests.helpers import REPO, toy_split, write_processed
 
 def test_the_rate_grows_geometrically_and_the_loss_runs_away_at_the_top():
     spec = recipes.load(REPO / "params.yaml", {"model": "resnet18", "train": {"batch_size": 16}}).models[0]
-    found = lr_range.range_test(spec, toy_split(64), classes=2, compute=Compute(torch.device("cpu")), start=1e-5, end=100.0, steps=40)
+    found = lr_range.range_test(
+        spec, toy_split(64), classes=2, compute=Compute(torch.device("cpu")), start=1e-5, end=100.0, steps=40
+    )
     ratios = [b / a for a, b in zip(found.rates, found.rates[1:])]
     assert found.rates[0] == pytest.approx(1e-5) and all(r == pytest.approx((100 / 1e-5) ** (1 / 39)) for r in ratios)
     assert found.stopped_early and len(found.rates) < 40  # 100 is far past what AdamW survives

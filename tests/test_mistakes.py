@@ -20,7 +20,15 @@ CPU = Compute(torch.device("cpu"))
 
 
 def load(**overrides):
-    return recipes.load(REPO / "params.yaml", {"model": "efficientnet_lite0", "data": {"image_size": 64}, "train": {"epochs": 1, "batch_size": 16}, **overrides})
+    return recipes.load(
+        REPO / "params.yaml",
+        {
+            "model": "efficientnet_lite0",
+            "data": {"image_size": 64},
+            "train": {"epochs": 1, "batch_size": 16},
+            **overrides,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +48,12 @@ def test_a_without_eval_normalises_each_batch_by_itself_and_updates_the_running_
     hook.remove()
     assert len(seen) == 3 + 3  # eval mode's three batches, then the mistaken three
     assert all(torch.equal(m, before) for m in seen[:3])  # eval mode leaves the statistics alone
-    assert not torch.equal(seen[3], before) and not torch.equal(seen[4], seen[3])  # train mode overwrites them batch by batch
-    assert torch.equal(bn.running_mean, before) and {m: m.training for m in trained.modules()} == mode  # then put back, modes too
+    assert not torch.equal(seen[3], before) and not torch.equal(
+        seen[4], seen[3]
+    )  # train mode overwrites them batch by batch
+    assert (
+        torch.equal(bn.running_mean, before) and {m: m.training for m in trained.modules()} == mode
+    )  # then put back, modes too
     assert not torch.allclose(mistaken, proper, atol=1e-3)  # other probabilities than the model's
 
 
@@ -50,17 +62,26 @@ def test_a_the_order_and_size_of_the_batches_change_the_answer_only_without_eval
     sorted_, shuffled = (mistakes.without_eval(trained, test, 16, order=o, compute=CPU) for o in ("sorted", "shuffled"))
     small = mistakes.without_eval(trained, test, 8, order="shuffled", compute=CPU)
     assert not torch.allclose(sorted_, shuffled, atol=1e-3) and not torch.allclose(shuffled, small, atol=1e-3)
-    assert torch.equal(shuffled, mistakes.without_eval(trained, test, 16, order="shuffled", compute=CPU))  # seeded: reproducible
+    assert torch.equal(
+        shuffled, mistakes.without_eval(trained, test, 16, order="shuffled", compute=CPU)
+    )  # seeded: reproducible
     # A model without BatchNorm or dropout is the same in both modes: then the mistake is harmless,
     # and what comes back is in the split's order whatever the batches' order was.
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
     for order in ("sorted", "shuffled", "split"):
-        torch.testing.assert_close(mistakes.without_eval(plain, test, 7, order=order, compute=CPU), probabilities(plain, test, 7), rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            mistakes.without_eval(plain, test, 7, order=order, compute=CPU),
+            probabilities(plain, test, 7),
+            rtol=0,
+            atol=1e-6,
+        )
 
 
 def test_a_last_batch_of_one_photo_joins_the_one_before():
     test = Split(images=toy_split(17, size=64).images, labels=torch.arange(17) % 2, device=torch.device("cpu"))
-    assert mistakes.without_eval(models.build("efficientnet_lite0").eval(), test, 8, order="split", compute=CPU).shape == (17, 2)
+    assert mistakes.without_eval(
+        models.build("efficientnet_lite0").eval(), test, 8, order="split", compute=CPU
+    ).shape == (17, 2)
 
 
 def test_b_requirse_grad_freezes_nothing_and_optimises_only_the_head():
@@ -88,11 +109,20 @@ def test_b_requirse_grad_freezes_nothing_and_optimises_only_the_head():
 
 def test_c_the_abrupt_head_is_one_linear_layer():
     head = models.build("efficientnet_lite0", head=[]).head
-    assert len(head) == 1 and isinstance(head[0], nn.Linear) and (head[0].in_features, head[0].out_features) == (1280, 2)
+    assert (
+        len(head) == 1 and isinstance(head[0], nn.Linear) and (head[0].in_features, head[0].out_features) == (1280, 2)
+    )
 
 
 def test_each_mistake_in_effect_is_one_warning_and_the_defaults_reproduce_none():
     assert load().mistakes() == []
-    found = load(evaluate={"eval_mode": False, "order": "sorted", "batch_size": 16}, models={"efficientnet_lite0": {"requirse_grad": True, "head": []}}).mistakes()
-    assert [line.split(":")[1].strip() for line in found] == ["evaluate.eval_mode = false", "models.efficientnet_lite0.requirse_grad = true", "models.efficientnet_lite0.head = []"]
+    found = load(
+        evaluate={"eval_mode": False, "order": "sorted", "batch_size": 16},
+        models={"efficientnet_lite0": {"requirse_grad": True, "head": []}},
+    ).mistakes()
+    assert [line.split(":")[1].strip() for line in found] == [
+        "evaluate.eval_mode = false",
+        "models.efficientnet_lite0.requirse_grad = true",
+        "models.efficientnet_lite0.head = []",
+    ]
     assert "sorted in batches of 16" in found[0] and all("the course's mistake" in line for line in found)

@@ -35,9 +35,16 @@ def test_a_model_file_rebuilds_the_same_model(trained):
 def test_a_model_file_of_another_format_is_refused_by_name(trained, tmp_path):
     content = torch.load(trained[0], weights_only=True)
     for written in (2, 5, None):
-        older = {**content, "format": written} if written is not None else {k: v for k, v in content.items() if k != "format"}
+        older = (
+            {**content, "format": written}
+            if written is not None
+            else {k: v for k, v in content.items() if k != "format"}
+        )
         torch.save(older, tmp_path / "old.pt")
-        with pytest.raises(StageError, match=rf"old.pt was written by another version of this code \(model format {written if written is not None else 'unknown'}, this one reads 3 and 4\)"):
+        with pytest.raises(
+            StageError,
+            match=rf"old.pt was written by another version of this code \(model format {written if written is not None else 'unknown'}, this one reads 3 and 4\)",
+        ):
             modelfile.read(tmp_path / "old.pt")
 
 

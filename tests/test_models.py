@@ -28,7 +28,14 @@ def dense(f_in, f_out, bias=True):
 
 
 def inception(c_in, c1, c2, c3, c4):
-    return conv(1, c_in, c1) + conv(1, c_in, c2[0]) + conv(3, *c2) + conv(1, c_in, c3[0]) + conv(5, *c3) + conv(1, c_in, c4)
+    return (
+        conv(1, c_in, c1)
+        + conv(1, c_in, c2[0])
+        + conv(3, *c2)
+        + conv(1, c_in, c3[0])
+        + conv(5, *c3)
+        + conv(1, c_in, c4)
+    )
 
 
 # Parameter counts for 3 input channels and 2 classes, from the layer shapes alone.
@@ -78,7 +85,12 @@ def build(name, **options):
 
 def test_the_zoo_is_the_course_plus_batchnorm_and_transfer():
     assert models.names() == ["alexnet", "alexnet_bn", "vgg11", "vgg11_bn", "nin", "googlenet", "resnet18", "resnet50"]
-    assert models.registered() == [*models.names(), "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]  # trained when named, not by `model: all`
+    assert models.registered() == [
+        *models.names(),
+        "efficientnet_lite0",
+        "efficientnet_lite1",
+        "efficientnet_lite2",
+    ]  # trained when named, not by `model: all`
     assert EXPECTED["alexnet"] == 46_755_202  # the figure quoted in the issue
 
 
@@ -365,7 +377,10 @@ def test_alexnets_three_ideas_can_each_be_replaced_by_what_came_before():
     assert sum(p.numel() for p in lenet_like.parameters()) == EXPECTED["alexnet"]  # the same weights, other functions
     assert lenet_like(torch.randn(2, 3, 72, 72)).shape == (2, 2)
     with pytest.raises(ParamError, match=r"models.alexnet.pool.*use one of max, avg"):
-        recipes.load(REPO / "params.yaml", {"model": "alexnet", "data": {"image_size": 72}, "models": {"alexnet": {"pool": "min"}}})
+        recipes.load(
+            REPO / "params.yaml",
+            {"model": "alexnet", "data": {"image_size": 72}, "models": {"alexnet": {"pool": "min"}}},
+        )
 
 
 def test_the_registry_lists_every_architecture_with_what_its_weights_are():
@@ -374,6 +389,10 @@ def test_the_registry_lists_every_architecture_with_what_its_weights_are():
     rows = {line.split()[0]: line for line in table().splitlines()[1:]}
     assert list(rows) == models.registered()
     assert f"{EXPECTED['resnet18']:,}" in rows["resnet18"] and "trained from scratch" in rows["resnet18"]
-    for name, top1, size in (("efficientnet_lite0", "75.1%", "224 px"), ("efficientnet_lite1", "76.7%", "240 px"), ("efficientnet_lite2", "77.6%", "260 px")):
+    for name, top1, size in (
+        ("efficientnet_lite0", "75.1%", "224 px"),
+        ("efficientnet_lite1", "76.7%", "240 px"),
+        ("efficientnet_lite2", "77.6%", "260 px"),
+    ):
         assert all(f in rows[name] for f in (f"{EXPECTED[name]:,}", top1, size, "0.5/0.5/0.5 / 0.5/0.5/0.5"))
     assert "80.858%" in rows["resnet50"] and "ImageNet's" in rows["resnet50"]

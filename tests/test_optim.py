@@ -31,7 +31,9 @@ def test_weight_decay_skips_biases_and_normalisation_weights():
 
 
 def test_train_lr_reaches_every_group_as_lr_scaled_once_and_the_schedule_moves_them_together():
-    spec = recipes.load(overrides={"model": "alexnet", "train": {"lr": 0.004, "epochs": 2, "warmup_epochs": 0.5}}).models[0]
+    spec = recipes.load(
+        overrides={"model": "alexnet", "train": {"lr": 0.004, "epochs": 2, "warmup_epochs": 0.5}}
+    ).models[0]
     assert spec.train.lr == pytest.approx(0.004 * 0.25)  # models.alexnet.lr_scale: 0.25, applied once, here
     backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     model = TransferModel(backbone, make_head(4, [], 2, 0.0), frozen=[], backbone_lr_scale=0.1)
@@ -75,13 +77,23 @@ def test_sgd_is_nesterov_with_the_recipes_momentum():
 
 def test_a_constant_schedule_holds_the_peak_after_the_warm_up():
     assert [lr_factor(s, 10, 2, "constant") for s in (0, 1, 2, 5, 9)] == pytest.approx([0.01, 0.505, 1, 1, 1])
-    tp = recipes.load(overrides={"model": "alexnet", "train": {"schedule": "constant", "warmup_epochs": 0}}).models[0].train
+    tp = (
+        recipes.load(overrides={"model": "alexnet", "train": {"schedule": "constant", "warmup_epochs": 0}})
+        .models[0]
+        .train
+    )
     schedule = Schedule.of(images=40, batch_size=10, tp=tp)
     assert {schedule.factor(s) for s in range(schedule.total)} == {1.0}
 
 
 def test_sgd_without_momentum_is_the_courses_plain_sgd():
-    tp = recipes.load(overrides={"model": "alexnet", "train": {"optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0}}).models[0].train
+    tp = (
+        recipes.load(
+            overrides={"model": "alexnet", "train": {"optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0}}
+        )
+        .models[0]
+        .train
+    )
     layer = nn.Linear(3, 1, bias=False)
     before = layer.weight.detach().clone()
     optimizer = make_optimizer(layer, tp)

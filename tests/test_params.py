@@ -1,6 +1,5 @@
 """params.yaml is checked before any work: every bad value names its key, its value and what is allowed."""
 
-
 import pytest
 import yaml
 
@@ -66,7 +65,9 @@ def test_train_epochs_reaches_every_architecture_and_max_epochs_only_caps():
 def test_per_architecture_overrides_reach_only_their_architecture():
     p = load(models={"alexnet": {"lr": 0.003, "batch_size": 16}})
     by_name = {s.name: s for s in p.models}
-    assert by_name["alexnet"].train.lr == 0.003 * 0.25 and by_name["alexnet"].train.batch_size == 16  # its own lr, × its lr_scale
+    assert (
+        by_name["alexnet"].train.lr == 0.003 * 0.25 and by_name["alexnet"].train.batch_size == 16
+    )  # its own lr, × its lr_scale
     assert by_name["resnet18"].train.lr == RAW["train"]["lr"]
     assert by_name["resnet18"].train.batch_size == RAW["train"]["batch_size"]
 
@@ -80,14 +81,19 @@ def test_a_train_lr_override_reaches_every_architecture_of_the_shipped_params():
 
 
 def test_every_train_key_override_reaches_each_model_or_is_named_before_training():
-    p = load(train={"lr": 0.01, "weight_decay": 0.001, "epochs": 12}, models={"resnet18": {"lr": 0.003}, "nin": {"lr_scale": 0.5}})
+    p = load(
+        train={"lr": 0.01, "weight_decay": 0.001, "epochs": 12},
+        models={"resnet18": {"lr": 0.003}, "nin": {"lr_scale": 0.5}},
+    )
     table = p.recipe_table()
     assert "warning: resnet18 keeps its own lr = 0.003 (models.resnet18.lr), not train.lr = 0.01" in table
     assert "nin" in table and "warning: nin" not in table  # a scale follows train.lr: nothing to warn about
     nin = next(s for s in p.models if s.name == "nin")
     assert nin.train.lr == pytest.approx(0.005)
     assert "0.005 (0.5 × lr)" in next(line for line in table.splitlines() if line.startswith("nin "))
-    capped = load(train={"epochs": 12, "weight_decay": 0.001}, models={"resnet18": {"max_epochs": 5, "weight_decay": 0.001}}).recipe_table()
+    capped = load(
+        train={"epochs": 12, "weight_decay": 0.001}, models={"resnet18": {"max_epochs": 5, "weight_decay": 0.001}}
+    ).recipe_table()
     assert "warning: resnet18 trains 5 epochs, not train.epochs = 12 (models.resnet18.max_epochs = 5)" in capped
     assert "resnet18 keeps its own weight_decay" not in capped  # the same value as train's: nothing kept
     assert "warning: resnet18" not in load(train={"epochs": 3}, models={"resnet18": {"max_epochs": 5}}).recipe_table()
@@ -99,7 +105,14 @@ def test_the_recipe_table_has_one_row_per_selected_model_with_its_effective_valu
     assert header.split() == ["model", "optimizer", "lr", "weight_decay", "epochs", "batch_size", "keep"]
     assert [row.split()[0] for row in rows] == ["nin", "resnet18"]
     nin, resnet18 = (next(s for s in p.models if s.name == n) for n in ("nin", "resnet18"))
-    assert rows[1].split()[:6] == ["resnet18", resnet18.train.optimizer, "0.02", f"{resnet18.train.weight_decay:g}", "4", "32"]
+    assert rows[1].split()[:6] == [
+        "resnet18",
+        resnet18.train.optimizer,
+        "0.02",
+        f"{resnet18.train.weight_decay:g}",
+        "4",
+        "32",
+    ]
     assert rows[0].split()[2] == f"{0.02 * nin.train.lr_scale:.3g}"
 
 

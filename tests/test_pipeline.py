@@ -76,7 +76,12 @@ def test_repro_trains_and_evaluates_every_architecture(reproduced: Path):
         assert set(t["precision"]) == set(t["recall"]) == set(t["f1"]) == {"cat", "dog"}
         assert m["train"]["epochs"] == 1 and m["train"]["images_per_second"] > 0 and m["device"].startswith("cpu")
         counts = [r for r in csv_rows(reproduced / "plots" / "confusion.csv") if r["model"] == name]
-        assert [(r["actual"], r["predicted"]) for r in counts] == [("cat", "cat"), ("cat", "dog"), ("dog", "cat"), ("dog", "dog")]
+        assert [(r["actual"], r["predicted"]) for r in counts] == [
+            ("cat", "cat"),
+            ("cat", "dog"),
+            ("dog", "cat"),
+            ("dog", "dog"),
+        ]
         assert sum(int(r["count"]) for r in counts) == test_images
     epochs = json.loads((reproduced / "dvclive" / "plots" / "custom" / "epochs.json").read_text())
     assert [(r["model"], r["epoch"]) for r in epochs] == [(name, 1) for name in models.names()]  # epochs count from 1
@@ -93,9 +98,17 @@ def test_repro_trains_and_evaluates_every_architecture(reproduced: Path):
     # write into one name cannot corrupt the others (docs/running.md, Disk)
     for path in (reproduced / "models").iterdir():
         copied = reproduced / "resume" / f"{path.stem}.weights.pt"
-        assert path.stat().st_nlink == 1 and copied.stat().st_nlink == 1 and copied.read_bytes() == path.read_bytes(), path
+        assert path.stat().st_nlink == 1 and copied.stat().st_nlink == 1 and copied.read_bytes() == path.read_bytes(), (
+            path
+        )
     in_git = run(reproduced, "git", "ls-files", "metrics.json", "plots", "dvclive").stdout.split()
-    assert in_git == ["dvclive/metrics.json", "dvclive/plots/custom/epochs.json", "metrics.json", "plots/confusion.csv", "plots/roc.csv"]
+    assert in_git == [
+        "dvclive/metrics.json",
+        "dvclive/plots/custom/epochs.json",
+        "metrics.json",
+        "plots/confusion.csv",
+        "plots/roc.csv",
+    ]
 
 
 def test_metrics_are_a_few_numbers_per_model_under_short_keys(reproduced: Path):
@@ -117,7 +130,9 @@ def test_metrics_are_a_few_numbers_per_model_under_short_keys(reproduced: Path):
 
 
 # the ids of dvc.yaml's chart definitions (`- <id>: {template, x, y, ...}`), not its image paths
-TOP_LEVEL_CHARTS = [next(iter(d)) for d in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] if isinstance(d, dict)]
+TOP_LEVEL_CHARTS = [
+    next(iter(d)) for d in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] if isinstance(d, dict)
+]
 
 
 def test_every_chart_renders_every_model_with_a_title_and_labelled_axes(reproduced: Path, tmp_path: Path):
@@ -137,12 +152,25 @@ def test_every_chart_renders_every_model_with_a_title_and_labelled_axes(reproduc
         assert {f"plots/images/{kind}/{name}.png" for kind in ("confusion", "most_wrong", "gradcam")} <= set(images)
     shown = dvc(reproduced, "plots", "show", "-o", str(tmp_path / "dvc_plots"))
     assert "WARNING" not in shown.stderr and "ERROR" not in shown.stderr and "failed" not in shown.stderr
-    assert "Confusion matrices on the test split: share of each actual class" in (tmp_path / "dvc_plots" / "index.html").read_text()
+    assert (
+        "Confusion matrices on the test split: share of each actual class"
+        in (tmp_path / "dvc_plots" / "index.html").read_text()
+    )
 
 
 def test_predict_agrees_with_evaluate_on_the_test_split(reproduced: Path, tmp_path: Path):
     out = tmp_path / "predictions.csv"
-    done = run(reproduced, sys.executable, "-m", "pipeline.predict", "--model", "resnet18", "data/raw/images.zip", "--out", str(out))
+    done = run(
+        reproduced,
+        sys.executable,
+        "-m",
+        "pipeline.predict",
+        "--model",
+        "resnet18",
+        "data/raw/images.zip",
+        "--out",
+        str(out),
+    )
     assert "predict: 34 photos with resnet18" in done.stderr  # 32 photos, an empty file and Thumbs.db
     rows = {r["file"].split(":", 1)[1]: r for r in csv_rows(out)}
     test = csv_rows(reproduced / "data" / "split" / "test.csv")
@@ -150,6 +178,9 @@ def test_predict_agrees_with_evaluate_on_the_test_split(reproduced: Path, tmp_pa
     predicted = [rows[t["member"]] for t in test]
     evaluated = json.loads((reproduced / "results" / "resnet18.json").read_text())["test"]
     assert sum(p["label"] == label for p, label in zip(predicted, labels)) / len(test) == evaluated["accuracy"]
-    confusion = {a: {c: sum(p["label"] == c for p, label in zip(predicted, labels) if label == a) for c in ("cat", "dog")} for a in ("cat", "dog")}
+    confusion = {
+        a: {c: sum(p["label"] == c for p, label in zip(predicted, labels) if label == a) for c in ("cat", "dog")}
+        for a in ("cat", "dog")
+    }
     assert confusion == evaluated["confusion"]  # photo by photo, the same calls
     assert rows["train/cat.9999.jpg"]["error"] == "empty file"

@@ -17,7 +17,10 @@ from pipeline.common.formats import csv_text
 from tests.helpers import REPO, copy_project, dvc, fake_run, run
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
-pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install chromium)"), pytest.mark.slow]
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install chromium)"),
+    pytest.mark.slow,
+]
 MODELS = ["alexnet", "resnet18"]
 
 
@@ -36,7 +39,10 @@ def drawn(page: Path, profile: Path) -> str:
 def charts(dom: str) -> dict[str, str]:
     """{chart id: its markup}: each Vega chart DVC wrote is a `<div id = "...">` of its own."""
     starts = [(m.group(1), m.start()) for m in re.finditer(r'<div id="([^"]+)"', dom)]
-    return {name: dom[start : (starts[i + 1][1] if i + 1 < len(starts) else len(dom))] for i, (name, start) in enumerate(starts)}
+    return {
+        name: dom[start : (starts[i + 1][1] if i + 1 < len(starts) else len(dom))]
+        for i, (name, start) in enumerate(starts)
+    }
 
 
 def write_confusion(root: Path) -> None:
@@ -59,7 +65,13 @@ def vega_charts() -> int:
     import yaml
 
     plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
-    return sum(1 for plot in plots if isinstance(plot, dict) for spec in plot.values() if isinstance(spec, dict) and "template" in spec)
+    return sum(
+        1
+        for plot in plots
+        if isinstance(plot, dict)
+        for spec in plot.values()
+        if isinstance(spec, dict) and "template" in spec
+    )
 
 
 def test_the_template_carries_the_libraries_and_dvc_uses_it():
@@ -67,7 +79,11 @@ def test_the_template_carries_the_libraries_and_dvc_uses_it():
     assert "{plot_divs}" in page and "cdn" not in page.lower().replace("cdnjs", "")
     assert all(name in page for name in ("vega-5.33.1", "vega-lite-5.23.0", "vega-embed-6.29.0"))
     assert "html_template = plots.html" in (REPO / ".dvc" / "config").read_text()
-    assert {p.name for p in (REPO / "vendor" / "vega").glob("LICENSE-*")} == {"LICENSE-vega", "LICENSE-vega-lite", "LICENSE-vega-embed"}
+    assert {p.name for p in (REPO / "vendor" / "vega").glob("LICENSE-*")} == {
+        "LICENSE-vega",
+        "LICENSE-vega-lite",
+        "LICENSE-vega-embed",
+    }
 
 
 def written(page: Path) -> list[str]:

@@ -47,7 +47,16 @@ def test_a_step_on_features_is_a_step_on_the_photos_it_draws():
     features = precompute.extract(model, split, 8, CPU, mirrored=True)
     optimizer = torch.optim.SGD(model.head.parameters(), lr=0.0)  # nothing moves: the loss is compared
     tp = spec().train
-    loss, logits = precompute.head_step(model, optimizer, nn.CrossEntropyLoss(), features.images, split.labels, tp, torch.Generator().manual_seed(3), CPU)
+    loss, logits = precompute.head_step(
+        model,
+        optimizer,
+        nn.CrossEntropyLoss(),
+        features.images,
+        split.labels,
+        tp,
+        torch.Generator().manual_seed(3),
+        CPU,
+    )
     flipped = torch.rand(8, generator=torch.Generator().manual_seed(3)) < 0.5  # the same draw
     photos = torch.where(flipped[:, None, None, None], split.images.flip(-1), split.images)
     assert 0 < flipped.sum() < 8
@@ -84,7 +93,9 @@ def test_the_backbone_runs_once_per_photo_while_frozen_then_on_every_batch_once_
     rows = []
     _, summary = fit(spec(), train, val, classes=2, log=lambda e, r: rows.append(r))
     assert len(rows) == 3 and summary["trainable_parameters"] == 1280 * 512 + 512 + 512 * 2 + 2  # the head alone
-    assert counters[0].images == 2 * 16 + 8  # each training photo and its mirror image, each validation photo: once in three epochs
+    assert (
+        counters[0].images == 2 * 16 + 8
+    )  # each training photo and its mirror image, each validation photo: once in three epochs
     fit(spec(epochs=2, freeze_epochs=1), train, val, classes=2)
     # epoch 1 on the features (2 × 16 + 8), epoch 2 through the thawed backbone: its 16 photos and the 8 validation photos
     assert counters[1].images == 2 * 16 + 8 + 16 + 8
@@ -95,7 +106,9 @@ def test_precompute_does_nothing_where_the_backbone_trains(monkeypatch):
     counters = counted_builds(monkeypatch)
     fit(spec(epochs=2, freeze="none"), train, val, classes=2)  # the whole network trains: every batch goes through it
     assert counters[0].images == 2 * (16 + 8)
-    assert not models.precomputes(spec(freeze="none").options) and not models.precomputes(spec(requirse_grad=True).options)
+    assert not models.precomputes(spec(freeze="none").options) and not models.precomputes(
+        spec(requirse_grad=True).options
+    )
     assert models.precomputes(spec().options) and not models.precomputes(spec(precompute=False).options)
 
 
@@ -104,9 +117,15 @@ def test_the_estimate_counts_the_features_once_and_the_thawed_epochs_at_their_ow
     step = estimate.timer(lambda thawed: thawed_step if thawed else frozen_step)
     # 640 training photos in steps of 64 (10) and 100 validation photos (2 batches)
     assert estimate.seconds_left(spec(epochs=5), 640, 100, 64, 5, step) == pytest.approx(frozen_step * (2 * 10 + 2))
-    assert estimate.seconds_left(spec(epochs=3, freeze_epochs=1), 640, 100, 64, 3, step) == pytest.approx(frozen_step * 22 + 2 * thawed_step * (10 + 2 / 3))
-    assert estimate.seconds_left(spec(epochs=3, freeze_epochs=1), 640, 100, 64, 2, step) == pytest.approx(2 * thawed_step * (10 + 2 / 3))  # resumed after the frozen epoch
+    assert estimate.seconds_left(spec(epochs=3, freeze_epochs=1), 640, 100, 64, 3, step) == pytest.approx(
+        frozen_step * 22 + 2 * thawed_step * (10 + 2 / 3)
+    )
+    assert estimate.seconds_left(spec(epochs=3, freeze_epochs=1), 640, 100, 64, 2, step) == pytest.approx(
+        2 * thawed_step * (10 + 2 / 3)
+    )  # resumed after the frozen epoch
     without = spec(epochs=3, precompute=False)
     assert estimate.seconds_left(without, 640, 100, 64, 3, step) == pytest.approx(3 * frozen_step * (10 + 2 / 3))
     whole = spec(epochs=3, precompute=False, freeze="none")
-    assert estimate.seconds_left(whole, 640, 100, 64, 3, step) == pytest.approx(3 * frozen_step * (10 + 2 / 3))  # as built: nothing to thaw
+    assert estimate.seconds_left(whole, 640, 100, 64, 3, step) == pytest.approx(
+        3 * frozen_step * (10 + 2 / 3)
+    )  # as built: nothing to thaw

@@ -44,7 +44,14 @@ def model_file(tmp_path_factory) -> Path:
     """A ResNet-18 model file as the train stage writes it (random weights: only the plumbing is tested)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("models") / "resnet18.pt"
-    meta = {"image_size": SIZE, "resize": "crop", "channels": 3, "classes": ["cat", "dog"], "device": "cpu", "epochs": 1}
+    meta = {
+        "image_size": SIZE,
+        "resize": "crop",
+        "channels": 3,
+        "classes": ["cat", "dog"],
+        "device": "cpu",
+        "epochs": 1,
+    }
     modelfile.save(path, models.build("resnet18"), name="resnet18", options={}, meta=meta)
     return path
 
@@ -69,15 +76,23 @@ def inputs(tmp_path_factory) -> Path:
 
 
 def run_predict(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.predict", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.predict", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_photos_come_in_the_inputs_order_named_as_given(inputs):
     found = predict.photos([inputs / "photos" / "b.jpg", inputs / "test1.zip", inputs / "photos"])
     names = [p.name for p in found]
     assert names[0] == f"{inputs}/photos/b.jpg"
-    assert names[1:4] == [f"{inputs}/test1.zip:test1/1.jpg", f"{inputs}/test1.zip:test1/10.jpg", f"{inputs}/test1.zip:test1/11.jpg"]
-    assert names[-6:] == [f"{inputs}/photos/{n}" for n in ("a.jpg", "b.jpg", "c.png", "cut.jpg", "empty.jpg", "notes.txt")]
+    assert names[1:4] == [
+        f"{inputs}/test1.zip:test1/1.jpg",
+        f"{inputs}/test1.zip:test1/10.jpg",
+        f"{inputs}/test1.zip:test1/11.jpg",
+    ]
+    assert names[-6:] == [
+        f"{inputs}/photos/{n}" for n in ("a.jpg", "b.jpg", "c.png", "cut.jpg", "empty.jpg", "notes.txt")
+    ]
 
 
 def test_probabilities_are_the_evaluate_paths_and_tta_averages_the_mirror_image(model_file, inputs):
@@ -92,7 +107,9 @@ def test_probabilities_are_the_evaluate_paths_and_tta_averages_the_mirror_image(
     assert all(p.proba is None and p.label == "" for p in got[3:])
     mirrored = Split(images=split.images.flip(-1), labels=split.labels, device=split.device)
     tta = predict.predict(model, meta, found[:3], compute=CPU, tta=True)
-    assert np.allclose(np.stack([p.proba for p in tta]), (expected + probabilities(model, mirrored, 64).numpy()) / 2, atol=1e-6)
+    assert np.allclose(
+        np.stack([p.proba for p in tta]), (expected + probabilities(model, mirrored, 64).numpy()) / 2, atol=1e-6
+    )
 
 
 def test_flip_tta_of_a_mirror_symmetric_photo_equals_no_tta(model_file):
@@ -100,14 +117,26 @@ def test_flip_tta_of_a_mirror_symmetric_photo_equals_no_tta(model_file):
     half = torch.randint(0, 256, (4, 3, SIZE, SIZE // 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     symmetric = torch.cat([half, half.flip(-1)], dim=-1)  # each photo its own mirror image
     split = Split(images=symmetric, labels=torch.zeros(4, dtype=torch.long), device=torch.device("cpu"))
-    torch.testing.assert_close(probabilities(model, split, 64, tta=True), probabilities(model, split, 64), rtol=0, atol=1e-6)
-    other = Split(images=torch.cat([half, half], dim=-1), labels=split.labels, device=split.device)  # not symmetric: TTA changes something
+    torch.testing.assert_close(
+        probabilities(model, split, 64, tta=True), probabilities(model, split, 64), rtol=0, atol=1e-6
+    )
+    other = Split(
+        images=torch.cat([half, half], dim=-1), labels=split.labels, device=split.device
+    )  # not symmetric: TTA changes something
     assert not torch.allclose(probabilities(model, other, 64, tta=True), probabilities(model, other, 64))
 
 
 def test_evaluate_with_tta_averages_each_test_photo_with_its_mirror_image(model_file):
     model, meta = modelfile.load(model_file)
-    meta |= {"val": {}, "epochs": 1, "kept_epoch": 1, "seconds": 1.0, "images_per_second": 1.0, "parameters": 1, "trainable_parameters": 1}
+    meta |= {
+        "val": {},
+        "epochs": 1,
+        "kept_epoch": 1,
+        "seconds": 1.0,
+        "images_per_second": 1.0,
+        "parameters": 1,
+        "trainable_parameters": 1,
+    }
     photos = torch.randint(0, 256, (6, 3, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     test = Split(images=photos, labels=torch.tensor([0, 1, 0, 1, 0, 1]), device=torch.device("cpu"))
     result, _, proba = evaluate_model(model, meta, test, 4, how=EvaluateParams(tta=True))
@@ -125,9 +154,13 @@ def test_predict_and_classifier_predict_as_evaluate_did_unless_told(model_file, 
     clf = Classifier.load(model_file, device="cpu", precision="fp32")
     photo = inputs / "photos" / "a.jpg"
     model, meta = modelfile.load(model_file)
-    with_tta, without = (predict.predict(model, meta, predict.photos([photo]), compute=CPU, tta=t)[0].proba for t in (True, False))
+    with_tta, without = (
+        predict.predict(model, meta, predict.photos([photo]), compute=CPU, tta=t)[0].proba for t in (True, False)
+    )
     assert not np.allclose(with_tta, without)
-    assert np.allclose(list(clf.predict(photo).probabilities.values()), with_tta, atol=1e-6)  # params.yaml's evaluate.tta
+    assert np.allclose(
+        list(clf.predict(photo).probabilities.values()), with_tta, atol=1e-6
+    )  # params.yaml's evaluate.tta
     assert np.allclose(list(clf.predict(photo, tta=False).probabilities.values()), without, atol=1e-6)
     (tmp_path / "params.yaml").unlink()
     assert load_evaluate().tta is False  # no params.yaml: the default
@@ -148,7 +181,11 @@ def test_the_cli_writes_one_csv_row_per_input_and_reports_bad_files_without_stop
         ("", "", "truncated or corrupt"), ("", "", "empty file"), ("", "", "not an image"),
     ]  # fmt: skip
     summary = done.stderr.strip().splitlines()[-1]
-    assert summary.startswith("predict: 6 photos with resnet18: ") and ", 3 unreadable; " in summary and "img/s on cpu" in summary
+    assert (
+        summary.startswith("predict: 6 photos with resnet18: ")
+        and ", 3 unreadable; " in summary
+        and "img/s on cpu" in summary
+    )
 
 
 @pytest.mark.slow  # a fresh interpreter
@@ -197,7 +234,11 @@ def test_inputs_without_photos_are_refused(tmp_path, case):
         path.mkdir()
     elif case == "not a zip":
         path.write_text("not a zip")
-    message = {"no photos": "no photos in", "no such input": "no such file or folder", "not a zip": "is not a readable zip file"}[case]
+    message = {
+        "no photos": "no photos in",
+        "no such input": "no such file or folder",
+        "not a zip": "is not a readable zip file",
+    }[case]
     with pytest.raises(StageError, match=message):
         predict.photos([path])
 
@@ -261,7 +302,9 @@ def test_from_python_in_two_lines_the_same_probabilities_as_the_command(model_fi
     rows = {r["file"].rpartition("/")[2]: r for r in csv.DictReader(io.StringIO(done.stdout))}
     assert one.label == rows["a.jpg"]["label"] and f"{one.probabilities['dog']:.4f}" == rows["a.jpg"]["p_dog"]
     many = clf.predict(inputs / "photos")  # a folder: one Prediction per file, errors as predict gives them
-    assert [(p.source.rpartition("/")[2], p.label, p.error) for p in many] == [(n, rows[n]["label"], rows[n]["error"]) for n in rows]
+    assert [(p.source.rpartition("/")[2], p.label, p.error) for p in many] == [
+        (n, rows[n]["label"], rows[n]["error"]) for n in rows
+    ]
     pixels = np.random.default_rng(3).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "x.png")  # lossless: the array and the file are the same photo
     from_array, from_file = clf.predict(pixels), clf.predict(tmp_path / "x.png")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.params import presets as preset
 from pipeline.common.errors import ParamError
+from pipeline.params import presets as preset
 from pipeline.params import recipes
 from tests.helpers import REPO
 
@@ -88,8 +88,13 @@ def test_a_preset_runs_as_a_real_dvc_experiment(tmp_path):
     run("git", "commit", "-qm", "project")
     control = tmp_path.parent / "control"
     shutil.copytree(tmp_path, control)  # a fresh clone's first run, in plain DVC: a warning per output
-    assert "control/out.txt'. It won't be created" in run(sys.executable, "-m", "dvc", "exp", "run", cwd=control, both=True)[1]
-    out, err = run(sys.executable, "-m", "pipeline.preset", "tiny", "-S", "data.source=synthetic", "-n", "tiny-run", both=True)
+    assert (
+        "control/out.txt'. It won't be created"
+        in run(sys.executable, "-m", "dvc", "exp", "run", cwd=control, both=True)[1]
+    )
+    out, err = run(
+        sys.executable, "-m", "pipeline.preset", "tiny", "-S", "data.source=synthetic", "-n", "tiny-run", both=True
+    )
     assert "No file hash info found for" not in err
     assert out.splitlines()[0] == (
         "dvc exp run -S model=nin -S data.image_size=72 -S train.epochs=2 -S data.source=synthetic -n tiny-run"
@@ -101,7 +106,6 @@ def test_a_preset_runs_as_a_real_dvc_experiment(tmp_path):
     recorded = experiment["data"]["params"]["params.yaml"]["data"]
     assert recorded["model"] == "nin" and recorded["train"]["epochs"] == 2
     assert recorded["data"]["image_size"] == 72 and recorded["data"]["source"] == "synthetic"
-
 
 
 def test_values_an_earlier_experiment_left_in_params_yaml_are_named_before_the_next_one(tmp_path, monkeypatch):
@@ -117,6 +121,10 @@ def test_values_an_earlier_experiment_left_in_params_yaml_are_named_before_the_n
     params["evaluate"]["eval_mode"], params["train"]["seed"] = False, 2
     Path("params.yaml").write_text(yaml.safe_dump(params))
     assert preset.carried_over(set()) == ["evaluate.eval_mode: True → False", "train.seed: 0 → 2"]
-    assert preset.carried_over({"train.seed"}) == ["evaluate.eval_mode: True → False"]  # the next experiment sets the seed itself
+    assert preset.carried_over({"train.seed"}) == [
+        "evaluate.eval_mode: True → False"
+    ]  # the next experiment sets the seed itself
     monkeypatch.chdir(tmp_path.parent)
-    assert preset.carried_over(set(), tmp_path / "params.yaml") == []  # not in a git repository here: nothing to compare
+    assert (
+        preset.carried_over(set(), tmp_path / "params.yaml") == []
+    )  # not in a git repository here: nothing to compare

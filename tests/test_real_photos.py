@@ -22,7 +22,9 @@ def test_the_shipped_recipe_learns_on_real_photos_in_a_few_epochs(sample_archive
     data = replace(p.data, source=str(sample_archive))
     summary = split.split(sample_archive, tmp_path / "split", data, workers=2)
     assert summary["images"]["val"] == {"cat": 50, "dog": 50}
-    preprocess.preprocess(sample_archive, tmp_path / "split", tmp_path / "data", image_size=64, resize=data.resize, channels=3, workers=2)
+    preprocess.preprocess(
+        sample_archive, tmp_path / "split", tmp_path / "data", image_size=64, resize=data.resize, channels=3, workers=2
+    )
     train, val = (load_split(tmp_path / "data", name, torch.device("cpu")) for name in ("train", "val"))
 
     rows = []

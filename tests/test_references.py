@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = [*sorted((REPO / "pipeline").rglob("*.py")), REPO / "params.yaml", *sorted((REPO / "presets").glob("*.yaml")), *sorted((REPO / "benchmarks").glob("*.py"))]
+SOURCES = [
+    *sorted((REPO / "pipeline").rglob("*.py")),
+    REPO / "params.yaml",
+    *sorted((REPO / "presets").glob("*.yaml")),
+    *sorted((REPO / "benchmarks").glob("*.py")),
+]
 POINTER = re.compile(r"(docs/[a-z0-9-]+\.md)(?:, ?(?:\*([^*]+)\*|\"([^\"]+)\"|([A-Z][^)\n.;:]*)))?")
 
 
@@ -42,9 +47,15 @@ def test_the_finder_reads_each_way_of_naming_a_section():
 def test_every_docs_pointer_names_a_page_and_a_heading_that_exist(where, page, section):
     assert (REPO / page).is_file(), f"{where} points at {page}, which does not exist"
     if section:
-        assert any(h.startswith(section.lower()) for h in headings(REPO / page)), f"{where}: {page} has no heading starting {section!r}"
+        assert any(h.startswith(section.lower()) for h in headings(REPO / page)), (
+            f"{where}: {page} has no heading starting {section!r}"
+        )
 
 
 def test_nothing_points_at_a_readme_section_any_more():
-    stale = [f"{s.relative_to(REPO)}: {m.group(0)}" for s in SOURCES for m in re.finditer(r"README(?:\.md)?, ?[*\"(]", s.read_text())]
+    stale = [
+        f"{s.relative_to(REPO)}: {m.group(0)}"
+        for s in SOURCES
+        for m in re.finditer(r"README(?:\.md)?, ?[*\"(]", s.read_text())
+    ]
     assert stale == []

@@ -118,7 +118,9 @@ def check_every_figure(root: Path, classes: tuple[str, ...], test_images: int) -
     result = read(root / "results" / "nin.json")
     test = result["test"]
     assert result["classes"] == list(classes) and test["images"] == test_images
-    assert list(test["confusion"]) == list(classes) and all(list(row) == list(classes) for row in test["confusion"].values())
+    assert list(test["confusion"]) == list(classes) and all(
+        list(row) == list(classes) for row in test["confusion"].values()
+    )
     assert sum(n for row in test["confusion"].values() for n in row.values()) == test_images
     assert all(list(test[key]) == list(classes) for key in ("precision", "recall", "f1"))
     assert set(test["macro"]) == set(test["weighted"]) == {"precision", "recall", "f1"}

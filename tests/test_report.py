@@ -51,14 +51,27 @@ def test_each_model_is_tested_against_the_next_one_down_on_the_same_photos(tmp_p
     assert first["p_value"] == pytest.approx(2 * 0.5**20) and first["difference"] == pytest.approx(0.20)
     half = 1.959964 * math.sqrt(20 - 20**2 / 100) / 100  # the paired (Wald) interval on the discordant photos
     assert first["difference_ci95"] == pytest.approx([0.20 - half, 0.20 + half], abs=1e-6)
-    assert (second["model"], second["a_only"], second["b_only"], second["p_value"], second["significant"]) == ("nin", 1, 0, 1.0, False)
+    assert (second["model"], second["a_only"], second["b_only"], second["p_value"], second["significant"]) == (
+        "nin",
+        1,
+        0,
+        1.0,
+        False,
+    )
     assert last is None
     live, plots = fake_run(tmp_path, ["resnet18", "vgg11", "nin"])
     report(found, tmp_path / "reports", live=live, plots=plots)
     md = (tmp_path / "reports" / "leaderboard.md").read_text()
-    assert "| better: +0.200 (+0.122 to +0.278), p 1.9e-06 |" in md and "| within noise: +0.010 (-0.010 to +0.030), p 1 |" in md
+    assert (
+        "| better: +0.200 (+0.122 to +0.278), p 1.9e-06 |" in md
+        and "| within noise: +0.010 (-0.010 to +0.030), p 1 |" in md
+    )
     board = json.loads((tmp_path / "reports" / "leaderboard.json").read_text())
-    assert [(p["a"], p["b"], p["significant"]) for p in board["pairs"]] == [("resnet18", "vgg11", True), ("resnet18", "nin", True), ("vgg11", "nin", False)]
+    assert [(p["a"], p["b"], p["significant"]) for p in board["pairs"]] == [
+        ("resnet18", "vgg11", True),
+        ("resnet18", "nin", True),
+        ("vgg11", "nin", False),
+    ]
     page = (tmp_path / "reports" / "index.html").read_text()
     assert "<td><b>+0.210, p 9.5e-07</b></td>" in page and "<td>-0.010, p 1</td>" in page  # resnet18 − nin; nin − vgg11
 
@@ -81,6 +94,8 @@ def test_a_small_test_split_says_in_words_what_its_intervals_mean():
 
     small = [scored(name, acc, 40) for name, acc in (("nin", 0.5), ("resnet18", 0.7))]
     note = report.noise_note(small)
-    assert note.startswith("Only 40 test photos: each accuracy is known to about ±15 points, so gaps of up to 30 points")
+    assert note.startswith(
+        "Only 40 test photos: each accuracy is known to about ±15 points, so gaps of up to 30 points"
+    )
     assert note in report.summary(small)
     assert report.noise_note([scored("nin", 0.8, 4500)]) is None  # ±1.2 points: the table says enough

@@ -63,7 +63,16 @@ def test_the_readme_one_liner_puts_the_changed_params_beside_the_accuracies(comp
     readme = documentation()
     command = "dvc exp show --only-changed --drop '(auc|log_loss|f1|train_s|img_s)\\.'"
     assert command in readme
-    shown = dvc(compared, "exp", "show", "--only-changed", "--no-pager", "--drop", "(auc|log_loss|f1|train_s|img_s)\\.", env={"COLUMNS": "200"}).stdout
+    shown = dvc(
+        compared,
+        "exp",
+        "show",
+        "--only-changed",
+        "--no-pager",
+        "--drop",
+        "(auc|log_loss|f1|train_s|img_s)\\.",
+        env={"COLUMNS": "200"},
+    ).stdout
     header = next(line for line in shown.splitlines() if "Experiment" in line).split()
     assert header[2:] == [*(f"acc.{name}" for name in models.names()), "best", "train.lr", "train.seed"]
     assert max(map(len, shown.splitlines())) <= 200
@@ -83,20 +92,42 @@ def test_metrics_show_lists_only_numbers_and_the_best_model(compared: Path):
 
 
 def test_the_experiments_table_fits_120_columns_with_every_experiment_model_and_change(compared: Path):
-    dvc(compared, "exp", "run", "--queue", "-n", "later", "-S", "train.seed=7")  # queued, never run: listed all the same
+    dvc(
+        compared, "exp", "run", "--queue", "-n", "later", "-S", "train.seed=7"
+    )  # queued, never run: listed all the same
     try:
-        done = run(compared, sys.executable, "-m", "pipeline.experiments", "--width", "120", "--json", "rows.json",
-                   env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        done = run(
+            compared,
+            sys.executable,
+            "-m",
+            "pipeline.experiments",
+            "--width",
+            "120",
+            "--json",
+            "rows.json",
+            env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
     finally:
         dvc(compared, "queue", "remove", "later")
     lines = done.stdout.splitlines()
     assert max(map(len, lines)) <= 120
     assert any(line.startswith("later  [queued]  ") and "train.seed=7" in line for line in lines)
-    assert sum("[success]" in line for line in lines) == 2 and any("train.lr=0.001 train.seed=1" in line for line in lines)
+    assert sum("[success]" in line for line in lines) == 2 and any(
+        "train.lr=0.001 train.seed=1" in line for line in lines
+    )
     rows = json.loads((compared / "rows.json").read_text())
     shown = json.loads(dvc(compared, "exp", "show", "--json").stdout)
     for row in rows:  # each accuracy is the experiment's own metric
-        rev = next(x["revs"][0] for r in shown for x in r.get("experiments") or [] if x.get("name") == row["experiment"] or x["revs"][0].get("name") == row["experiment"]) if row["state"] == "success" else None
+        rev = (
+            next(
+                x["revs"][0]
+                for r in shown
+                for x in r.get("experiments") or []
+                if x.get("name") == row["experiment"] or x["revs"][0].get("name") == row["experiment"]
+            )
+            if row["state"] == "success"
+            else None
+        )
         if rev:
             assert row["accuracy"] == rev["data"]["metrics"]["metrics.json"]["data"]["acc"][row["model"]]
     assert {r["model"] for r in rows if r["state"] == "success"} == set(models.names())

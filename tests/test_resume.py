@@ -8,7 +8,7 @@ import torch
 from pipeline.models import modelfile
 from pipeline.params import recipes
 from pipeline.training.fit import fit
-from pipeline.training.resume import FORMAT, ResumeFile, epochs_done, file_for, key, load, keep_model_file, weights_file
+from pipeline.training.resume import FORMAT, ResumeFile, epochs_done, file_for, keep_model_file, key, load, weights_file
 from tests.helpers import REPO, toy_split
 
 
@@ -22,7 +22,10 @@ def test_the_key_changes_with_the_recipe_the_data_and_the_processes_but_not_the_
     assert key(spec(lr=0.01), "data-a", 1) != base
     assert key(spec(), "data-b", 1) != base
     assert key(spec(runtime={"device": "cpu", "compile": True, "resume": False}), "data-a", 1) == base
-    two = recipes.load(REPO / "params.yaml", {"model": "resnet18", "train": {"epochs": 3, "batch_size": 16}, "runtime": {"processes": 2}}).models[0]
+    two = recipes.load(
+        REPO / "params.yaml",
+        {"model": "resnet18", "train": {"epochs": 3, "batch_size": 16}, "runtime": {"processes": 2}},
+    ).models[0]
     assert key(two, "data-a", 1) == base  # the param alone changes nothing: the processes launched count
     assert key(spec(), "data-a", 2) != base != key(spec(), "data-a", 4)
 
@@ -41,9 +44,13 @@ def test_a_truncated_resume_file_is_set_aside_and_its_model_trains_from_the_star
     assert epochs_done(tmp_path / "m.pt", "k") == 0
     again, _ = fit(one, *data, classes=2, resume=ResumeFile(tmp_path / "m.pt", "k"))
     err = capsys.readouterr().err
-    assert f"{tmp_path / 'm.pt'}: unreadable (" in err and "moved to m.pt.corrupt, this model trains from the start" in err
+    assert (
+        f"{tmp_path / 'm.pt'}: unreadable (" in err and "moved to m.pt.corrupt, this model trains from the start" in err
+    )
     assert (tmp_path / "m.pt.corrupt").stat().st_size == 5000
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))  # the same run again
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values())
+    )  # the same run again
 
 
 @pytest.mark.parametrize("saved_format", [None, FORMAT + 1])
@@ -75,7 +82,9 @@ def finished(tmp_path, epochs=2, keep="best"):
     return one, data, state, model, model_file, whole
 
 
-def test_a_finished_models_resume_state_keeps_one_copy_of_its_weights_sharing_nothing_with_the_model_file(tmp_path, capsys):
+def test_a_finished_models_resume_state_keeps_one_copy_of_its_weights_sharing_nothing_with_the_model_file(
+    tmp_path, capsys
+):
     one, data, state, model, model_file, whole = finished(tmp_path)
     copied = weights_file(state.path)
     assert copied.read_bytes() == model_file.read_bytes() and copied.stat().st_ino != model_file.stat().st_ino
@@ -100,9 +109,14 @@ def test_shared_weights_that_are_gone_or_changed_train_the_model_again(tmp_path,
     linked.unlink()
     other.replace(linked)  # the same architecture, other weights: caught by the digest
     assert load(state.path, "k") is None
-    assert "its weights (resnet18.weights.pt) are missing or changed; this model trains from the start" in capsys.readouterr().err
+    assert (
+        "its weights (resnet18.weights.pt) are missing or changed; this model trains from the start"
+        in capsys.readouterr().err
+    )
     linked.unlink()
     assert epochs_done(state.path, "k") == 0 and load(state.path, "k") is None
     again, _ = fit(one, *data, classes=2, resume=state)  # trains, and its new state has weights of its own
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))  # the same run again
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values())
+    )  # the same run again
     assert load(state.path, "k")["model"] is not None and "weights" not in load(state.path, "k")

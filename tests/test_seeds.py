@@ -17,7 +17,10 @@ def runs(**acc_per_seed):
     """{name-seedK: {"params", "metrics"}} from {model: [accuracy on seed 0, 1, ...]}"""
     n = len(next(iter(acc_per_seed.values())))
     return {
-        f"x-seed{k}": {"params": {"train": {"seed": k}}, "metrics": {"acc": {m: v[k] for m, v in acc_per_seed.items()}, "best": "a"}}
+        f"x-seed{k}": {
+            "params": {"train": {"seed": k}},
+            "metrics": {"acc": {m: v[k] for m, v in acc_per_seed.items()}, "best": "a"},
+        }
         for k in range(n)
     }
 
@@ -25,7 +28,11 @@ def runs(**acc_per_seed):
 def test_means_spreads_and_the_paired_t_test_over_seeds():
     summary = seeds.summarise(runs(b=[0.70, 0.73, 0.71], a=[0.80, 0.82, 0.84]))
     a = summary["metrics"]["acc"]["a"]
-    assert a["mean"] == pytest.approx(0.82) and a["sd"] == pytest.approx(0.02) and (a["min"], a["max"], a["seeds"]) == (0.80, 0.84, 3)
+    assert (
+        a["mean"] == pytest.approx(0.82)
+        and a["sd"] == pytest.approx(0.02)
+        and (a["min"], a["max"], a["seeds"]) == (0.80, 0.84, 3)
+    )
     (pair,) = summary["pairs"]
     assert (pair["a"], pair["b"], pair["held"], pair["seeds"]) == ("a", "b", 3, 3)  # the better mean first
     assert pair["differences"] == pytest.approx([0.10, 0.09, 0.13])
@@ -54,7 +61,20 @@ def test_each_seed_is_one_queued_experiment_and_a_relative_source_becomes_absolu
     Path("photos.zip").write_bytes(b"")
     commands = seeds.queue_commands("cpu", [0, 1], None, ["-S", "data.source=photos.zip", "-S", "model=nin"])
     assert commands == [
-        ["dvc", "exp", "run", "--queue", "-n", f"cpu-seed{k}", "-S", f"train.seed={k}", "-S", f"data.source={tmp_path / 'photos.zip'}", "-S", "model=nin"]
+        [
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            "-n",
+            f"cpu-seed{k}",
+            "-S",
+            f"train.seed={k}",
+            "-S",
+            f"data.source={tmp_path / 'photos.zip'}",
+            "-S",
+            "model=nin",
+        ]
         for k in (0, 1)
     ]
     assert queue.absolute_source(["-S", "data.source=synthetic"]) == ["-S", "data.source=synthetic"]  # not a path here

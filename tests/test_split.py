@@ -90,7 +90,10 @@ def test_train_photos_are_fewer_training_photos_nested_and_even_with_the_same_va
     assert per_class == {2: [1, 1], 10: [5, 5], 40: [20, 20], 80: [44, 36], 96: [60, 36]}  # even, then the dogs run out
     assert set(cuts[2]["train"]) <= set(cuts[10]["train"]) <= set(cuts[40]["train"]) <= set(cuts[80]["train"])  # nested
     assert assign(members, dataclasses.replace(DATA, train_photos=40), DOGS_VS_CATS) == cuts[40]
-    for n, message in ((97, "the split leaves 96 training photos"), (1, "every one of the 2 classes needs a training photo")):
+    for n, message in (
+        (97, "the split leaves 96 training photos"),
+        (1, "every one of the 2 classes needs a training photo"),
+    ):
         with pytest.raises(ParamError, match=message) as e:
             assign(members, dataclasses.replace(DATA, train_photos=n), DOGS_VS_CATS)
         assert e.value.key == "data.train_photos"

@@ -26,7 +26,10 @@ def test_shuffled_batches_visit_each_image_once_and_drop_only_the_incomplete_tai
 
 
 def test_repeated_batches_show_each_image_as_often_in_new_orders():
-    seen = [y.tolist() for _, y in batches(split_of(10), 4, shuffle=True, generator=torch.Generator().manual_seed(0), repeats=4)]
+    seen = [
+        y.tolist()
+        for _, y in batches(split_of(10), 4, shuffle=True, generator=torch.Generator().manual_seed(0), repeats=4)
+    ]
     flat = sum(seen, [])
     assert [len(b) for b in seen] == [4] * 10  # 40 images shown: ten whole batches, none dropped
     assert sorted(flat) == sorted(list(range(10)) * 4)  # each image four times
@@ -35,7 +38,9 @@ def test_repeated_batches_show_each_image_as_often_in_new_orders():
 
 def test_the_same_seed_gives_the_same_order():
     def order(seed):
-        return [y.tolist() for _, y in batches(split_of(), 3, shuffle=True, generator=torch.Generator().manual_seed(seed))]
+        return [
+            y.tolist() for _, y in batches(split_of(), 3, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        ]
 
     assert order(1) == order(1) and order(1) != order(2)
 
@@ -64,7 +69,13 @@ def test_tensorflow_normalisation_maps_pixels_onto_minus_one_to_one():
 
 def test_flip_alone_mirrors_some_images_and_leaves_the_others():
     split = split_of(64, size=6)
-    out = augment(split.images, normalization=IMAGENET, crop_scale=(1.0, 1.0), flip=True, generator=torch.Generator().manual_seed(0))
+    out = augment(
+        split.images,
+        normalization=IMAGENET,
+        crop_scale=(1.0, 1.0),
+        flip=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     plain = normalize(split.images, IMAGENET)
     same = [torch.allclose(out[i], plain[i], atol=1e-5) for i in range(64)]
     mirrored = [torch.allclose(out[i], plain[i].flip(-1), atol=1e-5) for i in range(64)]
@@ -74,27 +85,44 @@ def test_flip_alone_mirrors_some_images_and_leaves_the_others():
 
 def test_no_augmentation_is_plain_normalisation():
     split = split_of(4)
-    torch.testing.assert_close(augment(split.images, normalization=IMAGENET, crop_scale=(1.0, 1.0), flip=False), normalize(split.images, IMAGENET))
+    torch.testing.assert_close(
+        augment(split.images, normalization=IMAGENET, crop_scale=(1.0, 1.0), flip=False),
+        normalize(split.images, IMAGENET),
+    )
 
 
 def test_random_crops_are_per_image_and_stay_inside_the_image():
     # left half black, right half white: a crop shows a mix that differs from image to image
     x = torch.zeros(32, 3, 16, 16, dtype=torch.uint8)
     x[..., 8:] = 255
-    out = augment(x, normalization=IMAGENET, crop_scale=(0.1, 0.3), flip=False, generator=torch.Generator().manual_seed(0))
+    out = augment(
+        x, normalization=IMAGENET, crop_scale=(0.1, 0.3), flip=False, generator=torch.Generator().manual_seed(0)
+    )
     assert out.shape == (32, 3, 16, 16)
-    low, high = normalize(torch.zeros(1, 3, 1, 1, dtype=torch.uint8), IMAGENET), normalize(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8), IMAGENET)
+    low, high = (
+        normalize(torch.zeros(1, 3, 1, 1, dtype=torch.uint8), IMAGENET),
+        normalize(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8), IMAGENET),
+    )
     assert (out >= low - 1e-5).all() and (out <= high + 1e-5).all()  # interpolation, never extrapolation
     means = out.mean(dim=(1, 2, 3))
     assert means.std() > 0.1  # crops differ per image
-    constant = augment(torch.full((4, 3, 16, 16), 77, dtype=torch.uint8), normalization=IMAGENET, crop_scale=(0.2, 1.0), flip=True)
+    constant = augment(
+        torch.full((4, 3, 16, 16), 77, dtype=torch.uint8), normalization=IMAGENET, crop_scale=(0.2, 1.0), flip=True
+    )
     torch.testing.assert_close(constant, normalize(torch.full((4, 3, 16, 16), 77, dtype=torch.uint8), IMAGENET))
 
 
 def test_translation_moves_each_image_by_whole_pixels_within_the_limit_without_blurring():
     side, limit = 32, 4  # translate 0.125 of 32 px: shifts of -4 … 4 px each way
     x = torch.randint(0, 256, (48, 3, side, side), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
-    out = augment(x, normalization=IMAGENET, crop_scale=(1.0, 1.0), flip=False, translate=0.125, generator=torch.Generator().manual_seed(0))
+    out = augment(
+        x,
+        normalization=IMAGENET,
+        crop_scale=(1.0, 1.0),
+        flip=False,
+        translate=0.125,
+        generator=torch.Generator().manual_seed(0),
+    )
     plain = normalize(x, IMAGENET)
     inner = slice(limit, side - limit)  # the pixels every allowed shift fills from inside the image
     shifts = []
@@ -103,7 +131,11 @@ def test_translation_moves_each_image_by_whole_pixels_within_the_limit_without_b
             (dx, dy)
             for dy in range(-limit, limit + 1)
             for dx in range(-limit, limit + 1)
-            if torch.allclose(out[i, :, inner, inner], plain[i, :, limit + dy : side - limit + dy, limit + dx : side - limit + dx], atol=1e-4)
+            if torch.allclose(
+                out[i, :, inner, inner],
+                plain[i, :, limit + dy : side - limit + dy, limit + dx : side - limit + dx],
+                atol=1e-4,
+            )
         ]
         assert len(found) == 1, i  # exactly one whole-pixel shift explains the image: no interpolation
         shifts.append(found[0])
@@ -118,8 +150,22 @@ def test_shifts_and_flips_gather_the_pixels_the_affine_map_samples(flip):
     affine map through grid_sample (forced here by a crop area a hair below 1) lands on the same
     pixel centres, reflected borders included: the two agree to rounding."""
     x = torch.randint(0, 256, (64, 3, 20, 20), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
-    gathered = augment(x, normalization=IMAGENET, crop_scale=(1.0, 1.0), flip=flip, translate=0.2, generator=torch.Generator().manual_seed(5))
-    sampled = augment(x, normalization=IMAGENET, crop_scale=(1.0 - 1e-7, 1.0), flip=flip, translate=0.2, generator=torch.Generator().manual_seed(5))
+    gathered = augment(
+        x,
+        normalization=IMAGENET,
+        crop_scale=(1.0, 1.0),
+        flip=flip,
+        translate=0.2,
+        generator=torch.Generator().manual_seed(5),
+    )
+    sampled = augment(
+        x,
+        normalization=IMAGENET,
+        crop_scale=(1.0 - 1e-7, 1.0),
+        flip=flip,
+        translate=0.2,
+        generator=torch.Generator().manual_seed(5),
+    )
     torch.testing.assert_close(gathered, sampled, rtol=0, atol=1e-3)
     assert not torch.allclose(gathered, normalize(x, IMAGENET))  # the draws moved something
 
@@ -128,7 +174,15 @@ def test_augment_and_normalize_write_the_memory_format_asked_for():
     x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     for memory_format in (torch.channels_last, torch.contiguous_format):
         for crop in ((1.0, 1.0), (0.5, 1.0)):
-            out = augment(x, normalization=IMAGENET, crop_scale=crop, flip=True, translate=0.125, generator=torch.Generator().manual_seed(0), memory_format=memory_format)
+            out = augment(
+                x,
+                normalization=IMAGENET,
+                crop_scale=crop,
+                flip=True,
+                translate=0.125,
+                generator=torch.Generator().manual_seed(0),
+                memory_format=memory_format,
+            )
             assert out.is_contiguous(memory_format=memory_format) and out.dtype == torch.float32
         assert normalize(x, IMAGENET, memory_format).is_contiguous(memory_format=memory_format)
 

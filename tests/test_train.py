@@ -14,8 +14,13 @@ from tests.helpers import REPO, toy_split, write_processed
 
 def test_the_image_size_classes_and_channels_come_from_the_preprocessed_data(tmp_path, capsys):
     # params.yaml says 224 px; the arrays, and their meta.json, say 32: what the model saw is 32
-    data = write_processed(tmp_path / "processed", {"train": toy_split(32), "val": toy_split(16, seed=1)}, classes=("left", "right"))
-    p = recipes.load(REPO / "params.yaml", {"model": "resnet18", "train": {"epochs": 1, "batch_size": 16}, "runtime": {"device": "cpu"}})
+    data = write_processed(
+        tmp_path / "processed", {"train": toy_split(32), "val": toy_split(16, seed=1)}, classes=("left", "right")
+    )
+    p = recipes.load(
+        REPO / "params.yaml",
+        {"model": "resnet18", "train": {"epochs": 1, "batch_size": 16}, "runtime": {"device": "cpu"}},
+    )
     assert p.data.image_size == 224
     (tmp_path / "checkpoints").mkdir()  # an earlier version's resume folder, beside the new one
     summaries = train.train_all(p, data, tmp_path / "models", tmp_path / "dvclive", tmp_path / "resume")
@@ -25,10 +30,17 @@ def test_the_image_size_classes_and_channels_come_from_the_preprocessed_data(tmp
     model, meta = modelfile.load(tmp_path / "models" / "resnet18.pt")
     assert (meta["image_size"], meta["channels"], meta["classes"], meta["resize"]) == (32, 3, ["left", "right"], "crop")
     # the summary, and the normalisation its inputs took, which the model file adds (ImageNet's for the zoo)
-    assert meta == {"name": "resnet18", "options": {"zero_init_residual": False}, **summaries["resnet18"], "normalization": IMAGENET.record()}
+    assert meta == {
+        "name": "resnet18",
+        "options": {"zero_init_residual": False},
+        **summaries["resnet18"],
+        "normalization": IMAGENET.record(),
+    }
     assert sorted(p.name for p in (tmp_path / "resume").iterdir()) == ["resnet18.pt", "resnet18.weights.pt"]
     copied, model_file = tmp_path / "resume" / "resnet18.weights.pt", tmp_path / "models" / "resnet18.pt"
-    assert copied.read_bytes() == model_file.read_bytes() and copied.stat().st_ino != model_file.stat().st_ino  # a copy, never a link
+    assert (
+        copied.read_bytes() == model_file.read_bytes() and copied.stat().st_ino != model_file.stat().st_ino
+    )  # a copy, never a link
     assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 2)
 
 

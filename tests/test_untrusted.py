@@ -42,7 +42,7 @@ def fake_ghostscript(tmp_path) -> tuple[dict, Path]:
     bin_dir, witness = tmp_path / "bin", tmp_path / "gs-was-called"
     bin_dir.mkdir()
     gs = bin_dir / "gs"
-    gs.write_text(f"#!/bin/sh\necho \"$@\" >> {witness}\nexit 1\n")
+    gs.write_text(f'#!/bin/sh\necho "$@" >> {witness}\nexit 1\n')
     gs.chmod(0o755)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(tmp_path)}
     return env, witness
@@ -69,7 +69,9 @@ def test_postscript_named_jpg_never_reaches_ghostscript_in_predict_or_split(fake
         "try:\n    images.decode(open('eps.jpg','rb').read())\nexcept images.RejectError as e:\n    print('predict:', e.reason)\n"
         "classes, usable, rejects = split.scan('train.zip', workers=2)\nprint('split:', rejects)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, timeout=120, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, timeout=120, capture_output=True, text=True, check=True
+    ).stdout
     assert "predict: not a photo format" in out
     assert "split: [('train/cat.1.jpg', 'not a photo format')]" in out
     assert not witness.exists()
@@ -232,6 +234,7 @@ def _set(field: str, value):
     def change(content):
         part, _, key = field.rpartition(".")
         (content[part] if part else content)[key] = value
+
     return change
 
 
@@ -267,8 +270,23 @@ def _reshaped(content):
         (_reshaped, "must have nin's shape"),
         (_set("state_dict", {"a": 1}), "state_dict = 'dict': must map parameter names to tensors"),
     ],
-    ids=["size-huge", "size-small", "size-text", "resize", "channels", "no-classes", "repeated-class", "million-classes",
-         "no-meta", "name", "option-value", "option-key", "other-architecture", "wrong-shape", "not-tensors"],
+    ids=[
+        "size-huge",
+        "size-small",
+        "size-text",
+        "resize",
+        "channels",
+        "no-classes",
+        "repeated-class",
+        "million-classes",
+        "no-meta",
+        "name",
+        "option-value",
+        "option-key",
+        "other-architecture",
+        "wrong-shape",
+        "not-tensors",
+    ],
 )
 def test_every_field_of_a_model_file_is_checked_before_any_allocation(nin_file, tmp_path, change, field):
     from pipeline.models import modelfile
@@ -283,8 +301,13 @@ def test_every_field_of_a_model_file_is_checked_before_any_allocation(nin_file, 
 def test_predict_with_a_model_file_claiming_100000_px_is_one_line_in_seconds(nin_file, tmp_path):
     path = tampered(nin_file, tmp_path / "big.pt", _set("meta.image_size", 100_000))
     (tmp_path / "a.jpg").write_bytes(jpeg())
-    run = subprocess.run([sys.executable, "-m", "pipeline.predict", "--model", str(path), str(tmp_path / "a.jpg")],
-                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    run = subprocess.run(
+        [sys.executable, "-m", "pipeline.predict", "--model", str(path), str(tmp_path / "a.jpg")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert run.returncode == 2 and run.stderr.strip().count("\n") == 0
     assert "meta.image_size = 100000" in run.stderr
 
@@ -295,17 +318,24 @@ def test_a_photo_given_directly_has_the_same_size_cap_as_inside_a_folder(tmp_pat
     monkeypatch.setattr(images, "MAX_FILE_BYTES", 1000)
     with open(tmp_path / "huge.jpg", "wb") as f:
         f.truncate(5000)  # sparse: 8 GB in the attack, read whole before
-    assert predict.decode_photo(predict.Photo(str(tmp_path / "huge.jpg"), tmp_path / "huge.jpg"), 32, "crop") == (None, "too large")
+    assert predict.decode_photo(predict.Photo(str(tmp_path / "huge.jpg"), tmp_path / "huge.jpg"), 32, "crop") == (
+        None,
+        "too large",
+    )
 
 
 # ---------------------------------------------------------------- 6. fail before the expensive part
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"just text", "is not a state-dict file"),
-    ("list", "holds a list, not a state dict"),
-    ("other", r"is not a state dict of efficientnet_lite0: Error\(s\) in loading state_dict"),
-], ids=["text", "list", "another-network"])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"just text", "is not a state-dict file"),
+        ("list", "holds a list, not a state dict"),
+        ("other", r"is not a state dict of efficientnet_lite0: Error\(s\) in loading state_dict"),
+    ],
+    ids=["text", "list", "another-network"],
+)
 def test_a_weights_file_that_is_not_the_networks_state_dict_stops_check(tmp_path, content, message):
     import torch
 
@@ -319,7 +349,9 @@ def test_a_weights_file_that_is_not_the_networks_state_dict_stops_check(tmp_path
         torch.save(models.build("nin").state_dict(), path)
     else:
         path.write_bytes(content)
-    p = recipes.load(overrides={"model": "efficientnet_lite0", "models": {"efficientnet_lite0": {"weights": str(path)}}})
+    p = recipes.load(
+        overrides={"model": "efficientnet_lite0", "models": {"efficientnet_lite0": {"weights": str(path)}}}
+    )
     with pytest.raises(StageError, match=message) as error:
         models.preflight(p.models, 64)
     assert str(path) in str(error.value)
@@ -332,16 +364,26 @@ def test_a_weights_file_that_is_not_the_networks_state_dict_stops_check(tmp_path
 def tricky_photos(tmp_path) -> Path:
     folder = tmp_path / "in"
     (folder / "a").mkdir(parents=True)
-    for i, name in enumerate(("a b.jpg", "a_b.jpg", "a,b.jpg", "a/b.jpg", "A_B.jpg", "x" * 240 + ".jpg", "=cmd|' -C calc'!A0.jpg", "-2.jpg")):
+    for i, name in enumerate(
+        ("a b.jpg", "a_b.jpg", "a,b.jpg", "a/b.jpg", "A_B.jpg", "x" * 240 + ".jpg", "=cmd|' -C calc'!A0.jpg", "-2.jpg")
+    ):
         (folder / name).write_bytes(jpeg(colour=(i * 30, 100, 200 - i * 20)))
     return folder
 
 
 def run_predict(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.predict", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.predict", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
 
 
-def test_explain_writes_one_picture_per_photo_with_readable_safe_names_and_the_csv_says_which(nin_file, tricky_photos, tmp_path):
+def test_explain_writes_one_picture_per_photo_with_readable_safe_names_and_the_csv_says_which(
+    nin_file, tricky_photos, tmp_path
+):
     import csv
 
     done = run_predict("--model", nin_file, "--explain", tmp_path / "why", "--out", tmp_path / "out.csv", tricky_photos)
@@ -355,7 +397,11 @@ def test_explain_writes_one_picture_per_photo_with_readable_safe_names_and_the_c
     by_file = {r["file"].partition("/in/")[2]: r["explanation"] for r in rows}
     for name in ("a b.jpg", "a_b.jpg", "a,b.jpg", "a/b.jpg"):  # readable: the name as far as it is safe, then its hash
         assert re.fullmatch(r".*_in_a_b\.jpg-[0-9a-f]{8}\.png", by_file[name])
-    assert predict_names(["a_b.jpg", "A_B.jpg", "a b.jpg"]) == ["a_b.jpg.png", "A_B.jpg-" + sha8("A_B.jpg") + ".png", "a_b.jpg-" + sha8("a b.jpg") + ".png"]
+    assert predict_names(["a_b.jpg", "A_B.jpg", "a b.jpg"]) == [
+        "a_b.jpg.png",
+        "A_B.jpg-" + sha8("A_B.jpg") + ".png",
+        "a_b.jpg-" + sha8("a b.jpg") + ".png",
+    ]
 
 
 def sha8(text: str) -> str:
@@ -376,11 +422,16 @@ def test_predicts_csv_neutralises_cells_a_spreadsheet_would_run(nin_file, tricky
 
     from pipeline.common.formats import csv_text
 
-    assert csv_text(["a", "b", "c"], [["=1+1", "-0.5", "@x"], ["+A1", "\tx", "ok"]], for_people=True) == "a,b,c\n'=1+1,-0.5,'@x\n'+A1,\\x09x,ok\n"  # a tab: written as \x09, then nothing left to run
+    assert (
+        csv_text(["a", "b", "c"], [["=1+1", "-0.5", "@x"], ["+A1", "\tx", "ok"]], for_people=True)
+        == "a,b,c\n'=1+1,-0.5,'@x\n'+A1,\\x09x,ok\n"
+    )  # a tab: written as \x09, then nothing left to run
     (tricky_photos.parent / "f").mkdir()
     for name in ("=cmd|' -C calc'!A0.jpg", "+1.jpg", "@SUM(A1).jpg", "-2+3.jpg"):
         (tricky_photos.parent / "f" / name).write_bytes(jpeg())
-    done = run_predict("--model", nin_file, "--out", tmp_path / "out.csv", *sorted((tricky_photos.parent / "f").iterdir()))
+    done = run_predict(
+        "--model", nin_file, "--out", tmp_path / "out.csv", *sorted((tricky_photos.parent / "f").iterdir())
+    )
     assert done.returncode == 0, done.stderr
     cells = [row[0] for row in csv.reader(open(tmp_path / "out.csv"))][1:]
     assert cells and all(not c.startswith(("=", "+", "-", "@")) for c in cells)
@@ -396,17 +447,26 @@ def test_rejects_csv_neutralises_member_names(tmp_path):
         z.writestr("=HYPERLINK(1).jpg", b"not a photo")
     import dataclasses
 
-    split.split(tmp_path / "t.zip", tmp_path / "s", dataclasses.replace(load_data(REPO / "params.yaml"), val_fraction=0.2, test_fraction=0.2, max_per_class=None), workers=1)
+    split.split(
+        tmp_path / "t.zip",
+        tmp_path / "s",
+        dataclasses.replace(load_data(REPO / "params.yaml"), val_fraction=0.2, test_fraction=0.2, max_per_class=None),
+        workers=1,
+    )
     text = (tmp_path / "s" / "rejects.csv").read_text()
     assert "\n'=HYPERLINK(1).jpg,no class in its path\n" in text
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--out", "{tmp}"], "is a folder: give a file name"),
-    (["--out", "{tmp}/file.txt/out.csv"], "file.txt is a file, not a folder"),
-    (["--explain", "{tmp}/file.txt"], "is a file: give a folder"),
-    (["--batch-size", "0"], "--batch-size 0: must be a positive whole number"),
-], ids=["out-is-a-dir", "out-nowhere", "explain-is-a-file", "batch-size"])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--out", "{tmp}"], "is a folder: give a file name"),
+        (["--out", "{tmp}/file.txt/out.csv"], "file.txt is a file, not a folder"),
+        (["--explain", "{tmp}/file.txt"], "is a file: give a folder"),
+        (["--batch-size", "0"], "--batch-size 0: must be a positive whole number"),
+    ],
+    ids=["out-is-a-dir", "out-nowhere", "explain-is-a-file", "batch-size"],
+)
 def test_a_bad_output_path_is_refused_before_any_prediction(nin_file, tmp_path, flags, message):
     (tmp_path / "file.txt").write_text("x")
     (tmp_path / "a.jpg").write_bytes(jpeg())
@@ -469,7 +529,9 @@ def run_stage(fn, capsys) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_full_disk_when_the_arrays_are_reserved_is_one_line_saying_how_much(split_photos, tmp_path, monkeypatch, capsys, workers):
+def test_a_full_disk_when_the_arrays_are_reserved_is_one_line_saying_how_much(
+    split_photos, tmp_path, monkeypatch, capsys, workers
+):
     import errno
     import os
 
@@ -481,14 +543,21 @@ def test_a_full_disk_when_the_arrays_are_reserved_is_one_line_saying_how_much(sp
     monkeypatch.setattr(os, "posix_fallocate", full)
     archive, split_dir = split_photos
     out = tmp_path / "processed"
-    code, err = run_stage(lambda: preprocess.preprocess(archive, split_dir, out, image_size=32, resize="crop", channels=3, workers=workers), capsys)
+    code, err = run_stage(
+        lambda: preprocess.preprocess(
+            archive, split_dir, out, image_size=32, resize="crop", channels=3, workers=workers
+        ),
+        capsys,
+    )
     assert code == 2 and err.count("\n") == 1
     assert "error: the disk is full: preprocess needs 0.00 GiB for the train array" in err and "GiB are free" in err
     assert list(out.iterdir()) == []  # no .tmp array, no partial output
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_disk_that_fills_while_decoding_is_one_line_and_leaves_nothing(split_photos, tmp_path, monkeypatch, capsys, workers):
+def test_a_disk_that_fills_while_decoding_is_one_line_and_leaves_nothing(
+    split_photos, tmp_path, monkeypatch, capsys, workers
+):
     import errno
 
     from pipeline import preprocess
@@ -499,9 +568,16 @@ def test_a_disk_that_fills_while_decoding_is_one_line_and_leaves_nothing(split_p
     monkeypatch.setattr(preprocess, "load", full)  # in every worker too: they are forked
     archive, split_dir = split_photos
     out = tmp_path / "processed"
-    code, err = run_stage(lambda: preprocess.preprocess(archive, split_dir, out, image_size=32, resize="crop", channels=3, workers=workers), capsys)
+    code, err = run_stage(
+        lambda: preprocess.preprocess(
+            archive, split_dir, out, image_size=32, resize="crop", channels=3, workers=workers
+        ),
+        capsys,
+    )
     assert code == 2 and err.count("\n") == 1 and "out-of-memory" not in err
-    assert err.startswith("error: the disk is full (No space left on device) writing data/processed/.train_images.npy.tmp")
+    assert err.startswith(
+        "error: the disk is full (No space left on device) writing data/processed/.train_images.npy.tmp"
+    )
     assert list(out.iterdir()) == []
 
 
@@ -515,13 +591,21 @@ def test_a_full_disk_while_saving_a_model_is_the_same_line_and_no_partial_file(t
 
     def failing_save(obj, f, *args, **kwargs):
         Path(f).write_bytes(b"partial")
-        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0; PytorchStreamWriter failed writing file data/0: file write failed")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0; PytorchStreamWriter failed writing file data/0: file write failed"
+        )
 
     monkeypatch.setattr(torch, "save", failing_save)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
     meta = {"image_size": 72, "resize": "crop", "channels": 3, "classes": ["cat", "dog"]}
-    code, err = run_stage(lambda: modelfile.save(tmp_path / "nin.pt", models.build("nin"), name="nin", options={}, meta=meta), capsys)
-    assert code == 2 and err.startswith("error: the disk is full (No space left on device) writing ") and str(tmp_path / "nin.pt") in err
+    code, err = run_stage(
+        lambda: modelfile.save(tmp_path / "nin.pt", models.build("nin"), name="nin", options={}, meta=meta), capsys
+    )
+    assert (
+        code == 2
+        and err.startswith("error: the disk is full (No space left on device) writing ")
+        and str(tmp_path / "nin.pt") in err
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -538,16 +622,22 @@ def test_params_changed_while_training_stop_the_stage_before_it_saves_a_model(tm
     params = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", params)
     data = write_processed(tmp_path / "processed", {"train": toy_split(32), "val": toy_split(16, seed=1)})
-    p = recipes.load(params, {"model": "resnet18", "train": {"epochs": 1, "batch_size": 16}, "runtime": {"device": "cpu"}})
+    p = recipes.load(
+        params, {"model": "resnet18", "train": {"epochs": 1, "batch_size": 16}, "runtime": {"device": "cpu"}}
+    )
     real_fit = train.fit
 
     def second_exp_run_writes_its_seed(*args, **kwargs):
         out = real_fit(*args, **kwargs)
-        params.write_text(params.read_text().replace("  seed: 0\n", "  seed: 1\n", 1))  # what `dvc exp run -S train.seed=1` does
+        params.write_text(
+            params.read_text().replace("  seed: 0\n", "  seed: 1\n", 1)
+        )  # what `dvc exp run -S train.seed=1` does
         return out
 
     monkeypatch.setattr(train, "fit", second_exp_run_writes_its_seed)
-    with pytest.raises(StageError, match=r"train: params\.yaml changed while this stage ran \(.*seed: 0 → 1\): another `dvc exp run`"):
+    with pytest.raises(
+        StageError, match=r"train: params\.yaml changed while this stage ran \(.*seed: 0 → 1\): another `dvc exp run`"
+    ):
         train.train_all(p, data, tmp_path / "models", tmp_path / "dvclive", tmp_path / "resume")
     assert not (tmp_path / "models" / "resnet18.pt").exists()
 
@@ -556,20 +646,26 @@ def test_evaluate_refuses_a_model_trained_with_other_params():
     from pipeline.evaluate import trained_with_other
 
     assert trained_with_other({"seed": 0, "crop_scale": (1.0, 1.0)}, {"seed": 0, "crop_scale": [1.0, 1.0]}) == ""
-    assert trained_with_other({"seed": 0, "lr": 0.1}, {"seed": 1, "lr": 0.1}) == "train.seed = 0, and params.yaml says 1"
+    assert (
+        trained_with_other({"seed": 0, "lr": 0.1}, {"seed": 1, "lr": 0.1}) == "train.seed = 0, and params.yaml says 1"
+    )
 
 
 # ---------------------------------------------------------------- command-line values
 
 
-@pytest.mark.parametrize("command, message", [
-    ("benchmarks.bench --archive {zip} --image-size 100000", "data.image_size = 100000: must be at most 1,024"),
-    ("benchmarks.bench --archive {zip} --steps 0", "--steps 0: must be at least 1"),
-    ("benchmarks.bench --archive {photo}", "is neither a zip nor a folder of photos"),
-    ("pipeline.export --model {model} --out {tmp}", "is a folder: give a file name"),
-    ("pipeline.compare HEAD other", "metrics.json at 'HEAD'"),
-    ("pipeline.seeds run x --poll 0", "--poll 0: a number of seconds from above 0 to 3600"),
-], ids=["bench-size", "bench-steps", "bench-archive", "export-out", "compare-rev", "seeds-poll"])
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        ("benchmarks.bench --archive {zip} --image-size 100000", "data.image_size = 100000: must be at most 1,024"),
+        ("benchmarks.bench --archive {zip} --steps 0", "--steps 0: must be at least 1"),
+        ("benchmarks.bench --archive {photo}", "is neither a zip nor a folder of photos"),
+        ("pipeline.export --model {model} --out {tmp}", "is a folder: give a file name"),
+        ("pipeline.compare HEAD other", "metrics.json at 'HEAD'"),
+        ("pipeline.seeds run x --poll 0", "--poll 0: a number of seconds from above 0 to 3600"),
+    ],
+    ids=["bench-size", "bench-steps", "bench-archive", "export-out", "compare-rev", "seeds-poll"],
+)
 def test_a_bad_command_line_value_is_one_line_not_a_traceback(nin_file, tmp_path, command, message):
     (tmp_path / "a.jpg").write_bytes(jpeg())
     with zipfile.ZipFile(tmp_path / "t.zip", "w") as z:
@@ -578,8 +674,19 @@ def test_a_bad_command_line_value_is_one_line_not_a_traceback(nin_file, tmp_path
     cwd = tmp_path if args[0] == "pipeline.compare" else REPO  # no metrics.json at HEAD of a repository without one
     if args[0] == "pipeline.compare":
         subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "x"], cwd=tmp_path, check=True)
-    done = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120, cwd=cwd, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent)})
+        subprocess.run(
+            ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "x"],
+            cwd=tmp_path,
+            check=True,
+        )
+    done = subprocess.run(
+        [sys.executable, "-m", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent)},
+    )
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr[-500:]
 
 
@@ -613,12 +720,19 @@ def test_an_encrypted_member_is_one_row_of_predicts_csv_and_the_others_are_class
     assert rows[1]["label"] in ("cat", "dog")
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"train": {"seed": -1}}, "train.seed = -1: must be a whole number from 0 to 4,294,967,295"),
-    ({"train": {"seed": 2**70}}, "train.seed = 1180591620717411303424"),
-    ({"data": {"seed": 2**32}}, "data.seed = 4294967296"),
-    ({"models": {"resnet50": {"head": [10**9]}}}, "models.resnet50.head = [1000000000]: at most 8 hidden layers of at most 16,384 units"),
-], ids=["negative-seed", "huge-seed", "huge-split-seed", "huge-head"])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"train": {"seed": -1}}, "train.seed = -1: must be a whole number from 0 to 4,294,967,295"),
+        ({"train": {"seed": 2**70}}, "train.seed = 1180591620717411303424"),
+        ({"data": {"seed": 2**32}}, "data.seed = 4294967296"),
+        (
+            {"models": {"resnet50": {"head": [10**9]}}},
+            "models.resnet50.head = [1000000000]: at most 8 hidden layers of at most 16,384 units",
+        ),
+    ],
+    ids=["negative-seed", "huge-seed", "huge-split-seed", "huge-head"],
+)
 def test_values_that_crashed_later_are_param_errors(overrides, message):
     from pipeline.common.errors import ParamError
     from pipeline.params import recipes

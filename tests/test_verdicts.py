@@ -21,7 +21,9 @@ from pipeline.preprocess import preprocess
 from pipeline.split import split
 from tests.helpers import committed_project, dvc
 
-DATA = DataParams(source="unused", image_size=16, resize="crop", max_per_class=None, val_fraction=0.2, test_fraction=0.2, seed=0)
+DATA = DataParams(
+    source="unused", image_size=16, resize="crop", max_per_class=None, val_fraction=0.2, test_fraction=0.2, seed=0
+)
 
 
 def test_a_verdict_file_reads_keep_exclude_and_relabel_with_comments():
@@ -76,14 +78,18 @@ def test_the_split_applies_verdicts_to_training_and_validation_and_keeps_the_tes
 
     assert after["test"] == before["test"]  # the same test photos, with their given labels
     assert train[0] not in after["train"] and after["train"][train[1]] == 1 - before["train"][train[1]]
-    assert {m: v for m, v in after["train"].items() if m not in (train[0], train[1])} == {m: v for m, v in before["train"].items() if m not in (train[0], train[1])}
+    assert {m: v for m, v in after["train"].items() if m not in (train[0], train[1])} == {
+        m: v for m, v in before["train"].items() if m not in (train[0], train[1])
+    }
     assert after["val"] == before["val"]
     assert summary["verdicts"]["test_labels"] == {test[0]: None, cat_in_test: "dog"}
     assert summary["verdicts"]["given"] == 6 and summary["verdicts"]["in_source"] == 5  # cat.999 is not in this source
     assert summary["verdicts"]["changed"]["train"] == {"exclude": 1, "relabel": 1} and plain["verdicts"]["given"] == 0
     with open(tmp_path / "judged" / "verdicts.csv", newline="") as f:
         rows = {r["member"]: (r["split"], r["verdict"]) for r in csv.DictReader(f)}
-    assert rows[train[0]] == ("train", "exclude") and rows[cat_in_test] == ("test", "relabel dog") and train[2] not in rows
+    assert (
+        rows[train[0]] == ("train", "exclude") and rows[cat_in_test] == ("test", "relabel dog") and train[2] not in rows
+    )
 
     again = split(archive, tmp_path / "again", judged, workers=2)  # deterministic: the same files, whatever the workers
     assert again == summary

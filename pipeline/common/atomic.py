@@ -59,7 +59,9 @@ def torch_save(obj: Any, path: Path | str) -> None:
             if "write" not in str(e):
                 raise
             full = shutil.disk_usage(tmp.parent).free < 64 << 20
-            raise OSError(errno.ENOSPC if full else errno.EIO, "No space left on device" if full else "write failed", str(path)) from e
+            raise OSError(
+                errno.ENOSPC if full else errno.EIO, "No space left on device" if full else "write failed", str(path)
+            ) from e
 
 
 def write_json(path: Path | str, obj: Any) -> None:

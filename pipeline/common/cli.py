@@ -36,7 +36,10 @@ def run(main: Callable[[], Any]) -> None:
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             where = f" writing {e.filename}" if e.filename else ""
-            print(f"error: the disk is full ({e.strerror}){where}: free some space and rerun; no partial output was kept", file=sys.stderr)
+            print(
+                f"error: the disk is full ({e.strerror}){where}: free some space and rerun; no partial output was kept",
+                file=sys.stderr,
+            )
             sys.exit(2)
         if e.errno not in files.FILE_SYSTEM_ERRORS:
             raise
@@ -45,8 +48,11 @@ def run(main: Callable[[], Any]) -> None:
         print(f"error: {where}{files.said(e)}; no partial output was kept", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: no output of this stage was completed (nothing half-written is kept); the epochs "
-              "training finished are in resume/, and a rerun (dvc repro, or the same dvc exp run) continues from them", file=sys.stderr)
+        print(
+            "interrupted: no output of this stage was completed (nothing half-written is kept); the epochs "
+            "training finished are in resume/, and a rerun (dvc repro, or the same dvc exp run) continues from them",
+            file=sys.stderr,
+        )
         sys.exit(130)
 
 

@@ -62,7 +62,11 @@ def parse_json(data: bytes | str, where: str) -> Any:
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        markers = " (it holds merge-conflict markers: resolve them, or restore it with dvc checkout / git checkout)" if "<<<<<<<" in (data if isinstance(data, str) else data.decode("utf-8", "replace")) else ""
+        markers = (
+            " (it holds merge-conflict markers: resolve them, or restore it with dvc checkout / git checkout)"
+            if "<<<<<<<" in (data if isinstance(data, str) else data.decode("utf-8", "replace"))
+            else ""
+        )
         raise StageError(f"{where} is not JSON: {' '.join(str(e).split())[:200]}{markers}") from None
 
 

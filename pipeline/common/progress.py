@@ -67,7 +67,16 @@ class Progress:
         terminal = enabled and hasattr(self.file, "isatty") and self.file.isatty()
         scale = {"unit_scale": True, "unit_divisor": 1024} if unit == "B" else {}
         self.bar = (
-            tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.file, leave=False, dynamic_ncols=True, **scale)
+            tqdm(
+                total=total,
+                initial=initial,
+                desc=desc,
+                unit=unit,
+                file=self.file,
+                leave=False,
+                dynamic_ncols=True,
+                **scale,
+            )
             if terminal
             else None
         )

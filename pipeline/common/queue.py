@@ -33,7 +33,9 @@ def dvc(*args: str) -> subprocess.CompletedProcess:
 
 def start_worker() -> subprocess.CompletedProcess:
     """`dvc queue start -j 1`, its output in .dvc/tmp/seeds-queue-start.log."""
-    return run_detached([sys.executable, "-m", "dvc", "queue", "start", "-j", "1"], Path(".dvc", "tmp", "seeds-queue-start.log"))
+    return run_detached(
+        [sys.executable, "-m", "dvc", "queue", "start", "-j", "1"], Path(".dvc", "tmp", "seeds-queue-start.log")
+    )
 
 
 def run_detached(cmd: list[str], log: Path) -> subprocess.CompletedProcess:
@@ -62,7 +64,10 @@ def wait(expected: list[str], poll: float = POLL, label: str = "seeds") -> None:
         for exp, state in states.items():
             if state in ("Success", "Failed") and exp not in reported:
                 reported.add(exp)
-                print(f"{label}: {exp} {'done' if state == 'Success' else 'FAILED'} ({len(reported)} of {len(expected)}); dvc queue logs {exp}", flush=True)
+                print(
+                    f"{label}: {exp} {'done' if state == 'Success' else 'FAILED'} ({len(reported)} of {len(expected)}); dvc queue logs {exp}",
+                    flush=True,
+                )
         if len(reported) == len(expected):
             failed = [exp for exp in expected if states.get(exp) == "Failed"]
             if failed:

@@ -35,10 +35,16 @@ class StrictLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, (str, int, float, bool)) and key is not None:  # `? [a, b]`: no param is named by a list
-                raise yaml.constructor.ConstructorError(None, None, f"a key must be a name, not a {type(key).__name__}", key_node.start_mark)
+            if (
+                not isinstance(key, (str, int, float, bool)) and key is not None
+            ):  # `? [a, b]`: no param is named by a list
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be a name, not a {type(key).__name__}", key_node.start_mark
+                )
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep)
 
@@ -55,9 +61,15 @@ def read(path: Path) -> dict:
         data = files.read_bytes(path, "the file", MAX_PARAMS_BYTES)
     except files.TooLarge:
         size = Path(path).stat().st_size
-        raise ParamError("params file", str(path), f"is {size:,} bytes, more than a params file needs ({MAX_PARAMS_BYTES:,} bytes at most): is it the right file?") from None
+        raise ParamError(
+            "params file",
+            str(path),
+            f"is {size:,} bytes, more than a params file needs ({MAX_PARAMS_BYTES:,} bytes at most): is it the right file?",
+        ) from None
     except files.NotRegular as e:
-        raise ParamError("params file", str(path), f"{str(e).removeprefix(f'the file {path} ')}: give a params file") from None
+        raise ParamError(
+            "params file", str(path), f"{str(e).removeprefix(f'the file {path} ')}: give a params file"
+        ) from None
     except StageError as e:
         if not Path(path).exists():
             raise ParamError("params file", str(path), "not found: run from the repository root") from None
@@ -65,7 +77,9 @@ def read(path: Path) -> dict:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ParamError("params file", str(path), f"is not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})") from None
+        raise ParamError(
+            "params file", str(path), f"is not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})"
+        ) from None
     raw = loads(text, "params file", str(path)) or {}
     if not isinstance(raw, dict):
         raise ParamError("params file", str(path), "must be a mapping of sections")
@@ -77,13 +91,17 @@ def loads(text: str, key: str, value: str | None = None) -> Any:
     MAX_PARAMS_BYTES, no numbers Python refuses, bounded nesting); its faults are ParamErrors on `key`."""
     value = text if value is None else value
     if len(text) > MAX_PARAMS_BYTES:
-        raise ParamError(key, value, f"is {len(text):,} characters, more than a params file needs ({MAX_PARAMS_BYTES:,} at most)")
+        raise ParamError(
+            key, value, f"is {len(text):,} characters, more than a params file needs ({MAX_PARAMS_BYTES:,} at most)"
+        )
     try:
         return yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as e:
         raise ParamError(key, value, f"is not valid YAML: {' '.join(str(e).split())[:300]}") from None
     except ValueError as e:  # an integer of more than 4,300 digits: Python refuses to convert it
-        raise ParamError(key, value, f"holds a number Python will not read ({' '.join(str(e).split())[:120]})") from None
+        raise ParamError(
+            key, value, f"holds a number Python will not read ({' '.join(str(e).split())[:120]})"
+        ) from None
     except RecursionError:
         raise ParamError(key, value, "is nested too deeply to be a params file") from None
 
@@ -202,7 +220,9 @@ def no_unknown_keys(section: str, raw: Mapping, known) -> None:
     unknown = sorted(set(raw) - set(known))
     if unknown:
         where = "" if section == "params.yaml" else f"{section}."
-        raise ParamError(f"{where}{unknown[0]}", raw[unknown[0]], f"unknown key; known keys here: {', '.join(sorted(known))}")
+        raise ParamError(
+            f"{where}{unknown[0]}", raw[unknown[0]], f"unknown key; known keys here: {', '.join(sorted(known))}"
+        )
 
 
 def asdict(section) -> dict:

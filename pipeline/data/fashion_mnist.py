@@ -32,7 +32,10 @@ FILES = {
     "t10k-images": "t10k-images-idx3-ubyte",
     "t10k-labels": "t10k-labels-idx1-ubyte",
 }
-PARTS = {"train": ("train-images", "train-labels"), "test": ("t10k-images", "t10k-labels")}  # the archive's own train/ and test/
+PARTS = {
+    "train": ("train-images", "train-labels"),
+    "test": ("t10k-images", "t10k-labels"),
+}  # the archive's own train/ and test/
 
 # The mirror torchvision downloads from (pytorch/vision, torchvision/datasets/mnist.py, FashionMNIST.mirrors).
 MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -99,7 +102,9 @@ def _inflate(data: bytes, name: str) -> bytes:
     except zlib.error as e:  # a bad header, corrupt deflate data
         raise StageError(f"{name}: not gzip data, or a damaged copy ({e})") from e
     if len(out) > MAX_IDX_BYTES:
-        raise StageError(f"{name}: inflates to more than {MAX_IDX_BYTES >> 20} MiB, more than any Fashion-MNIST file (a damaged or hostile file)")
+        raise StageError(
+            f"{name}: inflates to more than {MAX_IDX_BYTES >> 20} MiB, more than any Fashion-MNIST file (a damaged or hostile file)"
+        )
     if not inflater.eof:
         raise StageError(f"{name}: a cut-off gzip stream (a damaged copy)")
     return out
@@ -107,10 +112,14 @@ def _inflate(data: bytes, name: str) -> bytes:
 
 def _bounded(name: str, size: int, read: Callable[[], bytes]) -> Callable[[], bytes]:
     """`read`, refused from the file's size alone when it is larger than MAX_IDX_BYTES."""
+
     def checked() -> bytes:
         if size > MAX_IDX_BYTES:
-            raise StageError(f"{name}: {size:,} bytes, more than any Fashion-MNIST file ({MAX_IDX_BYTES >> 20} MiB at most)")
+            raise StageError(
+                f"{name}: {size:,} bytes, more than any Fashion-MNIST file ({MAX_IDX_BYTES >> 20} MiB at most)"
+            )
         return read()
+
     return checked
 
 
@@ -126,12 +135,18 @@ def find(source: Path) -> dict[str, bytes]:
     """
     source = Path(source)
     if source.is_dir():
-        names = {str(p): _bounded(str(p), p.stat().st_size, p.read_bytes) for p in sorted(source.rglob("*")) if p.is_file()}
+        names = {
+            str(p): _bounded(str(p), p.stat().st_size, p.read_bytes) for p in sorted(source.rglob("*")) if p.is_file()
+        }
         where = f"{source} (searched recursively)"
         return _pick(names, where)
     if source.is_file() and zipfile.is_zipfile(source):
         with zipfile.ZipFile(source) as archive:
-            names = {i.filename: _bounded(i.filename, i.file_size, lambda n=i.filename: archive.read(n)) for i in archive.infolist() if not i.is_dir()}
+            names = {
+                i.filename: _bounded(i.filename, i.file_size, lambda n=i.filename: archive.read(n))
+                for i in archive.infolist()
+                if not i.is_dir()
+            }
             return _pick(names, f"the zip {source}")
     if source.exists():
         raise StageError(f"{source} is neither a folder nor a .zip: give the folder or zip that holds {_expected()}")
@@ -144,7 +159,7 @@ def _pick(readers: dict[str, Callable[[], bytes]], where: str) -> dict[str, byte
     missing = []
     for key, stem in FILES.items():
         paths = [p for p in readers if PurePosixPath(p.replace("\\", "/")).name in (stem, stem + ".gz")]
-        paths = [p for p in paths if not (p + ".gz" in paths)]  # a file beside its own .gz: take the .gz
+        paths = [p for p in paths if p + ".gz" not in paths]  # a file beside its own .gz: take the .gz
         if not paths:
             missing.append(f"{stem}[.gz]")
         elif len(paths) > 1:

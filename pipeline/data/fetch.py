@@ -32,8 +32,6 @@ class Remote:
     filename: str  # name in the downloads cache
 
 
-
-
 def fetch(remote: Remote, downloads: Path, *, retries: int = 4, backoff: float = 1.0, timeout: float = 30) -> Path:
     """Download `remote` into downloads/<filename>, verified, and return that path; a verified copy is reused.
 
@@ -89,7 +87,10 @@ def _transfer(remote: Remote, part: Path, timeout: float) -> None:
         if response.status != 206:
             have = 0  # the server ignored the range and sends the whole file: start over
         part.parent.mkdir(parents=True, exist_ok=True)
-        with open(part, "ab" if have else "wb") as f, Progress(remote.size, remote.filename, unit="B", initial=have) as bar:
+        with (
+            open(part, "ab" if have else "wb") as f,
+            Progress(remote.size, remote.filename, unit="B", initial=have) as bar,
+        ):
             while chunk := response.read(CHUNK):
                 f.write(chunk)
                 bar.update(len(chunk))

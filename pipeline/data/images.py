@@ -38,7 +38,17 @@ MIN_SIDE = 4  # px: a smaller "image" (a 1×1 tracking pixel) cannot show a cat 
 #   and photo editors. All are pixel containers decoded inside Pillow (libjpeg, zlib, libwebp,
 #   libtiff), none runs an external program.
 PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-Reason = Literal["empty file", "not an image", "not a photo format", "truncated or corrupt", "too large", "too small", "encrypted", "not a regular file", "unreadable"]
+Reason = Literal[
+    "empty file",
+    "not an image",
+    "not a photo format",
+    "truncated or corrupt",
+    "too large",
+    "too small",
+    "encrypted",
+    "not a regular file",
+    "unreadable",
+]
 REASONS: tuple[Reason, ...] = get_args(Reason)
 # width × height; above it is rejected. Pillow only warns up to twice its limit, we reject from 1×.
 MAX_PIXELS: int | None = Image.MAX_IMAGE_PIXELS
@@ -118,7 +128,9 @@ class Archive:
             found = []
             for here, dirnames, filenames in os.walk(self.path):
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-                found += [(Path(here) / f).relative_to(self.path).as_posix() for f in filenames if not f.startswith(".")]
+                found += [
+                    (Path(here) / f).relative_to(self.path).as_posix() for f in filenames if not f.startswith(".")
+                ]
         else:
             found = (info.filename for info in self._zip.infolist() if not info.is_dir())
         return sorted(name for name in found if not _is_mac_junk(name))
@@ -137,7 +149,12 @@ class Archive:
         try:
             with self._zip.open(info) as member:
                 data = member.read(MAX_FILE_BYTES + 1)  # zipfile stops at the declared size, and checks the CRC there
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:  # NotImplementedError: an unknown compression
+        except (
+            zipfile.BadZipFile,
+            zlib.error,
+            EOFError,
+            NotImplementedError,
+        ) as e:  # NotImplementedError: an unknown compression
             raise RejectError("truncated or corrupt") from e
         if len(data) > MAX_FILE_BYTES:
             raise RejectError("too large")
@@ -294,7 +311,9 @@ def fit(img: Image.Image, size: int, policy: str, channels: int = 3) -> np.ndarr
     elif channels != 3:
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     out = img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
-    return np.ascontiguousarray(np.asarray(out).reshape(size, size, channels).transpose(2, 0, 1))  # (H, W, C) -> (C, H, W)
+    return np.ascontiguousarray(
+        np.asarray(out).reshape(size, size, channels).transpose(2, 0, 1)
+    )  # (H, W, C) -> (C, H, W)
 
 
 def load(data: bytes, size: int, policy: str, channels: int = 3) -> np.ndarray:

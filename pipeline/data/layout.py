@@ -26,7 +26,9 @@ def labels_file(folder: Path, split: str) -> Path:
 
 
 def verdict_labels_file(folder: Path) -> Path:
-    return Path(folder) / "test_labels_verdicts.npy"  # (N,) int64: the test labels once data.verdicts apply; EXCLUDED: out
+    return (
+        Path(folder) / "test_labels_verdicts.npy"
+    )  # (N,) int64: the test labels once data.verdicts apply; EXCLUDED: out
 
 
 def index_text(members: list[tuple[str, int]], classes: tuple[str, ...]) -> str:
@@ -52,4 +54,10 @@ def verdict_labels(split_dir: Path, members: list[str], labels: np.ndarray, clas
     photo they change: its class after them, or null when excluded)."""
     after = read_json(Path(split_dir) / "summary.json").get("verdicts", {}).get("test_labels", {})
     index = {name: i for i, name in enumerate(classes_)}
-    return np.array([label if m not in after else EXCLUDED if after[m] is None else index[after[m]] for m, label in zip(members, labels)], dtype=np.int64)
+    return np.array(
+        [
+            label if m not in after else EXCLUDED if after[m] is None else index[after[m]]
+            for m, label in zip(members, labels)
+        ],
+        dtype=np.int64,
+    )

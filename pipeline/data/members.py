@@ -31,10 +31,14 @@ def scan(archive: Path, workers: int) -> tuple[tuple[str, ...], list[tuple[str, 
     repeated = {name for name, n in Counter(listed).items() if n > 1}  # one pass: a count per name would be quadratic
     names = sorted(set(listed) - repeated)  # a name given twice is ambiguous: which one is the photo?
     classes, found = labelling(names)
-    if len(classes) > 1 and (problem := classes_problem(classes)):  # before a photo is decoded (fewer: refuse_classes says it better)
+    if len(classes) > 1 and (
+        problem := classes_problem(classes)
+    ):  # before a photo is decoded (fewer: refuse_classes says it better)
         raise StageError(f"{archive}: {problem} (the classes are the folders that hold the photos)")
     labels = dict(zip(names, found))
-    unprintable = {name for name in names if not name.isprintable()}  # a \r or \n would end a CSV row of the index early
+    unprintable = {
+        name for name in names if not name.isprintable()
+    }  # a \r or \n would end a CSV row of the index early
     rejects = [(name, "name repeated in the archive") for name in sorted(repeated)]
     rejects += [(name, "control characters in its name") for name in sorted(unprintable)]
     rejects += [(name, "no class in its path") for name in names if labels[name] is None and name not in unprintable]
@@ -43,4 +47,3 @@ def scan(archive: Path, workers: int) -> tuple[tuple[str, ...], list[tuple[str, 
     rejects += [(name, reason) for name, reason in zip(candidates, reasons) if reason]
     usable = [(name, labels[name]) for name, reason in zip(candidates, reasons) if not reason]
     return classes, usable, sorted(rejects)
-

@@ -65,7 +65,10 @@ def source_problem(source: str, downloads: Path, *, base_dir: Path | None = None
             return "data.source = 'kaggle' needs the kaggle package: pip install kaggle (or pip install -e '.[kaggle]')"
     elif source == FASHION_MNIST:
         folder = downloads / FASHION_MNIST
-        if all((folder / r.filename).is_file() and (folder / r.filename).stat().st_size == r.size for r in fashion_mnist.REMOTES):
+        if all(
+            (folder / r.filename).is_file() and (folder / r.filename).stat().st_size == r.size
+            for r in fashion_mnist.REMOTES
+        ):
             return None
         host = urllib.parse.urlsplit(fashion_mnist.MIRROR).hostname
         try:
@@ -78,7 +81,9 @@ def source_problem(source: str, downloads: Path, *, base_dir: Path | None = None
     elif source.startswith(FASHION_MNIST + ":"):
         path = local_path(source.partition(":")[2], base_dir)
         if not path.exists():
-            return f"data.source = {source!r}: {path} was not found; name the folder or zip that holds the four IDX files"
+            return (
+                f"data.source = {source!r}: {path} was not found; name the folder or zip that holds the four IDX files"
+            )
     elif source != "synthetic":
         path = local_path(source, base_dir)
         try:
@@ -87,7 +92,9 @@ def source_problem(source: str, downloads: Path, *, base_dir: Path | None = None
             return f"data.source = {source!r} was taken as a path, but {path} was not found. Use {ACCEPTED}"
         except (OSError, ValueError) as e:  # a name too long, a loop of links, no permission
             return f"data.source = {source[:200]!r}{'…' if len(source) > 200 else ''}: {files.said(e)}"
-        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):  # never opened: /dev/zero would be read for ever, a FIFO block
+        if not (
+            stat.S_ISDIR(mode) or stat.S_ISREG(mode)
+        ):  # never opened: /dev/zero would be read for ever, a FIFO block
             return f"data.source = {source!r}: {path} is {files.kind(mode)}, not a .zip archive or a folder. Use {ACCEPTED}"
     return None
 
@@ -163,7 +170,9 @@ def from_local(source: str, path: Path, archive: Path) -> None:
     if path.is_dir():
         zip_folder(path, archive)
     elif not path.is_file():
-        raise StageError(f"data.source = {source!r}: {path} is {files.kind(path.stat().st_mode)}, not a .zip archive or a folder. Use {ACCEPTED}")
+        raise StageError(
+            f"data.source = {source!r}: {path} is {files.kind(path.stat().st_mode)}, not a .zip archive or a folder. Use {ACCEPTED}"
+        )
     elif zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
@@ -223,15 +232,24 @@ def zip_folder(folder: Path, archive: Path) -> None:
     found.sort()
     with atomic.atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w") as z:
         for name, path in track(found, total=len(found), desc=f"zipping {folder.name}", unit="file"):
-            z.writestr(zip_entry(name), files.read_bytes(path, "photo", images.MAX_FILE_BYTES))  # bounded, should it grow meanwhile
+            z.writestr(
+                zip_entry(name), files.read_bytes(path, "photo", images.MAX_FILE_BYTES)
+            )  # bounded, should it grow meanwhile
 
 
 def _extract(bundle: Path, member: str, archive: Path) -> None:
-    with zipfile.ZipFile(bundle) as z, z.open(member) as src, atomic.atomic_path(archive) as tmp, open(tmp, "wb") as dst:
+    with (
+        zipfile.ZipFile(bundle) as z,
+        z.open(member) as src,
+        atomic.atomic_path(archive) as tmp,
+        open(tmp, "wb") as dst,
+    ):
         shutil.copyfileobj(src, dst, CHUNK)
     if not zipfile.is_zipfile(archive):
         archive.unlink()
-        raise StageError(f"{bundle}: its {member} is not a zip archive (a broken or partial download?); download it again")
+        raise StageError(
+            f"{bundle}: its {member} is not a zip archive (a broken or partial download?); download it again"
+        )
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

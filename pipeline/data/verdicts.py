@@ -98,13 +98,17 @@ def labels_after(members: list[tuple[str, int]], verdicts: dict[str, Verdict], c
     return out
 
 
-def apply(members: list[tuple[str, int]], verdicts: dict[str, Verdict], classes: tuple[str, ...]) -> list[tuple[str, int]]:
+def apply(
+    members: list[tuple[str, int]], verdicts: dict[str, Verdict], classes: tuple[str, ...]
+) -> list[tuple[str, int]]:
     """`members` (name, label) as the verdicts have them: excluded ones dropped, relabelled ones moved."""
     after = labels_after(members, verdicts, classes)
     return [(name, label) for (name, _), label in zip(members, after) if label != EXCLUDED]
 
 
-def changes(members: list[tuple[str, int]], verdicts: dict[str, Verdict], classes: tuple[str, ...]) -> list[tuple[str, str, str]]:
+def changes(
+    members: list[tuple[str, int]], verdicts: dict[str, Verdict], classes: tuple[str, ...]
+) -> list[tuple[str, str, str]]:
     """(photo, given class, verdict) for each member a verdict changes (keep changes nothing)."""
     after = labels_after(members, verdicts, classes)
     return [(name, classes[label], str(verdicts[name])) for (name, label), new in zip(members, after) if new != label]

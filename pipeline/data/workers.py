@@ -18,7 +18,16 @@ _archive: Archive | None = None  # the worker process's own open archive
 ITEM_SECONDS = 60.0  # the longest one item may take: a photo decodes in milliseconds, so more is a stall
 
 
-def map_archive(archive: Path, fn: Callable, items: Sequence, *, workers: int, desc: str, item_seconds: float = ITEM_SECONDS, progress: bool = True) -> list:
+def map_archive(
+    archive: Path,
+    fn: Callable,
+    items: Sequence,
+    *,
+    workers: int,
+    desc: str,
+    item_seconds: float = ITEM_SECONDS,
+    progress: bool = True,
+) -> list:
     """`[fn(open_archive, item) for item in items]`, in order, on `workers` processes, with progress.
 
     `fn` must be a module-level function (or a partial of one): it is pickled to the workers. A

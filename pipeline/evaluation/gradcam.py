@@ -42,7 +42,9 @@ def last_feature_map(model: nn.Module, size: int, channels: int = 3) -> nn.Modul
     return found[-1]
 
 
-def gradcam(model: nn.Module, x: torch.Tensor, classes: torch.Tensor | None = None, layer: nn.Module | None = None) -> np.ndarray:
+def gradcam(
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor | None = None, layer: nn.Module | None = None
+) -> np.ndarray:
     """Heat maps (B, S, S) in [0, 1] for a uint8 batch x (B, C, S, S): where the evidence for
     `classes` (B,) lies (default: each photo's predicted class). In eval mode, in float32, with the
     gradients of the photo itself, so a frozen backbone explains its features too."""

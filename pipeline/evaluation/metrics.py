@@ -53,14 +53,18 @@ def classification_metrics(labels: np.ndarray, proba: np.ndarray, classes: tuple
     }
     if len(classes) > 2:  # two classes keep the metrics (and the file) they always had
         for average in ("macro", "weighted"):
-            p, r, f, _ = skm.precision_recall_fscore_support(labels, predicted, labels=index, average=average, zero_division=0)
+            p, r, f, _ = skm.precision_recall_fscore_support(
+                labels, predicted, labels=index, average=average, zero_division=0
+            )
             found[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
     if len(classes) > TOP_K:
         found[f"top{TOP_K}_accuracy"] = float(skm.top_k_accuracy_score(labels, proba, k=TOP_K, labels=index))
     return found
 
 
-def with_verdicts(labels: np.ndarray, after: np.ndarray, proba: np.ndarray, classes: tuple[str, ...], excluded: int = -1) -> dict | None:
+def with_verdicts(
+    labels: np.ndarray, after: np.ndarray, proba: np.ndarray, classes: tuple[str, ...], excluded: int = -1
+) -> dict | None:
     """The metrics on the same test photos once the verdicts apply (`after`: each photo's label then,
     `excluded` for those taken out), or None when they change no label; with the counts of photos
     excluded and relabelled, and how many of the model's errors on the labels as given the verdicts
@@ -84,7 +88,9 @@ def roc_auc(labels: np.ndarray, proba: np.ndarray) -> float:
         return float(skm.roc_auc_score(labels, proba[:, 1]))
     proba = proba.astype(np.float64)
     proba /= proba.sum(1, keepdims=True)  # float32 softmax rows sum to 1 only within ~1e-7: scikit-learn checks
-    return float(skm.roc_auc_score(labels, proba, multi_class="ovr", average="macro", labels=list(range(proba.shape[1]))))
+    return float(
+        skm.roc_auc_score(labels, proba, multi_class="ovr", average="macro", labels=list(range(proba.shape[1])))
+    )
 
 
 def roc_rows(name: str, labels: np.ndarray, proba: np.ndarray) -> list[tuple]:
@@ -143,4 +149,11 @@ def paired(a_correct: np.ndarray, b_correct: np.ndarray, z: float = Z95) -> dict
     difference = (a_only - b_only) / n
     half = z * math.sqrt(max(0.0, a_only + b_only - (a_only - b_only) ** 2 / n)) / n
     p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
-    return {"images": n, "difference": difference, "difference_ci95": [difference - half, difference + half], "a_only": a_only, "b_only": b_only, "p_value": float(p)}
+    return {
+        "images": n,
+        "difference": difference,
+        "difference_ci95": [difference - half, difference + half],
+        "a_only": a_only,
+        "b_only": b_only,
+        "p_value": float(p),
+    }

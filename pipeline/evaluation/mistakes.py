@@ -23,7 +23,16 @@ from pipeline.runtime.tensors import Split, normalize
 SEED = 0  # the shuffled order and dropout's masks of an evaluation without eval mode
 
 
-def without_eval(model: nn.Module, split: Split, batch_size: int, *, order: str, compute: Compute, seed: int = SEED, tta: bool = False) -> torch.Tensor:
+def without_eval(
+    model: nn.Module,
+    split: Split,
+    batch_size: int,
+    *,
+    order: str,
+    compute: Compute,
+    seed: int = SEED,
+    tta: bool = False,
+) -> torch.Tensor:
     """Class probabilities (N, classes), float32 on the CPU, in the split's order, as the course's
     evaluation computed them: every module in train mode (a frozen part too: the course froze nothing),
     no gradients, the photos in `order` (split, shuffled or sorted by class) and batches of
@@ -36,7 +45,9 @@ def without_eval(model: nn.Module, split: Split, batch_size: int, *, order: str,
     if order == "shuffled":
         sequence = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     elif order == "sorted":
-        sequence = torch.sort(labels, stable=True).indices  # all of the first class, then the next: name order within each
+        sequence = torch.sort(
+            labels, stable=True
+        ).indices  # all of the first class, then the next: name order within each
     else:
         sequence = torch.arange(n)
     starts = list(range(0, n, batch_size))
@@ -56,7 +67,10 @@ def without_eval(model: nn.Module, split: Split, batch_size: int, *, order: str,
                 x = split.images[rows.to(split.device)]
                 proba = torch.softmax(model(normalize(x, normalization, compute.format)).float(), dim=1)
                 if tta:
-                    proba = (proba + torch.softmax(model(normalize(x.flip(-1), normalization, compute.format)).float(), dim=1)) / 2
+                    proba = (
+                        proba
+                        + torch.softmax(model(normalize(x.flip(-1), normalization, compute.format)).float(), dim=1)
+                    ) / 2
                 found.append(proba.cpu())
     finally:
         model.load_state_dict(saved)

@@ -73,9 +73,20 @@ def confusion_figure(labels: np.ndarray, predicted: np.ndarray, classes: tuple[s
     for ax, (matrix, name, fmt) in zip(fig.subplots(1, 2), panels):
         display = skm.ConfusionMatrixDisplay(matrix, display_labels=names)
         text = {} if n <= 4 else {"text_kw": {"fontsize": 7}}
-        display.plot(ax=ax, colorbar=False, cmap="Blues", values_format=fmt, xticks_rotation="horizontal" if n <= 4 else "vertical", **text)
+        display.plot(
+            ax=ax,
+            colorbar=False,
+            cmap="Blues",
+            values_format=fmt,
+            xticks_rotation="horizontal" if n <= 4 else "vertical",
+            **text,
+        )
         ax.set(title=name, xlabel="predicted", ylabel="actual")
-    fig.suptitle(title if n == k else f"{title}\nthe {n} classes of {k} most involved in mistakes (all of them: plots/confusion.csv)")
+    fig.suptitle(
+        title
+        if n == k
+        else f"{title}\nthe {n} classes of {k} most involved in mistakes (all of them: plots/confusion.csv)"
+    )
     return fig
 
 
@@ -99,7 +110,13 @@ def most_wrong(labels: np.ndarray, proba: np.ndarray, limit: int = MAX_WRONG) ->
 
 
 def most_wrong_figure(
-    images: np.ndarray, labels: np.ndarray, proba: np.ndarray, indices: np.ndarray, classes: tuple[str, ...], *, title: str
+    images: np.ndarray,
+    labels: np.ndarray,
+    proba: np.ndarray,
+    indices: np.ndarray,
+    classes: tuple[str, ...],
+    *,
+    title: str,
 ) -> Figure:
     """`images[indices]` ((N, C, S, S) uint8, RGB or grey) in rows of 4, each captioned with its index
     in the test split, its true class and the probability the model gave the wrong one.
@@ -163,7 +180,11 @@ def accuracy_vs_time_figure(rows: list[dict]) -> Figure:
     ax.xaxis.set_major_formatter(seconds)
     ax.xaxis.set_minor_formatter(seconds)
     ax.margins(x=0.15)  # room for the labels of the first and last model
-    ax.set(xlabel="training time (s, log scale)", ylabel="test accuracy (95% CI)", title="Test accuracy against training time")
+    ax.set(
+        xlabel="training time (s, log scale)",
+        ylabel="test accuracy (95% CI)",
+        title="Test accuracy against training time",
+    )
     ax.grid(True, which="both", alpha=0.3)
     return fig
 
@@ -175,12 +196,23 @@ def learning_curve_figure(curves: dict[str, list[tuple[int, float, float, float]
     ax = fig.subplots()
     for regime, points in curves.items():
         x, y, low, high = (list(column) for column in zip(*sorted(points)))
-        ax.errorbar(x, y, yerr=[[m - lo for m, lo in zip(y, low)], [hi - m for m, hi in zip(y, high)]], marker="o", capsize=4, label=regime)
+        ax.errorbar(
+            x,
+            y,
+            yerr=[[m - lo for m, lo in zip(y, low)], [hi - m for m, hi in zip(y, high)]],
+            marker="o",
+            capsize=4,
+            label=regime,
+        )
     ax.set_xscale("log")
     photos = FuncFormatter(lambda x, _: f"{x:,.0f}")
     ax.xaxis.set_major_formatter(photos)
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
-    ax.set(xlabel="training photos (log scale)", ylabel="test accuracy (mean over seeds; bars: their range)", title="What pretraining buys: accuracy against training photos")
+    ax.set(
+        xlabel="training photos (log scale)",
+        ylabel="test accuracy (mean over seeds; bars: their range)",
+        title="What pretraining buys: accuracy against training photos",
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=9)
     return fig
@@ -216,7 +248,9 @@ def _epoch_axis(ax) -> None:
     ax.xaxis.get_major_locator().set_params(integer=True)  # epochs 1, 2, 3, never 1.5
 
 
-def models_figure(series: dict[str, tuple[list[float], list[float]]], *, title: str, xlabel: str, ylabel: str, epochs: bool = False) -> Figure:
+def models_figure(
+    series: dict[str, tuple[list[float], list[float]]], *, title: str, xlabel: str, ylabel: str, epochs: bool = False
+) -> Figure:
     """One line per model, the legend in the order given: `series` maps a model to (x, y)."""
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
@@ -232,8 +266,17 @@ def models_figure(series: dict[str, tuple[list[float], list[float]]], *, title: 
 
 def roc_figure(curves: dict[str, tuple[list[float], list[float]]], classes: tuple[str, ...]) -> Figure:
     """Every model's ROC curve on the test split (evaluate.roc_rows), with chance's diagonal."""
-    which = f"{classes[1]} the positive class" if len(classes) == 2 else f"one-vs-rest, the macro average over {len(classes)} classes"
-    fig = models_figure(curves, title=f"ROC curves on the test split ({which})", xlabel="false positive rate", ylabel="true positive rate")
+    which = (
+        f"{classes[1]} the positive class"
+        if len(classes) == 2
+        else f"one-vs-rest, the macro average over {len(classes)} classes"
+    )
+    fig = models_figure(
+        curves,
+        title=f"ROC curves on the test split ({which})",
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+    )
     ax = fig.axes[0]
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), aspect="equal")

@@ -72,7 +72,9 @@ def photos(inputs: list[Path]) -> list[Photo]:
         else:
             raise StageError(f"{path}: no such file or folder")
     if not found:
-        raise StageError(f"no photos in {', '.join(map(str, inputs)) or 'the input'}: name image files, folders or zips")
+        raise StageError(
+            f"no photos in {', '.join(map(str, inputs)) or 'the input'}: name image files, folders or zips"
+        )
     return found
 
 
@@ -109,7 +111,13 @@ def classify(model: torch.nn.Module, batch: np.ndarray, compute: Compute, batch_
 
 
 def predict(
-    model: torch.nn.Module, meta: dict, found: list[Photo], *, compute: Compute, batch_size: int = 64, tta: bool = False,
+    model: torch.nn.Module,
+    meta: dict,
+    found: list[Photo],
+    *,
+    compute: Compute,
+    batch_size: int = 64,
+    tta: bool = False,
     explain: Path | None = None,
 ) -> list[Prediction]:
     """Every photo classified by `model` (its model file's `meta` gives the size, resize policy,
@@ -125,7 +133,11 @@ def predict(
             good = [i for i, (array, _) in enumerate(decoded) if array is not None]
             batch = np.stack([decoded[i][0] for i in good]) if good else None
             proba = classify(model, batch, compute, batch_size, tta) if good else []
-            failed = write_explanations(explain, names, model, [chunk[i] for i in good], batch, compute.device, batch_size) if explain and good else {}
+            failed = (
+                write_explanations(explain, names, model, [chunk[i] for i in good], batch, compute.device, batch_size)
+                if explain and good
+                else {}
+            )
             by_index = dict(zip(good, proba))
             for i, photo in enumerate(chunk):
                 explained = "" if not explain or i not in by_index else failed.get(photo.name, names[photo.name])
@@ -153,7 +165,15 @@ def explanation_names(found: list[Photo]) -> dict[str, str]:
     return out
 
 
-def write_explanations(folder: Path, names: dict[str, str], model: torch.nn.Module, chosen: list[Photo], batch: np.ndarray, device: torch.device, batch_size: int) -> dict[str, str]:
+def write_explanations(
+    folder: Path,
+    names: dict[str, str],
+    model: torch.nn.Module,
+    chosen: list[Photo],
+    batch: np.ndarray,
+    device: torch.device,
+    batch_size: int,
+) -> dict[str, str]:
     """A Grad-CAM overlay (PNG, the model's input size) per photo: where the evidence for the class
     it was given lies. Returns {photo name: why its picture could not be written} (a full disk, a
     folder that went away): the predictions stand whatever happens to the pictures."""

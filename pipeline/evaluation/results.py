@@ -29,7 +29,10 @@ from pipeline.evaluation.metrics import paired
 # metrics.json's metrics: key → (how to read it off a model's result, decimals kept)
 TRACKED: dict[str, tuple[Callable[[dict], float | None], int]] = {
     "acc": (lambda r: r["test"]["accuracy"], 4),  # on the test split
-    "acc_verdicts": (lambda r: (r.get("test_verdicts") or {}).get("accuracy"), 4),  # the same photos once data.verdicts apply: only when they change some
+    "acc_verdicts": (
+        lambda r: (r.get("test_verdicts") or {}).get("accuracy"),
+        4,
+    ),  # the same photos once data.verdicts apply: only when they change some
     "auc": (lambda r: r["test"]["roc_auc"], 4),  # ROC AUC: dog the positive class; more classes, one-vs-rest macro
     "log_loss": (lambda r: r["test"]["log_loss"], 4),
     "f1": (lambda r: r["test"]["f1_macro"], 4),  # macro average over the classes
@@ -98,7 +101,9 @@ def read_result(rev: str, path: str) -> dict:
     except (KeyError, TypeError) as e:
         raise StageError(f"{path} at {rev!r} is not a results file of this pipeline: it has no {e}") from None
     if not ok:
-        raise StageError(f"{path} at {rev!r} is not a results file of this pipeline: its labels, predictions or figures are not what evaluate writes")
+        raise StageError(
+            f"{path} at {rev!r} is not a results file of this pipeline: its labels, predictions or figures are not what evaluate writes"
+        )
     return found
 
 
@@ -114,5 +119,7 @@ def read_json_at(rev: str, path: str) -> dict:
     try:
         text = dvc.api.read(path, rev=rev)
     except Exception as e:  # an unknown revision, a path that revision did not write, no DVC repository
-        raise StageError(f"{path} at {rev!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")) from None
+        raise StageError(
+            f"{path} at {rev!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+        ) from None
     return formats.parse_json(text, f"{path} at {rev!r}")

@@ -7,6 +7,7 @@ Importing the architecture modules registers their builders, in the order `model
 # isort: off
 from pipeline.models import classic, resnet, transfer  # noqa: F401  (registration order: the zoo's)
 from pipeline.models import efficientnet  # noqa: F401  (after the zoo: trained only when named)
+
 # isort: on
 from pipeline.models.probe import feature_map, preflight  # noqa: F401
 from pipeline.models.registry import (  # noqa: F401

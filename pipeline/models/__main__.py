@@ -26,8 +26,14 @@ def table() -> str:
             rows.append((name, f"{parameters(name):,}", "", "", "ImageNet's", "none: trained from scratch"))
             continue
         n = weights.normalization
-        stats = "ImageNet's" if n.mean == (0.485, 0.456, 0.406) else f"{'/'.join(f'{v:g}' for v in n.mean)} / {'/'.join(f'{v:g}' for v in n.std)}"
-        rows.append((name, f"{parameters(name):,}", f"{weights.top1:g}%", f"{weights.native_size} px", stats, weights.source))
+        stats = (
+            "ImageNet's"
+            if n.mean == (0.485, 0.456, 0.406)
+            else f"{'/'.join(f'{v:g}' for v in n.mean)} / {'/'.join(f'{v:g}' for v in n.std)}"
+        )
+        rows.append(
+            (name, f"{parameters(name):,}", f"{weights.top1:g}%", f"{weights.native_size} px", stats, weights.source)
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
@@ -35,7 +41,9 @@ def table() -> str:
 def main() -> None:
     argparse.ArgumentParser(prog="python -m pipeline.models", description=__doc__).parse_args()
     print(table())
-    print("torchvision:<name>: any torchvision classification model, with its ImageNet weights (torch hub) under the same head")
+    print(
+        "torchvision:<name>: any torchvision classification model, with its ImageNet weights (torch hub) under the same head"
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}  # avg: LeNet's subsampling
 # ---------------------------------------------------------------- blocks
 
 
-def conv(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0, *, bn: bool = False, activation: str = "relu") -> nn.Sequential:
+def conv(
+    c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0, *, bn: bool = False, activation: str = "relu"
+) -> nn.Sequential:
     """Conv → (BatchNorm) → ReLU. With BatchNorm the conv's bias is redundant (BN's shift replaces it)."""
     layers = [nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=not bn)]
     if bn:
@@ -52,10 +54,14 @@ def dense(f_in: int, f_out: int, *, bn: bool = False, dropout: float = 0.5, acti
     return nn.Sequential(*layers)
 
 
-def classifier(features: int, num_classes: int, *, bn: bool = False, dropout: float = 0.5, activation: str = "relu") -> nn.Sequential:
+def classifier(
+    features: int, num_classes: int, *, bn: bool = False, dropout: float = 0.5, activation: str = "relu"
+) -> nn.Sequential:
     """The AlexNet/VGG head: features → 4096 → 4096 → classes."""
     hidden = {"bn": bn, "dropout": dropout, "activation": activation}
-    return nn.Sequential(nn.Flatten(), dense(features, 4096, **hidden), dense(4096, 4096, **hidden), nn.Linear(4096, num_classes))
+    return nn.Sequential(
+        nn.Flatten(), dense(features, 4096, **hidden), dense(4096, 4096, **hidden), nn.Linear(4096, num_classes)
+    )
 
 
 def vgg_block(num_convs: int, c_in: int, c_out: int, *, bn: bool = False) -> nn.Sequential:
@@ -107,7 +113,9 @@ Activation = Literal["relu", "sigmoid"]
 Pool = Literal["max", "avg"]
 
 
-def _alexnet(num_classes: int, in_channels: int, *, bn: bool, lrn: bool, activation: str, pool: str, dropout: float) -> nn.Module:
+def _alexnet(
+    num_classes: int, in_channels: int, *, bn: bool, lrn: bool, activation: str, pool: str, dropout: float
+) -> nn.Module:
     # LRN as in the 2012 paper: after the ReLU of the first two convs, before their pools.
     norm = (lambda: nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)) if lrn else nn.Identity
     c = {"bn": bn, "activation": activation}
@@ -124,7 +132,13 @@ def _alexnet(num_classes: int, in_channels: int, *, bn: bool, lrn: bool, activat
 
 @register("alexnet", min_image_size=65)
 def alexnet(
-    *, num_classes: int = 2, in_channels: int = 3, lrn: bool = False, activation: Activation = "relu", pool: Pool = "max", dropout: float = 0.5,
+    *,
+    num_classes: int = 2,
+    in_channels: int = 3,
+    lrn: bool = False,
+    activation: Activation = "relu",
+    pool: Pool = "max",
+    dropout: float = 0.5,
 ) -> nn.Module:
     """`activation`, `pool` and `dropout` replace AlexNet's three ideas with what came before it
     (sigmoid, average pooling, no dropout) to measure what each buys."""
@@ -133,7 +147,13 @@ def alexnet(
 
 @register("alexnet_bn", min_image_size=65)
 def alexnet_bn(
-    *, num_classes: int = 2, in_channels: int = 3, lrn: bool = False, activation: Activation = "relu", pool: Pool = "max", dropout: float = 0.5,
+    *,
+    num_classes: int = 2,
+    in_channels: int = 3,
+    lrn: bool = False,
+    activation: Activation = "relu",
+    pool: Pool = "max",
+    dropout: float = 0.5,
 ) -> nn.Module:
     return _alexnet(num_classes, in_channels, bn=True, lrn=lrn, activation=activation, pool=pool, dropout=dropout)
 

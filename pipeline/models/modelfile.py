@@ -56,6 +56,7 @@ def validate(content: dict, path: Path) -> None:
     bounds params have (architecture, options, image size, resize policy, channels, classes), and
     its weights against the architecture it names (every tensor's name and shape, built on the meta
     device: no memory), before anything is allocated. StageError naming the file and the field."""
+
     def bad(field: str, value: Any, why: str) -> StageError:
         return StageError(f"{path}: {ParamError(field, value, why)} (a damaged or hostile model file)")
 
@@ -74,7 +75,9 @@ def validate(content: dict, path: Path) -> None:
         raise bad("meta", meta, "must be a mapping")
     size, low, (high, _) = meta.get("image_size"), min_image_size(name), LIMITS["image_size"]
     if type(size) is not int or not low <= size <= high:
-        raise bad("meta.image_size", size, f"must be a whole number of pixels from {low} ({name}'s smallest) to {high:,}")
+        raise bad(
+            "meta.image_size", size, f"must be a whole number of pixels from {low} ({name}'s smallest) to {high:,}"
+        )
     if meta.get("resize") not in POLICIES:
         raise bad("meta.resize", meta.get("resize"), f"must be one of {', '.join(POLICIES)}")
     if meta.get("channels") not in (1, 3) or type(meta.get("channels")) is not int:
@@ -87,15 +90,23 @@ def validate(content: dict, path: Path) -> None:
         except ValueError as e:
             raise bad("meta.normalization", meta.get("normalization"), str(e)) from None
     state = content["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise bad("state_dict", type(state).__name__, "must map parameter names to tensors")
     with torch.device("meta"):
         arguments = {**options, **({"pretrained": False} if "pretrained" in option_types(name) else {})}
-        reference = build(name, num_classes=len(meta["classes"]), in_channels=meta["channels"], **arguments).state_dict()
+        reference = build(
+            name, num_classes=len(meta["classes"]), in_channels=meta["channels"], **arguments
+        ).state_dict()
     built = {k: v.shape for k, v in reference.items()}
     missing, unexpected = sorted(built.keys() - state.keys()), sorted(state.keys() - built.keys())
     if missing or unexpected:
-        said = "; ".join(f"{what} {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}" for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
+        said = "; ".join(
+            f"{what} {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        )
         raise bad("state_dict", f"{len(state)} tensors", f"not the weights of {name} with these options ({said})")
     for key, shape in built.items():
         if state[key].shape != shape:
@@ -111,7 +122,9 @@ def _architecture(name: Any) -> bool:
         return False
 
 
-def load(path: Path, device: torch.device | str = "cpu", memory_format: torch.memory_format = torch.channels_last) -> tuple[nn.Module, dict]:
+def load(
+    path: Path, device: torch.device | str = "cpu", memory_format: torch.memory_format = torch.channels_last
+) -> tuple[nn.Module, dict]:
     """Rebuild the architecture from its recorded options, classes and channels, and load the
     trained weights. Pretrained weights are not fetched again (`pretrained: false`): the file holds
     them. The network carries the normalisation the file records (models.inputs.of), and the meta
@@ -149,7 +162,9 @@ def find(model: str | None, paths: dict[str, str]) -> Path:
     if model is not None and (model.endswith(".pt") or Path(model).is_file()):
         return Path(model)
     if not paths:
-        raise StageError("no dvc.yaml here to find the models folder: run from the project's folder, or give --model a model file")
+        raise StageError(
+            "no dvc.yaml here to find the models folder: run from the project's folder, or give --model a model file"
+        )
     folder = Path(paths["models"])
     if model is None:
         metrics = Path(paths["metrics"])
@@ -159,6 +174,7 @@ def find(model: str | None, paths: dict[str, str]) -> Path:
     path = folder / f"{model}.pt"
     if not path.is_file():
         trained = sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
-        raise StageError(f"no trained model {model!r} in {folder}/ (trained: {', '.join(trained) or 'none; run dvc repro'})")
+        raise StageError(
+            f"no trained model {model!r} in {folder}/ (trained: {', '.join(trained) or 'none; run dvc repro'})"
+        )
     return path
-

@@ -19,12 +19,20 @@ def preflight(specs, image_size: int, channels: int = 3) -> None:
         options = dict(spec.options)
         if "pretrained" in option_types(spec.name):
             ensure_weights(spec.name, options)
-            if options.get("pretrained", True) and options.get("weights") and Path(options["weights"]).expanduser().is_file():
-                build(spec.name, in_channels=channels, **options)  # a weights file of the user's: loaded once, here, to know it fits
+            if (
+                options.get("pretrained", True)
+                and options.get("weights")
+                and Path(options["weights"]).expanduser().is_file()
+            ):
+                build(
+                    spec.name, in_channels=channels, **options
+                )  # a weights file of the user's: loaded once, here, to know it fits
             options["pretrained"] = False
         with torch.device("meta"):
             try:
-                build(spec.name, in_channels=channels, **options).eval()(torch.empty(2, channels, image_size, image_size))
+                build(spec.name, in_channels=channels, **options).eval()(
+                    torch.empty(2, channels, image_size, image_size)
+                )
             except StageError:
                 raise
             except RuntimeError as e:
@@ -45,6 +53,8 @@ def feature_map(name: str, image_size: int) -> tuple[int, int] | None:
         if not pools:
             return None
         seen = {}
-        pools[-1].register_forward_hook(lambda m, inputs, output: seen.update(side=(inputs[0].shape[-1], output.shape[-1])))
+        pools[-1].register_forward_hook(
+            lambda m, inputs, output: seen.update(side=(inputs[0].shape[-1], output.shape[-1]))
+        )
         model(torch.empty(1, 3, image_size, image_size))
     return seen["side"]

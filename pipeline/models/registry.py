@@ -30,10 +30,18 @@ class Arch:
     min_image_size: int  # px: smallest square input whose feature maps stay at least 1×1
     check: Callable[..., None] | None  # check(key=..., **options): option values beyond their types
     zoo: bool = True  # trained by `model: all`; else only when named
-    weights: Callable[..., None] | None = None  # weights(**options): the pretrained weights at hand, or a StageError saying how
-    bf16: bool = True  # runtime.precision auto may train it in bf16; False: measured to cost it accuracy, auto keeps fp32
-    pretrained: Pretrained | None = None  # its published weights: their accuracy, native size and the inputs they expect
-    options: type | None = None  # a dataclass of its options, shared by a family of builders; None: the builder's keyword-only arguments
+    weights: Callable[..., None] | None = (
+        None  # weights(**options): the pretrained weights at hand, or a StageError saying how
+    )
+    bf16: bool = (
+        True  # runtime.precision auto may train it in bf16; False: measured to cost it accuracy, auto keeps fp32
+    )
+    pretrained: Pretrained | None = (
+        None  # its published weights: their accuracy, native size and the inputs they expect
+    )
+    options: type | None = (
+        None  # a dataclass of its options, shared by a family of builders; None: the builder's keyword-only arguments
+    )
 
 
 @dataclass(frozen=True)
@@ -63,8 +71,15 @@ _FAMILIES: list[Family] = []
 
 
 def register(
-    name: str, *, min_image_size: int = 32, check: Callable[..., None] | None = None, zoo: bool = True, weights: Callable[..., None] | None = None,
-    bf16: bool = True, pretrained: Pretrained | None = None, options: type | None = None,
+    name: str,
+    *,
+    min_image_size: int = 32,
+    check: Callable[..., None] | None = None,
+    zoo: bool = True,
+    weights: Callable[..., None] | None = None,
+    bf16: bool = True,
+    pretrained: Pretrained | None = None,
+    options: type | None = None,
 ):
     def add(builder):
         _ARCHS[name] = Arch(builder, min_image_size, check, zoo, weights, bf16, pretrained, options)
@@ -199,7 +214,9 @@ def check_options(name: str, options: dict, key: str, also_known=()) -> dict:
             raise ParamError(f"{key}.{option}", value, f"unknown key; known keys for {name}: {', '.join(allowed)}")
         values[option] = coerce(f"{key}.{option}", value, known[option][0])
     if "dropout" in values and not 0 <= values["dropout"] < 1:  # every builder's dropout is a probability
-        raise ParamError(f"{key}.dropout", values["dropout"], "must be a probability in [0, 1): the share of units dropped")
+        raise ParamError(
+            f"{key}.dropout", values["dropout"], "must be a probability in [0, 1): the share of units dropped"
+        )
     if name in _ARCHS:
         check = _ARCHS[name].check
     else:

@@ -52,7 +52,14 @@ class TransferModel(nn.Module):
     course's `optim.Adam(net.fc.parameters())` was: the backbone's weights stay, its statistics drift."""
 
     def __init__(
-        self, backbone: nn.Module, head: nn.Module, frozen: list[str], backbone_lr_scale: float, *, head_only: bool = False, freeze_epochs: int | None = None,
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        frozen: list[str],
+        backbone_lr_scale: float,
+        *,
+        head_only: bool = False,
+        freeze_epochs: int | None = None,
         precompute: bool = False,
     ):
         super().__init__()
@@ -61,7 +68,9 @@ class TransferModel(nn.Module):
         self.backbone_lr_scale = backbone_lr_scale
         self.head_only = head_only
         self.freeze_epochs = freeze_epochs if frozen else None
-        self.precompute = precompute and frozen == [""]  # training.precompute: the head trains on features computed once while all of the backbone is frozen
+        self.precompute = precompute and frozen == [
+            ""
+        ]  # training.precompute: the head trains on features computed once while all of the backbone is frozen
         for name in frozen:
             backbone.get_submodule(name).requires_grad_(False)
 
@@ -171,8 +180,12 @@ def load_weights(model: nn.Module, path: Path, name: str) -> None:
     naming the file when it is not a state dict, or not one of this network (the names or shapes of
     its tensors differ): a `weights:` file is checked by `check` this way, before any work."""
     state = weightsfile.load(path, f"{name}: weights file", noun="a state-dict file")
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise StageError(f"{name}: weights file {path} holds a {type(state).__name__}, not a state dict (parameter names to tensors)")
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise StageError(
+            f"{name}: weights file {path} holds a {type(state).__name__}, not a state dict (parameter names to tensors)"
+        )
     if why := weightsfile.problem(state, model.state_dict()):
         raise StageError(f"{name}: weights file {path} is not ImageNet weights this code can use: {why}")
     try:
@@ -213,12 +226,18 @@ class TransferOptions:
 
     pretrained: bool = True  # its published weights; false: random, all of it trains at the full rate
     freeze: str = "backbone"  # backbone: only the head trains | none | a submodule to train from (layer4, _blocks.10)
-    head: list[int] = (512,)  # hidden widths: [512] is features → 512 → classes; [] a single Linear, the course's abrupt head
+    head: list[int] = (
+        512,
+    )  # hidden widths: [512] is features → 512 → classes; [] a single Linear, the course's abrupt head
     dropout: float = 0.5  # in the head, after each hidden layer
     backbone_lr_scale: float = 0.1  # the backbone's rate, × the head's
-    weights: str | None = None  # a state-dict file (or a torchvision set's name: IMAGENET1K_V1...); null: the published default
+    weights: str | None = (
+        None  # a state-dict file (or a torchvision set's name: IMAGENET1K_V1...); null: the published default
+    )
     requirse_grad: bool = False  # the course's typo, on purpose: nothing frozen, the optimiser given only the head
-    freeze_epochs: int | None = None  # epochs `freeze` holds for, then everything trains (fastai's fine_tune); null: all
+    freeze_epochs: int | None = (
+        None  # epochs `freeze` holds for, then everything trains (fastai's fine_tune); null: all
+    )
     precompute: bool = False  # while the whole backbone is frozen, train the head on its features computed once (fastai's precompute; flips only); else nothing
 
 
@@ -267,21 +286,30 @@ def check_head(key: str, **options) -> None:
     if any(w <= 0 for w in options.get("head", ())):
         raise ParamError(f"{key}.head", options["head"], "hidden widths must be positive")
     if any(w > MAX_HEAD_WIDTH for w in options.get("head", ())) or len(options.get("head", ())) > 8:
-        raise ParamError(f"{key}.head", options["head"], f"at most 8 hidden layers of at most {MAX_HEAD_WIDTH:,} units (AlexNet's and VGG's heads are 4,096 wide)")
+        raise ParamError(
+            f"{key}.head",
+            options["head"],
+            f"at most 8 hidden layers of at most {MAX_HEAD_WIDTH:,} units (AlexNet's and VGG's heads are 4,096 wide)",
+        )
     if not 0 <= options.get("dropout", 0) < 1:
         raise ParamError(f"{key}.dropout", options["dropout"], "must be in [0, 1)")
     if options.get("backbone_lr_scale", 1) <= 0:
         raise ParamError(f"{key}.backbone_lr_scale", options["backbone_lr_scale"], "must be positive")
     if (epochs := options.get("freeze_epochs")) is not None and epochs < 0:
-        raise ParamError(f"{key}.freeze_epochs", epochs, "must be 0 or more epochs (null: freeze holds for every epoch)")
-
+        raise ParamError(
+            f"{key}.freeze_epochs", epochs, "must be 0 or more epochs (null: freeze holds for every epoch)"
+        )
 
 
 def precomputes(options: dict) -> bool:
     """Whether a transfer model with these options trains its head on precomputed features for a
     while: `precompute` and a whole pretrained backbone frozen (elsewhere `precompute` has nothing to
     do: features that train cannot be computed once)."""
-    frozen = options.get("freeze", "backbone") == "backbone" and options.get("pretrained", True) and not options.get("requirse_grad")
+    frozen = (
+        options.get("freeze", "backbone") == "backbone"
+        and options.get("pretrained", True)
+        and not options.get("requirse_grad")
+    )
     return bool(options.get("precompute")) and frozen
 
 
@@ -331,5 +359,7 @@ register(
     check=functools.partial(check_options, "resnet50"),
     weights=functools.partial(_torchvision_weights, "resnet50"),
     options=TransferOptions,
-    pretrained=Pretrained(top1=80.858, native_size=224, normalization=IMAGENET, source="torchvision's IMAGENET1K_V2 (torch hub download)"),
+    pretrained=Pretrained(
+        top1=80.858, native_size=224, normalization=IMAGENET, source="torchvision's IMAGENET1K_V2 (torch hub download)"
+    ),
 )(functools.partial(torchvision_model, "resnet50"))

@@ -41,7 +41,9 @@ def load(path: Path | str, what: str, limit: int = MAX_BYTES, noun: str = "a fil
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or empty file, another format, a pickle that wants more than tensors
         said = (str(e).splitlines() or [""])[0][:200]
-        raise StageError(f"{what} {path} is not {noun} this code can read ({type(e).__name__}{': ' + said if said else ''})") from None
+        raise StageError(
+            f"{what} {path} is not {noun} this code can read ({type(e).__name__}{': ' + said if said else ''})"
+        ) from None
 
 
 def problem(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> str | None:

@@ -74,7 +74,9 @@ def command(preset: dict, extra: list[str], base: Path = sections.PARAMS_FILE) -
     """`dvc exp run` with the preset's flags and `extra`, once params.yaml with all of them applied is valid."""
     mine, theirs = schema.flatten(preset), user_overrides(extra)
     recipes.load(base, nest({**mine, **theirs}))  # raises ParamError naming the key
-    flags = [arg for key, value in mine.items() if key not in theirs for arg in ("-S", f"{key}={flag_value(key, value)}")]
+    flags = [
+        arg for key, value in mine.items() if key not in theirs for arg in ("-S", f"{key}={flag_value(key, value)}")
+    ]
     return ["dvc", "exp", "run", *flags, *extra]
 
 
@@ -84,10 +86,19 @@ def carried_over(setting: set[str], base: Path = sections.PARAMS_FILE) -> list[s
     values in the workspace, and the next experiment starts from them (an earlier
     `evaluate.eval_mode=false` would quietly evaluate the next one without eval mode). [] outside git."""
     try:
-        committed = subprocess.run(["git", "show", f"HEAD:{base.as_posix()}"], capture_output=True, text=True, timeout=30)
+        committed = subprocess.run(
+            ["git", "show", f"HEAD:{base.as_posix()}"], capture_output=True, text=True, timeout=30
+        )
         if committed.returncode != 0:
             return []
-        before, now = schema.flatten(schema.loads(committed.stdout, "params file", f"HEAD:{base}") or {}), schema.flatten(read(base))
+        before, now = (
+            schema.flatten(schema.loads(committed.stdout, "params file", f"HEAD:{base}") or {}),
+            schema.flatten(read(base)),
+        )
     except (OSError, subprocess.SubprocessError, yaml.YAMLError, StageError):
         return []
-    return [f"{k}: {before.get(k)!r} → {now.get(k)!r}" for k in sorted(before.keys() | now.keys()) if before.get(k) != now.get(k) and k not in setting]
+    return [
+        f"{k}: {before.get(k)!r} → {now.get(k)!r}"
+        for k in sorted(before.keys() | now.keys())
+        if before.get(k) != now.get(k) and k not in setting
+    ]

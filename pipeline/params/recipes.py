@@ -81,7 +81,9 @@ class Params:
         for spec in self.models:
             tp = spec.train
             lr = f"{tp.lr:.3g}" + (f" ({tp.lr_scale:g} × lr)" if tp.lr_scale != 1 else "")
-            rows.append((spec.name, tp.optimizer, lr, f"{tp.weight_decay:g}", str(tp.run_epochs), str(tp.batch_size), tp.keep))
+            rows.append(
+                (spec.name, tp.optimizer, lr, f"{tp.weight_decay:g}", str(tp.run_epochs), str(tp.batch_size), tp.keep)
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         lines += [f"warning: {note}" for spec in self.models for note in spec.kept_values(self.train)]
@@ -105,7 +107,9 @@ class Params:
                     f"while its BatchNorm statistics drift"
                 )
             if spec.options.get("head") == []:
-                found.append(f"warning: models.{spec.name}.head = []: the course's mistake (c), on purpose: one Linear layer from the backbone's features to the classes")
+                found.append(
+                    f"warning: models.{spec.name}.head = []: the course's mistake (c), on purpose: one Linear layer from the backbone's features to the classes"
+                )
         return found
 
 
@@ -162,7 +166,11 @@ def unchanged(p: Params, stage: str) -> None:
     if now == p:
         return
     before, after = schema.flatten(p.raw), schema.flatten(now.raw)
-    changed = [f"{k}: {_show(before.get(k))} → {_show(after.get(k))}" for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)]
+    changed = [
+        f"{k}: {_show(before.get(k))} → {_show(after.get(k))}"
+        for k in sorted(before.keys() | after.keys())
+        if before.get(k) != after.get(k)
+    ]
     raise StageError(
         f"{stage}: params.yaml changed while this stage ran ({'; '.join(changed[:4]) or 'its values'}"
         f"{'; …' if len(changed) > 4 else ''}): another `dvc exp run` in this workspace? Nothing more was saved. "

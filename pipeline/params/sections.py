@@ -33,7 +33,9 @@ class DataParams:
     test_fraction: float
     seed: int  # split and subsampling seed
     channels: int = 3  # 3: RGB (grey photos replicated) | 1: grey, and every model's first layer takes one channel
-    train_photos: int | None = None  # training photos kept after the split (nested, as even across classes as they allow); null: all
+    train_photos: int | None = (
+        None  # training photos kept after the split (nested, as even across classes as they allow); null: all
+    )
     verdicts: str = "verdicts/none.yaml"  # a person's verdicts on doubtful labels (keep / exclude / relabel <class>), applied by the split: data/verdicts.py
 
     def __post_init__(self):
@@ -80,15 +82,23 @@ class TrainParams:
     translate: float  # random shifts up to this fraction of the side (reflected borders); 0 turns them off
     keep: Literal["last", "best"]  # the weights a model file keeps: the last epoch's, or the best on validation
     seed: int  # weight init, batch order and augmentation
-    max_epochs: int | None = None  # per-architecture cap, min(epochs, max_epochs): train.epochs still reaches every model
+    max_epochs: int | None = (
+        None  # per-architecture cap, min(epochs, max_epochs): train.epochs still reaches every model
+    )
     lr_scale: float = 1.0  # per-architecture factor on lr: train.lr still reaches every model
     ema: float = 0.0  # decay per step of the weights' moving average, which validation scores and the model file keeps; 0: the weights themselves
     epoch_images: int = 0  # at least this many images an epoch: a smaller training set is shown again, reshuffled, within it (timm's epoch repeats); 0: each photo once
 
     def __post_init__(self):
         if self.epoch_images < 0 or isinstance(self.epoch_images, bool):
-            raise ParamError("train.epoch_images", self.epoch_images, "must be 0 (each photo once an epoch) or a positive number of images")
-        _at_most("train.epoch_images", self.epoch_images, (10_000_000, "an epoch of ten million images is days of training"))
+            raise ParamError(
+                "train.epoch_images",
+                self.epoch_images,
+                "must be 0 (each photo once an epoch) or a positive number of images",
+            )
+        _at_most(
+            "train.epoch_images", self.epoch_images, (10_000_000, "an epoch of ten million images is days of training")
+        )
         for key in ("epochs", "batch_size"):
             _positive(f"train.{key}", getattr(self, key))
             _at_most(f"train.{key}", getattr(self, key), LIMITS[key])
@@ -138,18 +148,29 @@ class RuntimeParams:
     compile: bool | Literal["auto"]  # torch.compile the model's steps; auto: what is fastest on this kind of device
     resume: bool  # continue from the per-epoch resume state saved with the same model, recipe and data
     processes: int = 1  # training processes on this machine (torchrun --nproc_per_node), one per GPU
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16: autocast (fp32 weights); auto: bf16 where the device computes it natively
+    precision: Literal["auto", "fp32", "bf16"] = (
+        "auto"  # bf16: autocast (fp32 weights); auto: bf16 where the device computes it natively
+    )
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     threads: int = 0  # CPU threads for the stage, shared between its processes; 0: every core it may use
     budget_hours: float = 12.0  # check stops a run whose estimated training time is longer; 0: no limit
 
     def __post_init__(self):
         if not (self.budget_hours >= 0 and math.isfinite(self.budget_hours)) or isinstance(self.budget_hours, bool):
-            raise ParamError("runtime.budget_hours", self.budget_hours, "must be 0 (no limit) or a positive number of hours")
+            raise ParamError(
+                "runtime.budget_hours", self.budget_hours, "must be 0 (no limit) or a positive number of hours"
+            )
         _positive("runtime.processes", self.processes)
         _at_most("runtime.processes", self.processes, LIMITS["processes"])
-        if not isinstance(self.device, str) or self.device not in ("auto", "cpu", "cuda") and not (
-            self.device.startswith("cuda:") and self.device[5:].isascii() and self.device[5:].isdigit() and len(self.device) <= 9
+        if (
+            not isinstance(self.device, str)
+            or self.device not in ("auto", "cpu", "cuda")
+            and not (
+                self.device.startswith("cuda:")
+                and self.device[5:].isascii()
+                and self.device[5:].isdigit()
+                and len(self.device) <= 9
+            )
         ):  # ASCII digits only: int() reads "١" as 1, torch.device does not
             raise ParamError("runtime.device", self.device, "use auto, cpu, cuda or cuda:N")
         if self.threads < 0 or isinstance(self.threads, bool):
@@ -163,10 +184,16 @@ class EvaluateParams:
     order and the size of the batches change nothing. `eval_mode: false` reproduces the course's
     mistake (a) on purpose, where both matter (docs/results.md, "The course's three mistakes, measured")."""
 
-    eval_mode: bool = True  # false: no model.eval(): BatchNorm normalises with each test batch's own statistics, dropout drops
-    order: Literal["split", "shuffled", "sorted"] = "split"  # the test photos' order in batches: the split's | a seeded shuffle | by class (the course's loader)
+    eval_mode: bool = (
+        True  # false: no model.eval(): BatchNorm normalises with each test batch's own statistics, dropout drops
+    )
+    order: Literal["split", "shuffled", "sorted"] = (
+        "split"  # the test photos' order in batches: the split's | a seeded shuffle | by class (the course's loader)
+    )
     batch_size: int | None = None  # test photos per batch; null: train.batch_size
-    tta: bool = False  # test-time augmentation: each photo's probabilities averaged with its mirror image's (twice the compute)
+    tta: bool = (
+        False  # test-time augmentation: each photo's probabilities averaged with its mirror image's (twice the compute)
+    )
 
     def __post_init__(self):
         if self.batch_size is not None:
@@ -189,8 +216,6 @@ def load_data(path: Path | str = PARAMS_FILE) -> DataParams:
     raw = schema.read(Path(path))
     schema.no_unknown_keys("params.yaml", raw, TOP_LEVEL)
     return schema.build_section(DataParams, raw.get("data"), "data")
-
-
 
 
 def _at_most(key: str, value: int, limit: tuple[int, str]) -> None:

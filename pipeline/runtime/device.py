@@ -58,14 +58,18 @@ class Compute:
         """How model `name` computes: as this, but fp32 where `auto` chose bf16 for an architecture
         measured to lose accuracy in it (models.bf16_ok); a bf16 the user asked for is kept."""
         if self.precision == "bf16" and self.chosen and not bf16_ok:
-            return replace(self, precision="fp32", reasons=(f"precision fp32 for {name}: bf16 was measured to cost it accuracy",))
+            return replace(
+                self, precision="fp32", reasons=(f"precision fp32 for {name}: bf16 was measured to cost it accuracy",)
+            )
         return self
 
     def record(self) -> dict:
         return {"precision": self.precision, "memory_format": self.memory_format, "compile": self.compile}
 
 
-def resolve(rp: RuntimeParams, *, processes: int = 1, device: torch.device | None = None, features: frozenset[str] | None = None) -> Compute:
+def resolve(
+    rp: RuntimeParams, *, processes: int = 1, device: torch.device | None = None, features: frozenset[str] | None = None
+) -> Compute:
     """`rp` for the machine at hand (or `device`): the device (and its threads), then each `auto`
     (precision from the device's bf16 support, `features` of the CPU as cpu_features() finds them)."""
     device = device or choose_device(rp.device, processes=processes, threads=rp.threads)
@@ -79,7 +83,11 @@ def resolve(rp: RuntimeParams, *, processes: int = 1, device: torch.device | Non
         reasons.append("memory format channels-last: measured the faster on the CPU, and what tensor cores want")
     compile = rp.compile is True
     if rp.compile == "auto":
-        why = "compiled steps measured no faster than eager on the CPU" if device.type == "cpu" else "not yet measured on a GPU: set runtime.compile: true to try"
+        why = (
+            "compiled steps measured no faster than eager on the CPU"
+            if device.type == "cpu"
+            else "not yet measured on a GPU: set runtime.compile: true to try"
+        )
         reasons.append(f"eager, not compiled: {why}")
     return Compute(device, precision, memory_format, compile, tuple(reasons), chosen=rp.precision == "auto")
 

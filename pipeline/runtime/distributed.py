@@ -41,7 +41,9 @@ def launch(rp: RuntimeParams) -> Iterator[tuple[World, Compute]]:
     launch torchrun started (its RANK, WORLD_SIZE, LOCAL_RANK... variables), if any: process k on a
     machine takes cuda:k and nccl, or a share of the cores and gloo on the CPU."""
     env = os.environ
-    world = World(*(int(env.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0), ("LOCAL_WORLD_SIZE", 1))))
+    world = World(
+        *(int(env.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0), ("LOCAL_WORLD_SIZE", 1)))
+    )
     if world.size == 1:
         yield world, resolve(rp)
         return
@@ -56,7 +58,9 @@ def launch(rp: RuntimeParams) -> Iterator[tuple[World, Compute]]:
             f"runtime.processes = {world.local_size} but only {torch.cuda.device_count()} GPU(s) are visible: "
             f"one process per GPU; lower runtime.processes"
         )
-    device = choose_device(f"cuda:{world.local_rank}" if cuda else "cpu", processes=world.local_size, threads=rp.threads)
+    device = choose_device(
+        f"cuda:{world.local_rank}" if cuda else "cpu", processes=world.local_size, threads=rp.threads
+    )
     if cuda:
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", device_id=device)
@@ -163,7 +167,9 @@ class SumOverProcesses(torch.autograd.Function):
 def _swap_batchnorm(module: nn.Module) -> nn.Module:
     """Every BatchNorm*d in `module` becomes a CpuSyncBatchNorm sharing its parameters, buffers and mode."""
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        synced = CpuSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        synced = CpuSyncBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         synced.weight, synced.bias = module.weight, module.bias
         synced.running_mean, synced.running_var = module.running_mean, module.running_var
         synced.num_batches_tracked = module.num_batches_tracked

@@ -20,7 +20,13 @@ from pipeline.runtime.tensors import Split, batches, normalize
 
 
 def probabilities(
-    model: nn.Module, split: Split, batch_size: int, progress: Progress | None = None, compute: Compute | None = None, *, tta: bool = False,
+    model: nn.Module,
+    split: Split,
+    batch_size: int,
+    progress: Progress | None = None,
+    compute: Compute | None = None,
+    *,
+    tta: bool = False,
 ) -> torch.Tensor:
     """Class probabilities (N, classes) float32 on the CPU, in the split's order, in eval mode;
     `compute` defaults to fp32, channels-last, on the split's device. `tta`: the mean of the
@@ -35,7 +41,10 @@ def probabilities(
             for x, _ in batches(split, batch_size, shuffle=False):
                 proba = torch.softmax(model(normalize(x, normalization, compute.format)).float(), dim=1)
                 if tta:
-                    proba = (proba + torch.softmax(model(normalize(x.flip(-1), normalization, compute.format)).float(), dim=1)) / 2
+                    proba = (
+                        proba
+                        + torch.softmax(model(normalize(x.flip(-1), normalization, compute.format)).float(), dim=1)
+                    ) / 2
                 out.append(proba)
                 if progress is not None:
                     progress.update(len(x))

@@ -131,7 +131,9 @@ def affine(normalization: Normalization, channels: int) -> tuple[list[float], li
     return [1 / (255 * s) for s in n.std], [-m / s for m, s in zip(n.mean, n.std)]
 
 
-def normalize(x: torch.Tensor, normalization: Normalization, memory_format: torch.memory_format = torch.channels_last) -> torch.Tensor:
+def normalize(
+    x: torch.Tensor, normalization: Normalization, memory_format: torch.memory_format = torch.channels_last
+) -> torch.Tensor:
     """uint8 (B, C, S, S) → float32 in `memory_format`, normalised as the network's weights expect
     (models.inputs.of(model)): one fused multiply-add."""
     scale, shift = (torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in affine(normalization, x.shape[1]))
@@ -187,14 +189,18 @@ def augment(
         cols = _reflect(torch.where(flipped[:, None], side - 1 - pixel, pixel) + shift_x.long()[:, None], side)
         rows, cols = rows.to(device), cols.to(device)
         moved = x[torch.arange(b, device=device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (B, S, S, C)
-        return normalize(moved.permute(0, 3, 1, 2), normalization, memory_format)  # a channels-last view: no copy for channels-last
+        return normalize(
+            moved.permute(0, 3, 1, 2), normalization, memory_format
+        )  # a channels-last view: no copy for channels-last
     cx, cy = cx + shift_x * 2 / side, cy + shift_y * 2 / side  # one pixel is 2 / side in grid_sample's coordinates
     sign = torch.where(flipped, -1.0, 1.0)
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = w * sign, cx
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
     grid = F.affine_grid(theta.to(device), list(x.shape), align_corners=False)
-    out = F.grid_sample(normalize(x, normalization), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    out = F.grid_sample(
+        normalize(x, normalization), grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
     return out.contiguous(memory_format=memory_format)
 
 

@@ -25,7 +25,9 @@ def averaged(model: nn.Module, decay: float) -> AveragedModel:
         # n ≥ 1 (AveragedModel counts its first copy as 1), so this update's decay is
         # min(decay, (1 + (n − 1)) / (10 + (n − 1))): a 0-dim tensor on the device, that a GPU step
         # waits for no copy to the host
-        if not averages or not torch.is_floating_point(averages[0]):  # BatchNorm's batch counters: integers, taken as they are
+        if not averages or not torch.is_floating_point(
+            averages[0]
+        ):  # BatchNorm's batch counters: integers, taken as they are
             torch._foreach_copy_(averages, current)
             return
         weight = (1 - torch.clamp(n / (9 + n), max=decay)).to(averages[0].dtype)

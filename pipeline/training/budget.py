@@ -32,7 +32,11 @@ def training_estimate(p: Params, compute: Compute, timers: dict | None = None) -
     total, lines, few = 0.0, [], 0
     for spec in p.models:
         batch = spec.train.batch_size // p.runtime.processes
-        if (steps := estimate.steps_in_all(spec.train.shown(train_n) // p.runtime.processes, batch, spec.train.run_epochs)) <= estimate.FEW_STEPS:
+        if (
+            steps := estimate.steps_in_all(
+                spec.train.shown(train_n) // p.runtime.processes, batch, spec.train.run_epochs
+            )
+        ) <= estimate.FEW_STEPS:
             lines.append(f"check: {estimate.not_timed(spec.name, steps)}")
             few += 1
             continue
@@ -45,12 +49,23 @@ def training_estimate(p: Params, compute: Compute, timers: dict | None = None) -
         sample = Split(torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator).to(compute.device),
                        torch.arange(timed).remainder(2).to(compute.device), compute.device)  # fmt: skip
         key = (spec.name, repr(sorted(spec.options.items())), p.data.image_size, p.data.channels, batch, own.precision)
-        step = (timers if timers is not None else {}).setdefault(key, estimate.timer(lambda thawed: estimate.step_seconds(spec, sample, timed, 2, own, steps=1, thawed=thawed) * batch / timed))  # noqa: B023 (used in this iteration)
+        step = (timers if timers is not None else {}).setdefault(
+            key,
+            estimate.timer(
+                lambda thawed: (
+                    estimate.step_seconds(spec, sample, timed, 2, own, steps=1, thawed=thawed) * batch / timed
+                )
+            ),
+        )  # noqa: B023 (used in this iteration)
         seconds = estimate.seconds_left(spec, train_n, val_n, spec.train.batch_size, spec.train.run_epochs, step)
         total += seconds
         shown = spec.train.shown(train_n)  # train.epoch_images: a small set shown again within an epoch
         of = f"~{train_n:,} photos" if shown == train_n else f"{shown:,} images (~{train_n:,} photos, shown again)"
-        lines.append(f"check: {spec.name:>12s} {about(seconds / spec.train.run_epochs)}/epoch, {about(seconds)} for {plural(spec.train.run_epochs, 'epoch')} of {of} on {where}")
+        lines.append(
+            f"check: {spec.name:>12s} {about(seconds / spec.train.run_epochs)}/epoch, {about(seconds)} for {plural(spec.train.run_epochs, 'epoch')} of {of} on {where}"
+        )
     if few < len(p.models):
-        lines.append(f"check: training {about(total)} in all (one timed step of {TIMED_IMAGES} photos of each model, after one untimed: on a CPU an upper bound, since a small batch runs less efficiently; the train stage times them again at the full batch)")
+        lines.append(
+            f"check: training {about(total)} in all (one timed step of {TIMED_IMAGES} photos of each model, after one untimed: on a CPU an upper bound, since a small batch runs less efficiently; the train stage times them again at the full batch)"
+        )
     return total, lines

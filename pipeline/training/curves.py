@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 EPOCHS = "epochs"  # the table's name, a DVCLive custom plot
-CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "train_loss_spread")  # beside `model` and `epoch` (from 1)
+CURVES = (
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "train_loss_spread",
+)  # beside `model` and `epoch` (from 1)
 
 
 def epochs_file(live: Path) -> Path:

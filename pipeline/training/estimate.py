@@ -40,7 +40,14 @@ def not_timed(name: str, steps: int) -> str:
 
 
 def step_seconds(
-    spec: ModelSpec, train: Split, batch_size: int, classes: int, compute: Compute | None = None, steps: int = TIMED_STEPS, *, thawed: bool = False,
+    spec: ModelSpec,
+    train: Split,
+    batch_size: int,
+    classes: int,
+    compute: Compute | None = None,
+    steps: int = TIMED_STEPS,
+    *,
+    thawed: bool = False,
 ) -> float:
     """Seconds one optimiser step of `spec` takes here, in `compute`'s precision and memory format:
     `steps` of them timed after one warm-up, on a throwaway copy of the model (its own weights,
@@ -54,7 +61,9 @@ def step_seconds(
     generator = torch.Generator().manual_seed(0)
     x, y = next(batches(train, min(batch_size, len(train)), shuffle=True, generator=generator))
     criterion = nn.CrossEntropyLoss(label_smoothing=spec.train.label_smoothing)
-    train_step(model, optimizer, criterion, x, y, spec.train, generator, compute)  # warm-up: allocations, cuDNN's choices
+    train_step(
+        model, optimizer, criterion, x, y, spec.train, generator, compute
+    )  # warm-up: allocations, cuDNN's choices
     synchronize(train.device)
     start = time.perf_counter()
     for _ in range(steps):
@@ -63,7 +72,14 @@ def step_seconds(
     return (time.perf_counter() - start) / steps
 
 
-def seconds_left(spec: ModelSpec, train_images: int, val_images: int, batch_size: int, epochs_left: int, step: Callable[[bool], float]) -> float:
+def seconds_left(
+    spec: ModelSpec,
+    train_images: int,
+    val_images: int,
+    batch_size: int,
+    epochs_left: int,
+    step: Callable[[bool], float],
+) -> float:
     """Seconds the last `epochs_left` epochs of `spec` take, `step(thawed)` giving one training step's
     seconds with the backbone as built (frozen, for a transfer model) or thawed. A forward pass
     (validation) counts as a third of a training step. While a whole backbone is frozen, a step is a
@@ -75,8 +91,15 @@ def seconds_left(spec: ModelSpec, train_images: int, val_images: int, batch_size
     feature_steps = max(1, train_images // batch_size)  # each photo's features once, however often an epoch shows it
     start = spec.train.run_epochs - epochs_left
     o, freeze_epochs = spec.options, spec.options.get("freeze_epochs")
-    frozen = "freeze" in option_types(spec.name) and o.get("freeze", "backbone") != "none" and o.get("pretrained", True) and not o.get("requirse_grad")
-    thaw_at = (spec.train.run_epochs if freeze_epochs is None else freeze_epochs) if frozen else 0  # the first epoch with nothing frozen
+    frozen = (
+        "freeze" in option_types(spec.name)
+        and o.get("freeze", "backbone") != "none"
+        and o.get("pretrained", True)
+        and not o.get("requirse_grad")
+    )
+    thaw_at = (
+        (spec.train.run_epochs if freeze_epochs is None else freeze_epochs) if frozen else 0
+    )  # the first epoch with nothing frozen
     frozen_left, thawed_left = max(0, thaw_at - start), epochs_left - max(0, thaw_at - start)
     seconds = 0.0
     if frozen_left and precomputes(spec.options):
@@ -93,7 +116,16 @@ def timer(time_one: Callable[[bool], float]) -> Callable[[bool], float]:
     return functools.cache(time_one)
 
 
-def estimate(spec: ModelSpec, train: Split, val: Split, batch_size: int, epochs_left: int, where: str, classes: int, compute: Compute | None = None) -> tuple[float, str]:
+def estimate(
+    spec: ModelSpec,
+    train: Split,
+    val: Split,
+    batch_size: int,
+    epochs_left: int,
+    where: str,
+    classes: int,
+    compute: Compute | None = None,
+) -> tuple[float, str]:
     """(seconds, a line) for the epochs `spec` has left, from a few timed steps (seconds_left)."""
     step = timer(lambda thawed: step_seconds(spec, train, batch_size, classes, compute, thawed=thawed))
     seconds = seconds_left(spec, len(train), len(val), batch_size, epochs_left, step)
@@ -103,7 +135,15 @@ def estimate(spec: ModelSpec, train: Split, val: Split, batch_size: int, epochs_
 
 
 def estimates(
-    p: Params, train: Split, val: Split, resume: Path, keys: dict[str, str], where: str, world: distributed.World, classes: int, computes: dict[str, Compute] | None = None,
+    p: Params,
+    train: Split,
+    val: Split,
+    resume: Path,
+    keys: dict[str, str],
+    where: str,
+    world: distributed.World,
+    classes: int,
+    computes: dict[str, Compute] | None = None,
 ) -> None:
     """One line per model left to train with the time it will take, and the sum. A model already
     trained with the same key is left out (its own line says so when its turn comes)."""
@@ -130,10 +170,17 @@ def estimates(
     if trained == len(p.models):
         print("train: every model is already trained with this recipe and data", flush=True)
     elif timed:
-        also = f", {plural(trained, 'model')} already trained" * (trained > 0) + f", {few} of a few steps not timed" * (few > 0)
-        print(f"train: {about(total)} in all (estimated from {TIMED_STEPS} timed steps of each model{also})", flush=True)
+        also = f", {plural(trained, 'model')} already trained" * (trained > 0) + f", {few} of a few steps not timed" * (
+            few > 0
+        )
+        print(
+            f"train: {about(total)} in all (estimated from {TIMED_STEPS} timed steps of each model{also})", flush=True
+        )
         if any(c.compile for c in computes.values()):
-            print("train: the steps were timed eager; compiled, each model's first epoch also compiles (minutes), the rest run faster", flush=True)
+            print(
+                "train: the steps were timed eager; compiled, each model's first epoch also compiles (minutes), the rest run faster",
+                flush=True,
+            )
     if total > 3600 and train.device.type == "cpu":
         print(
             "train: that is long for a CPU. `python -m pipeline.preset cpu-64` trains ResNet-18 on 64 px "

@@ -70,9 +70,13 @@ def fit(
     runner, synced = model, 0  # `runner` is what a step calls; `model` the plain module saved
     if world.size > 1:
         if getattr(model, "freeze_epochs", None) is not None:  # DDP reduces only the gradients that exist when it wraps
-            raise StageError(f"{spec.name}: freeze_epochs (a backbone that thaws mid-run) trains in one process only; set runtime.processes: 1")
+            raise StageError(
+                f"{spec.name}: freeze_epochs (a backbone that thaws mid-run) trains in one process only; set runtime.processes: 1"
+            )
         if getattr(model, "precompute", False):  # its head steps bypass DDP's gradient reduction
-            raise StageError(f"{spec.name}: precompute (a head trained on a frozen backbone's features) trains in one process only; set runtime.processes: 1")
+            raise StageError(
+                f"{spec.name}: precompute (a head trained on a frozen backbone's features) trains in one process only; set runtime.processes: 1"
+            )
         runner, synced = distributed.parallel(model, device)
         model = runner.module  # its BatchNorm layers now synchronised: validate and save this one
     optimizer = make_optimizer(model, tp)
@@ -82,7 +86,9 @@ def fit(
     runner = torch.compile(runner) if compute.compile else runner
     average = averaged(model, tp.ema) if tp.ema else None  # train.ema: the weights' moving average
     kept = average.module if average else model  # what validation scores and the model file keeps
-    evaluator = runner if world.size == 1 and average is None else kept  # DDP's forward may broadcast buffers: not on unequal shards
+    evaluator = (
+        runner if world.size == 1 and average is None else kept
+    )  # DDP's forward may broadcast buffers: not on unequal shards
     criterion = nn.CrossEntropyLoss(label_smoothing=tp.label_smoothing)
 
     # ---------------------------------------------------------------- resume
@@ -91,7 +97,11 @@ def fit(
         run = restore(saved, model, optimizer, scheduler, generator, device, average)
         done = len(run.history)
         if world.main:
-            said = "already trained with this recipe and data" if done == tp.run_epochs else f"resumes after epoch {done}/{tp.run_epochs}"
+            said = (
+                "already trained with this recipe and data"
+                if done == tp.run_epochs
+                else f"resumes after epoch {done}/{tp.run_epochs}"
+            )
             print(f"{spec.name:>12s} {said} ({resume.path})", flush=True)
         for epoch, row in enumerate(run.history):
             if log:
@@ -99,7 +109,9 @@ def fit(
     step = len(run.history) * schedule.steps_per_epoch  # counted over the whole run
     writer = Writer()  # saves each epoch's state while the next one trains
     look_every = CHECK_EVERY if device.type == "cuda" else 1  # reading the loss costs a GPU sync, nothing on the CPU
-    features: precompute.Features | None = None  # models.<name>.precompute: the frozen backbone's, computed at the first epoch that needs them
+    features: precompute.Features | None = (
+        None  # models.<name>.precompute: the frozen backbone's, computed at the first epoch that needs them
+    )
 
     try:
         for epoch in range(len(run.history), tp.run_epochs):
@@ -112,7 +124,9 @@ def fit(
                 thaw(epoch)
             cached = precompute.applies(model)  # this epoch trains the head on the frozen backbone's features
             if cached and features is None:  # timed as training: the cost of these epochs is almost all here
-                features = precompute.training_features(model, train, batch_size, compute, tp, spec.name, enabled=world.main)
+                features = precompute.training_features(
+                    model, train, batch_size, compute, tp, spec.name, enabled=world.main
+                )
             source, step_with = (features.train, precompute.head_step) if cached else (train, train_step)
 
             # ------------------------------------------------------------ train one epoch
@@ -127,9 +141,13 @@ def fit(
             seen = 0
             images = schedule.steps_per_epoch * batch_size * world.size
             with Progress(images, f"{spec.name} epoch {epoch + 1}/{tp.run_epochs}", enabled=world.main) as bar:
-                for i, (x, y) in enumerate(batches(source, batch_size, shuffle=True, generator=generator, repeats=repeats)):
+                for i, (x, y) in enumerate(
+                    batches(source, batch_size, shuffle=True, generator=generator, repeats=repeats)
+                ):
                     lr = optimizer.param_groups[0]["lr"]  # this step's rate, set by the schedule
-                    loss, logits = step_with(model if cached else runner, optimizer, criterion, x, y, tp, generator, compute)
+                    loss, logits = step_with(
+                        model if cached else runner, optimizer, criterion, x, y, tp, generator, compute
+                    )
                     scheduler.step()  # the next step's rate
                     if average is not None:
                         average.update_parameters(model)
@@ -142,10 +160,14 @@ def fit(
                     step += 1
                     if (i + 1) % CHECK_EVERY == 0 and (bad := first_nonfinite(first_bad)) >= 0:
                         raise diverged(spec, epoch, bad, schedule, resume)
-                    bar.update(len(y) * world.size, **({"loss": loss_sum.item() / seen} if (i + 1) % look_every == 0 else {}))
+                    bar.update(
+                        len(y) * world.size, **({"loss": loss_sum.item() / seen} if (i + 1) % look_every == 0 else {})
+                    )
             if (bad := first_nonfinite(first_bad)) >= 0:
                 raise diverged(spec, epoch, bad, schedule, resume)
-            loss_sum, correct, seen, squares, pairs = distributed.sum_over_processes([loss_sum.item(), correct.item(), seen, *jumps.sums()], device)
+            loss_sum, correct, seen, squares, pairs = distributed.sum_over_processes(
+                [loss_sum.item(), correct.item(), seen, *jumps.sums()], device
+            )
             elapsed = time.perf_counter() - start  # .item() has synchronised
 
             # ------------------------------------------------------------ evaluate
@@ -153,13 +175,34 @@ def fit(
                 with Progress(len(val), f"{spec.name} features of the validation photos", enabled=world.main) as bar:
                     precompute.validation_features(features, model, val, batch_size, compute, bar)
             with Progress(len(val), f"{spec.name} validation", enabled=world.main) as bar:
-                scores = validate(kept, features.val, batch_size, bar, compute, head_only=True) if cached else validate(evaluator, val, batch_size, bar, compute)
-            row = {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "val_loss": scores["loss"], "val_accuracy": scores["accuracy"], "lr": lr, "train_loss_spread": StepSpread.value(squares, pairs)}
+                scores = (
+                    validate(kept, features.val, batch_size, bar, compute, head_only=True)
+                    if cached
+                    else validate(evaluator, val, batch_size, bar, compute)
+                )
+            row = {
+                "train_loss": loss_sum / seen,
+                "train_accuracy": correct / seen,
+                "val_loss": scores["loss"],
+                "val_accuracy": scores["accuracy"],
+                "lr": lr,
+                "train_loss_spread": StepSpread.value(squares, pairs),
+            }
             run.add(row, seconds=elapsed, images=int(seen), keep=tp.keep, model=kept)
 
             # ------------------------------------------------------------ save
             if resume and world.main:
-                save(resume, run, model, optimizer, scheduler, generator, final=epoch + 1 == tp.run_epochs, writer=writer, average=average)
+                save(
+                    resume,
+                    run,
+                    model,
+                    optimizer,
+                    scheduler,
+                    generator,
+                    final=epoch + 1 == tp.run_epochs,
+                    writer=writer,
+                    average=average,
+                )
 
             # ------------------------------------------------------------ log
             if log:
@@ -215,12 +258,27 @@ class StepSpread:
         return math.sqrt(squares / pairs / 2) if pairs else 0.0  # one step per epoch: no jump to measure
 
 
-def train_step(runner: nn.Module, optimizer, criterion, x: torch.Tensor, y: torch.Tensor, tp: TrainParams, generator, compute: Compute) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(
+    runner: nn.Module,
+    optimizer,
+    criterion,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    tp: TrainParams,
+    generator,
+    compute: Compute,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on a uint8 batch x (B, C, S, S), y (B,): augment on the device, forward in
     `compute`'s precision, the loss in fp32, backward, update. Returns (the loss minimised, the
     logits (B, classes) as float32), both detached. The time estimate times this very step."""
     batch = augment(
-        x, normalization=inputs.of(runner), crop_scale=tp.crop_scale, flip=tp.flip, translate=tp.translate, generator=generator, memory_format=compute.format,
+        x,
+        normalization=inputs.of(runner),
+        crop_scale=tp.crop_scale,
+        flip=tp.flip,
+        translate=tp.translate,
+        generator=generator,
+        memory_format=compute.format,
     )
     with compute.autocast():
         logits = runner(batch)
@@ -238,14 +296,26 @@ def build(spec: ModelSpec, train: Split, classes: int, compute: Compute) -> nn.M
     return model.to(train.device, memory_format=compute.format)
 
 
-def validate(model: nn.Module, split: Split, batch_size: int, progress: Progress | None = None, compute: Compute | None = None, *, head_only: bool = False) -> dict:
+def validate(
+    model: nn.Module,
+    split: Split,
+    batch_size: int,
+    progress: Progress | None = None,
+    compute: Compute | None = None,
+    *,
+    head_only: bool = False,
+) -> dict:
     """Log loss and accuracy over the whole split: with several processes, each predicts its shard
     and the sums are added up, so every image counts once, as in a single process. `head_only`:
     the split holds a frozen backbone's features (training.precompute), which the head alone reads."""
-    proba = (precompute.probabilities if head_only else probabilities)(model, split, batch_size, progress=progress, compute=compute)
+    proba = (precompute.probabilities if head_only else probabilities)(
+        model, split, batch_size, progress=progress, compute=compute
+    )
     labels = split.labels.cpu()
     loss = nn.functional.nll_loss(torch.log(proba.clamp_min(1e-12)), labels, reduction="sum").item()
-    loss, correct, n = distributed.sum_over_processes([loss, (proba.argmax(1) == labels).sum().item(), len(labels)], split.device)
+    loss, correct, n = distributed.sum_over_processes(
+        [loss, (proba.argmax(1) == labels).sum().item(), len(labels)], split.device
+    )
     return {"loss": loss / n, "accuracy": correct / n}
 
 

@@ -31,7 +31,16 @@ class RangeTest:
     stopped_early: bool  # the loss ran away before the last rate
 
 
-def range_test(spec: ModelSpec, train: Split, *, classes: int, compute: Compute, start: float = 1e-7, end: float = 10.0, steps: int = 100) -> RangeTest:
+def range_test(
+    spec: ModelSpec,
+    train: Split,
+    *,
+    classes: int,
+    compute: Compute,
+    start: float = 1e-7,
+    end: float = 10.0,
+    steps: int = 100,
+) -> RangeTest:
     """`steps` optimiser steps of `spec`'s recipe on `train` (its optimiser, weight decay, augmentation
     and batch size; no schedule, no warm-up), the rate before step k being start·(end/start)^(k/(steps−1))."""
     torch.manual_seed(spec.train.seed)
@@ -68,6 +77,10 @@ def _result(rates: list[float], losses: list[float], *, stopped: bool) -> RangeT
     finite = [i for i, v in enumerate(losses) if math.isfinite(v)]
     lowest = min(finite, key=lambda i: losses[i])
     # steepest descent: the most negative slope of loss against log(rate), up to the minimum
-    slopes = [(losses[i + 1] - losses[i]) / (math.log(rates[i + 1]) - math.log(rates[i])) for i in range(max(1, lowest))] if lowest > 0 else [0.0]
+    slopes = (
+        [(losses[i + 1] - losses[i]) / (math.log(rates[i + 1]) - math.log(rates[i])) for i in range(max(1, lowest))]
+        if lowest > 0
+        else [0.0]
+    )
     steepest = min(range(len(slopes)), key=lambda i: slopes[i])
     return RangeTest(rates, losses, suggested=rates[steepest], minimum=rates[lowest], stopped_early=stopped)

@@ -44,7 +44,9 @@ class Schedule:
 
     @classmethod
     def of(cls, images: int, batch_size: int, tp: TrainParams) -> Schedule:
-        steps_per_epoch = max(1, images // batch_size)  # batches() drops a partial last batch, unless it is the only one
+        steps_per_epoch = max(
+            1, images // batch_size
+        )  # batches() drops a partial last batch, unless it is the only one
         total = steps_per_epoch * tp.run_epochs
         return cls(steps_per_epoch, total, min(total, round(tp.warmup_epochs * steps_per_epoch)), tp.schedule)
 
@@ -63,7 +65,10 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]
     groups = []
     for group in base:
         trainable = [p for p in group["params"] if trains(p)]
-        for decay, chosen in ((weight_decay, [p for p in trainable if p.ndim > 1]), (0.0, [p for p in trainable if p.ndim <= 1])):
+        for decay, chosen in (
+            (weight_decay, [p for p in trainable if p.ndim > 1]),
+            (0.0, [p for p in trainable if p.ndim <= 1]),
+        ):
             if chosen:
                 groups.append({"params": chosen, "lr": group["lr"], "weight_decay": decay})
     return groups

@@ -44,7 +44,15 @@ def key(spec: ModelSpec, data_digest: str, processes: int, precision: str = "fp3
     random streams differ from one process's) and the precision it computed in (bf16 and fp32 steps
     give other weights). The `runtime` params are not part of it, by construction: what they resolve
     to counts (the processes torchrun launched, the precision `auto` chose), not what they say."""
-    blob = {"name": spec.name, "input": normalization(spec.name).record(), "options": spec.options, "train": asdict(spec.train), "data": data_digest, "processes": processes, "precision": precision}
+    blob = {
+        "name": spec.name,
+        "input": normalization(spec.name).record(),
+        "options": spec.options,
+        "train": asdict(spec.train),
+        "data": data_digest,
+        "processes": processes,
+        "precision": precision,
+    }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()
 
 
@@ -142,12 +150,25 @@ class Writer:
             raise error
 
 
-def save(to: ResumeFile, run: Run, model: nn.Module, optimizer, scheduler, generator, *, final: bool, writer: Writer, average=None) -> None:
+def save(
+    to: ResumeFile,
+    run: Run,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    generator,
+    *,
+    final: bool,
+    writer: Writer,
+    average=None,
+) -> None:
     """Everything needed to continue after this epoch as if never stopped, the moving average of
     the weights included (`average`, train.ema). Once the last epoch is done the optimiser state is
     dropped (it is as large as the weights, twice for AdamW)."""
     kept = run.kept
-    current = kept.epoch == len(run.history) - 1  # the kept weights are the current ones (the average's with train.ema): stored once
+    current = (
+        kept.epoch == len(run.history) - 1
+    )  # the kept weights are the current ones (the average's with train.ema): stored once
     state = {
         "format": FORMAT,
         "key": to.key,
@@ -156,7 +177,9 @@ def save(to: ResumeFile, run: Run, model: nn.Module, optimizer, scheduler, gener
         "images": run.images,
         "kept": {"epoch": kept.epoch, "val": kept.val, "state": None if current else kept.state},
         "model": inputs.unwrap(model).state_dict(),
-        "average": None if average is None else {"state": average.module.state_dict(), "updates": int(average.n_averaged)},
+        "average": None
+        if average is None
+        else {"state": average.module.state_dict(), "updates": int(average.n_averaged)},
         "optimizer": None if final else optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "rng": {
@@ -182,9 +205,13 @@ def keep_model_file(path: Path, model_file: Path) -> bool:
             files.clone(model_file, temporary)
     except (OSError, StageError):
         return False
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # the weights, about to be dropped, never read
+    state = torch.load(
+        path, map_location="cpu", weights_only=True, mmap=True
+    )  # the weights, about to be dropped, never read
     state["model"] = state["kept"]["state"] = state["average"] = None
-    state = _snapshot(state)  # what is left (schedule, random streams) copied: the mapping closes before the file is replaced
+    state = _snapshot(
+        state
+    )  # what is left (schedule, random streams) copied: the mapping closes before the file is replaced
     state["weights"] = {"file": copied.name, "sha256": sha256(copied)}
     torch_save(state, path)
     return True
@@ -201,26 +228,46 @@ def load(path: Path, key: str) -> dict | None:
     if not os.path.lexists(path):
         return None
     try:
-        state = weightsfile.load(path, "resume state", 3 * weightsfile.MAX_BYTES)  # weights, their average and the kept ones
+        state = weightsfile.load(
+            path, "resume state", 3 * weightsfile.MAX_BYTES
+        )  # weights, their average and the kept ones
     except StageError as e:
         aside = path.with_name(path.name + ".corrupt")
         path.replace(aside)
-        print(f"{path}: unreadable ({e}); moved to {aside.name}, this model trains from the start", file=sys.stderr, flush=True)
+        print(
+            f"{path}: unreadable ({e}); moved to {aside.name}, this model trains from the start",
+            file=sys.stderr,
+            flush=True,
+        )
         return None
     if not ours(state, key):
         return None
     if shared := state.get("weights"):
         copied = weights_file(path)
-        if not isinstance(shared, dict) or shared.get("file") != copied.name:  # only its own neighbour: never a path out of resume/
-            print(f"{path}: its weights are recorded as {str(shared)[:120]!r}, not {copied.name}; this model trains from the start", file=sys.stderr, flush=True)
+        if (
+            not isinstance(shared, dict) or shared.get("file") != copied.name
+        ):  # only its own neighbour: never a path out of resume/
+            print(
+                f"{path}: its weights are recorded as {str(shared)[:120]!r}, not {copied.name}; this model trains from the start",
+                file=sys.stderr,
+                flush=True,
+            )
             return None
         if not copied.is_file() or sha256(copied) != shared.get("sha256"):
-            print(f"{path}: its weights ({copied.name}) are missing or changed; this model trains from the start", file=sys.stderr, flush=True)
+            print(
+                f"{path}: its weights ({copied.name}) are missing or changed; this model trains from the start",
+                file=sys.stderr,
+                flush=True,
+            )
             return None
         try:
             state["model"] = modelfile.read(copied)["state_dict"]  # the kept weights, checked against the architecture
         except StageError as e:
-            print(f"{path}: its weights cannot be used ({e}); this model trains from the start", file=sys.stderr, flush=True)
+            print(
+                f"{path}: its weights cannot be used ({e}); this model trains from the start",
+                file=sys.stderr,
+                flush=True,
+            )
             return None
         state["kept"]["state"] = None
     return state
@@ -237,7 +284,9 @@ def epochs_done(path: Path, key: str) -> int:
         return 0
     if not ours(state, key):
         return 0
-    if (shared := state.get("weights")) and not (isinstance(shared, dict) and shared.get("file") == weights_file(path).name and weights_file(path).is_file()):
+    if (shared := state.get("weights")) and not (
+        isinstance(shared, dict) and shared.get("file") == weights_file(path).name and weights_file(path).is_file()
+    ):
         return 0  # the weights are gone, or recorded elsewhere: it trains again
     return len(state["history"])
 

@@ -58,7 +58,9 @@ def main(tarballs: list[str]) -> None:
             raise SystemExit(f"{name} holds '</script': it cannot be inlined as is")
         scripts.append(f"    <script>/* {name} */\n{code}\n    </script>")
         versions.append(name)
-    page = PAGE.format(refresh_tag="{refresh_tag}", plot_divs="{plot_divs}", versions=", ".join(versions), libraries="\n".join(scripts))
+    page = PAGE.format(
+        refresh_tag="{refresh_tag}", plot_divs="{plot_divs}", versions=", ".join(versions), libraries="\n".join(scripts)
+    )
     (ROOT / ".dvc" / "plots.html").write_text(page)
 
 
