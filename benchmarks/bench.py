@@ -92,9 +92,12 @@ def timed(batches_iter, step, device: torch.device, *, warmup: int, steps: int) 
             break
     wall = time.perf_counter() - start
     return {
-        "images_per_second": images / len(times) / statistics.median(times), "mean_images_per_second": images / wall,
-        "seconds": wall, "images": images, "cpu_busy": (time.process_time() - cpu) / wall,
-    }  # fmt: skip
+        "images_per_second": images / len(times) / statistics.median(times),
+        "mean_images_per_second": images / wall,
+        "seconds": wall,
+        "images": images,
+        "cpu_busy": (time.process_time() - cpu) / wall,
+    }
 
 
 def endless(make_iter):
@@ -211,9 +214,14 @@ def bench_training(
 
     results = {}
     loader = torch.utils.data.DataLoader(
-        CourseDataset(archive, chosen, image_size), batch_size=batch_size, shuffle=True, drop_last=True,
-        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=True,
-    )  # fmt: skip
+        CourseDataset(archive, chosen, image_size),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=True,
+    )
     model, optimizer = fresh(compute)
     results["dataloader_baseline"] = timed(
         on_device(loader, device), float_step(model, optimizer, compute), device, warmup=warmup, steps=steps
@@ -410,14 +418,32 @@ def main() -> None:
     compute = resolve(dataclasses.replace(recipes.load().runtime, device=args.device))  # the shipped defaults, here
     workers = cli.cpu_count()
     result = {
-        "model": args.model, "image_size": args.image_size, "batch_size": args.batch_size, "steps": args.steps,
-        "device": describe(compute.device), "shipped": compute.describe(), "why": list(compute.reasons), "cpu_cores": workers,
-        "torch": torch.__version__, "platform": platform.platform(),
-        "training": bench_training(args.model, args.archive, image_size=args.image_size, batch_size=args.batch_size, steps=args.steps,
-                                   warmup=args.warmup, compute=compute, workers=workers, compile_too=not args.no_compile,
-                                   only=set(args.only.split(",")) if args.only else None),
-        "preprocess": bench_preprocess(args.archive, image_size=args.image_size, count=args.preprocess_images, workers=workers),
-    }  # fmt: skip
+        "model": args.model,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "device": describe(compute.device),
+        "shipped": compute.describe(),
+        "why": list(compute.reasons),
+        "cpu_cores": workers,
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "training": bench_training(
+            args.model,
+            args.archive,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            steps=args.steps,
+            warmup=args.warmup,
+            compute=compute,
+            workers=workers,
+            compile_too=not args.no_compile,
+            only=set(args.only.split(",")) if args.only else None,
+        ),
+        "preprocess": bench_preprocess(
+            args.archive, image_size=args.image_size, count=args.preprocess_images, workers=workers
+        ),
+    }
     t = result["training"]
     rate = {name: t[name]["images_per_second"] for name in ("dataloader_baseline", "pipeline", "ceiling", "fp32_eager")}
     result["ratios"] = {
@@ -439,7 +465,8 @@ def main() -> None:
 def table(result: dict) -> str:
     t = result["training"]
     lines = [
-        f"{result['model']} at {result['image_size']} px, batch {result['batch_size']}, on {result['device']}; shipped: {result['shipped']}",
+        f"{result['model']} at {result['image_size']} px, batch {result['batch_size']}, on {result['device']}; "
+        f"shipped: {result['shipped']}",
         f"{'phase':<34}{'images/s':>10}{'cores busy':>12}{'MFU':>8}{'compile s':>11}",
     ]
     phases = {k: v for k, v in t.items() if isinstance(v, dict) and "images_per_second" in v}
@@ -451,7 +478,8 @@ def table(result: dict) -> str:
         lines.append(f"{'preprocess ' + name.split('_')[1] + '×':<34}{r['images_per_second']:>10.1f}")
     peaks = ", ".join(f"{k} {v / 1e9:,.0f}" for k, v in t["peak_flops_per_second"].items())
     lines.append(
-        f"training FLOPs per image {t['flops_per_image'] / 1e9:.2f} G; peak GFLOP/s ({peaks}): the best of large matrix products and convolutions"
+        f"training FLOPs per image {t['flops_per_image'] / 1e9:.2f} G; peak GFLOP/s ({peaks}): the best of large "
+        "matrix products and convolutions"
     )
     lines += [f"{k:<36}{v:>8.2f}" for k, v in result["ratios"].items()]
     return "\n".join(lines)

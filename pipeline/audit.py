@@ -96,7 +96,8 @@ def out_of_fold(x: np.ndarray, labels: np.ndarray, folds: int, seed: int = 0) ->
     fewest = int(np.bincount(labels).min())
     if fewest < folds:
         raise StageError(
-            f"--folds {folds}: the smallest class has {fewest} photos; each fold needs one of every class (use --folds {max(2, fewest)} or fewer)"
+            f"--folds {folds}: the smallest class has {fewest} photos; each fold needs one of every class (use --folds "
+            f"{max(2, fewest)} or fewer)"
         )
     probe = make_pipeline(
         StandardScaler(), LogisticRegression(C=0.05, max_iter=2000)
@@ -142,16 +143,23 @@ CARD_CSS = (
 
 def card(rank: int, name: str, thumb: bytes, facts: list[str]) -> str:
     lines = "".join(f"<div>{escape(f)}</div>" for f in facts)
-    return f'<div class="card" id="s{rank}">{page.img(thumb, name, "image/jpeg")}<b>{rank}. {escape(name)}</b>{lines}</div>'
+    return (
+        f'<div class="card" id="s{rank}">{page.img(thumb, name, "image/jpeg")}<b>{rank}. '
+        f"{escape(name)}</b>{lines}</div>"
+    )
 
 
 def review_page(rows: list[dict], thumbs: dict[str, bytes], summary: dict) -> str:
     """index.html: the label issues, then the outliers, each a thumbnail with its facts."""
     title = "Label audit: the photos worth a second look"
-    said = (f"{summary['photos']:,} photos of {len(summary['classes'])} classes; features from {summary['model']} at {summary['image_size']} px, "
-            f"out-of-fold probabilities from {summary['folds']}-fold cross-validation of a logistic regression "
-            f"(accuracy {summary['cv_accuracy']:.3f}); cleanlab finds {summary['label_issues']:,} likely label issues. "
-            "Write your verdicts into verdicts-todo.yaml (keep, exclude or relabel <class>), then name the file in params.yaml, data.verdicts.")  # fmt: skip
+    said = (
+        f"{summary['photos']:,} photos of {len(summary['classes'])} classes; features from {summary['model']} at "
+        f"{summary['image_size']} px, "
+        f"out-of-fold probabilities from {summary['folds']}-fold cross-validation of a logistic regression "
+        f"(accuracy {summary['cv_accuracy']:.3f}); cleanlab finds {summary['label_issues']:,} likely label issues. "
+        "Write your verdicts into verdicts-todo.yaml (keep, exclude or relabel <class>), then name the file in "
+        "params.yaml, data.verdicts."
+    )
     parts = [f"<style>{CARD_CSS}</style><h1>{escape(title)}</h1><p>{escape(said)}</p>"]
     for kind, heading in (
         ("label issue", "Likely label issues, most suspicious first"),
@@ -159,9 +167,17 @@ def review_page(rows: list[dict], thumbs: dict[str, bytes], summary: dict) -> st
     ):
         chosen = [r for r in rows if r["kind"] == kind]
         cards = "".join(
-            card(r["rank"], r["member"], thumbs[r["member"]], [f"given {r['given']}, suggested {r['suggested']}", f"P(given) {r['p_given']:.3f}, outlier score {r['outlier_score']:.3f}"])
+            card(
+                r["rank"],
+                r["member"],
+                thumbs[r["member"]],
+                [
+                    f"given {r['given']}, suggested {r['suggested']}",
+                    f"P(given) {r['p_given']:.3f}, outlier score {r['outlier_score']:.3f}",
+                ],
+            )
             for r in chosen
-        )  # fmt: skip
+        )
         parts.append(
             f'<h2 id="{kind.replace(" ", "-")}s">{escape(heading)} ({len(chosen)})</h2><div class="cards">{cards}</div>'
         )
@@ -198,7 +214,8 @@ def audit(
     and audit.json under `out` and returns the summary (audit.json's content)."""
     if (known := registry.pretrained(model_name)) is None:
         raise StageError(
-            f"--model {model_name}: the audit needs a pretrained network's features; use one of {', '.join(n for n in registry.registered() if registry.pretrained(n))}"
+            f"--model {model_name}: the audit needs a pretrained network's features; use one of "
+            f"{', '.join(n for n in registry.registered() if registry.pretrained(n))}"
         )
     if not 1 <= top <= MAX_TOP:
         raise StageError(f"--top {top}: from 1 to {MAX_TOP} (each suspect is a thumbnail on the page)")
@@ -227,19 +244,36 @@ def audit(
     seconds["cleanlab"] = time.perf_counter() - start
     shown = [(i, "label issue") for i in issues[:top]] + [(i, "outlier") for i in outliers]
     rows = [
-        {"rank": rank, "member": names[i], "kind": kind, "given": classes[labels[i]], "suggested": classes[int(proba[i].argmax())],
-         "p_given": float(proba[i, labels[i]]), "label_quality": float(quality[i]), "outlier_score": float(unusual[i])}
+        {
+            "rank": rank,
+            "member": names[i],
+            "kind": kind,
+            "given": classes[labels[i]],
+            "suggested": classes[int(proba[i].argmax())],
+            "p_given": float(proba[i, labels[i]]),
+            "label_quality": float(quality[i]),
+            "outlier_score": float(unusual[i]),
+        }
         for rank, (i, kind) in enumerate(shown, 1)
-    ]  # fmt: skip
+    ]
     start = time.perf_counter()
     with Archive(archive) as opened:
         thumbs = {r["member"]: thumbnail(opened, r["member"]) for r in rows}
     seconds["page"] = time.perf_counter() - start
     summary = {
-        "archive": str(archive), "photos": len(names), "rejected": len(rejects), "classes": list(classes), "model": model_name,
-        "image_size": size, "folds": folds, "cv_accuracy": float((proba.argmax(1) == labels).mean()), "label_issues": len(issues),
-        "shown": {"label issue": min(top, len(issues)), "outlier": len(outliers)}, "seconds": seconds, "device": compute.describe(),
-    }  # fmt: skip
+        "archive": str(archive),
+        "photos": len(names),
+        "rejected": len(rejects),
+        "classes": list(classes),
+        "model": model_name,
+        "image_size": size,
+        "folds": folds,
+        "cv_accuracy": float((proba.argmax(1) == labels).mean()),
+        "label_issues": len(issues),
+        "shown": {"label issue": min(top, len(issues)), "outlier": len(outliers)},
+        "seconds": seconds,
+        "device": compute.describe(),
+    }
     atomic.write_text(
         out / "suspects.csv",
         csv_text(list(rows[0]) if rows else ["rank"], [tuple(r.values()) for r in rows], for_people=True),
@@ -292,8 +326,12 @@ def main() -> None:
         workers=cli.cpu_count(),
     )
     took = sum(summary["seconds"].values())
-    print(f"audit: {summary['photos']:,} photos, cross-validated accuracy {summary['cv_accuracy']:.3f}; {summary['label_issues']:,} likely label issues, "
-          f"{summary['shown']['outlier']} outliers shown; {duration(took)} on {summary['device']}; review {args.out / 'index.html'}")  # fmt: skip
+    print(
+        f"audit: {summary['photos']:,} photos, cross-validated accuracy {summary['cv_accuracy']:.3f}; "
+        f"{summary['label_issues']:,} likely label issues, "
+        f"{summary['shown']['outlier']} outliers shown; {duration(took)} on {summary['device']}; review "
+        f"{args.out / 'index.html'}"
+    )
 
 
 if __name__ == "__main__":

@@ -102,7 +102,8 @@ def over_budget(p: recipes.Params, seconds: float) -> str | None:
         f"training would take {about(seconds)} here, more than runtime.budget_hours = {budget:g}: raise it "
         f"(-S runtime.budget_hours={math.ceil(seconds / 3600)}, or 0 for no limit) to train anyway, or run less: "
         f"the presets cpu-64 (2 min), cpu-transfer (2 min), cpu-course (5 min) and cpu-zoo (18 min) fit a 2-core CPU "
-        f"(python -m pipeline.preset cpu-zoo -S data.source=...), or lower data.image_size, train.epochs or choose fewer models"
+        "(python -m pipeline.preset cpu-zoo -S data.source=...), or lower data.image_size, train.epochs or choose "
+        "fewer models"
     )
 
 
@@ -142,12 +143,15 @@ def pretrained_inputs(p: recipes.Params) -> list[str]:
         weights = models.pretrained(spec.name)
         if weights and spec.options.get("pretrained", True) and p.data.image_size != weights.native_size:
             notes.append(
-                f"note: {spec.name}'s ImageNet weights ({weights.top1:g}% top-1) were trained at {weights.native_size} px; this run "
-                f"feeds them {p.data.image_size} px (a frozen backbone's features suffer most from the difference: docs/results.md, Transfer learning)"
+                f"note: {spec.name}'s ImageNet weights ({weights.top1:g}% top-1) were trained at {weights.native_size} "
+                "px; this run "
+                f"feeds them {p.data.image_size} px (a frozen backbone's features suffer most from the difference: "
+                "docs/results.md, Transfer learning)"
             )
         if models.precomputes(spec.options):
             notes.append(
-                f"note: {spec.name} computes its frozen backbone's features once (precompute): its head trains on those of each "
+                f"note: {spec.name} computes its frozen backbone's features once (precompute): its head trains on "
+                "those of each "
                 f"training photo{' and its mirror image' * spec.train.flip}, without train.translate or crop_scale"
             )
     return notes

@@ -88,7 +88,8 @@ class Classifier:
                 or (image.ndim == 3 and image.shape[2] not in (1, 3, 4))
             ):
                 raise StageError(
-                    f"an array to classify must be (H, W), (H, W, 3) or (H, W, 4) uint8, got {image.shape} {image.dtype}"
+                    f"an array to classify must be (H, W), (H, W, 3) or (H, W, 4) uint8, got {image.shape} "
+                    f"{image.dtype}"
                 )
             image = Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[2] == 1 else image)
         if not isinstance(image, Image.Image):

@@ -35,17 +35,22 @@ def compare(revs: list[str], results: list[dict]) -> list[dict]:
         per_epoch = r["train"]["seconds"] / r["train"]["epochs"] if r["train"]["epochs"] else 0.0
         rows.append(
             {
-                "experiment": rev, "model": r["model"], "accuracy": t["accuracy"], "accuracy_ci95": t["accuracy_ci95"],
-                "versus_first": None if r is base else paired(right(r), right(base)), "train_seconds_per_epoch": per_epoch,
+                "experiment": rev,
+                "model": r["model"],
+                "accuracy": t["accuracy"],
+                "accuracy_ci95": t["accuracy_ci95"],
+                "versus_first": None if r is base else paired(right(r), right(base)),
+                "train_seconds_per_epoch": per_epoch,
             }
-        )  # fmt: skip
+        )
     return rows
 
 
 def table(rows: list[dict]) -> str:
     first = rows[0]["experiment"]
     lines = [
-        f"| experiment | test accuracy (95% CI) | difference from {first} (paired 95% CI) | McNemar p | right only here / only in {first} | train time per epoch |",
+        f"| experiment | test accuracy (95% CI) | difference from {first} (paired 95% CI) | McNemar p | right only "
+        f"here / only in {first} | train time per epoch |",
         "|---|---|---|---:|---:|---:|",
     ]
     for r in rows:
@@ -61,7 +66,8 @@ def table(rows: list[dict]) -> str:
                 f"{v['a_only']} / {v['b_only']}",
             )
         lines.append(
-            f"| {r['experiment']} | {r['accuracy']:.3f} ({low:.3f}–{high:.3f}) | {versus} | {p} | {counts} | {duration(r['train_seconds_per_epoch'])} |"
+            f"| {r['experiment']} | {r['accuracy']:.3f} ({low:.3f}–{high:.3f}) | {versus} | {p} | {counts} | "
+            f"{duration(r['train_seconds_per_epoch'])} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -54,7 +54,8 @@ def download(source: str, out: Path, downloads: Path, *, base_dir: Path | None =
             path = local_path(source.partition(":")[2], base_dir)
             if not path.exists():
                 raise StageError(
-                    f"data.source = {source!r}: {path} was not found; name the folder or zip that holds the four IDX files"
+                    f"data.source = {source!r}: {path} was not found; name the folder or zip that holds the four IDX "
+                    "files"
                 )
             fashion_mnist.write_archive(fashion_mnist.find(path), archive)
             origin = str(path)

@@ -36,7 +36,9 @@ from pipeline.runtime.device import Compute, resolve, synchronize
 from pipeline.runtime.inference import probabilities
 from pipeline.runtime.tensors import Split, load_split
 
-SAME_PHOTOS = 4  # Grad-CAM's first photos: the first two cats and the first two dogs of the test split (one of each class from three classes up)
+# Grad-CAM's first photos: the first two cats and the first two dogs of the test split (one of each class from three
+# classes up)
+SAME_PHOTOS = 4
 
 
 def evaluate_model(
@@ -50,7 +52,8 @@ def evaluate_model(
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     """(result, labels, probabilities) of one trained model (and its model file's `meta`) on the test
     split, computed as `compute` says (default fp32), in eval mode unless `how` asks for the course's
-    mistake (a) (evaluation.mistakes), with test-time augmentation if `how.tta`. The result keeps every photo's predicted class, in the split's
+    mistake (a) (evaluation.mistakes), with test-time augmentation if `how.tta`. The result keeps every photo's
+    predicted class, in the split's
     order, for paired comparisons (pipeline.compare)."""
     compute = compute or Compute(test.device)
     synchronize(test.device)
@@ -125,7 +128,10 @@ def write_gradcam(
     first, then = (
         ("top row", "below") if len(classes) <= pictures.GRID_COLUMNS else ("first, one of each class", "then")
     )
-    title = f"{name}: where the evidence for the predicted class lies (Grad-CAM)\n{first}: the same photos for every model; {then}: its most confident mistakes"
+    title = (
+        f"{name}: where the evidence for the predicted class lies (Grad-CAM)\n{first}: the same photos for every "
+        f"model; {then}: its most confident mistakes"
+    )
     pictures.save_png(pictures.picture_grid(overlays, captions, title=title), folder / "gradcam" / f"{name}.png")
 
 
@@ -189,7 +195,8 @@ def evaluate_all(
         )
         if clean is not None:
             print(
-                f"evaluate: {name:>12s} with the verdicts ({plural(clean['excluded'], 'test photo')} excluded, {clean['relabelled']} relabelled): "
+                f"evaluate: {name:>12s} with the verdicts ({plural(clean['excluded'], 'test photo')} excluded, "
+                f"{clean['relabelled']} relabelled): "
                 f"{clean['accuracy']:.3f} [{clean['accuracy_ci95'][0]:.3f}, {clean['accuracy_ci95'][1]:.3f}]; "
                 f"{clean['errors_explained']} of its {clean['errors_as_given']} errors explained",
                 flush=True,
@@ -220,9 +227,17 @@ def main() -> None:
     args = parser.parse_args()
     p = recipes.load()
     compute = resolve(p.runtime)
-    found = evaluate_all(p.model_names, args.data, args.models, compute=compute, batch_size=p.train.batch_size,
-                         results_dir=args.results, plots=args.plots, how=p.evaluate,
-                         recipes_now={spec.name: dataclasses.asdict(spec.train) for spec in p.models})  # fmt: skip
+    found = evaluate_all(
+        p.model_names,
+        args.data,
+        args.models,
+        compute=compute,
+        batch_size=p.train.batch_size,
+        results_dir=args.results,
+        plots=args.plots,
+        how=p.evaluate,
+        recipes_now={spec.name: dataclasses.asdict(spec.train) for spec in p.models},
+    )
     recipes.unchanged(p, "evaluate")  # the metrics must be those of the params DVC will record
     atomic.write_json(args.metrics, results.tracked(found))
 

@@ -115,8 +115,16 @@ def table(rows: list[dict], tests: dict[str, int], width: int) -> tuple[str, lis
         n = tests.get(row["name"])
         for model, acc in accuracies.items():
             interval = wilson_interval(round(acc * n), n) if n else None
-            record = {"experiment": row["name"], "state": row["state"], "model": model, "accuracy": acc,
-                      "accuracy_ci95": interval, "test_images": n, "train_seconds": seconds.get(model), "changed": changed}  # fmt: skip
+            record = {
+                "experiment": row["name"],
+                "state": row["state"],
+                "model": model,
+                "accuracy": acc,
+                "accuracy_ci95": interval,
+                "test_images": n,
+                "train_seconds": seconds.get(model),
+                "changed": changed,
+            }
             records.append(record)
             lines.append(_cut(f"    {model:<20s}{_accuracy(record):<24s}{_time(record['train_seconds'])}", width))
     return "\n".join(lines) + "\n", records

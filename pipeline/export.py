@@ -3,7 +3,8 @@
 `python -m pipeline.export --model resnet18 --out resnet18.pt2` writes a `torch.export` program
 that takes a raw batch, uint8 (N, C, S, S) (C = 3, RGB, or 1, grey, as the model was trained), the
 photos resized as in training (the centred square, or the whole photo squashed, to S px), and
-returns class probabilities (N, classes) in the order of `classes`: the normalisation is inside. `torch.export.load(path).module()(x)` runs
+returns class probabilities (N, classes) in the order of `classes`: the normalisation is inside.
+`torch.export.load(path).module()(x)` runs
 it with nothing but torch. The file's metadata (`meta.json`, an extra file) gives the input size,
 the channels, the resize policy and the classes. The pipeline's `export` stage writes
 the leaderboard's best model to exports/best.pt2, declared in dvc.yaml's `artifacts:`.
@@ -58,7 +59,7 @@ def export(path: Path, out: Path) -> dict:
             "channels": "RGB" if channels == 3 else "grey",
             "size": size,
             "resize": meta["resize"],
-        },  # fmt: skip
+        },
         "output": {"probabilities": list(meta["classes"])},
         "torch": torch.__version__,
     }

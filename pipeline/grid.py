@@ -84,7 +84,8 @@ def check_regimes(regimes: list[str], extra: list[str]) -> dict[str, dict]:
         differ = [k for k in SPLIT_KEYS if found[r].get(k) != found[first].get(k)]
         if differ:
             raise StageError(
-                f"presets/grid-{r}.yaml and grid-{first}.yaml split the photos differently ({', '.join(differ)}): every cell must be scored on the same test photos"
+                f"presets/grid-{r}.yaml and grid-{first}.yaml split the photos differently ({', '.join(differ)}): "
+                "every cell must be scored on the same test photos"
             )
     return found
 
@@ -94,11 +95,20 @@ def queue_commands(grid: str, chosen: list[Cell], extra: list[str]) -> list[list
     extra = queue.absolute_source(extra)
     return [
         [
-            "pipeline.preset", f"grid-{c.regime}", "--queue", "-n", c.name(grid),
-            "-S", f"data.train_photos={'null' if c.photos == 'all' else c.photos}", "-S", f"train.seed={c.seed}", *extra, "evaluate",
+            "pipeline.preset",
+            f"grid-{c.regime}",
+            "--queue",
+            "-n",
+            c.name(grid),
+            "-S",
+            f"data.train_photos={'null' if c.photos == 'all' else c.photos}",
+            "-S",
+            f"train.seed={c.seed}",
+            *extra,
+            "evaluate",
         ]
         for c in chosen
-    ]  # fmt: skip
+    ]
 
 
 DVC_SECONDS = (
@@ -120,7 +130,9 @@ def estimate(found: dict[str, dict], photos: list[str], seeds_count: int) -> tup
     cells_count = len(found) * len(photos) * seeds_count
     total += DVC_SECONDS * cells_count
     lines.append(
-        f"grid: {about(total)} in all for {cells_count} cells ({seeds_count} seeds; {about(DVC_SECONDS)} of DVC start-up a cell; the preprocessing at each image size once on top; check's estimates are upper bounds on a CPU)"
+        f"grid: {about(total)} in all for {cells_count} cells ({seeds_count} seeds; {about(DVC_SECONDS)} of DVC "
+        "start-up a cell; the preprocessing at each image size once on top; check's estimates are upper bounds on a "
+        "CPU)"
     )
     return total, lines
 
@@ -168,11 +180,19 @@ def summarise(cells_: dict[str, Cell], results: dict[str, dict], train_photos: d
         if not runs:
             continue
         accuracies = [results[n]["test"]["accuracy"] for n in runs]
-        table.append({
-            "regime": regime, "photos": count, "seeds": len(runs), "mean": statistics.fmean(accuracies), "min": min(accuracies), "max": max(accuracies),
-            "accuracy_ci95": [results[n]["test"]["accuracy_ci95"] for n in runs], "train_seconds": statistics.fmean(results[n]["train"]["seconds"] for n in runs),
-            "experiments": runs,
-        })  # fmt: skip
+        table.append(
+            {
+                "regime": regime,
+                "photos": count,
+                "seeds": len(runs),
+                "mean": statistics.fmean(accuracies),
+                "min": min(accuracies),
+                "max": max(accuracies),
+                "accuracy_ci95": [results[n]["test"]["accuracy_ci95"] for n in runs],
+                "train_seconds": statistics.fmean(results[n]["train"]["seconds"] for n in runs),
+                "experiments": runs,
+            }
+        )
     pairs = []
     for count in counts:
         for a, b in itertools.combinations(regimes, 2):
@@ -185,10 +205,18 @@ def summarise(cells_: dict[str, Cell], results: dict[str, dict], train_photos: d
                 a, b = b, a
                 tests = [paired(right[by[(a, count, s)]], right[by[(b, count, s)]]) for s in seeds_]
                 differences = [t["difference"] for t in tests]
-            pairs.append({
-                "photos": count, "a": a, "b": b, "seeds": seeds_, "differences": differences, "per_seed": tests,
-                "held": sum(d > 0 for d in differences), "significant": sum(t["p_value"] < 0.05 and t["difference"] > 0 for t in tests),
-            })  # fmt: skip
+            pairs.append(
+                {
+                    "photos": count,
+                    "a": a,
+                    "b": b,
+                    "seeds": seeds_,
+                    "differences": differences,
+                    "per_seed": tests,
+                    "held": sum(d > 0 for d in differences),
+                    "significant": sum(t["p_value"] < 0.05 and t["difference"] > 0 for t in tests),
+                }
+            )
     return {
         "regimes": regimes,
         "photos": counts,
@@ -213,7 +241,8 @@ def verdicts(table: list[dict], pairs: list[dict]) -> list[str]:
             else f"on no seed significantly (held on {pair['held']} of {n})"
         )
         lines.append(
-            f"with {pair['photos']:,} training photos, {pair['a']} beats {pair['b']} by {100 * mean:.1f} points, {strength} (McNemar, the same {pair['per_seed'][0]['images']:,} test photos)"
+            f"with {pair['photos']:,} training photos, {pair['a']} beats {pair['b']} by {100 * mean:.1f} points, "
+            f"{strength} (McNemar, the same {pair['per_seed'][0]['images']:,} test photos)"
         )
     mean = {(r["regime"], r["photos"]): r["mean"] for r in table}
     regimes = list(dict.fromkeys(r["regime"] for r in table))
@@ -226,11 +255,13 @@ def verdicts(table: list[dict], pairs: list[dict]) -> list[str]:
         reached = next((c for c in counts_b if mean[(b, c)] >= mean[(a, few)]), None)
         if reached is None:
             lines.append(
-                f"{b} does not reach {a}'s accuracy with {few:,} photos ({100 * mean[(a, few)]:.1f}%) even with {counts_b[-1]:,} (mean over seeds)"
+                f"{b} does not reach {a}'s accuracy with {few:,} photos ({100 * mean[(a, few)]:.1f}%) even with "
+                f"{counts_b[-1]:,} (mean over seeds)"
             )
         elif reached > few:
             lines.append(
-                f"{b} needs {reached:,} photos to reach {a}'s accuracy with {few:,} ({reached / few:,.0f} times as many; mean over seeds)"
+                f"{b} needs {reached:,} photos to reach {a}'s accuracy with {few:,} ({reached / few:,.0f} times as "
+                "many; mean over seeds)"
             )
     return lines
 
@@ -254,22 +285,37 @@ PAIRS = (
 
 
 def intro(summary: dict) -> str:
-    return f"Every cell scored on the same {summary['test_images']:,} test photos. Accuracy: the mean over the seeds, their range, each seed's 95% interval."
+    return (
+        f"Every cell scored on the same {summary['test_images']:,} test photos. Accuracy: the mean over the seeds, "
+        "their range, each seed's 95% interval."
+    )
 
 
 def tables(summary: dict) -> tuple[list[list[str]], list[list[str]]]:
     """The rows of the two tables (CELLS, PAIRS), as text: one per cell of the grid, one per pair
     of regimes at each number of training photos."""
     cells_ = [
-        [r["regime"], f"{r['photos']:,}", str(r["seeds"]), f"{r['mean']:.3f}", f"{r['min']:.3f}–{r['max']:.3f}",
-         "; ".join(f"{low:.3f}–{high:.3f}" for low, high in r["accuracy_ci95"]), f"{r['train_seconds']:.0f} s"]
+        [
+            r["regime"],
+            f"{r['photos']:,}",
+            str(r["seeds"]),
+            f"{r['mean']:.3f}",
+            f"{r['min']:.3f}–{r['max']:.3f}",
+            "; ".join(f"{low:.3f}–{high:.3f}" for low, high in r["accuracy_ci95"]),
+            f"{r['train_seconds']:.0f} s",
+        ]
         for r in summary["table"]
-    ]  # fmt: skip
+    ]
     pairs = [
-        [f"{pair['photos']:,}", f"{pair['a']} − {pair['b']}", ", ".join(f"{100 * d:+.1f}" for d in pair["differences"]),
-         ", ".join(f"{t['p_value']:.2g}" for t in pair["per_seed"]), ", ".join(f"{t['a_only']} / {t['b_only']}" for t in pair["per_seed"])]
+        [
+            f"{pair['photos']:,}",
+            f"{pair['a']} − {pair['b']}",
+            ", ".join(f"{100 * d:+.1f}" for d in pair["differences"]),
+            ", ".join(f"{t['p_value']:.2g}" for t in pair["per_seed"]),
+            ", ".join(f"{t['a_only']} / {t['b_only']}" for t in pair["per_seed"]),
+        ]
         for pair in summary["pairs"]
-    ]  # fmt: skip
+    ]
     return cells_, pairs
 
 
@@ -292,13 +338,21 @@ def html(summary: dict, picture: bytes) -> str:
     cells_, pairs = tables(summary)
     title = "What pretraining buys: accuracy against training photos"
     verdicts_ = "".join(f"<li>{escape(v)}</li>" for v in summary["verdicts"])
-    return page.document(title, [
-        f"<h1>{escape(title)}</h1><p>{escape(intro(summary))}</p>",
-        page.img(picture, "test accuracy against training photos, one line per regime"),
-        page.table(list(CELLS), cells_, id="cells"),
-        page.table(list(PAIRS), pairs, id="pairs", caption="Paired tests between regimes at each number of training photos, seed by seed"),
-        f"<h2>Verdicts</h2><ul>{verdicts_}</ul>",
-    ])  # fmt: skip
+    return page.document(
+        title,
+        [
+            f"<h1>{escape(title)}</h1><p>{escape(intro(summary))}</p>",
+            page.img(picture, "test accuracy against training photos, one line per regime"),
+            page.table(list(CELLS), cells_, id="cells"),
+            page.table(
+                list(PAIRS),
+                pairs,
+                id="pairs",
+                caption="Paired tests between regimes at each number of training photos, seed by seed",
+            ),
+            f"<h2>Verdicts</h2><ul>{verdicts_}</ul>",
+        ],
+    )
 
 
 def write(summary: dict, out: Path) -> None:
@@ -351,7 +405,8 @@ def main() -> None:
             raise StageError(f"--seeds {args.seeds}: from 1 to {MAX_SEEDS}")
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,40}", args.name):
             raise StageError(
-                f"grid name {args.name!r}: a letter, then letters, digits or _ (at most 41): it starts every experiment's name"
+                f"grid name {args.name!r}: a letter, then letters, digits or _ (at most 41): it starts every "
+                "experiment's name"
             )
         if not 0 < args.poll <= 3600:
             raise StageError(f"--poll {args.poll:g}: a number of seconds from above 0 to 3600")

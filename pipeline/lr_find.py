@@ -63,11 +63,17 @@ def main() -> None:
         out,
     )
     scale = spec.train.lr_scale
-    print(f"lr_find: {spec.name}, {len(found.rates)} steps of {spec.train.optimizer} at batch {spec.train.batch_size} on {compute.describe()}"
-          f"{' (stopped when the loss ran away)' if found.stopped_early else ''}; plot: {out}")  # fmt: skip
-    print(f"lr_find: steepest descent at {found.suggested:.2g}, minimum at {found.minimum:.2g}: try "
-          f"-S train.lr={found.suggested / scale:.2g}" + (f" (× models.{spec.name}.lr_scale {scale:g} = {found.suggested:.2g})" if scale != 1 else "")
-          + f"; now train.lr = {spec.train.lr / scale:g}")  # fmt: skip
+    print(
+        f"lr_find: {spec.name}, {len(found.rates)} steps of {spec.train.optimizer} at batch {spec.train.batch_size} on "
+        f"{compute.describe()}"
+        f"{' (stopped when the loss ran away)' if found.stopped_early else ''}; plot: {out}"
+    )
+    print(
+        f"lr_find: steepest descent at {found.suggested:.2g}, minimum at {found.minimum:.2g}: try "
+        f"-S train.lr={found.suggested / scale:.2g}"
+        + (f" (× models.{spec.name}.lr_scale {scale:g} = {found.suggested:.2g})" if scale != 1 else "")
+        + f"; now train.lr = {spec.train.lr / scale:g}"
+    )
 
 
 if __name__ == "__main__":

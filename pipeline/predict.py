@@ -87,8 +87,10 @@ def summary(
     counts = {c: sum(p.label == c for p in predictions) for c in classes}
     failed = sum(p.proba is None for p in predictions)
     by_class = ", ".join(f"{n:,} {c}" for c, n in counts.items())
-    return (f"predict: {plural(len(predictions), 'photo')} with {name}: {by_class}, {failed:,} unreadable; "
-            f"{len(predictions) / seconds:,.0f} img/s on {compute.describe()}")  # fmt: skip
+    return (
+        f"predict: {plural(len(predictions), 'photo')} with {name}: {by_class}, {failed:,} unreadable; "
+        f"{len(predictions) / seconds:,.0f} img/s on {compute.describe()}"
+    )
 
 
 def check_outputs(out: Path | None, explain: Path | None) -> None:
@@ -117,7 +119,10 @@ def main() -> None:
     parser.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,
-        help="average each photo's prediction with its mirror image's (default: params.yaml's evaluate.tta, as evaluate did)",
+        help=(
+            "average each photo's prediction with its mirror image's (default: params.yaml's evaluate.tta, as evaluate "
+            "did)"
+        ),
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")

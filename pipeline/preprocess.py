@@ -118,10 +118,19 @@ def preprocess(
     with atomic.atomic_path(layout.verdict_labels_file(out)) as tmp, open(tmp, "wb") as f:
         np.save(f, layout.verdict_labels(split_dir, *indexes["test"], classes))
     meta = {
-        "image_size": image_size, "resize": resize, "channels": channels, "classes": list(classes), "images": counts,
-        "bytes": need, "digest": digest(archive, split_dir, image_size, resize, channels),
-        "verdicts": {k: v for k, v in formats.read_json(split_dir / "summary.json").get("verdicts", {}).items() if k != "test_labels"},
-    }  # fmt: skip
+        "image_size": image_size,
+        "resize": resize,
+        "channels": channels,
+        "classes": list(classes),
+        "images": counts,
+        "bytes": need,
+        "digest": digest(archive, split_dir, image_size, resize, channels),
+        "verdicts": {
+            k: v
+            for k, v in formats.read_json(split_dir / "summary.json").get("verdicts", {}).items()
+            if k != "test_labels"
+        },
+    }
     atomic.write_json(out / "meta.json", meta)
     return meta
 
@@ -140,12 +149,18 @@ def main() -> None:
     args = parser.parse_args()
     data = sections.load_data()
     meta = preprocess(
-        args.archive, args.split, args.out, image_size=data.image_size, resize=data.resize, channels=data.channels,
+        args.archive,
+        args.split,
+        args.out,
+        image_size=data.image_size,
+        resize=data.resize,
+        channels=data.channels,
         workers=cli.cpu_count(),
-    )  # fmt: skip
+    )
     kind = "RGB" if meta["channels"] == 3 else "grey"
     print(
-        f"preprocess: {counts_sentence(meta['images'])} at {meta['image_size']} px, {kind} ({meta['bytes'] / 2**20:,.1f} MiB)"
+        f"preprocess: {counts_sentence(meta['images'])} at {meta['image_size']} px, {kind} "
+        f"({meta['bytes'] / 2**20:,.1f} MiB)"
     )
 
 

@@ -114,10 +114,19 @@ def cells(r: dict) -> list[str]:
             f"{v['errors_explained']} of {v['errors_as_given']}",
         ]
     return [
-        str(r["rank"]), r["model"], f"{r['accuracy']:.3f} ({low:.3f}–{high:.3f})", *extra, f"{r['f1_macro']:.3f}",
-        _num(r["roc_auc"]), f"{r['log_loss']:.3f}", _params(r), duration(r["train_seconds"]),
-        f"{r['train_images_per_second']:,.0f}", f"{r['inference_images_per_second']:,.0f}", versus(r["versus_next"]),
-    ]  # fmt: skip
+        str(r["rank"]),
+        r["model"],
+        f"{r['accuracy']:.3f} ({low:.3f}–{high:.3f})",
+        *extra,
+        f"{r['f1_macro']:.3f}",
+        _num(r["roc_auc"]),
+        f"{r['log_loss']:.3f}",
+        _params(r),
+        duration(r["train_seconds"]),
+        f"{r['train_images_per_second']:,.0f}",
+        f"{r['inference_images_per_second']:,.0f}",
+        versus(r["versus_next"]),
+    ]
 
 
 def versus(v: dict | None) -> str:
@@ -153,8 +162,10 @@ def summary(found: list[dict]) -> str:
     said = f"{found[0]['test']['images']} test images{of} at {found[0]['image_size']} px{grey}, trained on {devices}."
     if v := found[0].get(VERDICTS):
         said += (
-            f" With the verdicts of {(found[0].get('verdicts') or {}).get('file', 'data.verdicts')}: {plural(v['excluded'], 'test photo')} excluded, "
-            f"{v['relabelled']} relabelled; each model's accuracy on the rest, and how many of its errors on the labels as given they explain."
+            f" With the verdicts of {(found[0].get('verdicts') or {}).get('file', 'data.verdicts')}: "
+            f"{plural(v['excluded'], 'test photo')} excluded, "
+            f"{v['relabelled']} relabelled; each model's accuracy on the rest, and how many of its errors on the "
+            "labels as given they explain."
         )
     return f"{said} {note}" if (note := noise_note(found)) else said
 
@@ -178,7 +189,8 @@ def noise_note(found: list[dict]) -> str | None:
 
 PAIRED = (
     "Intervals are 95% (Wilson). The last column compares each model with the next one down on the same test photos: "
-    f"McNemar's exact test of the photos only one of the two gets right (significant below p {results.ALPHA}, not corrected "
+    f"McNemar's exact test of the photos only one of the two gets right (significant below p {results.ALPHA}, not "
+    "corrected "
     "for the number of pairs) and the paired 95% interval of the difference."
 )
 
@@ -235,9 +247,13 @@ def _facts(r: dict) -> list[tuple[str, str]]:
         f"{c} {t['precision'][c]:.3f} / {t['recall'][c]:.3f} / {t['f1'][c]:.3f}" for c in t["precision"]
     )
     averages = [
-        (f"{average} precision / recall / F1", f"{t[average]['precision']:.3f} / {t[average]['recall']:.3f} / {t[average]['f1']:.3f}")
-        for average in ("macro", "weighted") if average in t
-    ]  # fmt: skip
+        (
+            f"{average} precision / recall / F1",
+            f"{t[average]['precision']:.3f} / {t[average]['recall']:.3f} / {t[average]['f1']:.3f}",
+        )
+        for average in ("macro", "weighted")
+        if average in t
+    ]
     return [
         ("test accuracy (95% CI)", f"{t['accuracy']:.3f} ({t['accuracy_ci95'][0]:.3f}–{t['accuracy_ci95'][1]:.3f})"),
         *([("top-5 accuracy", f"{t[TOP5]:.3f}")] if TOP5 in t else []),
@@ -273,9 +289,15 @@ def matrix_table(names: list[str], pairs: dict[str, dict[str, dict]]) -> str:
             text = "–" if v is None else f"{v['difference']:+.3f}, p {_p(v['p_value'])}"
             tds.append(f"<td><b>{escape(text)}</b></td>" if v and v["significant"] else f"<td>{escape(text)}</td>")
         body.append(f"<tr><th>{escape(a)}</th>{''.join(tds)}</tr>")
-    caption = ("Every pair on the same test photos: the row's accuracy minus the column's, and McNemar's exact p; "
-               f"bold: significant (p < {results.ALPHA}, not corrected for the number of pairs)")  # fmt: skip
-    return f'<table id="pairwise"><caption>{escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    caption = (
+        "Every pair on the same test photos: the row's accuracy minus the column's, and McNemar's exact p; "
+        f"bold: significant (p < {results.ALPHA}, not corrected for the number of pairs)"
+    )
+    rows = "".join(body)
+    return (
+        f'<table id="pairwise"><caption>{escape(caption)}</caption><thead><tr>{head}</tr></thead>'
+        f"<tbody>{rows}</tbody></table>"
+    )
 
 
 def html_page(
@@ -328,10 +350,27 @@ def report(found: list[dict], out: Path, *, live: Path, plots: Path) -> list[dic
     order = [r["model"] for r in rows]  # legends list the models best first
     val = {name: curves[name]["val_accuracy"] for name in order}
     charts = [
-        (pictures.save_png(pictures.accuracy_vs_time_figure(rows), out / "accuracy_vs_time.png"), "test accuracy against training time"),
-        (pictures.png_bytes(pictures.models_figure(val, title="Validation accuracy per epoch", xlabel="epoch", ylabel="validation accuracy", epochs=True)), "validation accuracy per epoch, every model"),
-        (pictures.png_bytes(pictures.roc_figure({name: roc[name] for name in order}, classes_of(found))), "ROC curves of every model on the test split"),
-    ]  # fmt: skip
+        (
+            pictures.save_png(pictures.accuracy_vs_time_figure(rows), out / "accuracy_vs_time.png"),
+            "test accuracy against training time",
+        ),
+        (
+            pictures.png_bytes(
+                pictures.models_figure(
+                    val,
+                    title="Validation accuracy per epoch",
+                    xlabel="epoch",
+                    ylabel="validation accuracy",
+                    epochs=True,
+                )
+            ),
+            "validation accuracy per epoch, every model",
+        ),
+        (
+            pictures.png_bytes(pictures.roc_figure({name: roc[name] for name in order}, classes_of(found))),
+            "ROC curves of every model on the test split",
+        ),
+    ]
     atomic.write_text(
         out / "index.html", html_page(rows, found, pairs, charts=charts, curves=curves, images=plots / "images")
     )

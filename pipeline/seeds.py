@@ -144,7 +144,10 @@ def main() -> None:
         "--poll",
         type=float,
         default=POLL,
-        help=f"seconds between looks at the queue (default {POLL:g}: each look is a dvc process, which a 2-core CPU feels)",
+        help=(
+            f"seconds between looks at the queue (default {POLL:g}: each look is a dvc process, which a 2-core CPU "
+            "feels)"
+        ),
     )
     summary = sub.add_parser("summary", help="mean, spread and paired tests over the seeds, from dvc exp show")
     summary.add_argument("name", nargs="+", help="NAME (the experiments NAME-seedK) or the experiments' names")
@@ -182,7 +185,8 @@ def main() -> None:
     missing = [n for n in chosen if n not in found]
     if not chosen or missing:
         raise StageError(
-            f"no experiment {', '.join(missing) or args.name[0] + '-seedK'} in `dvc exp show`; known: {', '.join(sorted(found)) or 'none'}"
+            f"no experiment {', '.join(missing) or args.name[0] + '-seedK'} in `dvc exp show`; known: "
+            f"{', '.join(sorted(found)) or 'none'}"
         )
     result = summarise({n: found[n] for n in chosen})
     text = markdown(result)

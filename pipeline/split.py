@@ -192,20 +192,27 @@ def split(archive: Path, out: Path, p: DataParams, *, workers: int) -> dict:
     }
     usable_names = {m for m, _ in usable}
     summary = {
-        "images": {name: {cls: sum(1 for _, c in splits[name] if c == i) for i, cls in enumerate(classes)} for name in SPLITS},
+        "images": {
+            name: {cls: sum(1 for _, c in splits[name] if c == i) for i, cls in enumerate(classes)} for name in SPLITS
+        },
         "usable": len(usable),
         "rejected": len(rejects),
         "rejects": dict(sorted(Counter(reason for _, reason in rejects).items())),
         "classes": list(classes),
         "test": "the archive's own test/ folder" if parts else "drawn at data.test_fraction",
         "verdicts": {
-            "file": p.verdicts, "sha256": verdicts.fingerprint(Path(p.verdicts)), "given": len(judged),
+            "file": p.verdicts,
+            "sha256": verdicts.fingerprint(Path(p.verdicts)),
+            "given": len(judged),
             "in_source": sum(m in usable_names for m in judged),
-            "changed": {name: {a: sum(v.startswith(a) for *_, v in changed[name]) for a in ("exclude", "relabel")} for name in SPLITS},
+            "changed": {
+                name: {a: sum(v.startswith(a) for *_, v in changed[name]) for a in ("exclude", "relabel")}
+                for name in SPLITS
+            },
             # each test photo a verdict changes: the class it has after them, or null (excluded)
             "test_labels": {m: (classes[c] if c != verdicts.EXCLUDED else None) for m, c in test_after.items()},
         },
-    }  # fmt: skip
+    }
     atomic.write_json(out / "summary.json", summary)
     return summary
 
@@ -220,7 +227,8 @@ def main() -> None:
     classes = summary["classes"]
     named = ", ".join(classes) if len(classes) <= 12 else ", ".join(classes[:12]) + ", ..."
     print(
-        f"split: {len(classes)} classes ({named}); {counts} (test {summary['test']}); rejected {summary['rejected']} {summary['rejects'] or ''}"
+        f"split: {len(classes)} classes ({named}); {counts} (test {summary['test']}); rejected {summary['rejected']} "
+        f"{summary['rejects'] or ''}"
     )
 
 

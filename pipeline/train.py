@@ -46,7 +46,8 @@ def train_all(p: recipes.Params, data: Path, out: Path, live_dir: Path, resume: 
     earlier = resume.parent / EARLIER_FOLDER
     if earlier.is_dir() and earlier.resolve() != resume.resolve():
         print(
-            f"train: {earlier}/ holds resume state of an earlier version, which is not read: the state is in {resume}/ now; delete {earlier}/",
+            f"train: {earlier}/ holds resume state of an earlier version, which is not read: the state is in {resume}/ "
+            f"now; delete {earlier}/",
             flush=True,
         )
     with distributed.launch(p.runtime) as (world, compute):
@@ -63,12 +64,14 @@ def train_all(p: recipes.Params, data: Path, out: Path, live_dir: Path, resume: 
         if world.main:
             grey, named = "" if channels == 3 else " grey", ", ".join(classes[:4]) + ", ..." * (len(classes) > 4)
             print(
-                f"train: {images[0]:,.0f} train / {images[1]:,.0f} val{grey} images of {len(classes)} classes ({named}) at {size} px on {where}"
+                f"train: {images[0]:,.0f} train / {images[1]:,.0f} val{grey} images of {len(classes)} classes "
+                f"({named}) at {size} px on {where}"
             )
             print(p.recipe_table(), flush=True)
         if world.main and world.size < p.runtime.processes:
             print(
-                f"train: runtime.processes = {p.runtime.processes}, but torchrun did not start them: training in {world.size}"
+                f"train: runtime.processes = {p.runtime.processes}, but torchrun did not start them: training in "
+                f"{world.size}"
             )
         computes = {spec.name: compute.for_model(spec.name, models.bf16_ok(spec.name)) for spec in p.models}
         keys = {spec.name: key(spec, meta["digest"], world.size, computes[spec.name].precision) for spec in p.models}

@@ -57,10 +57,12 @@ def run(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None =
         # the venv's python and dvc first: stage commands say `python -m pipeline.<stage>`
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
         **(env or {}),
-    }  # fmt: skip
+    }
     result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
@@ -163,9 +165,16 @@ def result(model, accuracy, log_loss, ci=(0.0, 1.0), seconds=90.0):
     return {
         "model": model,
         "test": {
-            "images": 100, "accuracy": accuracy, "accuracy_ci95": list(ci), "balanced_accuracy": accuracy,
-            "precision": {"cat": 0.8, "dog": 0.7}, "recall": {"cat": 0.75, "dog": 0.72}, "f1": {"cat": 0.77, "dog": 0.71},
-            "f1_macro": accuracy, "roc_auc": 0.9, "log_loss": log_loss,
+            "images": 100,
+            "accuracy": accuracy,
+            "accuracy_ci95": list(ci),
+            "balanced_accuracy": accuracy,
+            "precision": {"cat": 0.8, "dog": 0.7},
+            "recall": {"cat": 0.75, "dog": 0.72},
+            "f1": {"cat": 0.77, "dog": 0.71},
+            "f1_macro": accuracy,
+            "roc_auc": 0.9,
+            "log_loss": log_loss,
         },
         "val": {"loss": 0.5, "accuracy": 0.8},
         "train": {"seconds": seconds, "images_per_second": 123.4, "epochs": 2, "kept_epoch": 2},
@@ -178,7 +187,7 @@ def result(model, accuracy, log_loss, ci=(0.0, 1.0), seconds=90.0):
         "device": "cpu (2 threads)",
         "labels": labels,
         "predicted": [y if i < right else 1 - y for i, y in enumerate(labels)],
-    }  # fmt: skip
+    }
 
 
 def fake_run(root: Path, names: list[str], epochs: int = 3) -> tuple[Path, Path]:

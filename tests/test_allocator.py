@@ -14,8 +14,9 @@ PRINT_TUNABLES = "import os; print(os.environ.get('GLIBC_TUNABLES', '(none)'))"
 def test_the_thresholds_are_added_to_the_users_other_tunables_and_never_twice():
     assert allocator.tuned({}, "glibc 2.36") == {"GLIBC_TUNABLES": allocator.TUNABLES}
     assert allocator.tuned({"GLIBC_TUNABLES": "glibc.cpu.x86_shstk=off", "HOME": "/h"}, "glibc 2.36") == {
-        "GLIBC_TUNABLES": f"glibc.cpu.x86_shstk=off:{allocator.TUNABLES}", "HOME": "/h",
-    }  # fmt: skip
+        "GLIBC_TUNABLES": f"glibc.cpu.x86_shstk=off:{allocator.TUNABLES}",
+        "HOME": "/h",
+    }
     assert allocator.tuned({"GLIBC_TUNABLES": allocator.TUNABLES}, "glibc 2.36") is None  # after the restart: no loop
     assert (
         allocator.tuned({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"}, "glibc 2.36") is None

@@ -24,7 +24,8 @@ def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):
 
 KILLED_PREPROCESS = """
 import signal, sys, time
-signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as on a terminal, even if pytest was started with SIGINT ignored (`&`)
+# Ctrl-C as on a terminal, even if pytest was started with SIGINT ignored (`&`)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 import pipeline.preprocess as pre
 from tests.archives import tricky_members, write_zip
@@ -48,8 +49,11 @@ pre.preprocess(archive, root / "split", root / "processed", image_size=40, resiz
 def test_a_stage_stopped_midway_leaves_no_output_that_looks_finished(tmp_path, how):
     process = subprocess.Popen(
         [sys.executable, "-c", KILLED_PREPROCESS, str(tmp_path)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert process.stdout.readline().strip() == "decoding"
     time.sleep(0.3)
     process.send_signal(how)

@@ -64,7 +64,8 @@ def test_planted_flips_in_synthetic_photos_top_the_ranking(synthetic_audit):
     out, flipped, summary = synthetic_audit
     found = issues(out)
     assert summary["photos"] == 120 and summary["classes"] == ["cat", "dog"]
-    # measured: 7 of the 8 in the first 8 suspects, all 8 in the first 9 (cross-validated accuracy 0.925: the 8 flips and one more photo wrong)
+    # measured: 7 of the 8 in the first 8 suspects, all 8 in the first 9 (cross-validated accuracy 0.925: the 8 flips
+    # and one more photo wrong)
     assert len(flipped & set(found[:8])) >= 6  # recall ≥ 6/8 at precision ≥ 6/8 in the first eight
     assert len(flipped & set(found[:10])) >= 7  # recall ≥ 7/8 at precision ≥ 7/10 in the first ten
 
@@ -123,7 +124,8 @@ def test_planted_flips_in_real_photos_top_the_ranking(tmp_path):
     flipped = planted(SAMPLE, tmp_path / "planted.zip", 20)
     audit(tmp_path / "planted.zip", tmp_path / "out", compute=CPU, top=40, workers=2)
     found = issues(tmp_path / "out")
-    # measured on a Zen 4: 18 of the 20 among 18 label issues; asserted: recall ≥ 16/20 at precision ≥ 16/20 in the first 20
+    # measured on a Zen 4: 18 of the 20 among 18 label issues; asserted: recall ≥ 16/20 at precision ≥ 16/20 in the
+    # first 20
     assert len(flipped & set(found[:20])) >= 16
 
 

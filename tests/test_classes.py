@@ -54,13 +54,16 @@ FLOWERS = ["rose", "tulip", "daisy"]
         (["PetImages/Cat/1.jpg", "PetImages/Dog/1.jpg", "readme[1].txt"], ("cat", "dog"), [0, 1, None]),
         (["cats/1.jpg", "dogs/2.png"], ("cat", "dog"), [0, 1]),
         # one folder per class, at any depth, sorted by name; a file outside a photo folder has none
-        (["flowers/tulip/1.jpg", "flowers/rose/2.png", "flowers/daisy/x/3.jpg", "flowers/README.txt", "LICENSE"],
-         ("rose", "tulip", "x"), [1, 0, 2, None, None]),
+        (
+            ["flowers/tulip/1.jpg", "flowers/rose/2.png", "flowers/daisy/x/3.jpg", "flowers/README.txt", "LICENSE"],
+            ("rose", "tulip", "x"),
+            [1, 0, 2, None, None],
+        ),
         # a third class next to cats and dogs: all three are classes, none is dropped
         (["cats/1.jpg", "dogs/1.jpg", "birds/1.jpg"], ("birds", "cats", "dogs"), [1, 2, 0]),
         (["Zebra/1.jpg", "ant/1.jpg"], ("Zebra", "ant"), [0, 1]),  # names as written, sorted by code point
     ],
-)  # fmt: skip
+)
 def test_labelling_finds_the_classes_from_the_paths_alone(names, classes, labels):
     assert labelling(names) == (classes, labels)
 
@@ -189,9 +192,17 @@ def test_resnet18_for_ten_grey_classes_is_torchvision_s_less_its_head_and_two_in
 
 @pytest.mark.parametrize(
     "name, first_layer",
-    [("alexnet", 96 * 11 * 11), ("alexnet_bn", 96 * 11 * 11), ("vgg11", 64 * 3 * 3), ("vgg11_bn", 64 * 3 * 3),
-     ("nin", 96 * 11 * 11), ("googlenet", 64 * 7 * 7), ("resnet18", 64 * 7 * 7), ("resnet50", 64 * 7 * 7)],
-)  # fmt: skip
+    [
+        ("alexnet", 96 * 11 * 11),
+        ("alexnet_bn", 96 * 11 * 11),
+        ("vgg11", 64 * 3 * 3),
+        ("vgg11_bn", 64 * 3 * 3),
+        ("nin", 96 * 11 * 11),
+        ("googlenet", 64 * 7 * 7),
+        ("resnet18", 64 * 7 * 7),
+        ("resnet50", 64 * 7 * 7),
+    ],
+)
 def test_every_architecture_takes_one_channel_with_its_first_layer_a_third_as_wide(name, first_layer):
     """first_layer: weights per input channel of the first convolution (out channels × kernel area)."""
     options = {"pretrained": False} if name == "resnet50" else {}
@@ -260,9 +271,18 @@ def test_top5_accuracy_from_six_classes_up():
 def test_two_class_results_keep_exactly_their_keys():
     labels, proba = np.array([0, 1, 1, 0]), np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.4, 0.6]])
     assert set(metrics_of(labels, proba, DOGS_VS_CATS)) == {
-        "images", "accuracy", "accuracy_ci95", "balanced_accuracy", "precision", "recall", "f1", "f1_macro",
-        "roc_auc", "log_loss", "confusion",
-    }  # fmt: skip
+        "images",
+        "accuracy",
+        "accuracy_ci95",
+        "balanced_accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "f1_macro",
+        "roc_auc",
+        "log_loss",
+        "confusion",
+    }
     assert metrics_of(labels, proba, DOGS_VS_CATS)["precision"].keys() == set(DOGS_VS_CATS)
 
 

@@ -141,9 +141,13 @@ def test_an_interrupted_two_process_run_resumes_to_the_same_weights(project: Pat
     """Process 0's resume file is enough: each process derives its random streams from (seed, rank,
     epoch), so a run stopped with Ctrl-C and started again ends with the uninterrupted run's weights."""
     stopped = subprocess.Popen(
-        torchrun_command(*train_args("cut")), cwd=project, env=ENV,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        torchrun_command(*train_args("cut")),
+        cwd=project,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     state, deadline = project / "cut" / "resume" / "resnet18.pt", time.monotonic() + 120
     while not state.exists() and stopped.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

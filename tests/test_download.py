@@ -1,4 +1,5 @@
-"""The download stage against a local HTTP server (ranges, failures, cut connections), a fake kaggle package, local paths."""
+"""The download stage against a local HTTP server (ranges, failures, cut connections), a fake kaggle package, local
+paths."""
 
 from __future__ import annotations
 

@@ -137,9 +137,14 @@ def test_freeze_names_a_submodule_and_a_wrong_one_is_refused():
 
 @pytest.mark.slow  # real photos, 1,000 of them
 def test_one_short_epoch_of_the_head_on_real_photos_tells_cats_from_dogs(sample_archive, tmp_path):
-    # 300 validation photos, so that 0.94 is known to ±3 points; one epoch of 600 photos in 38 steps at the full rate (no warm-up)
-    overrides = {"model": "efficientnet_lite0", "data": {"image_size": 160, "val_fraction": 0.3, "test_fraction": 0.1}, "train": {"epochs": 1, "warmup_epochs": 0, "batch_size": 16},
-                 "models": {"efficientnet_lite0": {"freeze": "backbone"}}}  # fmt: skip
+    # 300 validation photos, so that 0.94 is known to ±3 points; one epoch of 600 photos in 38 steps at the full rate
+    # (no warm-up)
+    overrides = {
+        "model": "efficientnet_lite0",
+        "data": {"image_size": 160, "val_fraction": 0.3, "test_fraction": 0.1},
+        "train": {"epochs": 1, "warmup_epochs": 0, "batch_size": 16},
+        "models": {"efficientnet_lite0": {"freeze": "backbone"}},
+    }
     p = recipes.load(REPO / "params.yaml", overrides)
     data = dataclasses.replace(p.data, source=str(sample_archive))
     split.split(sample_archive, tmp_path / "split", data, workers=2)

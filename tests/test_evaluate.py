@@ -55,8 +55,11 @@ def test_wilson_interval_matches_the_textbook_figures():
 
 def test_plot_tables_hold_the_counts_and_the_roc_curve_of_each_model():
     assert confusion_rows("alexnet", LABELS, PROBA, DOGS_VS_CATS) == [
-        ("alexnet", "cat", "cat", 3), ("alexnet", "cat", "dog", 1), ("alexnet", "dog", "cat", 1), ("alexnet", "dog", "dog", 5),
-    ]  # fmt: skip
+        ("alexnet", "cat", "cat", 3),
+        ("alexnet", "cat", "dog", 1),
+        ("alexnet", "dog", "cat", 1),
+        ("alexnet", "dog", "dog", 5),
+    ]
     roc = roc_rows("nin", LABELS, PROBA)
     assert {r[0] for r in roc} == {"nin"}
     assert roc[0][1:] == (0.0, 0.0) and roc[-1][1:] == (1.0, 1.0)

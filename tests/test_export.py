@@ -28,8 +28,9 @@ import numpy as np, torch
 meta = {"meta.json": ""}
 program = torch.export.load(sys.argv[1], extra_files=meta)
 x = torch.from_numpy(np.load(sys.argv[2]))
+project = [m for m in sys.modules if m.startswith("pipeline")]
 print(json.dumps({"meta": json.loads(meta["meta.json"]), "proba": program.module()(x).tolist(),
-                  "one": program.module()(x[:1]).tolist(), "project": [m for m in sys.modules if m.startswith("pipeline")]}))
+                  "one": program.module()(x[:1]).tolist(), "project": project}))
 """
 
 
@@ -50,8 +51,13 @@ def test_the_export_classifies_uint8_photos_without_the_project(tmp_path, name, 
     info = export.export(path, tmp_path / f"{name}.pt2")
     photos = np.random.default_rng(0).integers(0, 256, (5, 3, size, size), dtype=np.uint8)
     np.save(tmp_path / "photos.npy", photos)
-    done = subprocess.run([sys.executable, "-c", ALONE, str(tmp_path / f"{name}.pt2"), str(tmp_path / "photos.npy")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", ALONE, str(tmp_path / f"{name}.pt2"), str(tmp_path / "photos.npy")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["project"] == []

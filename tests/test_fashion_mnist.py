@@ -184,10 +184,17 @@ def test_archive_members_are_class_folders_in_idx_order(tmp_path):
     assert summary == {"train": 7, "test": 3, "size": [28, 28]}
     with zipfile.ZipFile(tmp_path / "f.zip") as z:
         assert z.namelist() == [
-            "train/t-shirt-top/00000.png", "train/t-shirt-top/00003.png", "train/trouser/00006.png",
-            "train/dress/00002.png", "train/sandal/00004.png", "train/ankle-boot/00001.png",
-            "train/ankle-boot/00005.png", "test/pullover/00000.png", "test/pullover/00002.png", "test/bag/00001.png",
-        ]  # fmt: skip
+            "train/t-shirt-top/00000.png",
+            "train/t-shirt-top/00003.png",
+            "train/trouser/00006.png",
+            "train/dress/00002.png",
+            "train/sandal/00004.png",
+            "train/ankle-boot/00001.png",
+            "train/ankle-boot/00005.png",
+            "test/pullover/00000.png",
+            "test/pullover/00002.png",
+            "test/bag/00001.png",
+        ]
         assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED}
         image = Image.open(io.BytesIO(z.read("train/ankle-boot/00005.png")))
         assert image.format == "PNG" and image.mode == "L" and image.size == (28, 28)

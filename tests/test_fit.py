@@ -132,7 +132,8 @@ def test_cuda_out_of_memory_names_the_batch_size_and_suggests_half(monkeypatch):
         )
 
 
-# ---------------------------------------------------------------- the precisions and compilation a GPU takes, run on the CPU
+# ---------------------------------------------------------------- the precisions and compilation a GPU takes, run on
+# the CPU
 
 BF16 = Compute(torch.device("cpu"), "bf16")
 

@@ -121,9 +121,11 @@ def results_of(right: list[bool], accuracy_ci=(0.0, 1.0), seconds=10.0) -> dict:
 
 def test_the_summary_pairs_regimes_at_each_count_and_says_which_needs_more_photos():
     cells = {
-        "g-scratch-40-s0": grid.Cell("scratch", "40", 0), "g-probe-40-s0": grid.Cell("probe", "40", 0),
-        "g-scratch-all-s0": grid.Cell("scratch", "all", 0), "g-probe-all-s0": grid.Cell("probe", "all", 0),
-    }  # fmt: skip
+        "g-scratch-40-s0": grid.Cell("scratch", "40", 0),
+        "g-probe-40-s0": grid.Cell("probe", "40", 0),
+        "g-scratch-all-s0": grid.Cell("scratch", "all", 0),
+        "g-probe-all-s0": grid.Cell("probe", "all", 0),
+    }
     right = {
         "g-scratch-40-s0": [True] * 5 + [False] * 15,  # 0.25
         "g-probe-40-s0": [True] * 18

@@ -328,7 +328,8 @@ def test_a_folder_without_photos_is_refused_before_anything_is_written(tmp_path)
 
 STOPPED_DOWNLOAD = """
 import signal, sys, time, zipfile
-signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as on a terminal, even if pytest was started with SIGINT ignored (`&`)
+# Ctrl-C as on a terminal, even if pytest was started with SIGINT ignored (`&`)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from pipeline import download
 real = zipfile.ZipFile.writestr
@@ -348,9 +349,13 @@ def test_the_download_stage_stopped_midway_leaves_no_output(tmp_path):
     for i in range(20):
         (folder / f"cat.{i}.jpg").write_bytes(jpeg())
     stage = subprocess.Popen(
-        [sys.executable, "-c", STOPPED_DOWNLOAD, str(folder), str(tmp_path / "raw")], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+        [sys.executable, "-c", STOPPED_DOWNLOAD, str(folder), str(tmp_path / "raw")],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert stage.stdout.readline().strip() == "zipping"  # the archive is half written when Ctrl-C comes
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".raw.")]  # inside its temporary folder
     stage.send_signal(signal.SIGINT)

@@ -26,10 +26,19 @@ def chromium_dom(page: Path, profile: Path) -> tuple[str, str]:
     """(the DOM after loading `page`, Chromium's log). The background-networking flags matter: without
     them a machine with no network waits on Google's services."""
     flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=3000",
-    ]  # fmt: skip
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=3000",
+    ]
     done = subprocess.run([CHROMIUM, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout, done.stderr
@@ -90,8 +99,10 @@ def test_every_image_is_embedded_so_the_page_works_offline(loaded):
         MODELS
     )  # accuracy against time, validation accuracy, ROC; per model curves, confusion, most wrong, Grad-CAM
     assert [img["alt"] for img in imgs[:3]] == [
-        "test accuracy against training time", "validation accuracy per epoch, every model", "ROC curves of every model on the test split",
-    ]  # fmt: skip
+        "test accuracy against training time",
+        "validation accuracy per epoch, every model",
+        "ROC curves of every model on the test split",
+    ]
     for img in imgs:
         assert img["src"].startswith("data:image/png;base64,")
         assert base64.b64decode(img["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -123,8 +134,12 @@ def test_the_grid_page_shows_its_picture_tables_and_verdicts_offline(tmp_path):
     from tests.test_grid import results_of
 
     cells = {f"g-{r}-{n}-s0": grid.Cell(r, n, 0) for r in ("scratch", "probe") for n in ("40", "all")}
-    right = {"g-scratch-40-s0": [True] * 5 + [False] * 15, "g-probe-40-s0": [True] * 18 + [False] * 2,
-             "g-scratch-all-s0": [True] * 19 + [False], "g-probe-all-s0": [True] * 20}  # fmt: skip
+    right = {
+        "g-scratch-40-s0": [True] * 5 + [False] * 15,
+        "g-probe-40-s0": [True] * 18 + [False] * 2,
+        "g-scratch-all-s0": [True] * 19 + [False],
+        "g-probe-all-s0": [True] * 20,
+    }
     photos = {n: 40 if "-40-" in n else 7200 for n in cells}
     grid.write(grid.summarise(cells, {n: results_of(r) for n, r in right.items()}, photos), tmp_path / "grid")
     markup, log = chromium_dom(tmp_path / "grid" / "grid.html", tmp_path / "profile")

@@ -43,7 +43,8 @@ def test_a_model_file_of_another_format_is_refused_by_name(trained, tmp_path):
         torch.save(older, tmp_path / "old.pt")
         with pytest.raises(
             StageError,
-            match=rf"old.pt was written by another version of this code \(model format {written if written is not None else 'unknown'}, this one reads 3 and 4\)",
+            match=rf"old.pt was written by another version of this code \(model format "
+            rf"{written if written is not None else 'unknown'}, this one reads 3 and 4\)",
         ):
             modelfile.read(tmp_path / "old.pt")
 

@@ -40,27 +40,46 @@ def inception(c_in, c1, c2, c3, c4):
 
 # Parameter counts for 3 input channels and 2 classes, from the layer shapes alone.
 ALEXNET = (
-    conv(11, 3, 96) + conv(5, 96, 256) + conv(3, 256, 384) + conv(3, 384, 384) + conv(3, 384, 256)
-    + dense(6400, 4096) + dense(4096, 4096) + dense(4096, 2)
-)  # fmt: skip
+    conv(11, 3, 96)
+    + conv(5, 96, 256)
+    + conv(3, 256, 384)
+    + conv(3, 384, 384)
+    + conv(3, 384, 256)
+    + dense(6400, 4096)
+    + dense(4096, 4096)
+    + dense(4096, 2)
+)
 # BatchNorm variants: convs and hidden dense layers lose their bias, each gains a scale and a shift.
 ALEXNET_BN = ALEXNET - (96 + 256 + 384 + 384 + 256 + 4096 + 4096) + 2 * (96 + 256 + 384 + 384 + 256 + 4096 + 4096)
 VGG11_CONVS = [(3, 64), (64, 128), (128, 256), (256, 256), (256, 512), (512, 512), (512, 512), (512, 512)]
 VGG11 = sum(conv(3, a, b) for a, b in VGG11_CONVS) + dense(25088, 4096) + dense(4096, 4096) + dense(4096, 2)
 VGG11_BN = VGG11 + sum(b for _, b in VGG11_CONVS) + 4096 + 4096
 NIN = (
-    conv(11, 3, 96) + 2 * conv(1, 96, 96) + conv(5, 96, 256) + 2 * conv(1, 256, 256)
-    + conv(3, 256, 384) + 2 * conv(1, 384, 384)
-    + conv(3, 384, 384) + conv(1, 384, 384) + conv(1, 384, 2)  # the last block stays 384 wide until the scores
-)  # fmt: skip
+    conv(11, 3, 96)
+    + 2 * conv(1, 96, 96)
+    + conv(5, 96, 256)
+    + 2 * conv(1, 256, 256)
+    + conv(3, 256, 384)
+    + 2 * conv(1, 384, 384)
+    + conv(3, 384, 384)
+    + conv(1, 384, 384)
+    + conv(1, 384, 2)  # the last block stays 384 wide until the scores
+)
 GOOGLENET = (
-    conv(7, 3, 64) + conv(1, 64, 64) + conv(3, 64, 192)
-    + inception(192, 64, (96, 128), (16, 32), 32) + inception(256, 128, (128, 192), (32, 96), 64)
-    + inception(480, 192, (96, 208), (16, 48), 64) + inception(512, 160, (112, 224), (24, 64), 64)
-    + inception(512, 128, (128, 256), (24, 64), 64) + inception(512, 112, (144, 288), (32, 64), 64)
-    + inception(528, 256, (160, 320), (32, 128), 128) + inception(832, 256, (160, 320), (32, 128), 128)
-    + inception(832, 384, (192, 384), (48, 128), 128) + dense(1024, 2)
-)  # fmt: skip
+    conv(7, 3, 64)
+    + conv(1, 64, 64)
+    + conv(3, 64, 192)
+    + inception(192, 64, (96, 128), (16, 32), 32)
+    + inception(256, 128, (128, 192), (32, 96), 64)
+    + inception(480, 192, (96, 208), (16, 48), 64)
+    + inception(512, 160, (112, 224), (24, 64), 64)
+    + inception(512, 128, (128, 256), (24, 64), 64)
+    + inception(512, 112, (144, 288), (32, 64), 64)
+    + inception(528, 256, (160, 320), (32, 128), 128)
+    + inception(832, 256, (160, 320), (32, 128), 128)
+    + inception(832, 384, (192, 384), (48, 128), 128)
+    + dense(1024, 2)
+)
 EXPECTED = {
     "alexnet": ALEXNET,
     "alexnet_bn": ALEXNET_BN,
@@ -71,7 +90,8 @@ EXPECTED = {
     "resnet18": 11_177_538,  # torchvision's ResNet-18 (11,689,512) with a 512 → 2 classifier
     "resnet50": 23_508_032 + dense(2048, 512) + dense(512, 2),  # torchvision's backbone + 2048 → 512 → 2
     # EfficientNet-Lite0's published 4,652,008 less its 1,280 → 1,000 ImageNet layer, + 1,280 → 512 → 2
-    # the ImageNet networks' counts (timm's tf_efficientnet_lite0/1/2: 4.65 M, 5.42 M, 6.09 M), their classifier replaced by the head
+    # the ImageNet networks' counts (timm's tf_efficientnet_lite0/1/2: 4.65 M, 5.42 M, 6.09 M), their classifier
+    # replaced by the head
     "efficientnet_lite0": 4_652_008 - dense(1280, 1000) + dense(1280, 512) + dense(512, 2),
     "efficientnet_lite1": 5_416_680 - dense(1280, 1000) + dense(1280, 512) + dense(512, 2),
     "efficientnet_lite2": 6_092_072 - dense(1280, 1000) + dense(1280, 512) + dense(512, 2),

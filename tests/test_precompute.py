@@ -97,7 +97,8 @@ def test_the_backbone_runs_once_per_photo_while_frozen_then_on_every_batch_once_
         counters[0].images == 2 * 16 + 8
     )  # each training photo and its mirror image, each validation photo: once in three epochs
     fit(spec(epochs=2, freeze_epochs=1), train, val, classes=2)
-    # epoch 1 on the features (2 × 16 + 8), epoch 2 through the thawed backbone: its 16 photos and the 8 validation photos
+    # epoch 1 on the features (2 × 16 + 8), epoch 2 through the thawed backbone: its 16 photos and the 8 validation
+    # photos
     assert counters[1].images == 2 * 16 + 8 + 16 + 8
 
 

@@ -178,8 +178,10 @@ def test_the_cli_writes_one_csv_row_per_input_and_reports_bad_files_without_stop
         assert abs(float(r["p_cat"]) + float(r["p_dog"]) - 1) <= 1e-4 and len(r["p_dog"].split(".")[1]) == 4
         assert r["label"] == ("dog" if float(r["p_dog"]) > float(r["p_cat"]) else "cat")
     assert [(r["label"], r["p_dog"], r["error"]) for r in rows[3:]] == [
-        ("", "", "truncated or corrupt"), ("", "", "empty file"), ("", "", "not an image"),
-    ]  # fmt: skip
+        ("", "", "truncated or corrupt"),
+        ("", "", "empty file"),
+        ("", "", "not an image"),
+    ]
     summary = done.stderr.strip().splitlines()[-1]
     assert (
         summary.startswith("predict: 6 photos with resnet18: ")

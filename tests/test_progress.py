@@ -29,8 +29,13 @@ class Terminal(io.StringIO):
 
 def test_durations_read_as_a_person_says_them():
     assert [duration(s) for s in (0.4, 42, 185, 3599, 8400, 86400 * 3 + 4 * 3600)] == [
-        "0 s", "42 s", "3 min 05 s", "59 min 59 s", "2 h 20 min", "3 d 04 h",
-    ]  # fmt: skip
+        "0 s",
+        "42 s",
+        "3 min 05 s",
+        "59 min 59 s",
+        "2 h 20 min",
+        "3 d 04 h",
+    ]
     assert about(0.3) == "under 1 s" and about(840) == "~14 min 00 s"
 
 
@@ -83,7 +88,11 @@ def test_training_reports_inside_every_epoch_and_validation_as_plain_lines(monke
     # 3 steps of 16 per epoch, 2 batches of validation: a line after each but the last (when the
     # stage prints the epoch's own summary line instead)
     assert [line.split(":")[0] for line in lines] == [
-        "resnet18 epoch 1/2", "resnet18 epoch 1/2", "resnet18 validation",
-        "resnet18 epoch 2/2", "resnet18 epoch 2/2", "resnet18 validation",
-    ]  # fmt: skip
+        "resnet18 epoch 1/2",
+        "resnet18 epoch 1/2",
+        "resnet18 validation",
+        "resnet18 epoch 2/2",
+        "resnet18 epoch 2/2",
+        "resnet18 validation",
+    ]
     assert lines[1].startswith("resnet18 epoch 1/2: 32/48 img (67%), ") and ", loss " in lines[1]

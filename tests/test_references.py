@@ -1,6 +1,7 @@
 """Pointers from the code, params.yaml and the presets into the docs stay true: every
 `docs/<page>.md` named exists, and a section named after it (`docs/results.md, *Transfer learning
-on a CPU*`, `"..."`, or plain words up to the closing bracket) begins a heading of that page (or a paragraph's bold title). The
+on a CPU*`, `"..."`, or plain words up to the closing bracket) begins a heading of that page (or a paragraph's bold
+title). The
 README's sections moved to docs/ once and the pointers went stale: this keeps them from drifting."""
 
 from __future__ import annotations
@@ -39,8 +40,11 @@ def pointers() -> list[tuple[str, str, str | None]]:
 def test_the_finder_reads_each_way_of_naming_a_section():
     text = 'x (docs/a.md, *One two*) y (docs/b.md, "Three") z (docs/c.md, Four five) w (docs/d.md)'
     assert [(m.group(1), next((g for g in m.groups()[1:] if g), None)) for m in POINTER.finditer(text)] == [
-        ("docs/a.md", "One two"), ("docs/b.md", "Three"), ("docs/c.md", "Four five"), ("docs/d.md", None),
-    ]  # fmt: skip
+        ("docs/a.md", "One two"),
+        ("docs/b.md", "Three"),
+        ("docs/c.md", "Four five"),
+        ("docs/d.md", None),
+    ]
 
 
 @pytest.mark.parametrize("where, page, section", pointers(), ids=lambda v: str(v)[:60])

@@ -104,8 +104,13 @@ def test_shared_weights_that_are_gone_or_changed_train_the_model_again(tmp_path,
     linked = weights_file(state.path)
     assert epochs_done(state.path, "k") == 1
     other = tmp_path / "other.pt"
-    modelfile.save(other, fit(spec(epochs=1, seed=5), *data, classes=2)[0], name="resnet18", options=one.options,
-                   meta={"image_size": 32, "resize": "crop", "channels": 3, "classes": ["cat", "dog"]})  # fmt: skip
+    modelfile.save(
+        other,
+        fit(spec(epochs=1, seed=5), *data, classes=2)[0],
+        name="resnet18",
+        options=one.options,
+        meta={"image_size": 32, "resize": "crop", "channels": 3, "classes": ["cat", "dog"]},
+    )
     linked.unlink()
     other.replace(linked)  # the same architecture, other weights: caught by the digest
     assert load(state.path, "k") is None

@@ -66,7 +66,8 @@ def test_postscript_named_jpg_never_reaches_ghostscript_in_predict_or_split(fake
             z.writestr(f"train/dog.{i}.jpg", jpeg(colour=(10, 20, 200)))
     code = (
         "import sys\nfrom pipeline import split\nfrom pipeline.data import images\n"
-        "try:\n    images.decode(open('eps.jpg','rb').read())\nexcept images.RejectError as e:\n    print('predict:', e.reason)\n"
+        "try:\n    images.decode(open('eps.jpg','rb').read())\nexcept images.RejectError as e:\n    print('predict:', "
+        "e.reason)\n"
         "classes, usable, rejects = split.scan('train.zip', workers=2)\nprint('split:', rejects)\n"
     )
     out = subprocess.run(
@@ -592,7 +593,8 @@ def test_a_full_disk_while_saving_a_model_is_the_same_line_and_no_partial_file(t
     def failing_save(obj, f, *args, **kwargs):
         Path(f).write_bytes(b"partial")
         raise RuntimeError(
-            "[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0; PytorchStreamWriter failed writing file data/0: file write failed"
+            "[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0; PytorchStreamWriter failed writing "
+            "file data/0: file write failed"
         )
 
     monkeypatch.setattr(torch, "save", failing_save)

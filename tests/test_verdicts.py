@@ -29,9 +29,10 @@ DATA = DataParams(
 def test_a_verdict_file_reads_keep_exclude_and_relabel_with_comments():
     text = "# reviewed\ntrain/cat.1.jpg: exclude   # neither\ntrain/dog.2.jpg: relabel cat\n'train/a b: c.jpg': keep\n"
     assert verdicts.parse(text, "v.yaml") == {
-        "train/cat.1.jpg": verdicts.Verdict("exclude"), "train/dog.2.jpg": verdicts.Verdict("relabel", "cat"),
+        "train/cat.1.jpg": verdicts.Verdict("exclude"),
+        "train/dog.2.jpg": verdicts.Verdict("relabel", "cat"),
         "train/a b: c.jpg": verdicts.Verdict("keep"),
-    }  # fmt: skip
+    }
     assert verdicts.parse("# nothing yet\n", "v.yaml") == {} and verdicts.parse("{}\n", "v.yaml") == {}
 
 
@@ -68,8 +69,14 @@ def test_the_split_applies_verdicts_to_training_and_validation_and_keeps_the_tes
     before = photos_of(tmp_path / "plain")
     train, test = sorted(before["train"]), sorted(before["test"])
     cat_in_test = next(m for m in test[1:] if before["test"][m] == 0)
-    chosen = {train[0]: "exclude", train[1]: "relabel dog" if before["train"][train[1]] == 0 else "relabel cat",
-              test[0]: "exclude", cat_in_test: "relabel dog", "train/cat.999.jpg": "exclude", train[2]: "keep"}  # fmt: skip
+    chosen = {
+        train[0]: "exclude",
+        train[1]: "relabel dog" if before["train"][train[1]] == 0 else "relabel cat",
+        test[0]: "exclude",
+        cat_in_test: "relabel dog",
+        "train/cat.999.jpg": "exclude",
+        train[2]: "keep",
+    }
     file = tmp_path / "mine.yaml"
     file.write_text("".join(f"{m}: {v}\n" for m, v in chosen.items()))
     judged = dataclasses.replace(DATA, verdicts=str(file))
@@ -110,15 +117,22 @@ def test_metrics_with_verdicts_count_the_errors_they_explain_by_hand():
     predicted = np.array([0, 1, 0, 0, 1])
     proba = np.eye(2)[predicted] * 0.8 + 0.1
     found = with_verdicts(labels, after, proba, DOGS_VS_CATS)
-    # as given: wrong on 1, 2, 3, 4; explained: 1 (excluded) and 2 (relabelled to what it said); with the verdicts: 0, 2 right of 0, 2, 3, 4
+    # as given: wrong on 1, 2, 3, 4; explained: 1 (excluded) and 2 (relabelled to what it said); with the verdicts: 0, 2
+    # right of 0, 2, 3, 4
     assert (found["errors_as_given"], found["errors_explained"], found["excluded"], found["relabelled"]) == (4, 2, 1, 1)
     assert found["images"] == 4 and found["accuracy"] == 0.5
     assert with_verdicts(labels, labels.copy(), proba, DOGS_VS_CATS) is None
 
 
 def test_dvc_reruns_the_split_when_the_verdicts_change_and_nothing_before_it(tmp_path_factory):
-    root = committed_project(tmp_path_factory, "verdicts", {"model": "resnet18", "data": {"verdicts": "verdicts/mine.yaml", "image_size": 32}}, per_class=12, size=24,
-                             files={"verdicts/mine.yaml": "{}\n"})  # fmt: skip
+    root = committed_project(
+        tmp_path_factory,
+        "verdicts",
+        {"model": "resnet18", "data": {"verdicts": "verdicts/mine.yaml", "image_size": 32}},
+        per_class=12,
+        size=24,
+        files={"verdicts/mine.yaml": "{}\n"},
+    )
     dvc(root, "repro", "split")
     assert json.loads(dvc(root, "status", "split", "--json").stdout) == {}
     test = (root / "data" / "split" / "test.csv").read_text()

@@ -104,11 +104,13 @@ def replaceable(path: Path | str, what: str = "output") -> None:
     if stat.S_ISLNK(st.st_mode):
         target = os.path.realpath(path)
         raise StageError(
-            f"{what} {path} is a symbolic link (to {target}): outputs are written by rename and would replace the link; give the file's own path"
+            f"{what} {path} is a symbolic link (to {target}): outputs are written by rename and would replace the "
+            "link; give the file's own path"
         )
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
         raise StageError(
-            f"{what} {path} is {kind(st.st_mode)}: outputs are regular files written by rename, which would replace it; give a file name"
+            f"{what} {path} is {kind(st.st_mode)}: outputs are regular files written by rename, which would replace "
+            "it; give a file name"
         )
 
 

@@ -65,7 +65,8 @@ def wait(expected: list[str], poll: float = POLL, label: str = "seeds") -> None:
             if state in ("Success", "Failed") and exp not in reported:
                 reported.add(exp)
                 print(
-                    f"{label}: {exp} {'done' if state == 'Success' else 'FAILED'} ({len(reported)} of {len(expected)}); dvc queue logs {exp}",
+                    f"{label}: {exp} {'done' if state == 'Success' else 'FAILED'} ({len(reported)} of "
+                    f"{len(expected)}); dvc queue logs {exp}",
                     flush=True,
                 )
         if len(reported) == len(expected):

@@ -64,7 +64,8 @@ def read(path: Path) -> dict:
         raise ParamError(
             "params file",
             str(path),
-            f"is {size:,} bytes, more than a params file needs ({MAX_PARAMS_BYTES:,} bytes at most): is it the right file?",
+            f"is {size:,} bytes, more than a params file needs ({MAX_PARAMS_BYTES:,} bytes at most): is it the right "
+            "file?",
         ) from None
     except files.NotRegular as e:
         raise ParamError(

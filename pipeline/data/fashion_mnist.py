@@ -103,7 +103,8 @@ def _inflate(data: bytes, name: str) -> bytes:
         raise StageError(f"{name}: not gzip data, or a damaged copy ({e})") from e
     if len(out) > MAX_IDX_BYTES:
         raise StageError(
-            f"{name}: inflates to more than {MAX_IDX_BYTES >> 20} MiB, more than any Fashion-MNIST file (a damaged or hostile file)"
+            f"{name}: inflates to more than {MAX_IDX_BYTES >> 20} MiB, more than any Fashion-MNIST file (a damaged or "
+            "hostile file)"
         )
     if not inflater.eof:
         raise StageError(f"{name}: a cut-off gzip stream (a damaged copy)")

@@ -59,7 +59,10 @@ def source_problem(source: str, downloads: Path, *, base_dir: Path | None = None
         try:
             socket.getaddrinfo(host, 443)
         except OSError as e:
-            return f"data.source = 'microsoft': cannot reach {host} ({e}) to download {MICROSOFT.url}. {local_hint(MICROSOFT)}"
+            return (
+                f"data.source = 'microsoft': cannot reach {host} ({e}) to download {MICROSOFT.url}. "
+                f"{local_hint(MICROSOFT)}"
+            )
     elif source == "kaggle":
         if importlib.util.find_spec("kaggle") is None:
             return "data.source = 'kaggle' needs the kaggle package: pip install kaggle (or pip install -e '.[kaggle]')"
@@ -95,7 +98,10 @@ def source_problem(source: str, downloads: Path, *, base_dir: Path | None = None
         if not (
             stat.S_ISDIR(mode) or stat.S_ISREG(mode)
         ):  # never opened: /dev/zero would be read for ever, a FIFO block
-            return f"data.source = {source!r}: {path} is {files.kind(mode)}, not a .zip archive or a folder. Use {ACCEPTED}"
+            return (
+                f"data.source = {source!r}: {path} is {files.kind(mode)}, not a .zip archive or a folder. Use "
+                f"{ACCEPTED}"
+            )
     return None
 
 
@@ -171,7 +177,8 @@ def from_local(source: str, path: Path, archive: Path) -> None:
         zip_folder(path, archive)
     elif not path.is_file():
         raise StageError(
-            f"data.source = {source!r}: {path} is {files.kind(path.stat().st_mode)}, not a .zip archive or a folder. Use {ACCEPTED}"
+            f"data.source = {source!r}: {path} is {files.kind(path.stat().st_mode)}, not a .zip archive or a folder. "
+            f"Use {ACCEPTED}"
         )
     elif zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
@@ -197,9 +204,11 @@ def zip_folder(folder: Path, archive: Path) -> None:
     root = folder.resolve()
     found: list[tuple[str, Path]] = []
     skipped: dict[str, list[str]] = {
-        "symbolic link(s) leading out of it": [], "hidden file(s) or folder(s)": [], "file(s) that are not photos": [],
+        "symbolic link(s) leading out of it": [],
+        "hidden file(s) or folder(s)": [],
+        "file(s) that are not photos": [],
         f"file(s) larger than a photo may be ({images.MAX_FILE_BYTES >> 20} MiB)": [],
-    }  # fmt: skip
+    }
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         here = Path(dirpath)
         for hidden in sorted(d for d in dirnames if d.startswith(".")):
@@ -227,7 +236,8 @@ def zip_folder(folder: Path, archive: Path) -> None:
     if not found:
         raise StageError(
             f"the folder {folder} (data.source) holds no photo ({', '.join(images.PHOTO_FORMATS)}; "
-            f"{sum(map(len, skipped.values())):,} other files or folders skipped): point data.source at the photos' folder"
+            f"{sum(map(len, skipped.values())):,} other files or folders skipped): point data.source at the photos' "
+            "folder"
         )
     found.sort()
     with atomic.atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w") as z:

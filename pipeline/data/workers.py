@@ -62,7 +62,8 @@ def map_archive(
     except concurrent.futures.TimeoutError:
         raise StageError(
             f"{desc}: a worker has been stuck for over {item_seconds * (len(chunk) + 1):.0f} s on {len(chunk)} items "
-            f"({chunk[0]!r} to {chunk[-1]!r}); nothing was written. A file the decoder cannot get through? Rerun; if it stalls "
+            f"({chunk[0]!r} to {chunk[-1]!r}); nothing was written. A file the decoder cannot get through? Rerun; if "
+            "it stalls "
             f"again at the same place, take that file out of the source."
         ) from None
     finally:

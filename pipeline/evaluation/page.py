@@ -33,7 +33,8 @@ def table(headers: list[str], rows: list[list[str]], *, id: str = "", caption: s
 def document(title: str, parts: list[str]) -> str:
     """The whole page: `title` (text) as its title, `parts` (HTML) one after another."""
     return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{CSS}</style></head><body>\n'
+        '<!DOCTYPE html>\n<html lang="en"><head><meta '
+        f'charset="utf-8"><title>{escape(title)}</title><style>{CSS}</style></head><body>\n'
         + "\n".join(parts)
         + "\n</body></html>\n"
     )

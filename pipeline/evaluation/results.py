@@ -78,8 +78,12 @@ def pairwise(results: list[dict]) -> dict[str, dict[str, dict]]:
             if a["labels"] != b["labels"]:
                 continue
             ab = paired(right(a), right(b))
-            ba = ab | {"difference": -ab["difference"], "difference_ci95": [-ab["difference_ci95"][1], -ab["difference_ci95"][0]],
-                       "a_only": ab["b_only"], "b_only": ab["a_only"]}  # fmt: skip
+            ba = ab | {
+                "difference": -ab["difference"],
+                "difference_ci95": [-ab["difference_ci95"][1], -ab["difference_ci95"][0]],
+                "a_only": ab["b_only"],
+                "b_only": ab["a_only"],
+            }
             pairs[a["model"]][b["model"]] = ab | {"significant": ab["p_value"] < ALPHA}
             pairs[b["model"]][a["model"]] = ba | {"significant": ab["p_value"] < ALPHA}
     return pairs
@@ -94,15 +98,21 @@ def read_result(rev: str, path: str) -> dict:
     found = read_json_at(rev, path)
     try:
         ok = (
-            isinstance(found["labels"], list) and isinstance(found["predicted"], list) and len(found["labels"]) == len(found["predicted"])
-            and isinstance(found["test"]["accuracy"], (int, float)) and len(found["test"]["accuracy_ci95"]) == 2
-            and isinstance(found["train"]["seconds"], (int, float)) and isinstance(found["train"]["epochs"], int) and isinstance(found["model"], str)
-        )  # fmt: skip
+            isinstance(found["labels"], list)
+            and isinstance(found["predicted"], list)
+            and len(found["labels"]) == len(found["predicted"])
+            and isinstance(found["test"]["accuracy"], (int, float))
+            and len(found["test"]["accuracy_ci95"]) == 2
+            and isinstance(found["train"]["seconds"], (int, float))
+            and isinstance(found["train"]["epochs"], int)
+            and isinstance(found["model"], str)
+        )
     except (KeyError, TypeError) as e:
         raise StageError(f"{path} at {rev!r} is not a results file of this pipeline: it has no {e}") from None
     if not ok:
         raise StageError(
-            f"{path} at {rev!r} is not a results file of this pipeline: its labels, predictions or figures are not what evaluate writes"
+            f"{path} at {rev!r} is not a results file of this pipeline: its labels, predictions or figures are not "
+            "what evaluate writes"
         )
     return found
 

@@ -42,7 +42,8 @@ def main() -> None:
     argparse.ArgumentParser(prog="python -m pipeline.models", description=__doc__).parse_args()
     print(table())
     print(
-        "torchvision:<name>: any torchvision classification model, with its ImageNet weights (torch hub) under the same head"
+        "torchvision:<name>: any torchvision classification model, with its ImageNet weights (torch hub) under the "
+        "same head"
     )
 
 

@@ -1,4 +1,5 @@
-"""The course's classic CNNs, from scratch, for RGB (or grey: `in_channels=1`) input and any square size from their minimum up.
+"""The course's classic CNNs, from scratch, for RGB (or grey: `in_channels=1`) input and any square size from their
+minimum up.
 
 Shapes follow the d2l material at 224 px (AlexNet reaches 256×5×5 = 6400 features before its first
 dense layer, VGG 512×7×7); an adaptive pool before the classifier keeps those feature sizes, and so
@@ -120,13 +121,18 @@ def _alexnet(
     norm = (lambda: nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)) if lrn else nn.Identity
     c = {"bn": bn, "activation": activation}
     features = nn.Sequential(
-        conv(in_channels, 96, 11, stride=4, padding=1, **c), norm(), POOLS[pool](3, 2),  # 224 → 54 → 26
-        conv(96, 256, 5, padding=2, **c), norm(), POOLS[pool](3, 2),  # → 26 → 12
+        conv(in_channels, 96, 11, stride=4, padding=1, **c),
+        norm(),
+        POOLS[pool](3, 2),  # 224 → 54 → 26
+        conv(96, 256, 5, padding=2, **c),
+        norm(),
+        POOLS[pool](3, 2),  # → 26 → 12
         conv(256, 384, 3, padding=1, **c),
         conv(384, 384, 3, padding=1, **c),
-        conv(384, 256, 3, padding=1, **c), POOLS[pool](3, 2),  # → 12 → 5
+        conv(384, 256, 3, padding=1, **c),
+        POOLS[pool](3, 2),  # → 12 → 5
         nn.AdaptiveAvgPool2d(5),  # identity at 224 px; other sizes keep 256×5×5 = 6400 features
-    )  # fmt: skip
+    )
     return init_weights(nn.Sequential(features, classifier(256 * 5 * 5, num_classes, **c, dropout=dropout)))
 
 
@@ -182,14 +188,18 @@ def nin(*, num_classes: int = 2, in_channels: int = 3, dropout: float = 0.5) -> 
     """No dense layer: the last NiN block has one channel per class, then global average pooling."""
     return init_weights(
         nn.Sequential(
-            nin_block(in_channels, 96, 11, 4, 0), nn.MaxPool2d(3, 2),  # 224 → 54 → 26
-            nin_block(96, 256, 5, 1, 2), nn.MaxPool2d(3, 2),  # → 26 → 12
-            nin_block(256, 384, 3, 1, 1), nn.MaxPool2d(3, 2),  # → 12 → 5
+            nin_block(in_channels, 96, 11, 4, 0),
+            nn.MaxPool2d(3, 2),  # 224 → 54 → 26
+            nin_block(96, 256, 5, 1, 2),
+            nn.MaxPool2d(3, 2),  # → 26 → 12
+            nin_block(256, 384, 3, 1, 1),
+            nn.MaxPool2d(3, 2),  # → 12 → 5
             nn.Dropout(dropout),
             nin_block(384, num_classes, 3, 1, 1, scores=True),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
-    )  # fmt: skip
+    )
 
 
 # bf16 cost GoogLeNet accuracy in the CPU zoo (72 px, 4,500 test photos): 0.683 against fp32's 0.723
@@ -203,10 +213,11 @@ def googlenet(*, num_classes: int = 2, in_channels: int = 3) -> nn.Module:
     b5, c = inception_stage(c, INCEPTION_B5)  # 832, 1024
     return init_weights(
         nn.Sequential(
-            b1, b2,
+            b1,
+            b2,
             nn.Sequential(*b3, nn.MaxPool2d(3, 2, 1)),  # → 14
             nn.Sequential(*b4, nn.MaxPool2d(3, 2, 1)),  # → 7
             nn.Sequential(*b5, nn.AdaptiveAvgPool2d(1), nn.Flatten()),
             nn.Linear(c, num_classes),
         )
-    )  # fmt: skip
+    )

@@ -33,9 +33,11 @@ class Residual(nn.Module):
 
 def _resnet(stages, num_classes: int, in_channels: int, *, zero_init_residual: bool) -> nn.Module:
     layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+        nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
         nn.MaxPool2d(3, 2, 1),  # 224 px → 112 → 56
-    ]  # fmt: skip
+    ]
     c_in = 64
     for i, (c_out, blocks) in enumerate(stages):
         for b in range(blocks):  # every stage but the first halves the size in its first block

@@ -238,7 +238,9 @@ class TransferOptions:
     freeze_epochs: int | None = (
         None  # epochs `freeze` holds for, then everything trains (fastai's fine_tune); null: all
     )
-    precompute: bool = False  # while the whole backbone is frozen, train the head on its features computed once (fastai's precompute; flips only); else nothing
+    # while the whole backbone is frozen, train the head on its features computed once (fastai's precompute; flips
+    # only); else nothing
+    precompute: bool = False
 
 
 def transfer_model(backbone: nn.Module, features: int, num_classes: int, o: TransferOptions) -> TransferModel:

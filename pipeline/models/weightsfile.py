@@ -56,7 +56,10 @@ def problem(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -
         if tensor is None:
             continue
         if tensor.dtype != reference.dtype:
-            return f"{key} is {str(tensor.dtype).removeprefix('torch.')}, not {str(reference.dtype).removeprefix('torch.')}"
+            return (
+                f"{key} is {str(tensor.dtype).removeprefix('torch.')}, not "
+                f"{str(reference.dtype).removeprefix('torch.')}"
+            )
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             return f"{key} holds NaN or infinite values"
     return None

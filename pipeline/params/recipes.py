@@ -96,19 +96,24 @@ class Params:
         if not self.evaluate.eval_mode:
             size = self.evaluate.batch_size or self.train.batch_size
             found.append(
-                f"warning: evaluate.eval_mode = false: the course's mistake (a), on purpose: the test photos are predicted without "
-                f"model.eval(), {self.evaluate.order} in batches of {size}: BatchNorm on each batch's own statistics, dropout on"
+                "warning: evaluate.eval_mode = false: the course's mistake (a), on purpose: the test photos are "
+                "predicted without "
+                f"model.eval(), {self.evaluate.order} in batches of {size}: BatchNorm on each batch's own statistics, "
+                "dropout on"
             )
         for spec in self.models:
             if spec.options.get("requirse_grad"):
                 found.append(
-                    f"warning: models.{spec.name}.requirse_grad = true: the course's mistake (b), on purpose: nothing is frozen "
-                    f"and only the head is optimised: every step back-propagates through the whole backbone, whose weights stay "
+                    f"warning: models.{spec.name}.requirse_grad = true: the course's mistake (b), on purpose: nothing "
+                    "is frozen "
+                    "and only the head is optimised: every step back-propagates through the whole backbone, whose "
+                    "weights stay "
                     f"while its BatchNorm statistics drift"
                 )
             if spec.options.get("head") == []:
                 found.append(
-                    f"warning: models.{spec.name}.head = []: the course's mistake (c), on purpose: one Linear layer from the backbone's features to the classes"
+                    f"warning: models.{spec.name}.head = []: the course's mistake (c), on purpose: one Linear layer "
+                    "from the backbone's features to the classes"
                 )
         return found
 
@@ -174,7 +179,8 @@ def unchanged(p: Params, stage: str) -> None:
     raise StageError(
         f"{stage}: params.yaml changed while this stage ran ({'; '.join(changed[:4]) or 'its values'}"
         f"{'; …' if len(changed) > 4 else ''}): another `dvc exp run` in this workspace? Nothing more was saved. "
-        f"Run experiments one at a time, or queue them (dvc exp run --queue, then dvc queue start): each then runs in its own copy"
+        "Run experiments one at a time, or queue them (dvc exp run --queue, then dvc queue start): each then runs in "
+        "its own copy"
     )
 
 

@@ -36,7 +36,8 @@ class DataParams:
     train_photos: int | None = (
         None  # training photos kept after the split (nested, as even across classes as they allow); null: all
     )
-    verdicts: str = "verdicts/none.yaml"  # a person's verdicts on doubtful labels (keep / exclude / relabel <class>), applied by the split: data/verdicts.py
+    # a person's verdicts on doubtful labels (keep / exclude / relabel <class>), applied by the split: data/verdicts.py
+    verdicts: str = "verdicts/none.yaml"
 
     def __post_init__(self):
         if self.channels not in (1, 3) or isinstance(self.channels, bool):
@@ -70,7 +71,9 @@ class TrainParams:
 
     epochs: int
     batch_size: int
-    lr: float  # peak learning rate, reached after warm-up, then cosine decay to 0; in a ModelSpec, this architecture's (× its lr_scale)
+    # peak learning rate, reached after warm-up, then cosine decay to 0; in a ModelSpec, this architecture's (× its
+    # lr_scale)
+    lr: float
     schedule: Literal["cosine", "constant"]  # after the warm-up: cosine decay to 0, or lr to the end (the course's)
     optimizer: Literal["sgd", "adamw"]
     momentum: float  # SGD momentum (Nesterov; 0: plain SGD); AdamW's beta1
@@ -86,8 +89,12 @@ class TrainParams:
         None  # per-architecture cap, min(epochs, max_epochs): train.epochs still reaches every model
     )
     lr_scale: float = 1.0  # per-architecture factor on lr: train.lr still reaches every model
-    ema: float = 0.0  # decay per step of the weights' moving average, which validation scores and the model file keeps; 0: the weights themselves
-    epoch_images: int = 0  # at least this many images an epoch: a smaller training set is shown again, reshuffled, within it (timm's epoch repeats); 0: each photo once
+    # decay per step of the weights' moving average, which validation scores and the model file keeps; 0: the weights
+    # themselves
+    ema: float = 0.0
+    # at least this many images an epoch: a smaller training set is shown again, reshuffled, within it (timm's epoch
+    # repeats); 0: each photo once
+    epoch_images: int = 0
 
     def __post_init__(self):
         if self.epoch_images < 0 or isinstance(self.epoch_images, bool):

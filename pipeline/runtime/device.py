@@ -52,7 +52,10 @@ class Compute:
 
     def describe(self) -> str:
         """`cpu (2 threads), bf16, channels-last, eager`"""
-        return f"{describe(self.device)}, {self.precision}, {self.memory_format.replace('_', '-')}, {'compiled' if self.compile else 'eager'}"
+        return (
+            f"{describe(self.device)}, {self.precision}, {self.memory_format.replace('_', '-')}, "
+            f"{'compiled' if self.compile else 'eager'}"
+        )
 
     def for_model(self, name: str, bf16_ok: bool) -> Compute:
         """How model `name` computes: as this, but fp32 where `auto` chose bf16 for an architecture

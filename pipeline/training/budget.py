@@ -46,8 +46,11 @@ def training_estimate(p: Params, compute: Compute, timers: dict | None = None) -
         own = compute.for_model(spec.name, bf16_ok(spec.name))
         generator = torch.Generator().manual_seed(0)
         shape = (timed, p.data.channels, p.data.image_size, p.data.image_size)
-        sample = Split(torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator).to(compute.device),
-                       torch.arange(timed).remainder(2).to(compute.device), compute.device)  # fmt: skip
+        sample = Split(
+            torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator).to(compute.device),
+            torch.arange(timed).remainder(2).to(compute.device),
+            compute.device,
+        )
         key = (spec.name, repr(sorted(spec.options.items())), p.data.image_size, p.data.channels, batch, own.precision)
         step = (timers if timers is not None else {}).setdefault(
             key,
@@ -62,10 +65,13 @@ def training_estimate(p: Params, compute: Compute, timers: dict | None = None) -
         shown = spec.train.shown(train_n)  # train.epoch_images: a small set shown again within an epoch
         of = f"~{train_n:,} photos" if shown == train_n else f"{shown:,} images (~{train_n:,} photos, shown again)"
         lines.append(
-            f"check: {spec.name:>12s} {about(seconds / spec.train.run_epochs)}/epoch, {about(seconds)} for {plural(spec.train.run_epochs, 'epoch')} of {of} on {where}"
+            f"check: {spec.name:>12s} {about(seconds / spec.train.run_epochs)}/epoch, {about(seconds)} for "
+            f"{plural(spec.train.run_epochs, 'epoch')} of {of} on {where}"
         )
     if few < len(p.models):
         lines.append(
-            f"check: training {about(total)} in all (one timed step of {TIMED_IMAGES} photos of each model, after one untimed: on a CPU an upper bound, since a small batch runs less efficiently; the train stage times them again at the full batch)"
+            f"check: training {about(total)} in all (one timed step of {TIMED_IMAGES} photos of each model, after one "
+            "untimed: on a CPU an upper bound, since a small batch runs less efficiently; the train stage times them "
+            "again at the full batch)"
         )
     return total, lines

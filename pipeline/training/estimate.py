@@ -130,7 +130,10 @@ def estimate(
     step = timer(lambda thawed: step_seconds(spec, train, batch_size, classes, compute, thawed=thawed))
     seconds = seconds_left(spec, len(train), len(val), batch_size, epochs_left, step)
     left = "" if epochs_left == spec.train.run_epochs else " left"
-    line = f"{spec.name:>12s} {about(seconds / epochs_left)}/epoch, {about(seconds)} for {epochs_left} epochs{left} on {where}"
+    line = (
+        f"{spec.name:>12s} {about(seconds / epochs_left)}/epoch, {about(seconds)} for {epochs_left} epochs{left} on "
+        f"{where}"
+    )
     return seconds, line
 
 
@@ -178,12 +181,14 @@ def estimates(
         )
         if any(c.compile for c in computes.values()):
             print(
-                "train: the steps were timed eager; compiled, each model's first epoch also compiles (minutes), the rest run faster",
+                "train: the steps were timed eager; compiled, each model's first epoch also compiles (minutes), the "
+                "rest run faster",
                 flush=True,
             )
     if total > 3600 and train.device.type == "cpu":
         print(
             "train: that is long for a CPU. `python -m pipeline.preset cpu-64` trains ResNet-18 on 64 px "
             "images in minutes; or lower data.image_size, data.max_per_class or train.epochs, or choose "
-            "fewer models (-S model=...)", flush=True,
-        )  # fmt: skip
+            "fewer models (-S model=...)",
+            flush=True,
+        )

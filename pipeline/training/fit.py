@@ -55,7 +55,8 @@ def fit(
     the model holding the weights `train.keep` chooses, and a summary of the run.
 
     `compute`: the precision, memory format and compilation of every step (default: fp32,
-    channels-last, eager, on the splits' device). `resume`: the state after every epoch (weights, optimiser, schedule, random generators, curves)
+    channels-last, eager, on the splits' device). `resume`: the state after every epoch (weights, optimiser, schedule,
+    random generators, curves)
     is saved there, and with `resume.reuse` a file of the same key is continued from: an interrupted
     run ends with the same weights as an uninterrupted one (on the CPU), and a model already trained
     is not trained again. `log(epoch, row)` receives each epoch's curves, the resumed ones first.
@@ -71,11 +72,13 @@ def fit(
     if world.size > 1:
         if getattr(model, "freeze_epochs", None) is not None:  # DDP reduces only the gradients that exist when it wraps
             raise StageError(
-                f"{spec.name}: freeze_epochs (a backbone that thaws mid-run) trains in one process only; set runtime.processes: 1"
+                f"{spec.name}: freeze_epochs (a backbone that thaws mid-run) trains in one process only; set "
+                "runtime.processes: 1"
             )
         if getattr(model, "precompute", False):  # its head steps bypass DDP's gradient reduction
             raise StageError(
-                f"{spec.name}: precompute (a head trained on a frozen backbone's features) trains in one process only; set runtime.processes: 1"
+                f"{spec.name}: precompute (a head trained on a frozen backbone's features) trains in one process only; "
+                "set runtime.processes: 1"
             )
         runner, synced = distributed.parallel(model, device)
         model = runner.module  # its BatchNorm layers now synchronised: validate and save this one

@@ -75,7 +75,8 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]
 
 
 def make_optimizer(model: nn.Module, tp: TrainParams) -> torch.optim.Optimizer:
-    """SGD (Nesterov with momentum; plain, as in the course, with `momentum: 0`), or AdamW in its fused form (one kernel over all parameters, on the CPU and CUDA
+    """SGD (Nesterov with momentum; plain, as in the course, with `momentum: 0`), or AdamW in its fused form (one kernel
+    over all parameters, on the CPU and CUDA
     alike: a quarter less optimiser time than the per-tensor loops, measured on ResNet-18)."""
     groups = param_groups(model, tp.lr, tp.weight_decay)
     if tp.optimizer == "sgd":

@@ -40,7 +40,8 @@ FORMAT = 1
 
 def key(spec: ModelSpec, data_digest: str, processes: int, precision: str = "fp32") -> str:
     """Everything a trained model is a function of: its architecture and the inputs it takes (the
-    normalisation of its weights), its recipe (the `train` section as resolved for it, whole), the data, the number of processes that trained it (their shards and
+    normalisation of its weights), its recipe (the `train` section as resolved for it, whole), the data, the number of
+    processes that trained it (their shards and
     random streams differ from one process's) and the precision it computed in (bf16 and fp32 steps
     give other weights). The `runtime` params are not part of it, by construction: what they resolve
     to counts (the processes torchrun launched, the precision `auto` chose), not what they say."""
@@ -248,7 +249,8 @@ def load(path: Path, key: str) -> dict | None:
             not isinstance(shared, dict) or shared.get("file") != copied.name
         ):  # only its own neighbour: never a path out of resume/
             print(
-                f"{path}: its weights are recorded as {str(shared)[:120]!r}, not {copied.name}; this model trains from the start",
+                f"{path}: its weights are recorded as {str(shared)[:120]!r}, not {copied.name}; this model trains from "
+                "the start",
                 file=sys.stderr,
                 flush=True,
             )
@@ -325,6 +327,8 @@ def restore(state: dict, model: nn.Module, optimizer, scheduler, generator, devi
     current = state["average"]["state"] if state.get("average") is not None else state["model"]
     kept_state = kept["state"] if kept["state"] is not None else current
     return Run(
-        history=state["history"], seconds=state["seconds"], images=state["images"],
+        history=state["history"],
+        seconds=state["seconds"],
+        images=state["images"],
         kept=Kept(kept["epoch"], kept["val"], {k: v.to(device) for k, v in kept_state.items()}),
-    )  # fmt: skip
+    )
