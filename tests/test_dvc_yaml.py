@@ -1,65 +1,78 @@
 """dvc.yaml is a contract: every stage lists each project module it runs (its own, and every one it
-imports), so that DVC reruns exactly the stages a code change can affect."""
+imports) and no other, so that DVC reruns exactly the stages a code change can affect. The code
+lines are derived from the import graph by `python -m pipeline.deps`; these tests hold dvc.yaml to
+it, and the derivation to the imports."""
 
-import ast
-import re
+import difflib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pipeline import deps
 from tests.helpers import REPO
-from tests.importgraph import graph, loaded
 
-DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
-PATHS = DVC["vars"][0]["paths"]
-
-
-def expand(text: str) -> str:
-    return re.sub(r"\$\{paths\.(\w+)\}", lambda m: PATHS[m.group(1)], text)
+TEXT = (REPO / "dvc.yaml").read_text()
+STAGES = yaml.safe_load(TEXT)["stages"]
 
 
-def module_file(name: str) -> Path:
-    path = REPO / Path(*name.split("."))
-    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-
-
-def covered(path: Path, deps: list[str]) -> bool:
-    rel = path.relative_to(REPO).as_posix()
-    return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
-
-
-STAGES = {name: stage for name, stage in DVC["stages"].items()}
-# the packages whose __init__ is a docstring: every package but the model zoo, whose __init__ registers the
-# architectures, and the top one, whose __init__ tunes the allocator of a command (common.allocator)
-DOCSTRING_ONLY = (
-    "pipeline.common",
-    "pipeline.data",
-    "pipeline.params",
-    "pipeline.runtime",
-    "pipeline.training",
-    "pipeline.evaluation",
-)
+def test_dvc_yaml_lists_exactly_the_files_each_stage_imports():
+    derived = deps.render(TEXT)
+    diff = "".join(difflib.unified_diff(TEXT.splitlines(True), derived.splitlines(True), "dvc.yaml", "derived"))
+    assert derived == TEXT, f"dvc.yaml's code deps differ from the imports: run python -m pipeline.deps\n{diff}"
 
 
 @pytest.mark.parametrize("name", list(STAGES))
-def test_every_module_a_stage_runs_is_a_dependency(name):
-    stage = STAGES[name]
-    module = re.search(r"-m (pipeline\.\w+)", stage["cmd"]).group(1)
-    assert module == f"pipeline.{name}"  # a stage, its module and its name are one word
-    deps = [expand(d) for d in stage["deps"]]
-    needed = {
-        m for m in loaded(module, graph()) if m not in DOCSTRING_ONLY
-    }  # package inits that run no code (checked below)
-    missing = sorted(m for m in needed if not covered(module_file(m), deps))
-    assert not missing, f"{name} imports {missing} but dvc.yaml does not list them"
+def test_a_stage_its_module_and_its_name_are_one_word(name):
+    assert f"python -m pipeline.{name} " in STAGES[name]["cmd"] + " "
+    assert STAGES[name]["deps"].count(f"pipeline/{name}.py") == 1
+
+
+def copy_tree(tmp_path: Path) -> Path:
+    import shutil
+
+    shutil.copytree(REPO / "pipeline", tmp_path / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "dvc.yaml").write_text(TEXT)
+    return tmp_path
+
+
+def test_a_new_import_in_a_stage_is_added_to_its_deps_and_to_no_other_stage(tmp_path):
+    root = copy_tree(tmp_path)
+    split = root / "pipeline" / "split.py"
+    split.write_text(split.read_text() + "\n\ndef later():\n    from pipeline.evaluation import page\n")
+    command = [sys.executable, "-m", "pipeline.deps", "--file", str(root / "dvc.yaml")]
+    stale = subprocess.run([*command, "--check"], cwd=REPO, capture_output=True, text=True)
+    assert stale.returncode == 1 and "+      - pipeline/evaluation/page.py" in stale.stderr
+    assert (
+        "run python -m pipeline.deps" in stale.stderr and (root / "dvc.yaml").read_text() == TEXT
+    )  # --check writes nothing
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    after = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    # page.py imports nothing the split did not already load (pipeline/evaluation/__init__.py is a docstring)
+    assert set(after["split"]["deps"]) - set(STAGES["split"]["deps"]) == {"pipeline/evaluation/page.py"}
+    assert {name: stage for name, stage in after.items() if name != "split"} == {
+        name: stage for name, stage in STAGES.items() if name != "split"
+    }
+    assert subprocess.run([*command, "--check"], cwd=REPO, capture_output=True).returncode == 0
+
+
+def test_a_package_init_is_a_dependency_only_when_it_runs_code(tmp_path):
+    root = copy_tree(tmp_path)
+    assert "pipeline/evaluation/__init__.py" not in deps.stage_files("report", root)  # a docstring
+    assert "pipeline/models/__init__.py" in deps.stage_files("report", root)  # it registers the zoo
+    init = root / "pipeline" / "evaluation" / "__init__.py"
+    init.write_text(init.read_text() + "\nTHRESHOLD = 0.5\n")
+    assert "pipeline/evaluation/__init__.py" in deps.stage_files("report", root)
+    assert "pipeline/evaluation/__init__.py" not in deps.stage_files("split", root)  # nothing of it imported there
 
 
 def test_the_data_stages_do_not_depend_on_the_models():
     # editing an architecture must not rerun the download, the split or the preprocessing
     for name in ("download", "split", "preprocess"):
-        assert not any("pipeline/models" in d for d in STAGES[name]["deps"])
-        assert "params.load()" not in module_file(f"pipeline.{name}").read_text()
+        assert not any(d.startswith("pipeline/models") for d in STAGES[name]["deps"]), name
+        assert "params.load()" not in (REPO / "pipeline" / f"{name}.py").read_text()
 
 
 def test_stage_params_are_the_keys_each_stage_reads():
@@ -79,16 +92,3 @@ def test_stage_params_are_the_keys_each_stage_reads():
         "runtime",
         "models",
     }  # the data's facts come from meta.json
-
-
-def test_the_package_inits_that_no_stage_lists_run_no_code():
-    # every stage imports them, and none lists them: that is only sound while they hold nothing but a
-    # docstring, and at most a lazy __getattr__ (`from pipeline import Classifier`), which runs only
-    # when its attribute is asked for, which no stage does
-    for name in DOCSTRING_ONLY:
-        body = [
-            n
-            for n in ast.parse(module_file(name).read_text()).body
-            if not (isinstance(n, ast.FunctionDef) and n.name == "__getattr__")
-        ]
-        assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), name

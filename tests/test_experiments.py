@@ -97,6 +97,20 @@ def test_an_experiment_on_one_model_trains_only_it_and_diffs_show_the_change(exp
     } == {"HEAD", "longer"}
 
 
+def test_a_code_change_reruns_the_stages_that_import_it_and_no_other(experimenting: Path):
+    # dvc.yaml's code deps come from the imports (python -m pipeline.deps): the real dvc says what is stale
+    def stale() -> set[str]:
+        return {name.split(":")[-1] for name in json.loads(dvc(experimenting, "status", "--json").stdout)}
+
+    assert stale() == set()
+    page = experimenting / "pipeline" / "evaluation" / "page.py"
+    page.write_text(page.read_text() + "\n# an edit\n")
+    assert stale() == {"report"}  # the HTML pages: only the report draws one
+    workers = experimenting / "pipeline" / "data" / "workers.py"
+    workers.write_text(workers.read_text() + "\n# an edit\n")
+    assert stale() == {"report", "split", "preprocess"}  # the process pools that decode the photos
+
+
 def test_an_unknown_model_fails_at_once_naming_the_valid_ones(experimenting: Path):
     reproduced = experimenting
     result = dvc(reproduced, "exp", "run", "-S", "model=resnet5O", check=False)

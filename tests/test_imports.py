@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.importgraph import ROOT, find_cycle, graph, imported, loaded, modules
+from pipeline.deps import ROOT, find_cycle, graph, imported, loaded, modules
 
 
 def test_the_cycle_finder_finds_a_known_loop_and_passes_a_tree():
