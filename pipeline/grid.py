@@ -111,9 +111,8 @@ def queue_commands(grid: str, chosen: list[Cell], extra: list[str]) -> list[list
     ]
 
 
-DVC_SECONDS = (
-    30  # DVC's start-up for one queued cell on the 2-core CPU (the split and arrays from its run cache): measured
-)
+# DVC's start-up for one queued cell on the 2-core CPU (the split and arrays from its run cache): measured
+DVC_SECONDS = 30
 
 
 def estimate(found: dict[str, dict], photos: list[str], seeds_count: int) -> tuple[float, list[str]]:

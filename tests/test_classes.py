@@ -330,9 +330,8 @@ def test_fashion_mnist_from_a_local_folder_becomes_a_class_folder_archive_with_i
         names = opened.names()
         assert len(names) == 40 and sum(n.startswith("test/") for n in names) == 10
         images, labels = written["train"]
-        first = (
-            f"train/{fashion_mnist.CLASSES[labels[0]]}/00000.png"  # the first training image, under its class's folder
-        )
+        # the first training image, under its class's folder
+        first = f"train/{fashion_mnist.CLASSES[labels[0]]}/00000.png"
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(opened.read(first)))), images[0])
     assert read_json(tmp_path / "data" / "raw" / "source.json")["origin"] == str(tmp_path / "raw")
     summary = split(archive, tmp_path / "split", dataclasses.replace(DATA, val_fraction=1 / 3), workers=1)

@@ -52,6 +52,91 @@ def test_epoch_images_trains_a_small_set_for_more_steps_between_validations():
     assert fitting.Schedule.of(16 * one.train.repeats(16), 8, one.train).total == 16
 
 
+class Scripted:
+    """A step whose logits the test chooses: batch k's are `logits[k]` for every image (so the epoch's
+    loss and accuracy are known by hand), its loss NaN at step `nan_at`; it counts the steps."""
+
+    def __init__(self, logits: list[list[float]], nan_at: int = -1):
+        self.logits, self.nan_at, self.calls = logits, nan_at, 0
+
+    def __call__(self, runner, optimizer, criterion, x, y, tp, generator, compute):
+        row = torch.tensor(self.logits[self.calls % len(self.logits)])
+        loss = torch.tensor(float("nan") if self.calls == self.nan_at else 0.5)
+        optimizer.step()
+        self.calls += 1
+        return loss, row.expand(len(y), -1)
+
+
+def epoch_of(step, *, n=40, batch_size=8, repeats=1, first_step=0, average=None, lr=0.01):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1 / (k + 1))  # rate lr / (step + 1)
+    tp = spec(batch_size=batch_size).train
+    return fitting.train_one_epoch(
+        model,
+        optimizer,
+        scheduler,
+        torch.nn.CrossEntropyLoss(),
+        toy_split(n, size=8),
+        tp=tp,
+        batch_size=batch_size,
+        generator=torch.Generator().manual_seed(0),
+        compute=Compute(torch.device("cpu")),
+        step_with=step,
+        repeats=repeats,
+        first_step=first_step,
+        average=average,
+    )
+
+
+def test_one_epoch_returns_its_numbers_computed_by_hand():
+    # 40 photos, half of each class, in batches of 8: 5 steps. Batches 0-2 say "class 0" with logits
+    # (ln 3, 0): P = 3/4, so loss ln(4/3) on a class-0 photo, ln 4 on a class-1 photo; batches 3-4 say
+    # nothing (0, 0): ln 2 on each. Accuracy: every batch right on its class-0 photos only (a tie is
+    # argmax's first class): 20 of 40.
+    sure, unsure = [math.log(3), 0.0], [0.0, 0.0]
+    step = Scripted([sure, sure, sure, unsure, unsure])
+    numbers = epoch_of(step)
+    assert (numbers.steps, numbers.images, step.calls) == (5, 40, 5)
+    zeros_in_first_three = sum(per_batch_zeros(40, 8, steps=3))
+    ones_in_first_three = 24 - zeros_in_first_three
+    loss = (zeros_in_first_three * math.log(4 / 3) + ones_in_first_three * math.log(4) + 16 * math.log(2)) / 40
+    assert numbers.loss == pytest.approx(loss, rel=1e-5)
+    assert numbers.accuracy == 0.5
+    assert numbers.lr == pytest.approx(0.01 / 5)  # the last step's rate: lr / (4 + 1)
+    # per-batch mean losses l_k; the spread is sqrt(mean of squared differences / 2)
+    means = [(z * math.log(4 / 3) + (8 - z) * math.log(4)) / 8 for z in per_batch_zeros(40, 8, steps=3)]
+    means += [math.log(2)] * 2
+    diffs = [(b - a) ** 2 for a, b in zip(means, means[1:])]
+    assert numbers.spread == pytest.approx(math.sqrt(sum(diffs) / len(diffs) / 2), rel=1e-5)
+
+
+def per_batch_zeros(n, batch_size, *, steps, seed=0):
+    """How many class-0 photos each of the first `steps` shuffled batches holds (batches() draws the order)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    labels = torch.arange(n) % 2
+    return [int((labels[order[k * batch_size : (k + 1) * batch_size]] == 0).sum()) for k in range(steps)]
+
+
+def test_one_epoch_shows_a_small_set_again_and_drops_a_partial_batch():
+    step = Scripted([[0.0, 0.0]])
+    numbers = epoch_of(step, n=12, batch_size=8, repeats=3)  # 36 images a pass: 4 full batches, 4 images dropped
+    assert (numbers.steps, numbers.images, step.calls) == (4, 32, 4)
+
+
+def test_one_epoch_names_the_first_non_finite_step_counted_over_the_run():
+    with pytest.raises(fitting.NonFiniteLoss) as bad:
+        epoch_of(Scripted([[0.0, 0.0]], nan_at=2), first_step=100)
+    assert bad.value.step == 102  # the third step of an epoch that starts at step 100
+
+
+def test_one_epoch_updates_the_moving_average_once_a_step():
+    model = torch.nn.Linear(2, 2)
+    average = torch.optim.swa_utils.AveragedModel(model)
+    epoch_of(Scripted([[0.0, 0.0]]), average=(model, average))
+    assert int(average.n_averaged) == 5
+
+
 def test_training_is_deterministic_on_the_cpu():
     a, _ = fit(spec(epochs=1), toy_split(48), toy_split(16, seed=1), classes=2)
     b, _ = fit(spec(epochs=1), toy_split(48), toy_split(16, seed=1), classes=2)

@@ -30,18 +30,14 @@ class Arch:
     min_image_size: int  # px: smallest square input whose feature maps stay at least 1×1
     check: Callable[..., None] | None  # check(key=..., **options): option values beyond their types
     zoo: bool = True  # trained by `model: all`; else only when named
-    weights: Callable[..., None] | None = (
-        None  # weights(**options): the pretrained weights at hand, or a StageError saying how
-    )
-    bf16: bool = (
-        True  # runtime.precision auto may train it in bf16; False: measured to cost it accuracy, auto keeps fp32
-    )
-    pretrained: Pretrained | None = (
-        None  # its published weights: their accuracy, native size and the inputs they expect
-    )
-    options: type | None = (
-        None  # a dataclass of its options, shared by a family of builders; None: the builder's keyword-only arguments
-    )
+    # weights(**options): the pretrained weights at hand, or a StageError saying how
+    weights: Callable[..., None] | None = None
+    # runtime.precision auto may train it in bf16; False: measured to cost it accuracy, auto keeps fp32
+    bf16: bool = True
+    # its published weights: their accuracy, native size and the inputs they expect
+    pretrained: Pretrained | None = None
+    # a dataclass of its options, shared by a family of builders; None: the builder's keyword-only arguments
+    options: type | None = None
 
 
 @dataclass(frozen=True)

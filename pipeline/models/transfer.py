@@ -231,13 +231,11 @@ class TransferOptions:
     )  # hidden widths: [512] is features → 512 → classes; [] a single Linear, the course's abrupt head
     dropout: float = 0.5  # in the head, after each hidden layer
     backbone_lr_scale: float = 0.1  # the backbone's rate, × the head's
-    weights: str | None = (
-        None  # a state-dict file (or a torchvision set's name: IMAGENET1K_V1...); null: the published default
-    )
+    # a state-dict file (or a torchvision set's name: IMAGENET1K_V1...); null: the published default
+    weights: str | None = None
     requirse_grad: bool = False  # the course's typo, on purpose: nothing frozen, the optimiser given only the head
-    freeze_epochs: int | None = (
-        None  # epochs `freeze` holds for, then everything trains (fastai's fine_tune); null: all
-    )
+    # epochs `freeze` holds for, then everything trains (fastai's fine_tune); null: all
+    freeze_epochs: int | None = None
     # while the whole backbone is frozen, train the head on its features computed once (fastai's precompute; flips
     # only); else nothing
     precompute: bool = False

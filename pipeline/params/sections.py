@@ -33,9 +33,8 @@ class DataParams:
     test_fraction: float
     seed: int  # split and subsampling seed
     channels: int = 3  # 3: RGB (grey photos replicated) | 1: grey, and every model's first layer takes one channel
-    train_photos: int | None = (
-        None  # training photos kept after the split (nested, as even across classes as they allow); null: all
-    )
+    # training photos kept after the split (nested, as even across classes as they allow); null: all
+    train_photos: int | None = None
     # a person's verdicts on doubtful labels (keep / exclude / relabel <class>), applied by the split: data/verdicts.py
     verdicts: str = "verdicts/none.yaml"
 
@@ -85,9 +84,8 @@ class TrainParams:
     translate: float  # random shifts up to this fraction of the side (reflected borders); 0 turns them off
     keep: Literal["last", "best"]  # the weights a model file keeps: the last epoch's, or the best on validation
     seed: int  # weight init, batch order and augmentation
-    max_epochs: int | None = (
-        None  # per-architecture cap, min(epochs, max_epochs): train.epochs still reaches every model
-    )
+    # per-architecture cap, min(epochs, max_epochs): train.epochs still reaches every model
+    max_epochs: int | None = None
     lr_scale: float = 1.0  # per-architecture factor on lr: train.lr still reaches every model
     # decay per step of the weights' moving average, which validation scores and the model file keeps; 0: the weights
     # themselves
@@ -155,9 +153,8 @@ class RuntimeParams:
     compile: bool | Literal["auto"]  # torch.compile the model's steps; auto: what is fastest on this kind of device
     resume: bool  # continue from the per-epoch resume state saved with the same model, recipe and data
     processes: int = 1  # training processes on this machine (torchrun --nproc_per_node), one per GPU
-    precision: Literal["auto", "fp32", "bf16"] = (
-        "auto"  # bf16: autocast (fp32 weights); auto: bf16 where the device computes it natively
-    )
+    # bf16: autocast (fp32 weights); auto: bf16 where the device computes it natively
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     threads: int = 0  # CPU threads for the stage, shared between its processes; 0: every core it may use
     budget_hours: float = 12.0  # check stops a run whose estimated training time is longer; 0: no limit
@@ -191,16 +188,13 @@ class EvaluateParams:
     order and the size of the batches change nothing. `eval_mode: false` reproduces the course's
     mistake (a) on purpose, where both matter (docs/results.md, "The course's three mistakes, measured")."""
 
-    eval_mode: bool = (
-        True  # false: no model.eval(): BatchNorm normalises with each test batch's own statistics, dropout drops
-    )
-    order: Literal["split", "shuffled", "sorted"] = (
-        "split"  # the test photos' order in batches: the split's | a seeded shuffle | by class (the course's loader)
-    )
+    # false: no model.eval(): BatchNorm normalises with each test batch's own statistics, dropout drops
+    eval_mode: bool = True
+    # the test photos' order in batches: the split's | a seeded shuffle | by class (the course's loader)
+    order: Literal["split", "shuffled", "sorted"] = "split"
     batch_size: int | None = None  # test photos per batch; null: train.batch_size
-    tta: bool = (
-        False  # test-time augmentation: each photo's probabilities averaged with its mirror image's (twice the compute)
-    )
+    # test-time augmentation: each photo's probabilities averaged with its mirror image's (twice the compute)
+    tta: bool = False
 
     def __post_init__(self):
         if self.batch_size is not None:

@@ -17,6 +17,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -111,10 +112,8 @@ def fit(
                 log(epoch, row)  # the epochs already done, as if just trained
     step = len(run.history) * schedule.steps_per_epoch  # counted over the whole run
     writer = Writer()  # saves each epoch's state while the next one trains
-    look_every = CHECK_EVERY if device.type == "cuda" else 1  # reading the loss costs a GPU sync, nothing on the CPU
-    features: precompute.Features | None = (
-        None  # models.<name>.precompute: the frozen backbone's, computed at the first epoch that needs them
-    )
+    # models.<name>.precompute: the frozen backbone's, computed at the first epoch that needs them
+    features: precompute.Features | None = None
 
     try:
         for epoch in range(len(run.history), tp.run_epochs):
@@ -133,44 +132,27 @@ def fit(
             source, step_with = (features.train, precompute.head_step) if cached else (train, train_step)
 
             # ------------------------------------------------------------ train one epoch
-            # Sums stay on the device; the log loss summed is plain cross-entropy on the augmented
-            # batches, without the label smoothing minimised (whose floor of about 0.2 would make
-            # the training curve look worse than validation's for no reason).
-            runner.train()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            first_bad = torch.full((), -1, device=device, dtype=torch.long)  # the first step with a NaN or ±inf loss
-            jumps = StepSpread(device)
-            seen = 0
-            images = schedule.steps_per_epoch * batch_size * world.size
-            with Progress(images, f"{spec.name} epoch {epoch + 1}/{tp.run_epochs}", enabled=world.main) as bar:
-                for i, (x, y) in enumerate(
-                    batches(source, batch_size, shuffle=True, generator=generator, repeats=repeats)
-                ):
-                    lr = optimizer.param_groups[0]["lr"]  # this step's rate, set by the schedule
-                    loss, logits = step_with(
-                        model if cached else runner, optimizer, criterion, x, y, tp, generator, compute
-                    )
-                    scheduler.step()  # the next step's rate
-                    if average is not None:
-                        average.update_parameters(model)
-                    first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-                    batch_loss = nn.functional.cross_entropy(logits, y, reduction="sum")
-                    loss_sum += batch_loss
-                    jumps.add(batch_loss / len(y))
-                    correct += (logits.argmax(1) == y).sum()
-                    seen += len(y)
-                    step += 1
-                    if (i + 1) % CHECK_EVERY == 0 and (bad := first_nonfinite(first_bad)) >= 0:
-                        raise diverged(spec, epoch, bad, schedule, resume)
-                    bar.update(
-                        len(y) * world.size, **({"loss": loss_sum.item() / seen} if (i + 1) % look_every == 0 else {})
-                    )
-            if (bad := first_nonfinite(first_bad)) >= 0:
-                raise diverged(spec, epoch, bad, schedule, resume)
-            loss_sum, correct, seen, squares, pairs = distributed.sum_over_processes(
-                [loss_sum.item(), correct.item(), seen, *jumps.sums()], device
-            )
+            try:
+                numbers = train_one_epoch(
+                    model if cached else runner,
+                    optimizer,
+                    scheduler,
+                    criterion,
+                    source,
+                    step_with=step_with,
+                    tp=tp,
+                    batch_size=batch_size,
+                    repeats=repeats,
+                    generator=generator,
+                    compute=compute,
+                    world=world,
+                    average=(model, average) if average is not None else None,
+                    first_step=step,
+                    label=f"{spec.name} epoch {epoch + 1}/{tp.run_epochs}",
+                )
+            except NonFiniteLoss as bad:
+                raise diverged(spec, epoch, bad.step, schedule, resume) from None
+            step += numbers.steps
             elapsed = time.perf_counter() - start  # .item() has synchronised
 
             # ------------------------------------------------------------ evaluate
@@ -184,14 +166,14 @@ def fit(
                     else validate(evaluator, val, batch_size, bar, compute)
                 )
             row = {
-                "train_loss": loss_sum / seen,
-                "train_accuracy": correct / seen,
+                "train_loss": numbers.loss,
+                "train_accuracy": numbers.accuracy,
                 "val_loss": scores["loss"],
                 "val_accuracy": scores["accuracy"],
-                "lr": lr,
-                "train_loss_spread": StepSpread.value(squares, pairs),
+                "lr": numbers.lr,
+                "train_loss_spread": numbers.spread,
             }
-            run.add(row, seconds=elapsed, images=int(seen), keep=tp.keep, model=kept)
+            run.add(row, seconds=elapsed, images=numbers.images, keep=tp.keep, model=kept)
 
             # ------------------------------------------------------------ save
             if resume and world.main:
@@ -211,7 +193,7 @@ def fit(
             if log:
                 log(epoch, row)
             if world.main:
-                print(epoch_line(spec.name, epoch, tp.run_epochs, row, seen / elapsed), flush=True)
+                print(epoch_line(spec.name, epoch, tp.run_epochs, row, numbers.images / elapsed), flush=True)
     except torch.cuda.OutOfMemoryError:
         raise out_of_memory(spec, world, device) from None
     finally:
@@ -233,6 +215,101 @@ def fit(
         "synchronised_batchnorm_layers": synced,
         "compute": compute.record(),  # the arithmetic these weights came from
     }
+
+
+class NonFiniteLoss(Exception):
+    """The loss at `step` (counted over the run) was NaN or infinite, in this process or another."""
+
+    def __init__(self, step: int):
+        super().__init__(f"non-finite loss at step {step}")
+        self.step = step
+
+
+@dataclass(frozen=True)
+class EpochNumbers:
+    """One epoch of training in numbers, summed over every process: the mean log loss (nats per
+    image) and accuracy on the augmented training batches, the step-to-step spread of the loss
+    (StepSpread), the rate of the epoch's last step, the images shown and the optimiser steps."""
+
+    loss: float
+    accuracy: float
+    spread: float
+    lr: float
+    images: int
+    steps: int
+
+
+def train_one_epoch(
+    runner: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    criterion: nn.Module,
+    source: Split,
+    *,
+    tp: TrainParams,
+    batch_size: int,
+    generator: torch.Generator,
+    compute: Compute,
+    step_with: Callable | None = None,
+    repeats: int = 1,
+    world: distributed.World = distributed.World(),
+    average: tuple[nn.Module, nn.Module] | None = None,
+    first_step: int = 0,
+    label: str = "training",
+) -> EpochNumbers:
+    """One pass over `source` (uint8 images (N, C, S, S) on the device, shown `repeats` times,
+    shuffled by `generator`) in batches of `batch_size` per process: each step `step_with` (default
+    train_step: augment, forward, loss, backward, update), then the schedule's next rate, then
+    `average`'s (model, moving average) update. Raises NonFiniteLoss naming the first step, counted
+    from `first_step`, whose loss was NaN or infinite (looked for every CHECK_EVERY steps and at the
+    end: all processes stop together).
+
+    Sums stay on the device; the log loss summed is plain cross-entropy on the augmented batches,
+    without the label smoothing minimised (whose floor of about 0.2 would make the training curve
+    look worse than validation's for no reason)."""
+    step_with = step_with or train_step
+    device = source.device
+    look_every = CHECK_EVERY if device.type == "cuda" else 1  # reading the loss costs a GPU sync, nothing on the CPU
+    runner.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)  # the first step with a NaN or ±inf loss
+    jumps = StepSpread(device)
+    seen, step, lr = 0, first_step, optimizer.param_groups[0]["lr"]
+    shown = len(source) * repeats
+    shown -= (
+        shown % batch_size if shown >= batch_size else 0
+    )  # batches() drops a partial last batch, unless the only one
+    with Progress(shown * world.size, label, enabled=world.main) as bar:
+        for i, (x, y) in enumerate(batches(source, batch_size, shuffle=True, generator=generator, repeats=repeats)):
+            lr = optimizer.param_groups[0]["lr"]  # this step's rate, set by the schedule
+            loss, logits = step_with(runner, optimizer, criterion, x, y, tp, generator, compute)
+            scheduler.step()  # the next step's rate
+            if average is not None:
+                average[1].update_parameters(average[0])
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            batch_loss = nn.functional.cross_entropy(logits, y, reduction="sum")
+            loss_sum += batch_loss
+            jumps.add(batch_loss / len(y))
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            step += 1
+            if (i + 1) % CHECK_EVERY == 0 and (bad := first_nonfinite(first_bad)) >= 0:
+                raise NonFiniteLoss(bad)
+            bar.update(len(y) * world.size, **({"loss": loss_sum.item() / seen} if (i + 1) % look_every == 0 else {}))
+    if (bad := first_nonfinite(first_bad)) >= 0:
+        raise NonFiniteLoss(bad)
+    loss_sum, correct, seen, squares, pairs = distributed.sum_over_processes(
+        [loss_sum.item(), correct.item(), seen, *jumps.sums()], device
+    )
+    return EpochNumbers(
+        loss=loss_sum / seen,
+        accuracy=correct / seen,
+        spread=StepSpread.value(squares, pairs),
+        lr=lr,
+        images=int(seen),
+        steps=step - first_step,
+    )
 
 
 class StepSpread:

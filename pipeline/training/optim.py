@@ -44,9 +44,8 @@ class Schedule:
 
     @classmethod
     def of(cls, images: int, batch_size: int, tp: TrainParams) -> Schedule:
-        steps_per_epoch = max(
-            1, images // batch_size
-        )  # batches() drops a partial last batch, unless it is the only one
+        # batches() drops a partial last batch, unless it is the only one
+        steps_per_epoch = max(1, images // batch_size)
         total = steps_per_epoch * tp.run_epochs
         return cls(steps_per_epoch, total, min(total, round(tp.warmup_epochs * steps_per_epoch)), tp.schedule)
 

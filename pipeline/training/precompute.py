@@ -33,9 +33,8 @@ def applies(model: nn.Module) -> bool:
 @dataclass
 class Features:
     train: Split  # images: (N, V, F) float32 features, V = 2 (each photo and its mirror image) or 1 (no flips)
-    val: Split | None = (
-        None  # (N, 1, F), computed at the first validation that reads them (timed as validation, not training)
-    )
+    # (N, 1, F), computed at the first validation that reads them (timed as validation, not training)
+    val: Split | None = None
 
 
 def extract(
