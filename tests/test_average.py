@@ -61,6 +61,7 @@ def spec(**train):
     ).models[0]
 
 
+@pytest.mark.slow  # three runs of several epochs
 def test_a_run_with_ema_validates_and_keeps_the_average_and_resumes_to_the_same_one(tmp_path):
     data = toy_split(48), toy_split(16, seed=1)
     rows = []

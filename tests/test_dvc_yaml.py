@@ -4,8 +4,6 @@ lines are derived from the import graph by `python -m pipeline.deps`; these test
 it, and the derivation to the imports."""
 
 import difflib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -38,24 +36,23 @@ def copy_tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_a_new_import_in_a_stage_is_added_to_its_deps_and_to_no_other_stage(tmp_path):
+def test_a_new_import_in_a_stage_is_added_to_its_deps_and_to_no_other_stage(tmp_path, capsys):
     root = copy_tree(tmp_path)
     split = root / "pipeline" / "split.py"
     split.write_text(split.read_text() + "\n\ndef later():\n    from pipeline.evaluation import page\n")
-    command = [sys.executable, "-m", "pipeline.deps", "--file", str(root / "dvc.yaml")]
-    stale = subprocess.run([*command, "--check"], cwd=REPO, capture_output=True, text=True)
-    assert stale.returncode == 1 and "+      - pipeline/evaluation/page.py" in stale.stderr
-    assert (
-        "run python -m pipeline.deps" in stale.stderr and (root / "dvc.yaml").read_text() == TEXT
-    )  # --check writes nothing
-    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    file = ["--file", str(root / "dvc.yaml")]
+    assert deps.main([*file, "--check"]) == 1
+    stale = capsys.readouterr().err
+    assert "+      - pipeline/evaluation/page.py" in stale and "run python -m pipeline.deps" in stale
+    assert (root / "dvc.yaml").read_text() == TEXT  # --check writes nothing
+    assert deps.main(file) == 0
     after = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     # page.py imports nothing the split did not already load (pipeline/evaluation/__init__.py is a docstring)
     assert set(after["split"]["deps"]) - set(STAGES["split"]["deps"]) == {"pipeline/evaluation/page.py"}
     assert {name: stage for name, stage in after.items() if name != "split"} == {
         name: stage for name, stage in STAGES.items() if name != "split"
     }
-    assert subprocess.run([*command, "--check"], cwd=REPO, capture_output=True).returncode == 0
+    assert deps.main([*file, "--check"]) == 0
 
 
 def test_a_package_init_is_a_dependency_only_when_it_runs_code(tmp_path):

@@ -3,6 +3,7 @@ steps, the epochs left after a resume, a model already trained left out, and no 
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from pipeline.params import recipes
@@ -17,6 +18,7 @@ def spec(epochs=2):
     return recipes.load(overrides={"model": "resnet18", "train": {"epochs": epochs, "batch_size": 16}}).models[0]
 
 
+@pytest.mark.slow  # two trainings
 def test_the_estimate_counts_the_epochs_left_and_skips_a_model_already_trained(tmp_path, capsys):
     p = recipes.load(
         overrides={"model": ["resnet18", "nin"], "data": {"image_size": 72}, "train": {"epochs": 2, "batch_size": 8}}

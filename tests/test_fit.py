@@ -223,6 +223,7 @@ def test_cuda_out_of_memory_names_the_batch_size_and_suggests_half(monkeypatch):
 BF16 = Compute(torch.device("cpu"), "bf16")
 
 
+@pytest.mark.slow  # four runs of several epochs
 @pytest.mark.parametrize(
     "compute", [BF16, Compute(torch.device("cpu"), "fp32", "contiguous")], ids=["bf16", "fp32-contiguous"]
 )
@@ -237,6 +238,7 @@ def test_bf16_and_contiguous_steps_learn_as_fp32_does(compute):
     assert all(p.dtype == torch.float32 for p in model.parameters())  # bf16 autocast keeps fp32 weights
 
 
+@pytest.mark.slow  # two runs of several epochs
 def test_an_interrupted_bf16_run_resumes_to_the_same_weights(tmp_path):
     data = toy_split(48), toy_split(16, seed=1)
     whole, _ = fit(spec(), *data, classes=2, compute=BF16, resume=ResumeFile(tmp_path / "whole.pt", "k"))

@@ -90,6 +90,7 @@ def test_a_link_to_dev_zero_and_a_fifo_among_photos_are_rejected_without_a_read(
     assert reasons == {"a.jpg": "", "pipe.jpg": "not a regular file", "zero.jpg": "not a regular file"}
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_predict_classifies_the_photo_and_reports_the_device_and_the_fifo_as_rows(nin_file, hostile_folder, tmp_path):
     out = tmp_path / "predictions.csv"
     done = command("pipeline.predict", "--model", str(nin_file), str(hostile_folder), "--out", str(out))
@@ -161,6 +162,7 @@ def test_seeds_counts_are_checked_before_anything_is_built(flags, message, tmp_p
     assert message in one_line(done)
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_lr_find_refuses_an_infinite_end():
     assert "need 0 < start < end <= 1e6, finite numbers" in one_line(
         command("pipeline.lr_find", "--model", "nin", "--end", "inf")
@@ -221,6 +223,7 @@ def test_an_output_at_a_device_a_fifo_or_a_link_is_refused_and_left_as_it_is(tar
         assert (tmp_path / "real.csv").read_text() == "mine\n"
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_predict_out_dev_null_is_one_line_and_dev_null_stays_a_device(nin_file, tmp_path):
     (tmp_path / "a.jpg").write_bytes(jpeg())
     done = command("pipeline.predict", "--model", str(nin_file), str(tmp_path / "a.jpg"), "--out", "/dev/null")
@@ -371,6 +374,7 @@ def test_what_the_file_system_refuses_is_one_line(code, capsys):
     assert exit.value.code == 2 and err.startswith("error: data/split/train.csv: ") and "\n" not in err
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_export_out_under_proc_is_one_line(nin_file):
     done = command("pipeline.export", "--model", str(nin_file), "--out", "/proc/self/attack.pt2")
     one_line(done)

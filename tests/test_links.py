@@ -26,7 +26,7 @@ def project(tmp_path_factory):
         "train": {"epochs": 1, "batch_size": 8},
     }
     root = committed_project(tmp_path_factory, "links", params, per_class=12, size=48)
-    dvc(root, "repro")
+    dvc(root, "repro", "train")  # what follows train plays no part here: up to it, and statuses of it
     return root
 
 
@@ -62,16 +62,18 @@ def test_a_write_into_any_name_of_a_model_reaches_no_other_and_the_next_repro_re
             f.truncate(0 if damage == "cp" else 1000)
             if damage == "cp":
                 f.write(other.read_bytes())
-        assert dvc(project, "status").stdout.strip() != UP_TO_DATE  # noticed: the bytes no longer match dvc.lock
-        log = dvc(project, "repro").stdout  # train runs again and takes the weights from its resume copy
+        assert (
+            dvc(project, "status", "train").stdout.strip() != UP_TO_DATE
+        )  # noticed: the bytes no longer match dvc.lock
+        log = dvc(project, "repro", "train").stdout  # train runs again and takes the weights from its resume copy
         assert "already trained with this recipe and data" in log, log
         assert same(weights(model_file), trained)
-        assert dvc(project, "status").stdout.strip() == UP_TO_DATE
+        assert dvc(project, "status", "train").stdout.strip() == UP_TO_DATE
 
     # 2. `cp other.pt resume/resnet18.weights.pt`: the model file and DVC's cache keep their bytes, and
     #    the resume state refuses the copy whose digest changed: the model trains again, not from it
     shutil.copyfile(other, copied)
-    assert same(weights(model_file), trained) and dvc(project, "status").stdout.strip() == UP_TO_DATE
+    assert same(weights(model_file), trained) and dvc(project, "status", "train").stdout.strip() == UP_TO_DATE
     done = dvc(project, "repro", "-f", "-s", "train")
     assert (
         "its weights (resnet18.weights.pt) are missing or changed; this model trains from the start"
@@ -79,5 +81,5 @@ def test_a_write_into_any_name_of_a_model_reaches_no_other_and_the_next_repro_re
     )
     assert not same(weights(copied), weights(other))  # the copy is the retrained model's again
     assert (
-        "train:" not in dvc(project, "status").stdout
+        "train:" not in dvc(project, "status", "train").stdout
     )  # train's outputs are as recorded; evaluate and export follow them

@@ -16,6 +16,7 @@ from pipeline.training import lr_range
 from tests.helpers import REPO, toy_split, write_processed
 
 
+@pytest.mark.slow  # a range test of many steps
 def test_the_rate_grows_geometrically_and_the_loss_runs_away_at_the_top():
     spec = recipes.load(REPO / "params.yaml", {"model": "resnet18", "train": {"batch_size": 16}}).models[0]
     found = lr_range.range_test(

@@ -291,6 +291,7 @@ def test_explain_writes_a_grad_cam_overlay_per_readable_photo(model_file, inputs
         assert overlay.size == (SIZE, SIZE) and overlay.mode == "RGB"
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_from_python_in_two_lines_the_same_probabilities_as_the_command(model_file, inputs, tmp_path):
     import csv
 

@@ -124,6 +124,7 @@ def test_metrics_with_verdicts_count_the_errors_they_explain_by_hand():
     assert with_verdicts(labels, labels.copy(), proba, DOGS_VS_CATS) is None
 
 
+@pytest.mark.slow  # the real dvc
 def test_dvc_reruns_the_split_when_the_verdicts_change_and_nothing_before_it(tmp_path_factory):
     root = committed_project(
         tmp_path_factory,
