@@ -22,25 +22,44 @@ import pytest  # noqa: E402
 
 from tests.helpers import REPO, SHARED_DATA  # noqa: E402
 
-# The files that take a minute or more, longest first (`pytest --durations=30`, summed per file, on
-# the 2-core CPU: about 210, 145, 105, 100, 100, 80 and 60 s); refresh when a file grows past a minute.
-LONGEST = (
-    "test_experiments.py",
-    "test_grid.py",
-    "test_remote.py",
-    "test_pipeline.py",
-    "test_distributed.py",
-    "test_links.py",
-    "test_real_photos.py",
-)
+# Where no earlier run left its durations (a fresh clone), a file's cost is guessed from its tests:
+# a test marked slow runs the real dvc, torchrun or a fresh interpreter (seconds to minutes), any
+# other takes a fraction of a second.
+GUESS = {"slow": 20.0, "other": 0.3}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     """The longest files first. Under `--dist loadfile` a file runs whole on one worker, in
-    collection order: test_remote, collected late (alphabetically), started when the other worker
-    had little left and ran alone for the suite's last two minutes."""
-    rank = {name: i for i, name in enumerate(LONGEST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST)))  # stable: the rest keep their order
+    collection order: a long file collected late (test_remote, alphabetically) started when the
+    other worker had little left and ran alone for the suite's last minutes. The order comes from
+    the last run's seconds per file (pytest's cache, written below), else from the guess above."""
+    seconds = config.cache.get("durations/files", {}) if config.cache else {}
+    guess: dict[str, float] = {}
+    for item in items:
+        kind = "slow" if item.get_closest_marker("slow") else "other"
+        guess[item.path.name] = guess.get(item.path.name, 0.0) + GUESS[kind]
+    cost = {name: seconds.get(name, g) for name, g in guess.items()}
+    items.sort(key=lambda item: -cost[item.path.name])  # stable: a file's tests keep their order
+
+
+def pytest_runtest_logreport(report) -> None:
+    """Each file's seconds (setup, call and teardown of its tests), summed where the results arrive:
+    in the controller under xdist."""
+    file = report.nodeid.split("::")[0].rsplit("/", 1)[-1]
+    _durations[file] = _durations.get(file, 0.0) + report.duration
+
+
+_durations: dict[str, float] = {}
+
+
+def pytest_sessionfinish(session) -> None:
+    """Kept after a whole run only: a file's seconds under -k or -m would be a part of it."""
+    option = session.config.option
+    whole = not option.keyword and not option.markexpr and session.config.args == session.config.getini("testpaths")
+    if os.environ.get("PYTEST_XDIST_WORKER") or not session.config.cache or not _durations or not whole:
+        return
+    known = session.config.cache.get("durations/files", {})
+    session.config.cache.set("durations/files", {**known, **{f: round(s, 2) for f, s in _durations.items()}})
 
 
 def pytest_xdist_auto_num_workers(config) -> int:

@@ -114,6 +114,19 @@ def test_the_zoo_is_the_course_plus_batchnorm_and_transfer():
     assert EXPECTED["alexnet"] == 46_755_202  # the figure quoted in the issue
 
 
+@pytest.mark.parametrize("name, features", [("alexnet", 256 * 5 * 5), ("vgg11_bn", 512 * 7 * 7)])
+def test_the_dense_width_changes_only_the_classifier(name, features):
+    def head(w: int) -> int:
+        # features → w → w → 2: the weights, the last layer's 2 biases, and each hidden layer's w biases
+        # (BatchNorm's weight and bias instead, 2w, where the Linear has no bias before it)
+        per_hidden = 2 * w if name.endswith("_bn") else w
+        return features * w + w * w + w * 2 + 2 + 2 * per_hidden
+
+    assert sum(p.numel() for p in build(name, dense=64).parameters()) == EXPECTED[name] - head(4096) + head(64)
+    with pytest.raises(ParamError, match=rf"models\.{name}\.dense = 0: must be a whole number of units"):
+        recipes.load(overrides={"model": name, "models": {name: {"dense": 0}}})
+
+
 @pytest.mark.parametrize("name", models.registered())
 def test_every_architecture_gives_two_logits_at_96_and_224_px_with_its_known_size(name):
     model = build(name).eval()

@@ -21,6 +21,7 @@ from tests.helpers import REPO, copy_project, dvc, run, set_params, vega_plots
 
 pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves these out of a quick loop
 
+DENSE = ("alexnet", "alexnet_bn", "vgg11", "vgg11_bn")
 PER_CLASS = 16  # 32 images: 16 train, 8 val, 8 test with the fractions below
 
 
@@ -46,7 +47,9 @@ def repo(tmp_path_factory) -> Path:
         {
             "data": {"source": str(archive), "image_size": 72, "val_fraction": 0.25, "test_fraction": 0.25},
             "train": {"epochs": 1, "batch_size": 8},
-            "models": {"resnet50": {"pretrained": False}},
+            # AlexNet's and VGG's dense layers 64 wide, not 4096: 4 M and 11 M weights, not 47 M and 129 M,
+            # whose saving, hashing and loading took most of this run (the widths' own test: test_models)
+            "models": {"resnet50": {"pretrained": False}, **{m: {"dense": 64} for m in DENSE}},
         },
     )
     run(root, "git", "init", "-q", "-b", "main")

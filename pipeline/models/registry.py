@@ -213,6 +213,10 @@ def check_options(name: str, options: dict, key: str, also_known=()) -> dict:
         raise ParamError(
             f"{key}.dropout", values["dropout"], "must be a probability in [0, 1): the share of units dropped"
         )
+    if "dense" in values and values["dense"] < 1:  # AlexNet's and VGG's hidden dense layers
+        raise ParamError(
+            f"{key}.dense", values["dense"], "must be a whole number of units, 1 or more (4096: the paper's)"
+        )
     if name in _ARCHS:
         check = _ARCHS[name].check
     else:
