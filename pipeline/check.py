@@ -101,7 +101,8 @@ def over_budget(p: recipes.Params, seconds: float) -> str | None:
     return (
         f"training would take {about(seconds)} here, more than runtime.budget_hours = {budget:g}: raise it "
         f"(-S runtime.budget_hours={math.ceil(seconds / 3600)}, or 0 for no limit) to train anyway, or run less: "
-        f"the presets cpu-64 (2 min), cpu-transfer (2 min), cpu-course (5 min) and cpu-zoo (18 min) fit a 2-core CPU "
+        "the presets cpu-64, cpu-transfer, cpu-course and cpu-zoo fit a 2-core CPU "
+        "(their times: docs/running.md, Presets) "
         "(python -m pipeline.preset cpu-zoo -S data.source=...), or lower data.image_size, train.epochs or choose "
         "fewer models"
     )

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = [
@@ -63,3 +64,36 @@ def test_nothing_points_at_a_readme_section_any_more():
         for m in re.finditer(r"README(?:\.md)?, ?[*\"(]", s.read_text())
     ]
     assert stale == []
+
+
+def preset_rows(page: Path) -> dict[str, list[str]]:
+    """{preset: its table row's cells} of a page's presets table (rows that begin with a `name`)."""
+    rows = {}
+    for line in page.read_text().splitlines():
+        if m := re.match(r"\| `([a-z0-9-]+)`", line):
+            rows[m.group(1)] = [cell.strip() for cell in line.strip().strip("|").split("|")]
+    return rows
+
+
+def test_the_readmes_preset_times_are_the_running_pages():
+    # the times in the README's table are copies: running.md's table names the machines and commands
+    readme, running = preset_rows(REPO / "README.md"), preset_rows(REPO / "docs" / "running.md")
+    assert {"quickstart", "cpu-64", "cpu-zoo", "cpu-transfer", "cpu-course"} <= set(readme)
+    for name, cells in readme.items():
+        assert cells[-2:] == running[name][-2:], name
+    header = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| preset |"))
+    assert "AVX-512 BF16" in header and "AVX2 only" in header  # a time says on which CPU
+
+
+def test_the_pipeline_page_names_every_module():
+    # docs/pipeline.md, the newcomer's map: a stage by its name in the stages table, any other module by its file
+    page = (REPO / "docs" / "pipeline.md").read_text()
+    stages = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+    missing = []
+    for path in sorted((REPO / "pipeline").rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        named = f"`{path.stem}`" if path.parent.name == "pipeline" and path.stem in stages else f"`{path.name}`"
+        if named not in page:
+            missing.append(path.relative_to(REPO).as_posix())
+    assert missing == []
