@@ -129,6 +129,9 @@ def test_numbers_yaml_reads_as_strings_are_accepted():
         ({"modle": "alexnet"}, "modle"),
         ({"models": {"resnet50": {"frezee": "none"}}}, "models.resnet50.frezee"),
         ({"models": {"alexnet": {"head": [10]}}}, "models.alexnet.head"),
+        # the three transfer builders share one options type (TransferOptions): a typo is named in each
+        ({"models": {"efficientnet_lite0": {"precomptue": True}}}, "models.efficientnet_lite0.precomptue"),
+        ({"models": {"efficientnet_lite2": {"backbone_lr_scael": 0.1}}}, "models.efficientnet_lite2.backbone_lr_scael"),
     ],
 )
 def test_unknown_keys_are_named(overrides, key):
