@@ -114,14 +114,15 @@ def runs_code(path: Path) -> bool:
     return not (docstring or not body)
 
 
-def stage_files(stage: str, root: Path = ROOT) -> list[str]:
+def stage_files(stage: str, root: Path = ROOT, edges: dict[str, set[str]] | None = None) -> list[str]:
     """The files `python -m pipeline.<stage>` runs, relative to `root`: its own module first, then
-    the rest in path order."""
+    the rest in path order. `edges`: the import graph of `root`, if already read."""
     known = modules(root)
     own = f"pipeline.{stage}"
     if own not in known:
         raise SystemExit(f"error: dvc.yaml has a stage {stage!r} but pipeline/{stage}.py does not exist")
-    files = {known[m] for m in loaded(own, graph(root)) - {own} if m in known and runs_code(known[m])}
+    edges = graph(root) if edges is None else edges
+    files = {known[m] for m in loaded(own, edges) - {own} if m in known and runs_code(known[m])}
     return [known[own].relative_to(root).as_posix(), *sorted(p.relative_to(root).as_posix() for p in files)]
 
 
@@ -135,6 +136,7 @@ def render(text: str, root: Path = ROOT) -> str:
     """dvc.yaml's `text` with each stage's `- pipeline/...` deps lines replaced by the derived ones,
     where the first of them stood (after the stage's data deps when it had none)."""
     out: list[str] = []
+    edges = graph(root)  # read once: every stage's files come from the same graph
     section = stage = None
     in_deps = placed = False
     for line in text.splitlines():
@@ -146,12 +148,12 @@ def render(text: str, root: Path = ROOT) -> str:
             in_deps = True
         elif in_deps and not ITEM.match(line):
             if not placed:  # a deps list without code lines: the code after its data
-                out += [f"      - {f}" for f in stage_files(stage, root)]
+                out += [f"      - {f}" for f in stage_files(stage, root, edges)]
                 placed = True
             in_deps = False
         if in_deps and CODE.match(line):
             if not placed:
-                out += [f"      - {f}" for f in stage_files(stage, root)]
+                out += [f"      - {f}" for f in stage_files(stage, root, edges)]
                 placed = True
             continue
         out.append(line)

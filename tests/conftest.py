@@ -33,7 +33,8 @@ def pytest_collection_modifyitems(config, items) -> None:
     collection order: a long file collected late (test_remote, alphabetically) started when the
     other worker had little left and ran alone for the suite's last minutes. The order comes from
     the last run's seconds per file (pytest's cache, written below), else from the guess above."""
-    seconds = config.cache.get("durations/files", {}) if config.cache else {}
+    cache = getattr(config, "cache", None)  # none under -p no:cacheprovider
+    seconds = cache.get("durations/files", {}) if cache else {}
     guess: dict[str, float] = {}
     for item in items:
         kind = "slow" if item.get_closest_marker("slow") else "other"
@@ -56,10 +57,11 @@ def pytest_sessionfinish(session) -> None:
     """Kept after a whole run only: a file's seconds under -k or -m would be a part of it."""
     option = session.config.option
     whole = not option.keyword and not option.markexpr and session.config.args == session.config.getini("testpaths")
-    if os.environ.get("PYTEST_XDIST_WORKER") or not session.config.cache or not _durations or not whole:
+    cache = getattr(session.config, "cache", None)
+    if os.environ.get("PYTEST_XDIST_WORKER") or not cache or not _durations or not whole:
         return
-    known = session.config.cache.get("durations/files", {})
-    session.config.cache.set("durations/files", {**known, **{f: round(s, 2) for f, s in _durations.items()}})
+    known = cache.get("durations/files", {})
+    cache.set("durations/files", {**known, **{f: round(s, 2) for f, s in _durations.items()}})
 
 
 def pytest_xdist_auto_num_workers(config) -> int:

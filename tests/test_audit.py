@@ -60,6 +60,7 @@ def synthetic_audit(tmp_path_factory):
     return root / "out", flipped, summary
 
 
+@pytest.mark.slow  # a whole audit: features, five folds, cleanlab
 def test_planted_flips_in_synthetic_photos_top_the_ranking(synthetic_audit):
     out, flipped, summary = synthetic_audit
     found = issues(out)
@@ -70,6 +71,7 @@ def test_planted_flips_in_synthetic_photos_top_the_ranking(synthetic_audit):
     assert len(flipped & set(found[:10])) >= 7  # recall ≥ 7/8 at precision ≥ 7/10 in the first ten
 
 
+@pytest.mark.slow  # the same audit
 def test_the_verdict_template_is_a_verdict_file_that_changes_nothing_until_edited(synthetic_audit):
     out, flipped, _ = synthetic_audit
     template = verdicts.read(out / "verdicts-todo.yaml")

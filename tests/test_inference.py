@@ -21,6 +21,7 @@ def trained():
     return model
 
 
+@pytest.mark.slow  # a model trained for 3 epochs first
 @pytest.mark.parametrize("memory_format", ["channels_last", "contiguous"])
 def test_bf16_inference_keeps_the_fp32_predictions(trained, memory_format):
     test = toy_split(64, seed=3)
@@ -32,6 +33,7 @@ def test_bf16_inference_keeps_the_fp32_predictions(trained, memory_format):
     assert not torch.equal(fp32, bf16)  # bf16 really ran
 
 
+@pytest.mark.slow  # the same trained model
 def test_predictions_are_made_in_eval_mode_and_the_mode_is_restored(trained):
     test = toy_split(16, seed=4)
     trained.train()
