@@ -154,11 +154,10 @@ def review_page(rows: list[dict], thumbs: dict[str, bytes], summary: dict) -> st
     title = "Label audit: the photos worth a second look"
     said = (
         f"{summary['photos']:,} photos of {len(summary['classes'])} classes; features from {summary['model']} at "
-        f"{summary['image_size']} px, "
-        f"out-of-fold probabilities from {summary['folds']}-fold cross-validation of a logistic regression "
-        f"(accuracy {summary['cv_accuracy']:.3f}); cleanlab finds {summary['label_issues']:,} likely label issues. "
-        "Write your verdicts into verdicts-todo.yaml (keep, exclude or relabel <class>), then name the file in "
-        "params.yaml, data.verdicts."
+        f"{summary['image_size']} px, out-of-fold probabilities from {summary['folds']}-fold cross-validation of a "
+        f"logistic regression (accuracy {summary['cv_accuracy']:.3f}); cleanlab finds {summary['label_issues']:,} "
+        "likely label issues. Write your verdicts into verdicts-todo.yaml (keep, exclude or relabel <class>), then "
+        "name the file in params.yaml, data.verdicts."
     )
     parts = [f"<style>{CARD_CSS}</style><h1>{escape(title)}</h1><p>{escape(said)}</p>"]
     for kind, heading in (
@@ -328,9 +327,8 @@ def main() -> None:
     took = sum(summary["seconds"].values())
     print(
         f"audit: {summary['photos']:,} photos, cross-validated accuracy {summary['cv_accuracy']:.3f}; "
-        f"{summary['label_issues']:,} likely label issues, "
-        f"{summary['shown']['outlier']} outliers shown; {duration(took)} on {summary['device']}; review "
-        f"{args.out / 'index.html'}"
+        f"{summary['label_issues']:,} likely label issues, {summary['shown']['outlier']} outliers shown; "
+        f"{duration(took)} on {summary['device']}; review {args.out / 'index.html'}"
     )
 
 

@@ -99,12 +99,11 @@ def over_budget(p: recipes.Params, seconds: float) -> str | None:
     if not budget or seconds <= budget * 3600:
         return None
     return (
-        f"training would take {about(seconds)} here, more than runtime.budget_hours = {budget:g}: raise it "
-        f"(-S runtime.budget_hours={math.ceil(seconds / 3600)}, or 0 for no limit) to train anyway, or run less: "
+        f"training would take {about(seconds)} here, more than runtime.budget_hours = {budget:g}: raise it (-S "
+        f"runtime.budget_hours={math.ceil(seconds / 3600)}, or 0 for no limit) to train anyway, or run less: "
         "the presets cpu-64, cpu-transfer, cpu-course and cpu-zoo fit a 2-core CPU "
-        "(their times: docs/running.md, Presets) "
-        "(python -m pipeline.preset cpu-zoo -S data.source=...), or lower data.image_size, train.epochs or choose "
-        "fewer models"
+        "(python -m pipeline.preset cpu-zoo -S data.source=...; their times: docs/running.md, Presets), "
+        "or lower data.image_size, train.epochs or choose fewer models"
     )
 
 
@@ -145,9 +144,8 @@ def pretrained_inputs(p: recipes.Params) -> list[str]:
         if weights and spec.options.get("pretrained", True) and p.data.image_size != weights.native_size:
             notes.append(
                 f"note: {spec.name}'s ImageNet weights ({weights.top1:g}% top-1) were trained at {weights.native_size} "
-                "px; this run "
-                f"feeds them {p.data.image_size} px (a frozen backbone's features suffer most from the difference: "
-                "docs/results.md, Transfer learning)"
+                f"px; this run feeds them {p.data.image_size} px (a frozen backbone's features suffer most from the "
+                "difference: docs/results.md, Transfer learning)"
             )
         if models.precomputes(spec.options):
             notes.append(

@@ -65,8 +65,7 @@ def main() -> None:
     scale = spec.train.lr_scale
     print(
         f"lr_find: {spec.name}, {len(found.rates)} steps of {spec.train.optimizer} at batch {spec.train.batch_size} on "
-        f"{compute.describe()}"
-        f"{' (stopped when the loss ran away)' if found.stopped_early else ''}; plot: {out}"
+        f"{compute.describe()}{' (stopped when the loss ran away)' if found.stopped_early else ''}; plot: {out}"
     )
     print(
         f"lr_find: steepest descent at {found.suggested:.2g}, minimum at {found.minimum:.2g}: try "

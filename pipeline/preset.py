@@ -32,9 +32,8 @@ def main() -> None:
     if kept := carried_over(set(schema.flatten(preset)) | set(user_overrides(extra))):
         print(
             f"note: params.yaml differs from the last commit in {'; '.join(kept[:4])}{'; …' if len(kept) > 4 else ''}: "
-            "values an "
-            "earlier experiment left in the workspace, which this one keeps (git checkout HEAD -- params.yaml first "
-            "to start from the commit: DVC stages the file too)",
+            "values an earlier experiment left in the workspace, which this one keeps (git checkout HEAD -- "
+            "params.yaml first to start from the commit: DVC stages the file too)",
             flush=True,
         )
     print(shlex.join(cmd), flush=True)

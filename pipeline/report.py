@@ -163,9 +163,8 @@ def summary(found: list[dict]) -> str:
     if v := found[0].get(VERDICTS):
         said += (
             f" With the verdicts of {(found[0].get('verdicts') or {}).get('file', 'data.verdicts')}: "
-            f"{plural(v['excluded'], 'test photo')} excluded, "
-            f"{v['relabelled']} relabelled; each model's accuracy on the rest, and how many of its errors on the "
-            "labels as given they explain."
+            f"{plural(v['excluded'], 'test photo')} excluded, {v['relabelled']} relabelled; each model's accuracy on "
+            "the rest, and how many of its errors on the labels as given they explain."
         )
     return f"{said} {note}" if (note := noise_note(found)) else said
 
@@ -190,8 +189,7 @@ def noise_note(found: list[dict]) -> str | None:
 PAIRED = (
     "Intervals are 95% (Wilson). The last column compares each model with the next one down on the same test photos: "
     f"McNemar's exact test of the photos only one of the two gets right (significant below p {results.ALPHA}, not "
-    "corrected "
-    "for the number of pairs) and the paired 95% interval of the difference."
+    "corrected for the number of pairs) and the paired 95% interval of the difference."
 )
 
 

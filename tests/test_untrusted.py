@@ -66,10 +66,9 @@ def test_postscript_named_jpg_never_reaches_ghostscript_in_predict_or_split(fake
             z.writestr(f"train/cat.{i}.jpg", jpeg())
             z.writestr(f"train/dog.{i}.jpg", jpeg(colour=(10, 20, 200)))
     code = (
-        "import sys\nfrom pipeline import split\nfrom pipeline.data import images\n"
-        "try:\n    images.decode(open('eps.jpg','rb').read())\nexcept images.RejectError as e:\n    print('predict:', "
-        "e.reason)\n"
-        "classes, usable, rejects = split.scan('train.zip', workers=2)\nprint('split:', rejects)\n"
+        "import sys\nfrom pipeline import split\nfrom pipeline.data import images\ntry:\n    "
+        "images.decode(open('eps.jpg','rb').read())\nexcept images.RejectError as e:\n    print('predict:', "
+        "e.reason)\nclasses, usable, rejects = split.scan('train.zip', workers=2)\nprint('split:', rejects)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, timeout=120, capture_output=True, text=True, check=True

@@ -63,8 +63,7 @@ def map_archive(
         raise StageError(
             f"{desc}: a worker has been stuck for over {item_seconds * (len(chunk) + 1):.0f} s on {len(chunk)} items "
             f"({chunk[0]!r} to {chunk[-1]!r}); nothing was written. A file the decoder cannot get through? Rerun; if "
-            "it stalls "
-            f"again at the same place, take that file out of the source."
+            "it stalls again at the same place, take that file out of the source."
         ) from None
     finally:
         if not finished:  # an error, Ctrl-C or a stall: a stuck worker never ends by itself

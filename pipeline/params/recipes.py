@@ -97,18 +97,15 @@ class Params:
             size = self.evaluate.batch_size or self.train.batch_size
             found.append(
                 "warning: evaluate.eval_mode = false: the course's mistake (a), on purpose: the test photos are "
-                "predicted without "
-                f"model.eval(), {self.evaluate.order} in batches of {size}: BatchNorm on each batch's own statistics, "
-                "dropout on"
+                f"predicted without model.eval(), {self.evaluate.order} in batches of {size}: BatchNorm on each "
+                "batch's own statistics, dropout on"
             )
         for spec in self.models:
             if spec.options.get("requirse_grad"):
                 found.append(
                     f"warning: models.{spec.name}.requirse_grad = true: the course's mistake (b), on purpose: nothing "
-                    "is frozen "
-                    "and only the head is optimised: every step back-propagates through the whole backbone, whose "
-                    "weights stay "
-                    f"while its BatchNorm statistics drift"
+                    "is frozen and only the head is optimised: every step back-propagates through the whole backbone, "
+                    "whose weights stay while its BatchNorm statistics drift"
                 )
             if spec.options.get("head") == []:
                 found.append(
