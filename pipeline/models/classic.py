@@ -8,6 +8,7 @@ the parameter counts, for any input size.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -121,71 +122,48 @@ Activation = Literal["relu", "sigmoid"]
 Pool = Literal["max", "avg"]
 
 
-def _alexnet(
-    num_classes: int,
-    in_channels: int,
-    *,
-    bn: bool,
-    lrn: bool,
-    activation: str,
-    pool: str,
-    dropout: float,
-    dense: int,
-) -> nn.Module:
-    # LRN as in the 2012 paper: after the ReLU of the first two convs, before their pools.
-    norm = (lambda: nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)) if lrn else nn.Identity
-    c = {"bn": bn, "activation": activation}
+@dataclass(frozen=True)
+class AlexNetOptions:
+    """The options of AlexNet and AlexNet-BN (models.alexnet, models.alexnet_bn in params.yaml): its
+    three ideas, each replaceable by what came before it to measure what it buys (`activation`
+    sigmoid, `pool` avg, `dropout` 0), local response normalisation as in the 2012 paper, and the
+    width of its two hidden dense layers."""
+
+    lrn: bool = False  # after the ReLU of the first two convs, before their pools
+    activation: Activation = "relu"
+    pool: Pool = "max"
+    dropout: float = 0.5  # in the dense layers
+    dense: int = 4096
+
+
+def _alexnet(num_classes: int, in_channels: int, *, bn: bool, o: AlexNetOptions) -> nn.Module:
+    norm = (lambda: nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)) if o.lrn else nn.Identity
+    c = {"bn": bn, "activation": o.activation}
     features = nn.Sequential(
         conv(in_channels, 96, 11, stride=4, padding=1, **c),
         norm(),
-        POOLS[pool](3, 2),  # 224 → 54 → 26
+        POOLS[o.pool](3, 2),  # 224 → 54 → 26
         conv(96, 256, 5, padding=2, **c),
         norm(),
-        POOLS[pool](3, 2),  # → 26 → 12
+        POOLS[o.pool](3, 2),  # → 26 → 12
         conv(256, 384, 3, padding=1, **c),
         conv(384, 384, 3, padding=1, **c),
         conv(384, 256, 3, padding=1, **c),
-        POOLS[pool](3, 2),  # → 12 → 5
+        POOLS[o.pool](3, 2),  # → 12 → 5
         nn.AdaptiveAvgPool2d(5),  # identity at 224 px; other sizes keep 256×5×5 = 6400 features
     )
-    return init_weights(
-        nn.Sequential(features, classifier(256 * 5 * 5, num_classes, **c, dropout=dropout, width=dense))
-    )
+    head = classifier(256 * 5 * 5, num_classes, **c, dropout=o.dropout, width=o.dense)
+    return init_weights(nn.Sequential(features, head))
 
 
-@register("alexnet", min_image_size=65)
-def alexnet(
-    *,
-    num_classes: int = 2,
-    in_channels: int = 3,
-    lrn: bool = False,
-    activation: Activation = "relu",
-    pool: Pool = "max",
-    dropout: float = 0.5,
-    dense: int = 4096,
-) -> nn.Module:
-    """`activation`, `pool` and `dropout` replace AlexNet's three ideas with what came before it
-    (sigmoid, average pooling, no dropout) to measure what each buys; `dense`: the width of its two
-    hidden dense layers."""
-    return _alexnet(
-        num_classes, in_channels, bn=False, lrn=lrn, activation=activation, pool=pool, dropout=dropout, dense=dense
-    )
+@register("alexnet", min_image_size=65, options=AlexNetOptions)
+def alexnet(*, num_classes: int = 2, in_channels: int = 3, **options) -> nn.Module:
+    return _alexnet(num_classes, in_channels, bn=False, o=AlexNetOptions(**options))
 
 
-@register("alexnet_bn", min_image_size=65)
-def alexnet_bn(
-    *,
-    num_classes: int = 2,
-    in_channels: int = 3,
-    lrn: bool = False,
-    activation: Activation = "relu",
-    pool: Pool = "max",
-    dropout: float = 0.5,
-    dense: int = 4096,
-) -> nn.Module:
-    return _alexnet(
-        num_classes, in_channels, bn=True, lrn=lrn, activation=activation, pool=pool, dropout=dropout, dense=dense
-    )
+@register("alexnet_bn", min_image_size=65, options=AlexNetOptions)
+def alexnet_bn(*, num_classes: int = 2, in_channels: int = 3, **options) -> nn.Module:
+    return _alexnet(num_classes, in_channels, bn=True, o=AlexNetOptions(**options))
 
 
 def _vgg(arch, num_classes: int, in_channels: int, *, bn: bool, dense: int) -> nn.Module:

@@ -226,9 +226,8 @@ class TransferOptions:
 
     pretrained: bool = True  # its published weights; false: random, all of it trains at the full rate
     freeze: str = "backbone"  # backbone: only the head trains | none | a submodule to train from (layer4, _blocks.10)
-    head: list[int] = (
-        512,
-    )  # hidden widths: [512] is features → 512 → classes; [] a single Linear, the course's abrupt head
+    # hidden widths: [512] is features → 512 → classes; [] a single Linear, the course's abrupt head
+    head: list[int] = (512,)
     dropout: float = 0.5  # in the head, after each hidden layer
     backbone_lr_scale: float = 0.1  # the backbone's rate, × the head's
     # a state-dict file (or a torchvision set's name: IMAGENET1K_V1...); null: the published default
