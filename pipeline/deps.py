@@ -114,16 +114,21 @@ def runs_code(path: Path) -> bool:
     return not (docstring or not body)
 
 
-def stage_files(stage: str, root: Path = ROOT, edges: dict[str, set[str]] | None = None) -> list[str]:
+def stage_files(stage: str, root: Path = ROOT, project: tuple | None = None) -> list[str]:
     """The files `python -m pipeline.<stage>` runs, relative to `root`: its own module first, then
-    the rest in path order. `edges`: the import graph of `root`, if already read."""
-    known = modules(root)
+    the rest in path order. `project`: read(root), if already read."""
+    known, edges, quiet = project or read(root)
     own = f"pipeline.{stage}"
     if own not in known:
         raise SystemExit(f"error: dvc.yaml has a stage {stage!r} but pipeline/{stage}.py does not exist")
-    edges = graph(root) if edges is None else edges
-    files = {known[m] for m in loaded(own, edges) - {own} if m in known and runs_code(known[m])}
+    files = {known[m] for m in loaded(own, edges) - {own} if m in known and m not in quiet}
     return [known[own].relative_to(root).as_posix(), *sorted(p.relative_to(root).as_posix() for p in files)]
+
+
+def read(root: Path = ROOT) -> tuple[dict[str, Path], dict[str, set[str]], set[str]]:
+    """(the modules, the import graph, the modules that run no code) of the package under `root`."""
+    known = modules(root)
+    return known, graph(root), {name for name, path in known.items() if not runs_code(path)}
 
 
 STAGE = re.compile(r"^  (\w+):\s*$")  # a stage's name, under `stages:`
@@ -136,9 +141,15 @@ def render(text: str, root: Path = ROOT) -> str:
     """dvc.yaml's `text` with each stage's `- pipeline/...` deps lines replaced by the derived ones,
     where the first of them stood (after the stage's data deps when it had none)."""
     out: list[str] = []
-    edges = graph(root)  # read once: every stage's files come from the same graph
+    project = read(root)  # once: every stage's files come from the same reading
     section = stage = None
     in_deps = placed = False
+
+    def place() -> bool:
+        if not placed:
+            out.extend(f"      - {f}" for f in stage_files(stage, root, project))
+        return True
+
     for line in text.splitlines():
         if re.match(r"^[^\s#]", line):
             section, stage, in_deps = line.split(":")[0], None, False
@@ -147,14 +158,9 @@ def render(text: str, root: Path = ROOT) -> str:
         elif stage and DEPS.match(line):
             in_deps = True
         elif in_deps and not ITEM.match(line):
-            if not placed:  # a deps list without code lines: the code after its data
-                out += [f"      - {f}" for f in stage_files(stage, root, edges)]
-                placed = True
-            in_deps = False
+            placed, in_deps = place(), False  # a deps list without code lines: the code after its data
         if in_deps and CODE.match(line):
-            if not placed:
-                out += [f"      - {f}" for f in stage_files(stage, root, edges)]
-                placed = True
+            placed = place()  # where the first code line stood; the others dropped
             continue
         out.append(line)
     return "\n".join(out) + ("\n" if text.endswith("\n") else "")

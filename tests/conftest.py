@@ -43,14 +43,14 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=lambda item: -cost[item.path.name])  # stable: a file's tests keep their order
 
 
+_durations: dict[str, float] = {}  # file → seconds, this run
+
+
 def pytest_runtest_logreport(report) -> None:
     """Each file's seconds (setup, call and teardown of its tests), summed where the results arrive:
     in the controller under xdist."""
     file = report.nodeid.split("::")[0].rsplit("/", 1)[-1]
     _durations[file] = _durations.get(file, 0.0) + report.duration
-
-
-_durations: dict[str, float] = {}
 
 
 def pytest_sessionfinish(session) -> None:

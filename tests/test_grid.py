@@ -33,28 +33,29 @@ def project(tmp_path_factory) -> Path:
     )  # 16 train, 8 val, 8 test
 
 
+# two regimes × 4 and 8 photos × one seed: 4 cells
+MINI = (
+    sys.executable,
+    "-m",
+    "pipeline.grid",
+    "run",
+    "mini",
+    "--regimes",
+    "scratch,probe",
+    "--photos",
+    "4,8",
+    "--seeds",
+    "1",
+)
+
+
 @pytest.mark.slow
 def test_a_miniature_learning_curve_grid_scores_every_cell_on_the_same_test_photos(project: Path, tmp_path: Path):
     import dvc.api
     import numpy as np
 
     reproduced = project
-    done = run(
-        reproduced,
-        sys.executable,
-        "-m",
-        "pipeline.grid",
-        "run",
-        "mini",
-        "--regimes",
-        "scratch,probe",
-        "--photos",
-        "4,8",
-        "--seeds",
-        "1",
-        "--poll",
-        "2",
-    )
+    done = run(reproduced, *MINI, "--poll", "2")
     assert "grid: 4 cells, 0 already done" in done.stdout and "grid: all 4 cells done" in done.stdout, (
         done.stdout + done.stderr
     )
@@ -89,20 +90,7 @@ def test_a_miniature_learning_curve_grid_scores_every_cell_on_the_same_test_phot
     assert {(r["regime"], r["photos"]): r["mean"] for r in summary["table"]} == {
         (("scratch" if "scratch" in n else "probe"), len(train[n])): results[n]["test"]["accuracy"] for n in names
     }
-    again = run(
-        reproduced,
-        sys.executable,
-        "-m",
-        "pipeline.grid",
-        "run",
-        "mini",
-        "--regimes",
-        "scratch,probe",
-        "--photos",
-        "4,8",
-        "--seeds",
-        "1",
-    )
+    again = run(reproduced, *MINI)
     assert (
         "grid: 4 cells, 4 already done" in again.stdout and "--queue" not in again.stdout
     )  # a stopped grid resumes: nothing done twice

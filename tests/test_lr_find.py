@@ -39,43 +39,14 @@ def test_the_suggestion_is_the_steepest_descent_before_the_minimum():
 @pytest.mark.slow  # a fresh interpreter
 def test_the_command_plots_and_says_which_flag_to_use(tmp_path):
     data = write_processed(tmp_path / "processed", {"train": toy_split(64), "val": toy_split(16, seed=1)})
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.lr_find",
-            "--model",
-            "resnet18",
-            "--data",
-            str(data),
-            "--steps",
-            "30",
-            "--out",
-            str(tmp_path / "lr.png"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
+
+    def lr_find(*args) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "pipeline.lr_find", "--data", str(data), *args]
+        return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+
+    done = lr_find("--model", "resnet18", "--steps", "30", "--out", str(tmp_path / "lr.png"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "lr.png").read_bytes().startswith(b"\x89PNG")
     assert "steepest descent at" in done.stdout and "-S train.lr=" in done.stdout
-    small = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.lr_find",
-            "--model",
-            "alexnet",
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "a.png"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
+    small = lr_find("--model", "alexnet", "--out", str(tmp_path / "a.png"))
     assert small.returncode == 2 and "alexnet cannot take 32 px images" in small.stderr

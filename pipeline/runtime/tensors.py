@@ -77,6 +77,12 @@ def shard_rows(labels: np.ndarray, rank: int, processes: int, *, equal: bool) ->
     return np.sort(order[rank::processes])
 
 
+def shuffled_images(n: int, batch_size: int) -> int:
+    """How many of `n` images an epoch of shuffled batches shows: the last incomplete batch is
+    dropped, unless it is the only one."""
+    return n - n % batch_size if n >= batch_size else n
+
+
 def batches(
     split: Split, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None, repeats: int = 1
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -92,8 +98,7 @@ def batches(
         device = generator.device if generator else "cpu"
         order = torch.cat([torch.randperm(n, generator=generator, device=device) for _ in range(repeats)])
         order = order.to(split.device)
-        n = len(order)
-        stop = n - n % batch_size if n >= batch_size else n
+        stop = shuffled_images(len(order), batch_size)
     else:
         order, stop = torch.arange(n, device=split.device), n
     if split.on_device:

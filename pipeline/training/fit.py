@@ -31,7 +31,7 @@ from pipeline.params.sections import TrainParams
 from pipeline.runtime import distributed
 from pipeline.runtime.device import Compute, describe, synchronize
 from pipeline.runtime.inference import probabilities
-from pipeline.runtime.tensors import Split, augment, batches
+from pipeline.runtime.tensors import Split, augment, batches, shuffled_images
 from pipeline.training import precompute
 from pipeline.training.average import averaged
 from pipeline.training.curves import epoch_line
@@ -276,10 +276,7 @@ def train_one_epoch(
     first_bad = torch.full((), -1, device=device, dtype=torch.long)  # the first step with a NaN or ±inf loss
     jumps = StepSpread(device)
     seen, step, lr = 0, first_step, optimizer.param_groups[0]["lr"]
-    shown = len(source) * repeats
-    shown -= (
-        shown % batch_size if shown >= batch_size else 0
-    )  # batches() drops a partial last batch, unless the only one
+    shown = shuffled_images(len(source) * repeats, batch_size)
     with Progress(shown * world.size, label, enabled=world.main) as bar:
         for i, (x, y) in enumerate(batches(source, batch_size, shuffle=True, generator=generator, repeats=repeats)):
             lr = optimizer.param_groups[0]["lr"]  # this step's rate, set by the schedule
