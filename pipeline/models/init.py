@@ -12,6 +12,10 @@ def init_weights(model: nn.Module) -> nn.Module:
     BatchNorm (AlexNet, VGG, NiN, GoogLeNet) start with activations neither exploding nor vanishing;
     fan-out would multiply it by fan_in/fan_out at every 832 → 32 channel 1×1 reduction.
     """
+    if any(p.is_meta for p in model.parameters()):
+        # Built on the meta device (shapes only: to check a model file, or a size before training):
+        # there are no values to draw, and drawing them there imports torch._dynamo, 2 s a process.
+        return model
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
