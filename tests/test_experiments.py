@@ -166,7 +166,7 @@ def test_seeds_run_as_queued_experiments_and_their_summary_is_their_metrics(expe
         "--poll",
         "2",
         "-S",
-        "model=[resnet18,nin]",
+        "model=[nin,resnet18]",  # a flag passed on; the baseline's: seed 0 is the baseline, from DVC's run cache
     )
     assert done.stdout.count("dvc exp run --queue -n tiny-seed") == 2 and "seeds: all 2 done" in done.stdout
     assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith("seeds: tiny-seed")] != []
@@ -180,6 +180,8 @@ def test_seeds_run_as_queued_experiments_and_their_summary_is_their_metrics(expe
     }
     assert sorted(runs) == ["tiny-seed0", "tiny-seed1"]
     assert sorted(r["params"]["params.yaml"]["data"]["train"]["seed"] for r in runs.values()) == [0, 1]
+    baseline = json.loads((reproduced / "metrics.json").read_text())  # seed 0's recipe is the baseline's: its numbers
+    assert runs["tiny-seed0"]["metrics"]["metrics.json"]["data"]["acc"] == baseline["acc"]
     run(reproduced, sys.executable, "-m", "pipeline.seeds", "summary", "tiny", "--json", str(tmp_path / "seeds.json"))
     summary = json.loads((tmp_path / "seeds.json").read_text())
     for model in ("resnet18", "nin"):

@@ -33,7 +33,10 @@ def project(tmp_path_factory) -> Path:
     )  # 16 train, 8 val, 8 test
 
 
-# two regimes × 4 and 8 photos × one seed: 4 cells
+# two regimes × 8 photos × one seed: 2 cells, each a DVC experiment of its own (about 30 s on 2 cores).
+# One count is enough here: that the photos of a smaller count are among a larger one's, with the same
+# validation and test photos, is the split's (test_split, train_photos), and a grid's cells are the
+# product of its lists (test_the_cells_are_every_regime_count_and_seed_cheapest_first, below).
 MINI = (
     sys.executable,
     "-m",
@@ -43,7 +46,7 @@ MINI = (
     "--regimes",
     "scratch,probe",
     "--photos",
-    "4,8",
+    "8",
     "--seeds",
     "1",
 )
@@ -56,10 +59,10 @@ def test_a_miniature_learning_curve_grid_scores_every_cell_on_the_same_test_phot
 
     reproduced = project
     done = run(reproduced, *MINI, "--poll", "2")
-    assert "grid: 4 cells, 0 already done" in done.stdout and "grid: all 4 cells done" in done.stdout, (
+    assert "grid: 2 cells, 0 already done" in done.stdout and "grid: all 2 cells done" in done.stdout, (
         done.stdout + done.stderr
     )
-    names = [f"mini-{r}-{n}-s0" for r in ("scratch", "probe") for n in (4, 8)]
+    names = [f"mini-{r}-8-s0" for r in ("scratch", "probe")]
     results = {
         n: json.loads(
             dvc.api.read(f"results/{'nin' if 'scratch' in n else 'resnet18'}.json", repo=str(reproduced), rev=n)
@@ -71,29 +74,40 @@ def test_a_miniature_learning_curve_grid_scores_every_cell_on_the_same_test_phot
     assert (
         len({json.dumps(r["labels"]) for r in results.values()}) == 1 and len(set(test.values())) == 1
     )  # one test split for all
-    assert [len(train[n]) for n in names] == [4, 8, 4, 8] and set(train["mini-scratch-4-s0"]) < set(
-        train["mini-scratch-8-s0"]
-    )  # nested
-    assert train["mini-scratch-8-s0"] == train["mini-probe-8-s0"]
+    assert [len(train[n]) for n in names] == [8, 8] and train["mini-scratch-8-s0"] == train["mini-probe-8-s0"]
+    assert len(test["mini-scratch-8-s0"].splitlines()) - 1 == 8  # the test photos: not cut with the training ones
 
     run(reproduced, sys.executable, "-m", "pipeline.grid", "summary", "mini", "--out", str(tmp_path))
     summary = json.loads((tmp_path / "grid.json").read_text())
-    assert summary["photos"] == [4, 8] and summary["test_images"] == 8 and (tmp_path / "grid.png").stat().st_size > 0
+    assert summary["photos"] == [8] and summary["test_images"] == 8 and (tmp_path / "grid.png").stat().st_size > 0
     assert all(html.escape(v) in (tmp_path / "grid.html").read_text() for v in summary["verdicts"]) and (
         tmp_path / "grid.md"
     ).read_text() == grid.markdown(summary)
-    for pair in summary["pairs"]:  # McNemar's counts, computed here by hand from each cell's predictions
-        a, b = (f"mini-{pair[k]}-{pair['photos']}-s0" for k in ("a", "b"))
-        right = {n: np.asarray(results[n]["predicted"]) == np.asarray(results[n]["labels"]) for n in (a, b)}
-        (per,) = pair["per_seed"]
-        assert (per["a_only"], per["b_only"]) == (int((right[a] & ~right[b]).sum()), int((~right[a] & right[b]).sum()))
+    (pair,) = summary["pairs"]  # McNemar's counts, computed here by hand from each cell's predictions
+    a, b = (f"mini-{pair[k]}-{pair['photos']}-s0" for k in ("a", "b"))
+    right = {n: np.asarray(results[n]["predicted"]) == np.asarray(results[n]["labels"]) for n in (a, b)}
+    (per,) = pair["per_seed"]
+    assert (per["a_only"], per["b_only"]) == (int((right[a] & ~right[b]).sum()), int((~right[a] & right[b]).sum()))
     assert {(r["regime"], r["photos"]): r["mean"] for r in summary["table"]} == {
         (("scratch" if "scratch" in n else "probe"), len(train[n])): results[n]["test"]["accuracy"] for n in names
     }
     again = run(reproduced, *MINI)
     assert (
-        "grid: 4 cells, 4 already done" in again.stdout and "--queue" not in again.stdout
+        "grid: 2 cells, 2 already done" in again.stdout and "--queue" not in again.stdout
     )  # a stopped grid resumes: nothing done twice
+
+
+def test_the_cells_are_every_regime_count_and_seed_cheapest_first():
+    chosen = grid.cells(["scratch", "probe"], ["40", "all"], [0, 1])
+    assert [c.name("g") for c in chosen] == [
+        f"g-{r}-{n}-s{s}" for s in (0, 1) for n in ("40", "all") for r in ("scratch", "probe")
+    ]
+    commands = grid.queue_commands("g", chosen[:2], ["-S", "data.source=synthetic"])
+    assert [c[:5] for c in commands] == [
+        ["pipeline.preset", f"grid-{r}", "--queue", "-n", f"g-{r}-40-s0"] for r in ("scratch", "probe")
+    ]
+    assert all(c[-1] == "evaluate" and "data.train_photos=40" in c and "train.seed=0" in c for c in commands)
+    assert "data.train_photos=null" in grid.queue_commands("g", [chosen[2]], [])[0]  # all: the whole training split
 
 
 def results_of(right: list[bool], accuracy_ci=(0.0, 1.0), seconds=10.0) -> dict:
