@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn import metrics as skm
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 TOP_K = 5  # top-5 accuracy, reported when there are more classes than that
@@ -31,6 +30,8 @@ def classification_metrics(labels: np.ndarray, proba: np.ndarray, classes: tuple
     and weighted by their images (`weighted`), and from six classes up the top-5 accuracy. Figures
     that need every class in the split (balanced accuracy, ROC AUC) are None when one is missing.
     """
+    from sklearn import metrics as skm  # here, not above: report, compare and the grid read results without it (1.2 s)
+
     predicted = proba.argmax(1)
     index = list(range(len(classes)))
     precision, recall, f1, _ = skm.precision_recall_fscore_support(labels, predicted, labels=index, zero_division=0)
@@ -84,6 +85,8 @@ def with_verdicts(
 
 def roc_auc(labels: np.ndarray, proba: np.ndarray) -> float:
     """ROC AUC: of the second class against the first for two; one-vs-rest, macro-averaged, for more."""
+    from sklearn import metrics as skm
+
     if proba.shape[1] == 2:
         return float(skm.roc_auc_score(labels, proba[:, 1]))
     proba = proba.astype(np.float64)
@@ -97,6 +100,8 @@ def roc_rows(name: str, labels: np.ndarray, proba: np.ndarray) -> list[tuple]:
     """`model,fpr,tpr` rows of one model's ROC curve, from (0, 0) to (1, 1): for two classes the second
     (dog) is the positive one; for more, the macro average of the one-vs-rest curves (each class's
     true positive rate interpolated at every false positive rate any of them reaches, then averaged)."""
+    from sklearn import metrics as skm
+
     if proba.shape[1] == 2:
         fpr, tpr, _ = skm.roc_curve(labels, proba[:, 1], pos_label=1)
     else:
@@ -132,6 +137,8 @@ def _limits(fpr: np.ndarray, tpr: np.ndarray, grid: np.ndarray) -> tuple[np.ndar
 
 def confusion_rows(name: str, labels: np.ndarray, proba: np.ndarray, classes: tuple[str, ...]) -> list[tuple]:
     """`model,actual,predicted,count` rows of one model: every pair of classes, zeros too."""
+    from sklearn import metrics as skm
+
     index = list(range(len(classes)))
     counts = skm.confusion_matrix(labels, proba.argmax(1), labels=index)
     return [(name, classes[a], classes[p], int(counts[a, p])) for a in index for p in index]

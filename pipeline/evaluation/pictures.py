@@ -21,7 +21,6 @@ matplotlib.rcParams["text.parse_math"] = False
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
-from sklearn import metrics as skm  # noqa: E402
 
 from pipeline.common import atomic  # noqa: E402
 
@@ -49,6 +48,8 @@ def save_png(fig: Figure, path: Path) -> bytes:
 def confusion_matrices(labels: np.ndarray, predicted: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(counts, normalised) k×k matrices, rows actual, columns predicted; a normalised row is the
     share of that class's images given each label (its diagonal entry is the class's recall)."""
+    from sklearn import metrics as skm  # here, not above: report draws its charts without it (1.2 s)
+
     index = list(range(k))
     counts = skm.confusion_matrix(labels, predicted, labels=index)
     return counts, skm.confusion_matrix(labels, predicted, labels=index, normalize="true")
@@ -61,6 +62,8 @@ def confusion_figure(labels: np.ndarray, predicted: np.ndarray, classes: tuple[s
     MAX_CONFUSION_CLASSES classes, only the rows and columns of the MAX_CONFUSION_CLASSES classes
     most involved in mistakes (wrong as the actual class or as the prediction), each row still
     normalised over all its images; the whole matrix is in plots/confusion.csv."""
+    from sklearn import metrics as skm
+
     k = len(classes)
     counts, shares = confusion_matrices(labels, predicted, k)
     shown = most_confused(counts, MAX_CONFUSION_CLASSES)
