@@ -16,31 +16,47 @@ if (
     _cores = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {_cores[int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw")) % len(_cores)]})
 
+import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 from tests.helpers import REPO, SHARED_DATA  # noqa: E402
 
-# Where no earlier run left its durations (a fresh clone), a file's cost is guessed from its tests:
-# a test marked slow runs the real dvc, torchrun or a fresh interpreter (seconds to minutes), any
-# other takes a fraction of a second.
+# Seconds per file of a whole run, kept in git for a fresh clone (CI's): `python -m pytest
+# --store-durations` rewrites it. Only the order of the files depends on it, never a result.
+STORED = Path(__file__).with_name("durations.json")
+# A file in neither this clone's cache nor STORED (a new one) is guessed from its tests: a test
+# marked slow runs the real dvc, torchrun or a fresh interpreter (seconds to a minute), any other
+# takes a fraction of a second.
 GUESS = {"slow": 20.0, "other": 0.3}
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--store-durations",
+        action="store_true",
+        help=f"after a whole run, write each file's seconds to {STORED.relative_to(REPO)} (the order of a fresh clone)",
+    )
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     """The longest files first. Under `--dist loadfile` a file runs whole on one worker, in
-    collection order: a long file collected late (test_remote, alphabetically) started when the
-    other worker had little left and ran alone for the suite's last minutes. The order comes from
-    the last run's seconds per file (pytest's cache, written below), else from the guess above."""
+    collection order: a long file started last (test_remote, in a fresh clone whose guess said 20 s)
+    ran alone for the suite's last minute. A file's seconds come from this clone's last whole run
+    (pytest's cache, written below), else from STORED, else from the guess above."""
     cache = getattr(config, "cache", None)  # none under -p no:cacheprovider
-    seconds = cache.get("durations/files", {}) if cache else {}
+    seconds = {**stored_durations(), **(cache.get("durations/files", {}) if cache else {})}
     guess: dict[str, float] = {}
     for item in items:
         kind = "slow" if item.get_closest_marker("slow") else "other"
         guess[item.path.name] = guess.get(item.path.name, 0.0) + GUESS[kind]
     cost = {name: seconds.get(name, g) for name, g in guess.items()}
     items.sort(key=lambda item: -cost[item.path.name])  # stable: a file's tests keep their order
+
+
+def stored_durations() -> dict[str, float]:
+    return json.loads(STORED.read_text()) if STORED.is_file() else {}
 
 
 _durations: dict[str, float] = {}  # file → seconds, this run
@@ -57,11 +73,13 @@ def pytest_sessionfinish(session) -> None:
     """Kept after a whole run only: a file's seconds under -k or -m would be a part of it."""
     option = session.config.option
     whole = not option.keyword and not option.markexpr and session.config.args == session.config.getini("testpaths")
-    cache = getattr(session.config, "cache", None)
-    if os.environ.get("PYTEST_XDIST_WORKER") or not cache or not _durations or not whole:
+    if os.environ.get("PYTEST_XDIST_WORKER") or not _durations or not whole:
         return
-    known = cache.get("durations/files", {})
-    cache.set("durations/files", {**known, **{f: round(s, 2) for f, s in _durations.items()}})
+    if cache := getattr(session.config, "cache", None):
+        known = cache.get("durations/files", {})
+        cache.set("durations/files", {**known, **{f: round(s, 2) for f, s in _durations.items()}})
+    if session.config.getoption("store_durations"):
+        STORED.write_text(json.dumps({f: round(s, 1) for f, s in sorted(_durations.items())}, indent=1) + "\n")
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
