@@ -6,6 +6,7 @@ README's sections moved to docs/ once and the pointers went stale: this keeps th
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -97,3 +98,11 @@ def test_the_pipeline_page_names_every_module():
         if named not in page:
             missing.append(path.relative_to(REPO).as_posix())
     assert missing == []
+
+
+def test_the_stored_durations_name_test_files_that_exist():
+    # tests/durations.json orders a fresh clone's files (tests/conftest.py): a renamed file would be guessed
+    stored = json.loads((REPO / "tests" / "durations.json").read_text())
+    files = {p.name for p in (REPO / "tests").glob("test_*.py")}
+    assert set(stored) <= files, sorted(set(stored) - files)
+    assert all(isinstance(s, (int, float)) and s >= 0 for s in stored.values())
