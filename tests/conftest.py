@@ -21,6 +21,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from pipeline.common import atomic  # noqa: E402
 from tests.helpers import REPO, SHARED_DATA  # noqa: E402
 
 # Seconds per file of a whole run, kept in git for a fresh clone (CI's): `python -m pytest
@@ -46,17 +47,14 @@ def pytest_collection_modifyitems(config, items) -> None:
     ran alone for the suite's last minute. A file's seconds come from this clone's last whole run
     (pytest's cache, written below), else from STORED, else from the guess above."""
     cache = getattr(config, "cache", None)  # none under -p no:cacheprovider
-    seconds = {**stored_durations(), **(cache.get("durations/files", {}) if cache else {})}
+    stored = json.loads(STORED.read_text()) if STORED.is_file() else {}
+    seconds = {**stored, **(cache.get("durations/files", {}) if cache else {})}
     guess: dict[str, float] = {}
     for item in items:
         kind = "slow" if item.get_closest_marker("slow") else "other"
         guess[item.path.name] = guess.get(item.path.name, 0.0) + GUESS[kind]
     cost = {name: seconds.get(name, g) for name, g in guess.items()}
     items.sort(key=lambda item: -cost[item.path.name])  # stable: a file's tests keep their order
-
-
-def stored_durations() -> dict[str, float]:
-    return json.loads(STORED.read_text()) if STORED.is_file() else {}
 
 
 _durations: dict[str, float] = {}  # file → seconds, this run
@@ -79,7 +77,7 @@ def pytest_sessionfinish(session) -> None:
         known = cache.get("durations/files", {})
         cache.set("durations/files", {**known, **{f: round(s, 2) for f, s in _durations.items()}})
     if session.config.getoption("store_durations"):
-        STORED.write_text(json.dumps({f: round(s, 1) for f, s in sorted(_durations.items())}, indent=1) + "\n")
+        atomic.write_text(STORED, json.dumps({f: round(s, 1) for f, s in sorted(_durations.items())}, indent=1) + "\n")
 
 
 def pytest_xdist_auto_num_workers(config) -> int:

@@ -14,7 +14,7 @@ def init_weights(model: nn.Module) -> nn.Module:
     """
     if any(p.is_meta for p in model.parameters()):
         # Built on the meta device (shapes only: to check a model file, or a size before training):
-        # there are no values to draw, and drawing them there imports torch._dynamo, 2 s a process.
+        # there are no values to draw, and drawing them there imports torch._dynamo, 1.5 s a process.
         return model
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
