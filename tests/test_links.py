@@ -62,9 +62,8 @@ def test_a_write_into_any_name_of_a_model_reaches_no_other_and_the_next_repro_re
             f.truncate(0 if damage == "cp" else 1000)
             if damage == "cp":
                 f.write(other.read_bytes())
-        assert (
-            dvc(project, "status", "train").stdout.strip() != UP_TO_DATE
-        )  # noticed: the bytes no longer match dvc.lock
+        # noticed: the bytes no longer match dvc.lock
+        assert dvc(project, "status", "train").stdout.strip() != UP_TO_DATE
         log = dvc(project, "repro", "train").stdout  # train runs again and takes the weights from its resume copy
         assert "already trained with this recipe and data" in log, log
         assert same(weights(model_file), trained)

@@ -429,3 +429,16 @@ def test_the_registry_lists_every_architecture_with_what_its_weights_are():
     ):
         assert all(f in rows[name] for f in (f"{EXPECTED[name]:,}", top1, size, "0.5/0.5/0.5 / 0.5/0.5/0.5"))
     assert "80.858%" in rows["resnet50"] and "ImageNet's" in rows["resnet50"]
+
+
+@pytest.mark.parametrize("name", ["nin", "resnet18", "vgg11_bn"])
+def test_a_model_built_on_the_meta_device_draws_no_weights(name, monkeypatch):
+    # Shapes only (a model file's check, the preflight): a draw there would import torch._dynamo, 1.5 s
+    drawn = []
+    monkeypatch.setattr(nn.init, "kaiming_normal_", lambda *a, **k: drawn.append("conv"))
+    monkeypatch.setattr(nn.init, "normal_", lambda *a, **k: drawn.append("dense"))
+    with torch.device("meta"):
+        model = models.build(name)
+    assert drawn == [] and all(p.is_meta for p in model.parameters())
+    models.build(name)  # on the CPU the same builder draws
+    assert "conv" in drawn  # (NiN has no dense layer)
