@@ -1,6 +1,8 @@
 """The zoo: every architecture builds, has the parameter count worked out by hand, and transfer
 learning cannot repeat the course's three mistakes (no eval mode, nothing frozen, an abrupt head)."""
 
+import subprocess
+import sys
 import urllib.error
 
 import pytest
@@ -10,6 +12,7 @@ from torchvision import models as tv
 
 from pipeline import models
 from pipeline.common.errors import ParamError, StageError
+from pipeline.models import probe
 from pipeline.models.inputs import IMAGENET
 from pipeline.models.transfer import TransferModel
 from pipeline.params import recipes
@@ -442,3 +445,26 @@ def test_a_model_built_on_the_meta_device_draws_no_weights(name, monkeypatch):
     assert drawn == [] and all(p.is_meta for p in model.parameters())
     models.build(name)  # on the CPU the same builder draws
     assert "conv" in drawn  # (NiN has no dense layer)
+
+
+def test_the_shape_check_runs_small_models_for_real_without_importing_torch_dynamo():
+    # In a fresh interpreter: this worker's earlier tests may have loaded torch._dynamo already.
+    code = (
+        "import sys; from pipeline import models; from pipeline.params import recipes; "
+        "p = recipes.load(overrides={'model': ['nin', 'resnet18', 'vgg11_bn'], 'data': {'image_size': 72}}); "
+        "models.preflight(p.models, 72); print(models.feature_map('vgg11', 64), 'torch._dynamo' in sys.modules)"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert shown.stdout.split() == ["(2,", "7)", "False"]
+
+
+@pytest.mark.parametrize("limit", [probe.REAL_FORWARD_BYTES, 0], ids=["cpu", "meta"])
+def test_the_shape_check_gives_the_same_answers_on_the_cpu_and_on_meta(limit, monkeypatch):
+    monkeypatch.setattr(probe, "REAL_FORWARD_BYTES", limit)  # 0: every model's weights are too large for the CPU
+    out = probe.shapes_forward(lambda: models.build("resnet18", in_channels=1), 2, 1, 40)
+    on_meta = limit == 0 or "torch._dynamo" in sys.modules  # loaded by an earlier test in this process, maybe
+    assert out.shape == (2, 2) and out.device.type == ("meta" if on_meta else "cpu")
+    assert models.feature_map("alexnet", 96) == (1, 5)
+    p = recipes.load(REPO / "params.yaml", {"model": "alexnet", "data": {"image_size": 96}})
+    with pytest.raises(StageError, match="alexnet cannot take 32 px images"):
+        models.preflight(p.models, 32)
