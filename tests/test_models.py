@@ -447,6 +447,7 @@ def test_a_model_built_on_the_meta_device_draws_no_weights(name, monkeypatch):
     assert "conv" in drawn  # (NiN has no dense layer)
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_shape_check_runs_small_models_for_real_without_importing_torch_dynamo():
     # In a fresh interpreter: this worker's earlier tests may have loaded torch._dynamo already.
     code = (
