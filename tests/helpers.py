@@ -121,6 +121,19 @@ def committed_project(
 # ---------------------------------------------------------------- training
 
 
+def skeleton(name: str, **options) -> torch.nn.Module:
+    """`name`'s architecture in uninitialised CPU memory, for a test of shapes and counts, not of values:
+    built on the meta device, where no weight is drawn (VGG-11's 133 M weights take a second to draw).
+    An architecture with pretrained weights is built as usual: its weights are loaded, not drawn."""
+    from pipeline import models
+
+    if "pretrained" in models.option_types(name):
+        return models.build(name, **options)
+    with torch.device("meta"):
+        model = models.build(name, **options)
+    return model.to_empty(device="cpu")
+
+
 def toy_split(n, size=32, seed=0):
     """A two-class task a small net must learn: a bright band at the top (cat) or the bottom (dog).
     Up/down, so horizontal flips keep the label's evidence."""
