@@ -19,7 +19,6 @@ from pipeline.common import atomic, cli, formats
 from pipeline.common.progress import duration, plural
 from pipeline.data.images import DOGS_VS_CATS
 from pipeline.evaluation import page, pictures, results
-from pipeline.params import recipes
 from pipeline.training.curves import CURVES, epochs_file
 
 TITLE = "Classic CNNs on Dogs vs. Cats"
@@ -382,8 +381,7 @@ def main() -> None:
     parser.add_argument("--plots", type=Path, required=True, help="the evaluate stage's plots (roc.csv, images/)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    p = recipes.load()
-    found = [formats.read_json(args.results / f"{name}.json") for name in p.model_names]
+    found = results.read_all(args.results)
     rows = report(found, args.out, live=args.live, plots=args.plots)
     print(f"report: {plural(len(rows), 'model')}, best {rows[0]['model']} at {rows[0]['accuracy']:.3f}")
     if note := noise_note(found):

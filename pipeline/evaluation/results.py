@@ -41,6 +41,16 @@ TRACKED: dict[str, tuple[Callable[[dict], float | None], int]] = {
 }
 
 
+def read_all(folder: Path) -> list[dict]:
+    """Every model's result in `folder`, evaluate's results/ (one <model>.json a model): exactly the
+    models params.yaml selects, since DVC empties the folder before evaluate writes it. Reading the
+    folder, not params.yaml, keeps torch out of the readers of results (the model registry imports it)."""
+    found = [formats.read_json(path) for path in sorted(Path(folder).glob("*.json"))]
+    if not found:
+        raise StageError(f"{folder}: no results (<model>.json) to report; run evaluate first (dvc repro evaluate)")
+    return found
+
+
 def ranked(results: list[dict]) -> list[dict]:
     """Best first: by test accuracy, ties by lower log loss, then by name."""
     return sorted(results, key=lambda r: (-r["test"]["accuracy"], r["test"]["log_loss"], r["model"]))
