@@ -76,6 +76,18 @@ def test_each_model_is_tested_against_the_next_one_down_on_the_same_photos(tmp_p
     assert "<td><b>+0.210, p 9.5e-07</b></td>" in page and "<td>-0.010, p 1</td>" in page  # resnet18 − nin; nin − vgg11
 
 
+def test_mcnemars_exact_p_value_is_scipys_two_sided_binomial_test():
+    from scipy.stats import binomtest
+
+    from pipeline.evaluation.metrics import mcnemar_exact
+
+    for a_only, b_only in [(a, n - a) for n in range(1, 41) for a in range(n + 1)] + [(300, 350), (5, 400)]:
+        expected = binomtest(a_only, a_only + b_only, 0.5).pvalue
+        assert mcnemar_exact(a_only, b_only) == pytest.approx(expected, rel=1e-12), (a_only, b_only)
+    assert mcnemar_exact(0, 0) == 1.0  # no photo on which they differ: nothing against "as good"
+    assert mcnemar_exact(10_000, 10_000) == 1.0 and mcnemar_exact(9_000, 11_000) < 1e-40  # 20,000 photos, exactly
+
+
 def test_models_scored_on_other_photos_are_not_compared():
     other = result("nin", 0.69, 0.6) | {"labels": [1, 0] * 50}
     rows = leaderboard([result("resnet18", 0.90, 0.3), other])

@@ -5,6 +5,7 @@ Also the data of dvc.yaml's ROC and confusion charts, one table for every model.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -144,18 +145,29 @@ def confusion_rows(name: str, labels: np.ndarray, proba: np.ndarray, classes: tu
     return [(name, classes[a], classes[p], int(counts[a, p])) for a in index for p in index]
 
 
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """McNemar's exact two-sided p-value: under "A and B are as good", each of the n = a_only + b_only
+    discordant photos is A's alone with probability 1/2, so a_only ~ Binomial(n, 1/2), symmetric, and
+    p = 2 P(X <= min(a_only, b_only)), at most 1 (scipy.stats.binomtest(a_only, n, 0.5) gives the same:
+    tests/test_report.py; computed here in exact integers, as importing scipy.stats takes 1.2 s)."""
+    n = a_only + b_only
+    term = tail = 1  # C(n, 0); then C(n, i + 1) = C(n, i) (n - i) / (i + 1), exactly
+    for i in range(min(a_only, b_only)):
+        term = term * (n - i) // (i + 1)
+        tail += term
+    return min(1.0, float(Fraction(2 * tail, 2**n)))
+
+
 def paired(a_correct: np.ndarray, b_correct: np.ndarray, z: float = Z95) -> dict:
     """A against B on the same photos (two boolean arrays, True where each is right): the accuracy
     difference A − B with its paired 95% interval (Wald, on the discordant pairs), the discordant
     counts, and McNemar's exact test of them (two-sided binomial test of a_only among a_only + b_only)."""
-    from scipy.stats import binomtest  # scipy comes with scikit-learn
-
     a_correct, b_correct = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
     n = len(a_correct)
     a_only, b_only = int((a_correct & ~b_correct).sum()), int((~a_correct & b_correct).sum())
     difference = (a_only - b_only) / n
     half = z * math.sqrt(max(0.0, a_only + b_only - (a_only - b_only) ** 2 / n)) / n
-    p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    p = mcnemar_exact(a_only, b_only)
     return {
         "images": n,
         "difference": difference,
