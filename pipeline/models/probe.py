@@ -14,7 +14,7 @@ from pipeline.models.registry import build, ensure_weights, option_types
 
 # The meta device needs no memory, but it computes shapes with torch's Python reference kernels, and
 # the first of them imports torch._dynamo (1.5 s); a real forward pass of a 2-image batch in
-# uninitialised CPU memory takes 10-400 ms at 224 px for any model of the zoo, and a few at 64 px.
+# uninitialised CPU memory takes 30-400 ms at 224 px for any model of the zoo on 2 Zen 4 cores, less below.
 # So: the CPU, for weights up to 1 GiB (268 M fp32 parameters; VGG-16 has 138 M) while torch._dynamo
 # is not loaded; once it is (a torchvision model's constructor loads it), meta costs nothing more.
 REAL_FORWARD_BYTES = 2**30
