@@ -76,6 +76,17 @@ def test_each_model_is_tested_against_the_next_one_down_on_the_same_photos(tmp_p
     assert "<td><b>+0.210, p 9.5e-07</b></td>" in page and "<td>-0.010, p 1</td>" in page  # resnet18 − nin; nin − vgg11
 
 
+def test_the_report_reads_every_result_evaluate_wrote_and_says_when_there_is_none(tmp_path):
+    from pipeline.common.errors import StageError
+    from pipeline.evaluation import results
+
+    for found in (result("vgg11", 0.70, 0.5), result("nin", 0.69, 0.6)):
+        (tmp_path / f"{found['model']}.json").write_text(json.dumps(found))
+    assert [r["model"] for r in results.read_all(tmp_path)] == ["nin", "vgg11"]
+    with pytest.raises(StageError, match=r"no results \(<model>.json\) to report; run evaluate first"):
+        results.read_all(tmp_path / "empty")
+
+
 def test_mcnemars_exact_p_value_is_scipys_two_sided_binomial_test():
     from scipy.stats import binomtest
 
