@@ -461,12 +461,16 @@ def test_the_shape_check_runs_small_models_for_real_without_importing_torch_dyna
     assert shown.stdout.split() == ["(2,", "7)", "False"]
 
 
-@pytest.mark.parametrize("limit", [probe.REAL_FORWARD_BYTES, 0], ids=["cpu", "meta"])
-def test_the_shape_check_gives_the_same_answers_on_the_cpu_and_on_meta(limit, monkeypatch):
+@pytest.mark.parametrize(
+    "limit, dynamo, device",
+    [(probe.REAL_FORWARD_BYTES, False, "cpu"), (probe.REAL_FORWARD_BYTES, True, "meta"), (0, False, "meta")],
+    ids=["cpu", "meta-once-dynamo-is-loaded", "meta-for-large-weights"],
+)
+def test_the_shape_check_gives_the_same_answers_on_the_cpu_and_on_meta(limit, dynamo, device, monkeypatch):
     monkeypatch.setattr(probe, "REAL_FORWARD_BYTES", limit)  # 0: every model's weights are too large for the CPU
+    monkeypatch.setattr(probe, "dynamo_loaded", lambda: dynamo)  # this worker's earlier tests may have loaded it
     out = probe.shapes_forward(lambda: models.build("resnet18", in_channels=1), 2, 1, 40)
-    on_meta = limit == 0 or "torch._dynamo" in sys.modules  # loaded by an earlier test in this process, maybe
-    assert out.shape == (2, 2) and out.device.type == ("meta" if on_meta else "cpu")
+    assert out.shape == (2, 2) and out.device.type == device
     assert models.feature_map("alexnet", 96) == (1, 5)
     p = recipes.load(REPO / "params.yaml", {"model": "alexnet", "data": {"image_size": 96}})
     with pytest.raises(StageError, match="alexnet cannot take 32 px images"):

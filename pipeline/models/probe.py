@@ -20,6 +20,11 @@ from pipeline.models.registry import build, ensure_weights, option_types
 REAL_FORWARD_BYTES = 2**30
 
 
+def dynamo_loaded() -> bool:
+    """Whether this process has imported torch._dynamo: from then on, meta's shape checks cost nothing more."""
+    return "torch._dynamo" in sys.modules
+
+
 def shapes_forward(builder: Callable[[], nn.Module], batch: int, channels: int, image_size: int) -> torch.Tensor:
     """The output of one forward pass, in eval mode, of the model `builder` makes, for its shape only:
     built on the meta device (nothing drawn), then run on a (batch, channels, image_size, image_size)
@@ -28,7 +33,7 @@ def shapes_forward(builder: Callable[[], nn.Module], batch: int, channels: int, 
         model = builder()
     device = "meta"
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    if "torch._dynamo" not in sys.modules and weights <= REAL_FORWARD_BYTES:
+    if not dynamo_loaded() and weights <= REAL_FORWARD_BYTES:
         model, device = model.to_empty(device="cpu"), "cpu"
     with torch.no_grad():
         return model.eval()(torch.zeros(batch, channels, image_size, image_size, device=device))
