@@ -5,7 +5,6 @@ Also the data of dvc.yaml's ROC and confusion charts, one table for every model.
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 import numpy as np
 
@@ -155,7 +154,7 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     for i in range(min(a_only, b_only)):
         term = term * (n - i) // (i + 1)
         tail += term
-    return min(1.0, float(Fraction(2 * tail, 2**n)))
+    return min(1.0, 2 * tail / 2**n)  # int / int: correctly rounded, however large
 
 
 def paired(a_correct: np.ndarray, b_correct: np.ndarray, z: float = Z95) -> dict:
