@@ -279,26 +279,47 @@ def step_flops(spec, split: Split, batch_size: int) -> float:
 
 def peak_flops(device: torch.device, precision: str, repeats: int = 5) -> float:
     """The most FLOP/s this machine reaches in practice in `precision`, every core: the best of a few
-    2048 × 2048 matrix products (2 n³ FLOPs each) and of a few 3×3 convolutions, 256 channels in and
-    out at 28 × 28 px, batch 16, channels-last (oneDNN's kernels on a CPU, which on some CPUs run
-    well above the matrix library's)."""
+    matrix products, up to 2048 × 2048 (2 n³ FLOPs each), and of a few 3×3 convolutions, 256 channels
+    in and out at 28 × 28 px, up to batch 16, channels-last (oneDNN's kernels on a CPU, which on some
+    CPUs run well above the matrix library's). Each grows only while one run stays short
+    (`growing`): a CPU without native bf16 multiplies bf16 matrices at well under 1 GFLOP/s (one
+    2048 × 2048 product took 60 s on a 2-core AMD Zen 3), where the benchmark itself trains fp32."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    a, b = (torch.randn(2048, 2048, device=device).to(dtype) for _ in range(2))
-    x = torch.randn(16, 256, 28, 28, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(256, 256, 3, 3, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
-    work = {
-        "matmul": (lambda: a @ b, 2 * 2048**3),
-        "conv": (lambda: torch.nn.functional.conv2d(x, w, padding=1), 2 * 16 * 28 * 28 * 256 * 256 * 9),
-    }
+
+    def matmul(scale: int):  # n = 256 to 2048
+        n = 256 * scale
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        return (lambda: a @ b), 2 * n**3
+
+    def conv(scale: int):  # batch 2 to 16
+        x = torch.randn(2 * scale, 256, 28, 28, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(256, 256, 3, 3, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
+        return (lambda: torch.nn.functional.conv2d(x, w, padding=1)), 2 * 2 * scale * 28 * 28 * 256 * 256 * 9
+
+    def timed(run) -> float:
+        synchronize(device)
+        start = time.perf_counter()
+        run()
+        synchronize(device)
+        return time.perf_counter() - start
+
+    return max(growing(work, timed, repeats) for work in (matmul, conv))
+
+
+def growing(make, timed, repeats: int, scales=(1, 2, 4, 8), short: float = 0.25) -> float:
+    """The best FLOP/s of `make(scale)`'s work, `(run, flops)`, at each scale in turn: `repeats` timed
+    runs after an untimed one, while a run takes under `short` seconds; the first longer run ends
+    the measurement, after the scale it took (a few seconds at most where the largest would take
+    a minute)."""
     best = 0.0
-    for run, flops in work.values():
+    for scale in scales:
+        run, flops = make(scale)
         run()  # warm-up: the kernel's choice, the threads
         for _ in range(repeats):
-            synchronize(device)
-            start = time.perf_counter()
-            run()
-            synchronize(device)
-            best = max(best, flops / (time.perf_counter() - start))
+            seconds = timed(run)
+            best = max(best, flops / seconds)
+            if seconds > short:
+                return best
     return best
 
 

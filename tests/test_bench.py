@@ -1,5 +1,6 @@
 """The benchmark runs every phase end to end on a small generated archive (figures are not judged:
-they belong to the machine), and a missing archive is one error line."""
+they belong to the machine), a missing archive is one error line, and the peak it divides by stops
+growing its problem where a run gets long."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 
 import pytest
 
+from benchmarks.bench import growing
 from pipeline.data import synthetic
 from tests.helpers import REPO
 
@@ -62,3 +64,35 @@ def test_a_missing_archive_is_one_error_line(tmp_path):
         and "dvc repro download" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+def simulated(rate: float):
+    """Work of 10⁹ × scale³ FLOPs (a matrix product of side 256 × scale, roughly) on a machine doing
+    `rate` FLOP/s, timed by a clock that advances by what each run would take: (make, timed, runs),
+    runs listing the scale of every run, timed or not."""
+    runs: list[int] = []
+
+    def make(scale: int):
+        return (lambda: runs.append(scale)), 1e9 * scale**3
+
+    def timed(run) -> float:
+        run()
+        return 1e9 * runs[-1] ** 3 / rate
+
+    return make, timed, runs
+
+
+def test_the_peak_grows_to_the_largest_problem_on_a_fast_machine():
+    make, timed, runs = simulated(rate=1e12)  # 1 TFLOP/s: even scale 8 (512 GFLOP) takes 0.5 s
+    assert growing(make, timed, repeats=3, short=1.0) == pytest.approx(1e12)
+    assert runs == [1] * 4 + [2] * 4 + [4] * 4 + [8] * 4  # each scale: one untimed run and three timed
+
+
+def test_the_peak_stops_growing_at_the_first_long_run_as_on_a_cpu_emulating_bf16():
+    # 0.3 GFLOP/s, a Zen 3's bf16 matrix products: scale 1 takes 3.3 s, scale 8 would take 28 minutes
+    make, timed, runs = simulated(rate=3e8)
+    assert growing(make, timed, repeats=5, short=0.25) == pytest.approx(3e8)
+    assert runs == [1, 1]  # the untimed run and one timed: 6.7 s in all, where 6 runs of scale 8 take 2.8 h
+    make, timed, runs = simulated(rate=2e10)  # 20 GFLOP/s: scale 1 takes 0.05 s, scale 2 0.4 s
+    assert growing(make, timed, repeats=5, short=0.25) == pytest.approx(2e10)
+    assert runs == [1] * 6 + [2] * 2
