@@ -21,8 +21,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from pipeline.common import atomic  # noqa: E402
-from tests.helpers import REPO, SHARED_DATA  # noqa: E402
+from tests.paths import REPO, SHARED_DATA  # noqa: E402  (not tests.helpers: see tests/paths.py)
 
 # Seconds per file of a whole run, kept in git for a fresh clone (CI's): `python -m pytest
 # --store-durations` rewrites it. Only the order of the files depends on it, never a result.
@@ -77,6 +76,8 @@ def pytest_sessionfinish(session) -> None:
         known = cache.get("durations/files", {})
         cache.set("durations/files", {**known, **{f: round(s, 2) for f, s in _durations.items()}})
     if session.config.getoption("store_durations"):
+        from pipeline.common import atomic
+
         atomic.write_text(STORED, json.dumps({f: round(s, 1) for f, s in sorted(_durations.items())}, indent=1) + "\n")
 
 

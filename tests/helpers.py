@@ -22,8 +22,8 @@ from pipeline.evaluate import write_gradcam, write_images
 from pipeline.evaluation.metrics import roc_rows
 from pipeline.runtime.tensors import Split
 from pipeline.training.curves import CURVES, epochs_file
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 # The user's documentation: the front page and the pages under docs/, checked by the tests as one text.
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
@@ -32,8 +32,6 @@ def documentation() -> str:
     return "\n\n".join(path.read_text() for path in DOCS)
 
 
-# Real Kaggle photos, when this clone sits beside a `shared/` folder that holds them; never in the repository.
-SHARED_DATA = REPO.parent / "shared" / "data"
 PROJECT_FILES = [
     "dvc.yaml",
     "params.yaml",

@@ -17,11 +17,11 @@ from pipeline.audit import audit
 from pipeline.common.errors import StageError
 from pipeline.data import synthetic, verdicts
 from pipeline.runtime.device import Compute
+from tests.paths import SHARED_DATA
 from tests.test_html import CHROMIUM, Dom, chromium_dom, console_errors
 
 pytest.importorskip("cleanlab")
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO.parent / "shared" / "data" / "dogs-vs-cats-sample" / "train.zip"
+SAMPLE = SHARED_DATA / "dogs-vs-cats-sample" / "train.zip"
 CPU = Compute(torch.device("cpu"))
 
 
