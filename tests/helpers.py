@@ -1,18 +1,22 @@
 """Helpers shared by the test modules (no test module imports another): the repository, a copy of
-the project driven by the real git and dvc CLIs, a toy training task, and a fake finished run."""
+the project driven by the real git and dvc CLIs, a toy training task, a fake finished run, hostile
+inputs, grid cells, and a real headless browser."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
+from PIL import Image
 
 from pipeline.common import atomic, schema
 from pipeline.common.formats import csv_text
@@ -229,3 +233,89 @@ def fake_run(root: Path, names: list[str], epochs: int = 3) -> tuple[Path, Path]
         write_images(plots / "images", name, pictures, labels, proba, DOGS_VS_CATS)
         write_gradcam(plots / "images", name, tiny, pictures, labels, proba, DOGS_VS_CATS)
     return live, plots
+
+
+# ---------------------------------------------------------------- hostile inputs
+
+
+def jpeg(size=(40, 30), colour=(200, 120, 40)) -> bytes:
+    """A small, valid JPEG of one colour."""
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, "JPEG")
+    return out.getvalue()
+
+
+def tampered(source: Path, target: Path, change) -> Path:
+    """A copy of the model file `source` at `target`, its loaded content changed by `change(content)`."""
+    content = torch.load(source, weights_only=True)
+    change(content)
+    torch.save(content, target)
+    return target
+
+
+# ---------------------------------------------------------------- grid cells
+
+
+def results_of(right: list[bool], accuracy_ci=(0.0, 1.0), seconds=10.0) -> dict:
+    """A grid cell's results/<model>.json, in the fields the grid's summary reads: right on the photos
+    `right` marks, the labels alternating cat, dog."""
+    labels = [i % 2 for i in range(len(right))]
+    predicted = [y if ok else 1 - y for y, ok in zip(labels, right)]
+    return {
+        "labels": labels,
+        "predicted": predicted,
+        "test": {"accuracy": sum(right) / len(right), "accuracy_ci95": list(accuracy_ci)},
+        "train": {"seconds": seconds},
+    }
+
+
+# ---------------------------------------------------------------- a real browser
+
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+
+
+def chromium_dom(page: Path, profile: Path) -> tuple[str, str]:
+    """(the DOM after loading `page`, Chromium's log). The background-networking flags matter: without
+    them a machine with no network waits on Google's services."""
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=3000",
+    ]
+    done = subprocess.run([CHROMIUM, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout, done.stderr
+
+
+def console_errors(log: str) -> list[str]:
+    """Lines where the page itself complained: console messages and uncaught script errors (the
+    rest of Chromium's log is its own noise, D-Bus and GPU probing, on a headless machine)."""
+    return [line for line in log.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+
+
+class Dom(HTMLParser):
+    """Every start tag with its attributes, and the text of the page."""
+
+    def __init__(self, markup: str):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+        self.feed(markup)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def all(self, tag: str) -> list[dict]:
+        return [attrs for t, attrs in self.tags if t == tag]

@@ -17,8 +17,8 @@ from pipeline.audit import audit
 from pipeline.common.errors import StageError
 from pipeline.data import synthetic, verdicts
 from pipeline.runtime.device import Compute
+from tests.helpers import CHROMIUM, Dom, chromium_dom, console_errors
 from tests.paths import SHARED_DATA
-from tests.test_html import CHROMIUM, Dom, chromium_dom, console_errors
 
 pytest.importorskip("cleanlab")
 SAMPLE = SHARED_DATA / "dogs-vs-cats-sample" / "train.zip"

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline import grid
 from pipeline.common.errors import StageError
-from tests.helpers import committed_project, run
+from tests.helpers import committed_project, results_of, run
 
 
 @pytest.fixture
@@ -108,17 +108,6 @@ def test_the_cells_are_every_regime_count_and_seed_cheapest_first():
     ]
     assert all(c[-1] == "evaluate" and "data.train_photos=40" in c and "train.seed=0" in c for c in commands)
     assert "data.train_photos=null" in grid.queue_commands("g", [chosen[2]], [])[0]  # all: the whole training split
-
-
-def results_of(right: list[bool], accuracy_ci=(0.0, 1.0), seconds=10.0) -> dict:
-    labels = [i % 2 for i in range(len(right))]
-    predicted = [y if ok else 1 - y for y, ok in zip(labels, right)]
-    return {
-        "labels": labels,
-        "predicted": predicted,
-        "test": {"accuracy": sum(right) / len(right), "accuracy_ci95": list(accuracy_ci)},
-        "train": {"seconds": seconds},
-    }
 
 
 def test_the_summary_pairs_regimes_at_each_count_and_says_which_needs_more_photos():

@@ -28,8 +28,7 @@ from pipeline.evaluation import predicting, results
 from pipeline.models import modelfile, weightsfile
 from pipeline.params import presets, recipes
 from pipeline.training import resume
-from tests.helpers import REPO
-from tests.test_untrusted import jpeg, tampered
+from tests.helpers import REPO, jpeg, tampered
 
 
 @contextlib.contextmanager

@@ -4,69 +4,17 @@ fabricated inputs, with no network, and the DOM it dumps is checked, with its co
 from __future__ import annotations
 
 import base64
-import shutil
-import subprocess
-from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 
 from pipeline.report import report
-from tests.helpers import fake_run, result
+from tests.helpers import CHROMIUM, Dom, chromium_dom, console_errors, fake_run, result, results_of
 
 MODELS = ["alexnet", "torchvision:resnet34"]  # a colon, as torchvision names have, in ids and file names
-CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install chromium)"),
     pytest.mark.slow,  # a real browser, started for each page
 ]
-
-
-def chromium_dom(page: Path, profile: Path) -> tuple[str, str]:
-    """(the DOM after loading `page`, Chromium's log). The background-networking flags matter: without
-    them a machine with no network waits on Google's services."""
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--virtual-time-budget=3000",
-    ]
-    done = subprocess.run([CHROMIUM, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout, done.stderr
-
-
-def console_errors(log: str) -> list[str]:
-    """Lines where the page itself complained: console messages and uncaught script errors (the
-    rest of Chromium's log is its own noise, D-Bus and GPU probing, on a headless machine)."""
-    return [line for line in log.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
-
-
-class Dom(HTMLParser):
-    """Every start tag with its attributes, and the text of the page."""
-
-    def __init__(self, markup: str):
-        super().__init__()
-        self.tags: list[tuple[str, dict]] = []
-        self.text: list[str] = []
-        self.feed(markup)
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-    def all(self, tag: str) -> list[dict]:
-        return [attrs for t, attrs in self.tags if t == tag]
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +79,6 @@ def test_the_console_check_catches_a_script_error(tmp_path):
 
 def test_the_grid_page_shows_its_picture_tables_and_verdicts_offline(tmp_path):
     from pipeline import grid
-    from tests.test_grid import results_of
 
     cells = {f"g-{r}-{n}-s0": grid.Cell(r, n, 0) for r in ("scratch", "probe") for n in ("40", "all")}
     right = {

@@ -21,15 +21,9 @@ from pipeline import download, split
 from pipeline.common.errors import StageError
 from pipeline.data import fashion_mnist, images, members
 from pipeline.data.images import Archive, RejectError
-from tests.helpers import REPO
+from tests.helpers import REPO, jpeg, tampered
 
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\nshowpage\n"
-
-
-def jpeg(size=(40, 30), colour=(200, 120, 40)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, colour).save(out, "JPEG")
-    return out.getvalue()
 
 
 # ---------------------------------------------------------------- 1. a "photo" that runs a program
@@ -244,15 +238,6 @@ def test_a_class_named_like_math_text_is_drawn_as_text():
 
 
 # ---------------------------------------------------------------- 2. model files are untrusted input
-
-
-def tampered(source: Path, target: Path, change) -> Path:
-    import torch
-
-    content = torch.load(source, weights_only=True)
-    change(content)
-    torch.save(content, target)
-    return target
 
 
 def _set(field: str, value):
