@@ -223,16 +223,22 @@ def test_cuda_out_of_memory_names_the_batch_size_and_suggests_half(monkeypatch):
 BF16 = Compute(torch.device("cpu"), "bf16")
 
 
-@pytest.mark.slow  # four runs of several epochs
+LEARNING = dict(epochs=4)  # 4 epochs: resnet18's BatchNorm statistics settle by then on this toy task
+
+
+@pytest.fixture(scope="module")
+def fp32_run() -> dict:
+    """The plain fp32 run the other precisions and layouts are compared with: trained once for all."""
+    return fit(spec(**LEARNING), toy_split(96), toy_split(32, seed=1), classes=2)[1]
+
+
+@pytest.mark.slow  # three runs of several epochs
 @pytest.mark.parametrize(
     "compute", [BF16, Compute(torch.device("cpu"), "fp32", "contiguous")], ids=["bf16", "fp32-contiguous"]
 )
-def test_bf16_and_contiguous_steps_learn_as_fp32_does(compute):
-    data = toy_split(96), toy_split(32, seed=1)
-    _, fp32 = fit(
-        spec(epochs=4), *data, classes=2
-    )  # 4 epochs: resnet18's BatchNorm statistics settle by then on this toy task
-    model, other = fit(spec(epochs=4), *data, classes=2, compute=compute)
+def test_bf16_and_contiguous_steps_learn_as_fp32_does(compute, fp32_run):
+    fp32 = fp32_run
+    model, other = fit(spec(**LEARNING), toy_split(96), toy_split(32, seed=1), classes=2, compute=compute)
     assert fp32["val"]["accuracy"] >= 0.9 and other["val"]["accuracy"] >= 0.9  # the same band: the toy task learnt
     assert other["compute"] == compute.record() and fp32["compute"]["precision"] == "fp32"  # the model file says how
     assert all(p.dtype == torch.float32 for p in model.parameters())  # bf16 autocast keeps fp32 weights
