@@ -4,7 +4,6 @@ inputs, grid cells, and a real headless browser."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -16,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from PIL import Image
 
 from pipeline.common import atomic, schema
 from pipeline.common.formats import csv_text
@@ -24,8 +22,10 @@ from pipeline.data.images import DOGS_VS_CATS
 from pipeline.data.layout import images_file, labels_file
 from pipeline.evaluate import write_gradcam, write_images
 from pipeline.evaluation.metrics import roc_rows
+from pipeline.runtime.device import auto_precision, cpu_features
 from pipeline.runtime.tensors import Split
 from pipeline.training.curves import CURVES, epochs_file
+from tests import archives
 from tests.paths import REPO
 
 # The user's documentation: the front page and the pages under docs/, checked by the tests as one text.
@@ -121,6 +121,10 @@ def committed_project(
 
 
 # ---------------------------------------------------------------- training
+
+# The precision `runtime.precision: auto` trains in on this CPU: bf16 where it has AMX or AVX-512 BF16,
+# else fp32. The compiled tests use it: compiling bf16 that an AVX2-only CPU emulates took longest there.
+AUTO_PRECISION = auto_precision(torch.device("cpu"), cpu_features())[0]
 
 
 def skeleton(name: str, **options) -> torch.nn.Module:
@@ -239,10 +243,8 @@ def fake_run(root: Path, names: list[str], epochs: int = 3) -> tuple[Path, Path]
 
 
 def jpeg(size=(40, 30), colour=(200, 120, 40)) -> bytes:
-    """A small, valid JPEG of one colour."""
-    out = io.BytesIO()
-    Image.new("RGB", size, colour).save(out, "JPEG")
-    return out.getvalue()
+    """The hostile-input tests' ordinary photo: a small JPEG of one colour, at Pillow's default quality."""
+    return archives.jpeg(colour, size, quality=75)
 
 
 def tampered(source: Path, target: Path, change) -> Path:

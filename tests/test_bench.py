@@ -9,16 +9,12 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from benchmarks.bench import growing
 from pipeline.data import synthetic
-from pipeline.runtime.device import auto_precision, cpu_features
-from tests.helpers import REPO
+from tests.helpers import AUTO_PRECISION, REPO
 
-# The compiled combination in the precision `auto` picks here: bf16 where the CPU has it, else fp32
-# (an AVX2-only CPU emulates bf16, and compiling it took longest of all there).
-COMPILED = f"{auto_precision(torch.device('cpu'), cpu_features())[0]}/channels_last/compiled"
+COMPILED = f"{AUTO_PRECISION}/channels_last/compiled"  # the combination `auto` would train in here, compiled
 
 
 def bench(*args: str) -> subprocess.CompletedProcess:

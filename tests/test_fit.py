@@ -10,13 +10,13 @@ import torch
 
 from pipeline.common.errors import StageError
 from pipeline.params import recipes
-from pipeline.runtime.device import Compute, auto_precision, cpu_features
+from pipeline.runtime.device import Compute
 from pipeline.runtime.distributed import World
 from pipeline.training import estimate
 from pipeline.training import fit as fitting
 from pipeline.training.fit import fit
 from pipeline.training.resume import ResumeFile
-from tests.helpers import toy_split
+from tests.helpers import AUTO_PRECISION, toy_split
 
 
 def spec(name="resnet18", **train):
@@ -227,7 +227,7 @@ LEARNING = dict(epochs=4)  # 4 epochs: resnet18's BatchNorm statistics settle by
 
 
 @pytest.fixture(scope="module")
-def fp32_run() -> dict:
+def fp32() -> dict:
     """The plain fp32 run the other precisions and layouts are compared with: trained once for all."""
     return fit(spec(**LEARNING), toy_split(96), toy_split(32, seed=1), classes=2)[1]
 
@@ -236,8 +236,7 @@ def fp32_run() -> dict:
 @pytest.mark.parametrize(
     "compute", [BF16, Compute(torch.device("cpu"), "fp32", "contiguous")], ids=["bf16", "fp32-contiguous"]
 )
-def test_bf16_and_contiguous_steps_learn_as_fp32_does(compute, fp32_run):
-    fp32 = fp32_run
+def test_bf16_and_contiguous_steps_learn_as_fp32_does(compute, fp32):
     model, other = fit(spec(**LEARNING), toy_split(96), toy_split(32, seed=1), classes=2, compute=compute)
     assert fp32["val"]["accuracy"] >= 0.9 and other["val"]["accuracy"] >= 0.9  # the same band: the toy task learnt
     assert other["compute"] == compute.record() and fp32["compute"]["precision"] == "fp32"  # the model file says how
@@ -268,12 +267,11 @@ def test_an_interrupted_bf16_run_resumes_to_the_same_weights(tmp_path):
 
 @pytest.mark.slow  # torch.compile: tens of seconds of compiling, even for a small model
 def test_a_compiled_run_learns_saves_plain_weights_and_resumes(tmp_path):
-    # in the precision `auto` trains in here: bf16 where the CPU has it, else fp32 (compiling bf16
-    # that an AVX2-only CPU emulates took 75 s here, cold, against 54 s for fp32, on a 2-core Zen 3).
-    # NiN, not ResNet-18: what is tested is the compiled run's bookkeeping, not an architecture, and
-    # with an empty compile cache (CI's) NiN compiled in 48 s there, ResNet-18 in 75 s.
-    cpu = torch.device("cpu")
-    compiled = Compute(cpu, auto_precision(cpu, cpu_features())[0], "channels_last", compile=True)
+    # In the precision `auto` trains in here. NiN, not ResNet-18: what is tested is the compiled run's
+    # bookkeeping, not an architecture. With an empty compile cache (CI's), alone on a core of a 2-core
+    # Zen 3: ResNet-18 took 75 s in emulated bf16 and 54 s in fp32 on 2026-12-06; on 2026-12-07, a
+    # slower day, ResNet-18 in fp32 took 75 s and NiN 48 s.
+    compiled = Compute(torch.device("cpu"), AUTO_PRECISION, "channels_last", compile=True)
     data = toy_split(48, size=67), toy_split(16, size=67, seed=1)  # 67 px: NiN's smallest
     one = spec("nin", epochs=2)
 

@@ -4,7 +4,6 @@ exhausted memory or disk, or a file left behind."""
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import signal
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
 
 from pipeline import check, download, split
 from pipeline.common import files, schema
@@ -25,13 +23,7 @@ from pipeline.common.errors import ParamError, StageError
 from pipeline.data import workers
 from pipeline.data.images import MAX_FILE_BYTES, Archive, RejectError
 from pipeline.params import recipes
-from tests.helpers import REPO
-
-
-def jpeg(size=(40, 30)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, (200, 120, 40)).save(out, "JPEG")
-    return out.getvalue()
+from tests.helpers import REPO, jpeg
 
 
 def claim_size(archive: Path, member: str, claimed: int) -> None:
