@@ -135,6 +135,27 @@ def test_a_model_file_whose_tensors_unpack_past_the_bound_is_refused_before_they
     assert weightsfile.load(path, "model file", limit=1 << 20)["x"].shape == (10,)
 
 
+def test_a_model_file_whose_pickle_names_a_million_classes_is_refused_before_it_is_unpickled(
+    nin_file, tmp_path, monkeypatch
+):
+    # 17 MB of pickle: torch's weights-only unpickler took 4.4 s and hundreds of MB to read it back
+    # (Zen 3), before the count of classes could be refused; a 2-GB one would take minutes
+    path = tampered(
+        nin_file, tmp_path / "million.pt", lambda c: c["meta"].update(classes=[f"c{i}" for i in range(10**6)])
+    )
+    read = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: read.append(a))
+    with pytest.raises(StageError) as refused:
+        modelfile.load(path)
+    assert read == []  # refused from the zip's directory: nothing unpickled
+    pickled = weightsfile.sizes(path)[1]
+    assert pickled > 16 << 20 and str(refused.value) == (
+        f"model file {path} holds {pickled:,} bytes of pickled records besides its tensors, "
+        "more than the 4,194,304 a model file needs"
+    )
+    assert weightsfile.sizes(nin_file)[1] < 64 << 10  # a real one: kilobytes
+
+
 def test_a_folder_source_never_zips_a_file_larger_than_a_photo_may_be(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(images, "MAX_FILE_BYTES", 4096)
     folder = tmp_path / "photos"

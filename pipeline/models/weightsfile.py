@@ -16,25 +16,42 @@ from pipeline.common.errors import StageError
 # Bytes a weights file may hold, on disk and once its tensors are read: VGG-11, the zoo's largest
 # model, is 515 MB in fp32; a resume state holds it about three times.
 MAX_BYTES = 2 << 30
+# Bytes of its pickle (torch's `data.pkl`: the names, numbers and nesting around the tensors, which
+# are stored apart): a model file's is tens of KB, with at most 1,000 class names of 100 characters;
+# a resume state's history of 10,000 epochs about 1 MB. The weights-only unpickler is Python and
+# reads about 4 MB a second here (Zen 3): a model file naming a million classes, 17 MB of pickle,
+# took 4.4 s and hundreds of MB before its classes could be refused.
+MAX_PICKLE_BYTES = 4 << 20
 
 
-def unpacked_bytes(path: Path) -> int:
-    """What reading the file allocates: the sum of its zip members' sizes as its directory declares
-    them (torch's format is a zip; a member stored deflated would expand a 16-MB file to gigabytes).
-    A legacy (non-zip) torch file allocates about its own size."""
+def sizes(path: Path) -> tuple[int, int]:
+    """(bytes, pickled bytes) reading the file allocates: the sum of its zip members' sizes as its
+    directory declares them (torch's format is a zip; a member stored deflated would expand a 16-MB
+    file to gigabytes), and its pickle member's. A legacy (non-zip) torch file, such as the ImageNet
+    weights torchvision published before 2020, allocates about its own size; its pickle and tensors
+    are one stream, not told apart here (0 pickled bytes), so its size is its only bound."""
     try:
         with zipfile.ZipFile(path) as z:
-            return sum(info.file_size for info in z.infolist())
+            members = z.infolist()
+            pickled = sum(m.file_size for m in members if m.filename.rpartition("/")[2] == "data.pkl")
+            return sum(m.file_size for m in members), pickled
     except zipfile.BadZipFile:
-        return Path(path).stat().st_size
+        return Path(path).stat().st_size, 0
 
 
 def load(path: Path | str, what: str, limit: int = MAX_BYTES, noun: str = "a file of tensors") -> Any:
     """`torch.load(path, weights_only=True)` on the CPU, once `path` is a regular file whose bytes,
-    on disk and unpacked, are within `limit`; every failure a one-line StageError naming `what`."""
+    on disk and unpacked, are within `limit`, and its pickle within MAX_PICKLE_BYTES; every failure
+    a one-line StageError naming `what`."""
     files.regular(path, what, limit)
-    if (unpacked := unpacked_bytes(Path(path))) > limit:
+    unpacked, pickled = sizes(Path(path))
+    if unpacked > limit:
         raise StageError(f"{what} {path} unpacks to {unpacked:,} bytes, more than the {limit:,} it may hold")
+    if pickled > MAX_PICKLE_BYTES:
+        raise StageError(
+            f"{what} {path} holds {pickled:,} bytes of pickled records besides its tensors, more than "
+            f"the {MAX_PICKLE_BYTES:,} {noun} needs"
+        )
     try:
         with warnings.catch_warnings():  # torch warns about the pickle it is about to refuse: the error says it
             warnings.simplefilter("ignore")
