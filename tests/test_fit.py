@@ -28,6 +28,7 @@ def states_equal(a, b) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # ResNet-18 trained for several epochs: seconds
 def test_a_model_really_learns_and_keeps_its_best_validation_epoch():
     rows = []
     model, summary = fit(
@@ -42,6 +43,7 @@ def test_a_model_really_learns_and_keeps_its_best_validation_epoch():
     assert all(math.isfinite(r["train_loss"]) for r in rows)
 
 
+@pytest.mark.slow  # ResNet-18 trained for several epochs: seconds
 def test_epoch_images_trains_a_small_set_for_more_steps_between_validations():
     rows = []
     one = spec(epochs=2, batch_size=8, epoch_images=64)  # 16 photos shown 4 times an epoch: 8 steps, not 2
@@ -143,6 +145,7 @@ def test_training_is_deterministic_on_the_cpu():
     assert states_equal(a.state_dict(), b.state_dict())
 
 
+@pytest.mark.slow  # ResNet-18 trained for several epochs: seconds
 def test_an_interrupted_run_resumes_and_ends_with_the_same_weights(tmp_path):
     data, two = (toy_split(48), toy_split(16, seed=1)), spec(epochs=2)  # the cosine half-way down at the cut
     whole, whole_summary = fit(two, *data, classes=2, resume=ResumeFile(tmp_path / "whole.pt", "k"))
@@ -179,6 +182,7 @@ def test_a_model_trained_with_the_same_key_is_not_trained_again(tmp_path, monkey
         fit(spec(epochs=1), *data, classes=2, resume=ResumeFile(tmp_path / "m.pt", "k", reuse=False))
 
 
+@pytest.mark.slow  # ResNet-18 trained for several epochs: seconds
 def test_a_nan_loss_stops_training_naming_model_epoch_and_step_and_keeps_the_last_good_epoch(tmp_path, monkeypatch):
     calls = {"n": 0}
     real_augment = fitting.augment
@@ -303,6 +307,7 @@ def test_the_step_spread_is_the_noise_about_the_trend():
     assert fitting.StepSpread.value(0.0, 0) == 0.0
 
 
+@pytest.mark.slow  # ResNet-18 trained for several epochs: seconds
 def test_each_epoch_logs_the_spread_of_its_steps_plain_log_loss(monkeypatch):
     losses = []  # each step's plain cross-entropy, recomputed from what the step returned
     real_step = fitting.train_step
