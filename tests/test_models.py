@@ -1,9 +1,11 @@
 """The zoo: every architecture builds, has the parameter count worked out by hand, and transfer
 learning cannot repeat the course's three mistakes (no eval mode, nothing frozen, an abrupt head)."""
 
+import shutil
 import subprocess
 import sys
 import urllib.error
+from pathlib import Path
 
 import pytest
 import torch
@@ -173,7 +175,7 @@ def test_from_scratch_resnet18_and_vgg11_match_torchvision_layer_for_layer():
 
 
 def test_alexnet_lrn_is_optional_and_parameter_free():
-    plain, lrn = build("alexnet"), build("alexnet", lrn=True)
+    plain, lrn = skeleton("alexnet"), skeleton("alexnet", lrn=True)
     assert sum(isinstance(m, nn.LocalResponseNorm) for m in lrn.modules()) == 2
     assert not any(isinstance(m, nn.LocalResponseNorm) for m in plain.modules())
     assert sum(p.numel() for p in lrn.parameters()) == ALEXNET
@@ -320,24 +322,23 @@ def hub(tmp_path, monkeypatch):
     return tmp_path / "hub" / "checkpoints"
 
 
-def reference_weights():
-    torch.manual_seed(1)
-    return tv.resnet50(weights=None).state_dict()
-
-
-def test_pretrained_weights_load_from_the_hub_cache_offline(hub):
-    state = reference_weights()
+def in_hub(hub: Path, imagenet_like: str, name: str) -> dict:
+    """The stand-in weights put in the hub cache under torchvision's file `name`; their tensors."""
     hub.mkdir(parents=True)
-    torch.save(state, hub / "resnet50-11ad3fa6.pth")  # torchvision's file name for these weights
+    shutil.copyfile(imagenet_like, hub / name)
+    return torch.load(imagenet_like, weights_only=True)
+
+
+def test_pretrained_weights_load_from_the_hub_cache_offline(hub, imagenet_like):
+    state = in_hub(hub, imagenet_like, "resnet50-11ad3fa6.pth")  # torchvision's file name for these weights
     model = models.build("resnet50", pretrained=True)
     torch.testing.assert_close(model.backbone.conv1.weight, state["conv1.weight"], rtol=0, atol=0)
     torch.testing.assert_close(model.backbone.layer4[2].bn3.running_var, state["layer4.2.bn3.running_var"])
 
 
-def test_pretrained_weights_load_from_a_file_named_in_params(hub, tmp_path):
-    state = reference_weights()
-    torch.save(state, tmp_path / "my-resnet50.pth")
-    model = models.build("resnet50", weights=str(tmp_path / "my-resnet50.pth"))
+def test_pretrained_weights_load_from_a_file_named_in_params(hub, imagenet_like):
+    state = torch.load(imagenet_like, weights_only=True)
+    model = models.build("resnet50", weights=imagenet_like)
     assert isinstance(model.backbone.fc, nn.Identity)
     torch.testing.assert_close(model.backbone.conv1.weight, state["conv1.weight"], rtol=0, atol=0)
 
@@ -357,11 +358,9 @@ def test_a_missing_weights_file_named_in_params_is_reported(hub, tmp_path):
         models.build("resnet50", weights=str(tmp_path / "nowhere.pth"))
 
 
-def test_the_courses_imagenet1k_v1_weights_are_one_param_away(hub):
+def test_the_courses_imagenet1k_v1_weights_are_one_param_away(hub, imagenet_like):
     # torchvision's file names: V1 (the course's pretrained=True, 76.1% top-1), V2 (DEFAULT, 80.9%)
-    state = reference_weights()
-    hub.mkdir(parents=True)
-    torch.save(state, hub / "resnet50-0676ba61.pth")
+    state = in_hub(hub, imagenet_like, "resnet50-0676ba61.pth")
     model = models.build("resnet50", weights="IMAGENET1K_V1")
     torch.testing.assert_close(model.backbone.conv1.weight, state["conv1.weight"], rtol=0, atol=0)
     with pytest.raises(StageError) as e:  # the default is V2, which this offline cache does not hold
@@ -406,8 +405,8 @@ def test_resnet18_blocks_start_as_the_identity_only_when_asked():
 
 
 def test_alexnets_three_ideas_can_each_be_replaced_by_what_came_before():
-    plain = models.build("alexnet")
-    lenet_like = models.build("alexnet", activation="sigmoid", pool="avg", dropout=0.0)
+    plain = skeleton("alexnet")
+    lenet_like = skeleton("alexnet", activation="sigmoid", pool="avg", dropout=0.0)
     kinds = lambda m: {type(x) for x in m.modules()}  # noqa: E731
     assert {nn.ReLU, nn.MaxPool2d} <= kinds(plain) and nn.Sigmoid not in kinds(plain)
     assert {nn.Sigmoid, nn.AvgPool2d} <= kinds(lenet_like) and not {nn.ReLU, nn.MaxPool2d} & kinds(lenet_like)
