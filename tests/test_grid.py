@@ -58,7 +58,7 @@ def test_a_miniature_learning_curve_grid_scores_every_cell_on_the_same_test_phot
     import numpy as np
 
     reproduced = project
-    done = run(reproduced, *MINI, "--poll", "5")
+    done = run(reproduced, *MINI, "--poll", "5")  # each look, a `dvc queue status`, takes a second of the queue's core
     assert "grid: 2 cells, 0 already done" in done.stdout and "grid: all 2 cells done" in done.stdout, (
         done.stdout + done.stderr
     )
