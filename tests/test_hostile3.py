@@ -433,6 +433,19 @@ def test_a_resume_state_whose_weights_point_elsewhere_is_not_resumed(recorded, t
     assert resume.epochs_done(tmp_path / "nin.pt", "k") == 0
 
 
+def test_a_resume_state_with_an_oversized_pickle_is_set_aside_unread(tmp_path, monkeypatch, capsys):
+    # the million-classes attack on the other file train reads: a history of a million epochs
+    history = [{"epoch": e} for e in range(10**6)]
+    torch.save({"key": "k", "format": resume.FORMAT, "history": history}, tmp_path / "nin.pt")
+    assert weightsfile.sizes(tmp_path / "nin.pt")[1] > weightsfile.MAX_PICKLE_BYTES
+    read = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: read.append(a))
+    assert resume.epochs_done(tmp_path / "nin.pt", "k") == 0  # the estimate before training: not resumed
+    assert resume.load(tmp_path / "nin.pt", "k") is None and read == []  # training: refused, nothing unpickled
+    assert "bytes of pickled records besides its tensors" in capsys.readouterr().err
+    assert (tmp_path / "nin.pt.corrupt").exists()
+
+
 def test_a_fifo_in_place_of_a_resume_state_is_set_aside(tmp_path, capsys):
     os.mkfifo(tmp_path / "nin.pt")
     with within(20):

@@ -281,6 +281,8 @@ def epochs_done(path: Path, key: str) -> int:
     if not path.is_file():  # nothing, or not a regular file (`load` sets that aside)
         return 0
     try:
+        if weightsfile.sizes(path)[1] > weightsfile.MAX_PICKLE_BYTES:
+            return 0  # a pickle no resume state needs: `load` refuses it and sets it aside, unread
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # unreadable: `load` sets it aside when training reaches it
         return 0
