@@ -39,10 +39,10 @@ def sizes(path: Path) -> tuple[int, int]:
         return Path(path).stat().st_size, 0
 
 
-def load(path: Path | str, what: str, limit: int = MAX_BYTES, noun: str = "a file of tensors") -> Any:
-    """`torch.load(path, weights_only=True)` on the CPU, once `path` is a regular file whose bytes,
-    on disk and unpacked, are within `limit`, and its pickle within MAX_PICKLE_BYTES; every failure
-    a one-line StageError naming `what`."""
+def check(path: Path | str, what: str, limit: int = MAX_BYTES, noun: str = "a file of tensors") -> None:
+    """StageError naming `what` unless `path` is a regular file whose bytes, on disk and unpacked,
+    are within `limit`, and its pickle within MAX_PICKLE_BYTES: what reading it may cost, known from
+    its zip directory before a byte is unpickled."""
     files.regular(path, what, limit)
     unpacked, pickled = sizes(Path(path))
     if unpacked > limit:
@@ -52,6 +52,12 @@ def load(path: Path | str, what: str, limit: int = MAX_BYTES, noun: str = "a fil
             f"{what} {path} holds {pickled:,} bytes of pickled records besides its tensors, more than "
             f"the {MAX_PICKLE_BYTES:,} {noun} needs"
         )
+
+
+def load(path: Path | str, what: str, limit: int = MAX_BYTES, noun: str = "a file of tensors") -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU, once `check` passes; every failure a
+    one-line StageError naming `what`."""
+    check(path, what, limit, noun)
     try:
         with warnings.catch_warnings():  # torch warns about the pickle it is about to refuse: the error says it
             warnings.simplefilter("ignore")

@@ -36,6 +36,9 @@ from pipeline.runtime import distributed
 
 # Bumped when what a resume file holds changes meaning: a file of another format is not resumed from.
 FORMAT = 1
+# Bytes a resume state may hold: the weights, their moving average and the kept epoch's, each up to
+# weightsfile.MAX_BYTES.
+MAX_STATE_BYTES = 3 * weightsfile.MAX_BYTES
 
 
 def key(spec: ModelSpec, data_digest: str, processes: int, precision: str = "fp32") -> str:
@@ -229,9 +232,7 @@ def load(path: Path, key: str) -> dict | None:
     if not os.path.lexists(path):
         return None
     try:
-        state = weightsfile.load(
-            path, "resume state", 3 * weightsfile.MAX_BYTES
-        )  # weights, their average and the kept ones
+        state = weightsfile.load(path, "resume state", MAX_STATE_BYTES)
     except StageError as e:
         aside = path.with_name(path.name + ".corrupt")
         path.replace(aside)
@@ -281,8 +282,7 @@ def epochs_done(path: Path, key: str) -> int:
     if not path.is_file():  # nothing, or not a regular file (`load` sets that aside)
         return 0
     try:
-        if weightsfile.sizes(path)[1] > weightsfile.MAX_PICKLE_BYTES:
-            return 0  # a pickle no resume state needs: `load` refuses it and sets it aside, unread
+        weightsfile.check(path, "resume state", MAX_STATE_BYTES)  # `load`'s bounds, before a byte is unpickled
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # unreadable: `load` sets it aside when training reaches it
         return 0
