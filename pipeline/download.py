@@ -59,9 +59,9 @@ def download(source: str, out: Path, downloads: Path, *, base_dir: Path | None =
                 )
             fashion_mnist.write_archive(fashion_mnist.find(path), archive)
             origin = str(path)
-        elif source == "synthetic":
-            synthetic.make_archive(archive)
-            origin = "pipeline/synthetic.py"
+        elif (photos := sections.synthetic_photos(source)) is not None:
+            synthetic.make_archive(archive, per_class=photos // 2, workers=cli.cpu_count())
+            origin = "pipeline/data/synthetic.py"
         else:
             path = local_path(source, base_dir)
             from_local(source, path, archive)

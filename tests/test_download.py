@@ -20,7 +20,7 @@ from PIL import Image
 from pipeline import download
 from pipeline.common.errors import StageError
 from pipeline.data import fetch as fetching
-from pipeline.data import synthetic
+from pipeline.data import sources, synthetic
 from pipeline.data.fetch import Remote, fetch
 from tests.fileserver import serving
 
@@ -234,6 +234,32 @@ def test_synthetic_source(tmp_path):
     archive = download.download("synthetic", tmp_path / "raw", tmp_path / "downloads")
     assert zipfile.ZipFile(archive).namelist()[-1] == "train/dog.299.jpg"
     assert json.loads((tmp_path / "raw" / "source.json").read_text())["source"] == "synthetic"
+
+
+def test_synthetic_n_generates_n_photos_whose_first_are_the_plain_sources_whatever_the_processes(tmp_path, monkeypatch):
+    """`synthetic:N` is the speed run's full-scale stand-in (`synthetic:25000`): N photos, half of each
+    class, made by every core; photo i is the same bytes as in the 600 of plain `synthetic`."""
+    monkeypatch.setattr(download.cli, "cpu_count", lambda: 2)  # the pool path even on a 1-core runner
+    count = 2 * synthetic.PARALLEL_FROM
+    archive = download.download(f"synthetic:{count}", tmp_path / "raw", tmp_path / "downloads")
+    assert json.loads((tmp_path / "raw" / "source.json").read_text())["source"] == f"synthetic:{count}"
+    synthetic.make_archive(tmp_path / "plain.zip")
+    with zipfile.ZipFile(archive) as big, zipfile.ZipFile(tmp_path / "plain.zip") as plain:
+        names = big.namelist()
+        assert (
+            len(names) == count
+            and names[count // 2] == "train/dog.0.jpg"
+            and names[-1] == f"train/dog.{count // 2 - 1}.jpg"
+        )
+        assert all(big.read(n) == plain.read(n) for n in plain.namelist())
+        assert big.read(names[-1]) == synthetic._photo((1, count // 2 - 1), size=128, seed=0)  # made in a worker
+
+
+def test_synthetic_n_is_counted_and_needs_no_network(tmp_path):
+    assert sources.photos_at_most("synthetic:25000", None) == 25_000
+    assert sources.photos_at_most("synthetic:25000", 1000) == 2_000
+    assert sources.photos_at_most("synthetic", None) == 600
+    assert sources.source_problem("synthetic:25000", tmp_path) is None
 
 
 # ---------------------------------------------------------------- kaggle, through a fake package

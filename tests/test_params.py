@@ -150,6 +150,13 @@ def test_unknown_keys_are_named(overrides, key):
         ({"data": {"image_size": 96.5}}, "data.image_size", 96.5),
         ({"data": {"max_per_class": -1}}, "data.max_per_class", -1),
         ({"data": {"resize": "stretch"}}, "data.resize", "stretch"),
+        ({"data": {"source": "synthetic:0"}}, "data.source", "synthetic:0"),
+        ({"data": {"source": "synthetic:25001"}}, "data.source", "synthetic:25001"),  # odd: half of each class
+        ({"data": {"source": "synthetic:100002"}}, "data.source", "synthetic:100002"),
+        ({"data": {"source": "synthetic:-2"}}, "data.source", "synthetic:-2"),
+        ({"data": {"source": "synthetic:2e4"}}, "data.source", "synthetic:2e4"),
+        ({"data": {"source": "synthetic:"}}, "data.source", "synthetic:"),
+        ({"data": {"source": "synthetic:\uff12\uff10"}}, "data.source", "synthetic:\uff12\uff10"),  # fullwidth 20
         ({"train": {"epochs": 0}}, "train.epochs", 0),
         ({"train": {"batch_size": -8}}, "train.batch_size", -8),
         ({"train": {"lr": 0}}, "train.lr", 0.0),
@@ -172,6 +179,11 @@ def test_bad_values_name_the_param_and_the_value(overrides, key, value):
     e = error(**overrides)
     assert (e.key, e.value) == (key, value)
     assert str(e).startswith(f"{key} = {e.value!r}: ") and e.allowed
+
+
+def test_a_synthetic_count_of_thousands_of_digits_is_refused_at_once_in_a_short_message():
+    e = error(data={"source": "synthetic:" + "9" * 100_000})  # int() would raise its own ValueError past 4,300 digits
+    assert e.key == "data.source" and "from 2 to 100,000" in str(e) and len(str(e)) < 500
 
 
 def test_image_size_too_small_for_alexnet_and_nin_is_refused_for_them_only():

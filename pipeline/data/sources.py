@@ -4,7 +4,8 @@
     kaggle         the competition's own train.zip, through the `kaggle` package and your API token
     fashion-mnist  the course's 28×28 grey clothes, 10 classes: the four IDX files from torchvision's
                    mirror (verified, resumable), or `fashion-mnist:<folder or zip>` holding them
-    synthetic      generated shapes (data/synthetic.py) for offline smoke runs
+    synthetic      generated shapes (data/synthetic.py) for offline smoke runs: 600 photos, or
+                   `synthetic:N` for N (`synthetic:25000`: the Kaggle set's size, for a speed run)
     <path>         a .zip (used in place) or a folder of images (zipped once, uncompressed), in
                    Dogs-vs-Cats' layouts or one folder per class (data.images.labelling)
 
@@ -32,10 +33,11 @@ from pipeline.common.progress import track
 from pipeline.data import fashion_mnist, images
 from pipeline.data.fetch import CHUNK, Remote, fetch, local_hint
 from pipeline.data.images import IMAGE_SUFFIXES
+from pipeline.params.sections import synthetic_photos
 
 COMPETITION = "dogs-vs-cats"
 FASHION_MNIST = "fashion-mnist"  # and "fashion-mnist:<folder or zip>" for files already at hand
-ACCEPTED = "microsoft, kaggle, fashion-mnist, synthetic, or a path to a .zip or a folder of images"
+ACCEPTED = "microsoft, kaggle, fashion-mnist, synthetic[:N], or a path to a .zip or a folder of images"
 
 
 MICROSOFT = Remote(
@@ -87,7 +89,7 @@ def source_problem(source: str, downloads: Path, *, base_dir: Path | None = None
             return (
                 f"data.source = {source!r}: {path} was not found; name the folder or zip that holds the four IDX files"
             )
-    elif source != "synthetic":
+    elif synthetic_photos(source) is None:
         path = local_path(source, base_dir)
         try:
             mode = path.stat().st_mode
@@ -272,7 +274,6 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 KAGGLE_PHOTOS = 25_000  # labelled photos in the competition's train.zip (and the Microsoft mirror, about)
 FASHION_MNIST_IMAGES = 70_000  # 60,000 train and 10,000 test
-SYNTHETIC_PHOTOS = 600  # synthetic.make_archive's default: 300 per class
 
 
 def photos_at_most(source: str, max_per_class: int | None) -> int:
@@ -284,8 +285,8 @@ def photos_at_most(source: str, max_per_class: int | None) -> int:
         count, classes = KAGGLE_PHOTOS, 2
     elif source.startswith(FASHION_MNIST):
         count, classes = FASHION_MNIST_IMAGES, 2 * len(fashion_mnist.CLASSES)
-    elif source == "synthetic":
-        count, classes = SYNTHETIC_PHOTOS, 2
+    elif synthetic_photos(source) is not None:
+        count, classes = synthetic_photos(source), 2
     else:
         path = Path(source).expanduser()
         if path.is_dir():

@@ -20,12 +20,14 @@ from pipeline.common.errors import ParamError
 
 PARAMS_FILE = Path("params.yaml")
 SOURCES = ("microsoft", "kaggle", "fashion-mnist", "synthetic")
+SYNTHETIC = "synthetic"  # and "synthetic:N": N generated photos, half of each class
+SYNTHETIC_PHOTOS = 600  # plain `synthetic`: 300 a class, a smoke run's worth
 TOP_LEVEL = ("model", "data", "train", "runtime", "evaluate", "models")
 
 
 @dataclass(frozen=True)
 class DataParams:
-    source: str  # microsoft | kaggle | fashion-mnist[:path] | synthetic | a path to a .zip or a folder of images
+    source: str  # microsoft | kaggle | fashion-mnist[:path] | synthetic[:N] | a path to a .zip or a folder of images
     image_size: int  # px: side of the square uint8 tensors that preprocess writes
     resize: Literal["crop", "squash"]  # crop: shorter side to image_size, centre crop; squash: ignore aspect
     max_per_class: int | None  # cap on images per class before splitting (quick runs); null = all
@@ -62,6 +64,27 @@ class DataParams:
             raise ParamError("data.verdicts", self.verdicts, "the path of a verdict file (verdicts/none.yaml: none)")
         if not self.source:
             raise ParamError("data.source", self.source, f"use one of {', '.join(SOURCES)} or a path")
+        synthetic_photos(self.source)  # a count out of bounds fails here, before any stage's work
+
+
+def synthetic_photos(source: str) -> int | None:
+    """How many photos data.source `synthetic` (600) or `synthetic:N` (N) generates; None for any other source.
+
+    N is even (half of each class), at least 2 and at most LIMITS["synthetic_photos"]: a full-scale
+    speed run needs no photos (`synthetic:25000`, the Kaggle set's size)."""
+    if source == SYNTHETIC:
+        return SYNTHETIC_PHOTOS
+    head, colon, count = source.partition(":")
+    if head != SYNTHETIC or not colon:
+        return None
+    most, why = LIMITS["synthetic_photos"]
+    allowed = f"synthetic:N takes an even number of photos N (half of each class) from 2 to {most:,} ({why})"
+    if not (count.isascii() and count.isdigit()) or len(count) > 7:
+        raise ParamError("data.source", source, allowed)
+    photos = int(count)
+    if not 2 <= photos <= most or photos % 2:
+        raise ParamError("data.source", source, allowed)
+    return photos
 
 
 @dataclass(frozen=True)
