@@ -277,21 +277,28 @@ def step_flops(spec, split: Split, batch_size: int) -> float:
     return float(counter.get_total_flops())
 
 
+# Problem scales `peak_flops` may grow through: matrix sides 256 × scale, convolution batches 2 × scale.
+# A GPU needs the large ones: a launch and its synchronisation cost ~20 µs, as long as a 2048 × 2048
+# bf16 product takes at ~800 TFLOP/s, so the CPU's largest would measure about half an H100's peak.
+SCALES = {"cpu": (1, 2, 4, 8), "cuda": (1, 2, 4, 8, 16, 32, 64)}
+
+
 def peak_flops(device: torch.device, precision: str, repeats: int = 5) -> float:
     """The most FLOP/s this machine reaches in practice in `precision`, every core: the best of a few
-    matrix products, up to 2048 × 2048 (2 n³ FLOPs each), and of a few 3×3 convolutions, 256 channels
-    in and out at 28 × 28 px, up to batch 16, channels-last (oneDNN's kernels on a CPU, which on some
-    CPUs run well above the matrix library's). Each grows only while one run stays short
+    matrix products, up to 2048 × 2048 on a CPU and 16384 × 16384 on a GPU (2 n³ FLOPs each), and of a
+    few 3×3 convolutions, 256 channels in and out at 28 × 28 px, up to batch 16 (GPU: 128), channels-last
+    (oneDNN's kernels on a CPU, which on some CPUs run well above the matrix library's). Each grows only
+    while one run stays short
     (`growing`): a CPU without native bf16 multiplies bf16 matrices at well under 1 GFLOP/s (one
     2048 × 2048 product took 60 s on a 2-core AMD Zen 3), where the benchmark itself trains fp32."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
 
-    def matmul(scale: int):  # n = 256 to 2048
+    def matmul(scale: int):  # n = 256 × scale
         n = 256 * scale
         a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
         return (lambda: a @ b), 2 * n**3
 
-    def conv(scale: int):  # batch 2 to 16
+    def conv(scale: int):  # batch 2 × scale
         x = torch.randn(2 * scale, 256, 28, 28, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
         w = torch.randn(256, 256, 3, 3, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
         return (lambda: torch.nn.functional.conv2d(x, w, padding=1)), 2 * 2 * scale * 28 * 28 * 256 * 256 * 9
@@ -303,7 +310,8 @@ def peak_flops(device: torch.device, precision: str, repeats: int = 5) -> float:
         synchronize(device)
         return time.perf_counter() - start
 
-    return max(growing(work, timed, repeats) for work in (matmul, conv))
+    scales = SCALES.get(device.type, SCALES["cuda"])
+    return max(growing(work, timed, repeats, scales) for work in (matmul, conv))
 
 
 def growing(make, timed, repeats: int, scales=(1, 2, 4, 8), short: float = 0.25) -> float:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from benchmarks.bench import growing
+from benchmarks.bench import SCALES, growing
 from pipeline.data import synthetic
 from tests.helpers import AUTO_PRECISION, REPO
 
@@ -97,3 +97,24 @@ def test_the_peak_stops_growing_at_the_first_long_run_as_on_a_cpu_emulating_bf16
     make, timed, runs = simulated(rate=2e10)  # 20 GFLOP/s: scale 1 takes 0.05 s, scale 2 0.4 s
     assert growing(make, timed, repeats=5, short=0.25) == pytest.approx(2e10)
     assert runs == [1] * 6 + [2] * 2
+
+
+def test_on_a_gpu_the_peak_grows_past_the_cpus_largest_problem_where_a_launch_costs_microseconds():
+    # an H100-like 800 TFLOP/s in bf16, 20 µs a launch and its synchronisation; real matrix products (2 n³)
+    def gpu(scale_flops):
+        runs: list[int] = []
+
+        def make(scale: int):
+            return (lambda: runs.append(scale)), scale_flops(scale)
+
+        def timed(run) -> float:
+            run()
+            return 20e-6 + scale_flops(runs[-1]) / 8e14
+
+        return make, timed
+
+    matmul = lambda scale: 2 * (256 * scale) ** 3  # noqa: E731
+    cpu_sized = growing(*gpu(matmul), 5, SCALES["cpu"])
+    gpu_sized = growing(*gpu(matmul), 5, SCALES["cuda"])
+    assert cpu_sized < 0.6 * 8e14  # 2048 × 2048: 21 µs of work beside 20 µs of launch
+    assert gpu_sized > 0.97 * 8e14  # 16384 × 16384: 11 ms
