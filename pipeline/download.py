@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from pipeline.common import atomic, cli
+from pipeline.common.bounds import synthetic_photos
 from pipeline.common.errors import StageError
 from pipeline.common.formats import sha256_file
 from pipeline.data import fashion_mnist, synthetic
@@ -59,7 +60,7 @@ def download(source: str, out: Path, downloads: Path, *, base_dir: Path | None =
                 )
             fashion_mnist.write_archive(fashion_mnist.find(path), archive)
             origin = str(path)
-        elif (photos := sections.synthetic_photos(source)) is not None:
+        elif (photos := synthetic_photos(source)) is not None:
             synthetic.make_archive(archive, per_class=photos // 2, workers=cli.cpu_count())
             origin = "pipeline/data/synthetic.py"
         else:

@@ -27,13 +27,13 @@ import zipfile
 from pathlib import Path
 
 from pipeline.common import atomic, files
+from pipeline.common.bounds import synthetic_photos
 from pipeline.common.errors import StageError
 from pipeline.common.formats import zip_entry
 from pipeline.common.progress import track
 from pipeline.data import fashion_mnist, images
 from pipeline.data.fetch import CHUNK, Remote, fetch, local_hint
 from pipeline.data.images import IMAGE_SUFFIXES
-from pipeline.params.sections import synthetic_photos
 
 COMPETITION = "dogs-vs-cats"
 FASHION_MNIST = "fashion-mnist"  # and "fashion-mnist:<folder or zip>" for files already at hand

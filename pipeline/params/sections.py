@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.common import schema
-from pipeline.common.bounds import LIMITS
+from pipeline.common.bounds import LIMITS, synthetic_photos
 from pipeline.common.errors import ParamError
 
 PARAMS_FILE = Path("params.yaml")
 SOURCES = ("microsoft", "kaggle", "fashion-mnist", "synthetic")
-SYNTHETIC = "synthetic"  # and "synthetic:N": N generated photos, half of each class
-SYNTHETIC_PHOTOS = 600  # plain `synthetic`: 300 a class, a smoke run's worth
 TOP_LEVEL = ("model", "data", "train", "runtime", "evaluate", "models")
 
 
@@ -65,26 +63,6 @@ class DataParams:
         if not self.source:
             raise ParamError("data.source", self.source, f"use one of {', '.join(SOURCES)} or a path")
         synthetic_photos(self.source)  # a count out of bounds fails here, before any stage's work
-
-
-def synthetic_photos(source: str) -> int | None:
-    """How many photos data.source `synthetic` (600) or `synthetic:N` (N) generates; None for any other source.
-
-    N is even (half of each class), at least 2 and at most LIMITS["synthetic_photos"]: a full-scale
-    speed run needs no photos (`synthetic:25000`, the Kaggle set's size)."""
-    if source == SYNTHETIC:
-        return SYNTHETIC_PHOTOS
-    head, colon, count = source.partition(":")
-    if head != SYNTHETIC or not colon:
-        return None
-    most, why = LIMITS["synthetic_photos"]
-    allowed = f"synthetic:N takes an even number of photos N (half of each class) from 2 to {most:,} ({why})"
-    if not (count.isascii() and count.isdigit()) or len(count) > 7:
-        raise ParamError("data.source", source, allowed)
-    photos = int(count)
-    if not 2 <= photos <= most or photos % 2:
-        raise ParamError("data.source", source, allowed)
-    return photos
 
 
 @dataclass(frozen=True)
