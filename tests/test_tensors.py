@@ -6,6 +6,7 @@ import torch
 
 from pipeline.data.layout import images_file, labels_file
 from pipeline.models.inputs import IMAGENET, TENSORFLOW
+from pipeline.runtime import tensors
 from pipeline.runtime.tensors import Split, augment, batches, load_split, normalize
 
 
@@ -200,8 +201,6 @@ def test_load_split_maps_the_arrays_without_copying_on_the_cpu(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_pinned_host_batches_equal_device_batches(tmp_path, monkeypatch):
-    from pipeline.runtime import tensors
-
     np.save(images_file(tmp_path, "train"), np.random.default_rng(0).integers(0, 256, (50, 3, 8, 8), dtype=np.uint8))
     np.save(labels_file(tmp_path, "train"), np.arange(50) % 2)
     device = torch.device("cuda")
@@ -213,3 +212,51 @@ def test_pinned_host_batches_equal_device_batches(tmp_path, monkeypatch):
     b = list(batches(pinned, 8, shuffle=True, generator=torch.Generator().manual_seed(0)))
     for (xa, ya), (xb, yb) in zip(a, b, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb) and xb.device.type == "cuda"
+
+
+def test_the_normalisation_made_once_under_inference_mode_still_serves_autograd():
+    # normalize's per-channel constants are made once per device (not copied to a GPU every step);
+    # the first may be made while validating, under inference mode, whose tensors autograd may not save
+    tensors._affine_on.cache_clear()
+    x = split_of(4).images
+    with torch.inference_mode():
+        normalize(x, IMAGENET)
+    pixels = x.float().requires_grad_()  # a gradient with respect to the input pixels (a saliency map)
+    normalize(pixels, IMAGENET).sum().backward()  # saves the cached scale for the backward pass
+    std = torch.tensor(IMAGENET.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(pixels.grad, (1 / (255 * std)).expand_as(pixels))
+    assert tensors._affine_on.cache_info().hits == 1
+    expected = (x.float() / 255 - torch.tensor(IMAGENET.mean).view(1, 3, 1, 1)) / std
+    torch.testing.assert_close(normalize(x, IMAGENET), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("crop_scale", [(1.0, 1.0), (0.5, 1.0)], ids=["pixels", "crops"])
+def test_on_a_gpu_a_training_step_never_makes_the_host_wait_and_augments_as_on_the_cpu(crop_scale):
+    from pipeline.params import recipes
+    from pipeline.runtime.device import Compute
+    from pipeline.training.fit import build, train_step
+    from pipeline.training.optim import make_optimizer
+
+    cpu = split_of(16, size=32)
+    device = torch.device("cuda")
+    gpu = Split(images=cpu.images.to(device), labels=cpu.labels.remainder(2).to(device), device=device)
+    how = {"crop_scale": crop_scale, "flip": True, "translate": 0.125, "normalization": IMAGENET}
+    on_cpu = augment(cpu.images, generator=torch.Generator().manual_seed(0), **how)
+    on_gpu = augment(gpu.images, generator=torch.Generator().manual_seed(0), **how)
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-4, rtol=1e-4)  # the same draws, the same pixels
+    spec = recipes.load(overrides={"model": "resnet18", "train": {"crop_scale": list(crop_scale)}}).models[0]
+    compute = Compute(device, "bf16")
+    model = build(spec, gpu, 2, compute)
+    optimizer = make_optimizer(model, spec.train)
+    criterion = torch.nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(0)
+    x, y = gpu.images, gpu.labels
+    train_step(model, optimizer, criterion, x, y, spec.train, generator, compute)  # cuDNN's first choices
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any copy or read that waits for the GPU raises
+    try:
+        for _ in range(3):
+            train_step(model, optimizer, criterion, x, y, spec.train, generator, compute)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

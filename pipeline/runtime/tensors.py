@@ -5,6 +5,7 @@ no per-image Python: the network, not the data path, sets the pace.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -126,7 +127,7 @@ def _pinned_batches(split: Split, order: torch.Tensor, batch_size: int):
         x = buf.to(split.device, non_blocking=True)
         done[slot] = torch.cuda.Event()
         done[slot].record()
-        yield x, split.labels[idx.to(split.device)]
+        yield x, split.labels[to_device(idx, split.device)]
 
 
 def affine(normalization: Normalization, channels: int) -> tuple[list[float], list[float]]:
@@ -136,12 +137,30 @@ def affine(normalization: Normalization, channels: int) -> tuple[list[float], li
     return [1 / (255 * s) for s in n.std], [-m / s for m, s in zip(n.mean, n.std)]
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor on `device`, the host not kept waiting: a plain copy to a GPU from pageable
+    memory synchronises the stream (the host waits for every kernel queued before it, and cannot
+    queue the next step's while the GPU works), so on CUDA it goes through pinned memory,
+    asynchronously (torch's caching host allocator keeps the pinned block until the copy is done)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+@functools.lru_cache(maxsize=32)
+def _affine_on(normalization: Normalization, channels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`affine`'s (scale, shift), each (1, C, 1, 1) float32 on `device`: made once, not copied every step."""
+    with torch.inference_mode(False):  # ordinary tensors, even if first asked for under inference mode
+        scale, shift = (torch.tensor(v).view(1, -1, 1, 1) for v in affine(normalization, channels))
+        return to_device(scale, device), to_device(shift, device)
+
+
 def normalize(
     x: torch.Tensor, normalization: Normalization, memory_format: torch.memory_format = torch.channels_last
 ) -> torch.Tensor:
     """uint8 (B, C, S, S) → float32 in `memory_format`, normalised as the network's weights expect
     (models.inputs.of(model)): one fused multiply-add."""
-    scale, shift = (torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in affine(normalization, x.shape[1]))
+    scale, shift = _affine_on(normalization, x.shape[1], x.device)
     x = x.float() if x.dtype == torch.uint8 else x
     return torch.addcmul(shift, x, scale).contiguous(memory_format=memory_format)
 
@@ -192,7 +211,7 @@ def augment(
         pixel = torch.arange(side)
         rows = _reflect(pixel + shift_y.long()[:, None], side)  # (B, S)
         cols = _reflect(torch.where(flipped[:, None], side - 1 - pixel, pixel) + shift_x.long()[:, None], side)
-        rows, cols = rows.to(device), cols.to(device)
+        rows, cols = to_device(rows, device), to_device(cols, device)
         moved = x[torch.arange(b, device=device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (B, S, S, C)
         return normalize(
             moved.permute(0, 3, 1, 2), normalization, memory_format
@@ -202,7 +221,7 @@ def augment(
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = w * sign, cx
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
-    grid = F.affine_grid(theta.to(device), list(x.shape), align_corners=False)
+    grid = F.affine_grid(to_device(theta, device), list(x.shape), align_corners=False)
     out = F.grid_sample(
         normalize(x, normalization), grid, mode="bilinear", padding_mode="reflection", align_corners=False
     )
