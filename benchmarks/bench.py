@@ -168,6 +168,7 @@ def bench_training(
     workers: int,
     compile_too: bool = True,
     only: set[str] | None = None,
+    profile: int = 0,
 ) -> dict:
     chosen = members(archive, batch_size * 4)
     with Archive(archive) as a:  # the pipeline's preprocessed tensors for the same images
@@ -183,7 +184,7 @@ def bench_training(
         model = build(spec, split, 2, how).train()
         return (torch.compile(model) if how.compile else model), make_optimizer(model, spec.train)
 
-    def pipeline_phase(how: Compute) -> dict:
+    def pipeline_phase(how: Compute, profile: int = 0) -> dict:
         model, optimizer = fresh(how)
         generator = torch.Generator().manual_seed(0)
         criterion = nn.CrossEntropyLoss(label_smoothing=spec.train.label_smoothing)
@@ -203,6 +204,9 @@ def bench_training(
             steps=steps,
         )
         found["first_step_seconds"] = first
+        if profile:
+            batches_iter = endless(lambda: batches(split, batch_size, shuffle=True, generator=generator))
+            found["profile"] = profiled(batches_iter, step, device, steps=profile)
         return found | utilisation(found, how)
 
     flops = step_flops(spec, split, batch_size)
@@ -228,7 +232,7 @@ def bench_training(
     )
     del loader  # its persistent workers stop before the next phase
 
-    results["pipeline"] = pipeline_phase(compute)
+    results["pipeline"] = pipeline_phase(compute, profile)
     noise = torch.randn(batch_size, 3, image_size, image_size, device=device).contiguous(memory_format=compute.format)
     target = torch.randint(0, 2, (batch_size,), device=device)
     model, optimizer = fresh(compute)
@@ -260,6 +264,38 @@ def bench_training(
         "combinations": combinations,
         "flops_per_image": flops / batch_size,
         "peak_flops_per_second": peaks,
+    }
+
+
+def profiled(batches_iter, step, device: torch.device, *, steps: int, top: int = 10) -> dict:
+    """Where the time of `steps` steps goes, by torch's profiler: the share of the wall time the
+    device computes (a GPU's kernels; on a CPU, the time inside operators) and the `top` operators
+    by their own time on the device, per step. On a GPU a busy share well under 1 says the host
+    (launching kernels, or waiting for the GPU) sets the pace, not the GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    step(*next(batches_iter))  # the profiler's own first step costs more
+    synchronize(device)
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step(*next(batches_iter))
+        synchronize(device)
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+
+    def own(event) -> float:  # µs of the event's own time on the device (the CPU on a CPU)
+        if not cuda:
+            return event.self_cpu_time_total
+        return getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
+
+    ranked = sorted(events, key=own, reverse=True)[:top]
+    return {
+        "steps": steps,
+        "wall_seconds": wall,
+        "device_busy": sum(own(e) for e in events) / 1e6 / wall,
+        "top": [{"op": e.key, "ms_per_step": own(e) / 1e3 / steps, "calls_per_step": e.count / steps} for e in ranked],
     }
 
 
@@ -419,6 +455,9 @@ def main() -> None:
         "--only", help="measure only these combinations, a comma list (e.g. bf16/channels_last/compiled)"
     )
     parser.add_argument(
+        "--profile", type=int, default=0, help="profile this many pipeline steps: where the time goes (0: off)"
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="JSON file (default bench/<model>-<size>px-<device>.json)"
     )
     args = parser.parse_args()
@@ -435,6 +474,7 @@ def main() -> None:
         ("--steps", args.steps, 1),
         ("--warmup", args.warmup, 0),
         ("--preprocess-images", args.preprocess_images, 1),
+        ("--profile", args.profile, 0),
     ):
         if value < low:
             raise StageError(f"{flag} {value}: must be at least {low}")
@@ -468,6 +508,7 @@ def main() -> None:
             workers=workers,
             compile_too=not args.no_compile,
             only=set(args.only.split(",")) if args.only else None,
+            profile=args.profile,
         ),
         "preprocess": bench_preprocess(
             args.archive, image_size=args.image_size, count=args.preprocess_images, workers=workers
@@ -511,6 +552,9 @@ def table(result: dict) -> str:
         "matrix products and convolutions"
     )
     lines += [f"{k:<36}{v:>8.2f}" for k, v in result["ratios"].items()]
+    if profile := t["pipeline"].get("profile"):
+        lines.append(f"pipeline profiled over {profile['steps']} steps: the device busy {profile['device_busy']:.0%}")
+        lines += [f"  {e['op'][:50]:<52}{e['ms_per_step']:>8.2f} ms/step" for e in profile["top"]]
     return "\n".join(lines)
 
 

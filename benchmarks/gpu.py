@@ -81,6 +81,7 @@ class Sizes:
     bench_batch: int = 256  # NVIDIA's and timm's ResNet-50 figures are at 256
     bench_steps: int = 20
     bench_preprocess: int = 4000
+    bench_profile: int = 5  # pipeline steps profiled: where the time goes, if it falls short of the ceiling
     compiled: tuple[str, ...] = ("bf16/channels_last/compiled",)  # each compiled model costs a minute or more
     zoo_models: tuple[str, ...] = tuple(ZOO)
     zoo_source: str = "synthetic:25000"
@@ -100,6 +101,7 @@ TINY = Sizes(
     bench_batch=8,
     bench_steps=2,
     bench_preprocess=32,
+    bench_profile=2,
     compiled=(),
     zoo_models=("resnet18",),  # the other seven train the same way, in the tests and there
     zoo_source="synthetic:40",
@@ -289,28 +291,20 @@ def speed(runner: Runner) -> dict:
         out = runner.out / "work" / f"bench-{model}.json"
         # decoding is measured once (the first model's run): the same CPU work, seconds of device time each
         decoded = s.bench_preprocess if i == 0 else 32
-        ran = runner.python(
-            "-m",
-            "benchmarks.bench",
-            "--model",
-            model,
-            "--image-size",
-            str(s.bench_size),
-            "--batch-size",
-            str(s.bench_batch),
-            "--steps",
-            str(s.bench_steps),
-            "--archive",
-            str(photos(runner)),
-            "--preprocess-images",
-            str(decoded),
-            "--only",
-            ",".join(wanted),
-            "--out",
-            str(out),
-            *([] if s.compiled else ["--no-compile"]),
-            limit=LIMITS["speed"] / len(s.bench_models) + 60,
-        )
+        flags = {
+            "--model": model,
+            "--image-size": s.bench_size,
+            "--batch-size": s.bench_batch,
+            "--steps": s.bench_steps,
+            "--archive": photos(runner),
+            "--preprocess-images": decoded,
+            "--only": ",".join(wanted),
+            "--profile": s.bench_profile,
+            "--out": out,
+        }
+        args = [str(part) for flag, value in flags.items() for part in (flag, value)]
+        args += [] if s.compiled else ["--no-compile"]
+        ran = runner.python("-m", "benchmarks.bench", *args, limit=LIMITS["speed"] / len(s.bench_models) + 60)
         results[model] = json.loads(out.read_text()) if out.is_file() else _failed(ran)
         results[model]["seconds"] = ran["seconds"]
     return results
@@ -484,6 +478,11 @@ def summary(report: dict) -> str:
             lines.append(f"| {phase} | {x['images_per_second']:,.0f} | {mfu} | {compiled} |")
         for processes, x in r["preprocess"].items() if model == next(iter(phases["speed"])) else ():
             lines.append(f"| preprocess, {processes.replace('_', ' ')} | {x['images_per_second']:,.0f} | | |")
+        if profile := t["pipeline"].get("profile"):
+            ops = "; ".join(f"{e['op'][:40]} {e['ms_per_step']:.2f} ms" for e in profile["top"][:6])
+            lines.append(
+                f"pipeline profiled: the device busy {profile['device_busy']:.0%} of the wall time; per step: {ops}"
+            )
         peaks = ", ".join(f"{k} {v / 1e12:,.1f}" for k, v in t["peak_flops_per_second"].items())
         ratios = ", ".join(f"{k} {v:.2f}" for k, v in r["ratios"].items())
         lines += [f"peak TFLOP/s: {peaks}; {ratios}", ""]

@@ -31,7 +31,20 @@ def test_the_benchmark_measures_every_phase_and_writes_them(tmp_path):
     only = ("--only", f"fp32/channels_last/eager,{COMPILED}")  # one compiled combination: tens of seconds of compiling
     # NiN at its smallest size, not ResNet-18: with an empty compile cache (CI's) the test took 51 s
     # on a 2-core Zen 3, against 101 s with ResNet-18 in emulated bf16
-    result = bench("--model", "nin", *size, *only, "--archive", str(archive), "--device", "cpu", "--out", str(out))
+    result = bench(
+        "--model",
+        "nin",
+        *size,
+        *only,
+        "--profile",
+        "2",
+        "--archive",
+        str(archive),
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     r = json.loads(out.read_text())
     t = r["training"]
@@ -51,6 +64,9 @@ def test_the_benchmark_measures_every_phase_and_writes_them(tmp_path):
     )
     assert r["shipped"].startswith("cpu (") and r["why"]  # the shipped defaults, resolved here, and why
     assert t["epochs"]["images"] == 2 * 32  # two epochs of the 4 batches of 8 it holds
+    profile = t["pipeline"]["profile"]  # where a step's time goes: NiN's convolutions lead
+    assert profile["steps"] == 2 and 0 < profile["device_busy"] and len(profile["top"]) == 10
+    assert any("conv" in e["op"] for e in profile["top"][:3]) and "device busy" in result.stdout
     assert (
         "dataloader_baseline" in result.stdout and "pipeline/fp32_eager" in result.stdout and str(out) in result.stdout
     )
