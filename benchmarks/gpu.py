@@ -270,6 +270,9 @@ print("ENV " + json.dumps(out))
 
 def env(runner: Runner) -> dict:
     found = {"kit": install_kit(runner), "platform": platform.platform(), "python": platform.python_version()}
+    if found["kit"]["installed"] and (runner.kit / "check_wheels.py").is_file():  # the machine's own versions too
+        checked = runner.python(str(runner.kit / "check_wheels.py"), "--installed", limit=60)
+        found["kit"]["check"] = {"returncode": checked["returncode"], "output": checked["output"][-1500:]}
     probe = runner.python("-c", ENV_PROBE, limit=60)
     found |= _tagged(probe["output"], "ENV ") or {"error": probe["output"][-2000:]}
     dvc = runner.python("-m", "dvc", "version", limit=60)
