@@ -91,7 +91,7 @@ class Sizes:
     real_max_per_class: int | None = None
     real_epochs: int | None = None  # None: the shipped recipe's
     real_models: tuple[str, ...] = (*ZOO, "efficientnet_lite0")
-    tests: tuple[str, ...] = ("tests/test_tensors.py", "tests/test_device.py")
+    tests: tuple[str, ...] = ("tests/test_tensors.py", "tests/test_device.py", "tests/test_precompute.py")
 
 
 FULL = Sizes()

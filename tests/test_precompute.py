@@ -10,7 +10,7 @@ from pipeline import models
 from pipeline.models import inputs
 from pipeline.params import recipes
 from pipeline.runtime.device import Compute
-from pipeline.runtime.tensors import normalize
+from pipeline.runtime.tensors import Split, normalize
 from pipeline.training import estimate, precompute
 from pipeline.training.fit import fit
 from tests.helpers import toy_split
@@ -64,6 +64,25 @@ def test_a_step_on_features_is_a_step_on_the_photos_it_draws():
         expected = model(normalize(photos, inputs.of(model)))
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(loss, nn.functional.cross_entropy(expected, split.labels), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_a_step_of_the_head_never_makes_the_host_wait():
+    device = torch.device("cuda")
+    model = models.build("efficientnet_lite0").to(device).eval()
+    split = toy_split(8)
+    gpu = Split(images=split.images.to(device), labels=split.labels.to(device), device=device)
+    features = precompute.extract(model, gpu, 8, Compute(device, "bf16"), mirrored=True)
+    optimizer = torch.optim.AdamW(model.head.parameters(), lr=1e-3, fused=True)
+    args = (model, optimizer, nn.CrossEntropyLoss(), features.images, gpu.labels, spec().train)
+    precompute.head_step(*args, torch.Generator().manual_seed(0), Compute(device, "bf16"))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any copy or read that waits for the GPU raises
+    try:
+        for seed in range(3):
+            precompute.head_step(*args, torch.Generator().manual_seed(seed), Compute(device, "bf16"))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 class Counter:

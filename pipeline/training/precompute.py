@@ -22,7 +22,7 @@ from pipeline.common.progress import Progress
 from pipeline.models import inputs
 from pipeline.params.sections import TrainParams
 from pipeline.runtime.device import Compute
-from pipeline.runtime.tensors import Split, batches, normalize
+from pipeline.runtime.tensors import Split, batches, normalize, to_device
 
 
 def applies(model: nn.Module) -> bool:
@@ -120,7 +120,7 @@ def head_step(
         if x.shape[1] == 2
         else torch.zeros(b, dtype=torch.bool)
     )
-    chosen = x[torch.arange(b, device=x.device), flipped.long().to(x.device)]  # (B, F)
+    chosen = x[torch.arange(b, device=x.device), to_device(flipped.long(), x.device)]  # (B, F): no wait for the GPU
     with compute.autocast():
         logits = model.head(chosen)
         loss = criterion(logits.float(), y)
