@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
 
+from benchmarks import bench as benchmark
 from benchmarks.bench import SCALES, growing
 from pipeline.data import synthetic
 from tests.helpers import AUTO_PRECISION, REPO
@@ -134,3 +137,16 @@ def test_on_a_gpu_the_peak_grows_past_the_cpus_largest_problem_where_a_launch_co
     gpu_sized = growing(*gpu(matmul), 5, SCALES["cuda"])
     assert cpu_sized < 0.6 * 8e14  # 2048 × 2048: 21 µs of work beside 20 µs of launch
     assert gpu_sized > 0.97 * 8e14  # 16384 × 16384: 11 ms
+
+
+@pytest.mark.parametrize("device, waits", [("cpu", 1 + 5 + 1), ("cuda", 2)])
+def test_a_gpu_step_is_timed_over_the_whole_run_not_one_by_one(monkeypatch, device, waits):
+    # waiting for the GPU after each step (to time it) would stop the host queuing the next one
+    waited = []
+    monkeypatch.setattr(benchmark, "synchronize", lambda d: waited.append(d.type))
+    batches = iter([(None, torch.zeros(4))] * 8)
+    found = benchmark.timed(batches, lambda x, y: time.sleep(0.002), torch.device(device), warmup=2, steps=5)
+    assert len(waited) == waits and found["images"] == 20
+    assert found["images_per_second"] == pytest.approx(20 / found["seconds"], rel=0.5)
+    if device == "cuda":
+        assert found["images_per_second"] == found["mean_images_per_second"]
