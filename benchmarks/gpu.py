@@ -18,8 +18,9 @@ after every phase, and OUT/log.txt holds every command's output):
          few thousand: say how few), the shipped recipe: accuracy with its 95 % interval
   tests  the test modules that take CUDA's branches where a GPU is visible (test_tensors, test_device)
 
-The DVC projects are copies of this one under a temporary folder, without git (`core.no_scm`): the
-GPU machine may have no git, and `dvc repro` needs none.
+The DVC projects are copies of this one in a temporary folder outside OUT (whose every file comes
+back from the GPU machine), without git (`core.no_scm`): the GPU machine may have no git, and
+`dvc repro` needs none.
 """
 
 from __future__ import annotations
@@ -173,9 +174,13 @@ class Runner:
         self.out, self.sizes, self.kit = out, sizes, kit
         self.end = time.monotonic() + deadline
         self.log = (out / "log.txt").open("a", buffering=1)
+        # the projects, their gigabytes of arrays, and the bench files: outside `out`, whose files
+        # all come back from the GPU machine (8 at most), even where a command is cut off
+        self.work = Path(tempfile.mkdtemp(prefix="gpu-work-"))
         self.env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
         # stage commands say `python -m pipeline.<stage>`: `python` must be this interpreter (there: python3 only)
-        shims = Path(tempfile.mkdtemp(prefix="gpu-bin-"))
+        shims = self.work / "bin"
+        shims.mkdir()
         shim = shims / "python"
         shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # a link would lose the venv (pyvenv.cfg)
         shim.chmod(0o755)
@@ -291,7 +296,7 @@ def speed(runner: Runner) -> dict:
     s, results = runner.sizes, {}
     wanted = [c for c in COMBINATIONS if c.endswith("eager") or c in s.compiled]
     for i, model in enumerate(s.bench_models):
-        out = runner.out / "work" / f"bench-{model}.json"
+        out = runner.work / f"bench-{model}.json"
         # decoding is measured once (the first model's run): the same CPU work, seconds of device time each
         decoded = s.bench_preprocess if i == 0 else 32
         flags = {
@@ -359,7 +364,7 @@ def photos(runner: Runner) -> Path:
     for path in (runner.kit / "photos.zip", REPO.parent / "shared/data/dogs-vs-cats-sample/train.zip"):
         if path.is_file():
             return path.resolve()
-    generated = runner.out / "work" / "photos.zip"
+    generated = runner.work / "photos.zip"
     if not generated.is_file():
         from pipeline.data import synthetic
 
@@ -372,7 +377,7 @@ def repro(runner: Runner, name: str, params: dict) -> dict:
     """`dvc repro` in a fresh copy of the project with `params` set; what it printed and wrote."""
     from pipeline.common import schema
 
-    project = runner.out / "work" / name
+    project = runner.work / name
     shutil.rmtree(project, ignore_errors=True)
     for part in PROJECT:
         src, dst = REPO / part, project / part
@@ -440,7 +445,7 @@ def run(phases: list[str], out: Path, *, deadline: float, sizes: Sizes, kit: Pat
                 found = {"error": f"{type(e).__name__}: {e}"}
         report["phases"][phase] = found | {"phase_seconds": round(time.monotonic() - start, 1)}
         write(out, report)
-    shutil.rmtree(out / "work", ignore_errors=True)  # what comes back: gpu.json, summary.md, log.txt
+    shutil.rmtree(runner.work, ignore_errors=True)
     return report
 
 

@@ -5,6 +5,7 @@ carry to the GPU machine."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -75,6 +76,7 @@ def test_a_command_past_its_limit_is_cut_off_and_a_phase_without_time_is_skipped
     start = time.monotonic()
     ran = runner.run(["sh", "-c", "echo started; sleep 30"], limit=1)
     assert ran["returncode"] is None and time.monotonic() - start < 5 and ran["output"] == "started\n"
+    shutil.rmtree(runner.work)
     report = gpu.run(["speed", "zoo"], tmp_path / "out", deadline=30, sizes=gpu.TINY)  # under a minute: none starts
     assert list(report["phases"]) == ["env", "speed", "zoo"] and all("skipped" in r for r in report["phases"].values())
     assert gpu.failures(report) == ["env", "speed", "zoo"]
