@@ -285,8 +285,8 @@ def photos_at_most(source: str, max_per_class: int | None) -> int:
         count, classes = KAGGLE_PHOTOS, 2
     elif source.startswith(FASHION_MNIST):
         count, classes = FASHION_MNIST_IMAGES, 2 * len(fashion_mnist.CLASSES)
-    elif synthetic_photos(source) is not None:
-        count, classes = synthetic_photos(source), 2
+    elif (generated := synthetic_photos(source)) is not None:
+        count, classes = generated, 2
     else:
         path = Path(source).expanduser()
         if path.is_dir():
